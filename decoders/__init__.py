@@ -1,0 +1,31 @@
+"""CTC decoders over cached log-probabilities: one protocol, a registry by name.
+
+    from decoders import Vocabulary, create_decoder, available_decoders
+    dec = create_decoder("beam", vocab, beam_width=100)
+    hyp = dec.decode(log_probs)          # log_probs: (T, V) float32, natural-log softmax
+"""
+from decoders.base import (
+    Decoder,
+    available_decoders,
+    create_decoder,
+    decoder_class,
+    register,
+    validate_log_probs,
+)
+from decoders.hypothesis import Hypothesis, WordTimestamp
+from decoders.vocabulary import Vocabulary
+
+# Importing the implementations registers them.
+from decoders import greedy as _greedy  # noqa: F401,E402
+
+__all__ = [
+    "Decoder",
+    "Hypothesis",
+    "Vocabulary",
+    "WordTimestamp",
+    "available_decoders",
+    "create_decoder",
+    "decoder_class",
+    "register",
+    "validate_log_probs",
+]

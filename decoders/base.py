@@ -1,0 +1,203 @@
+"""The decoder protocol, the registry by name, and input validation shared by all decoders."""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from decoders.hypothesis import Hypothesis
+from decoders.vocabulary import Vocabulary
+
+# Rows of genuine log-softmax output sum (in probability space) to 1; float16 storage rounds each
+# value by up to ~1e-3 relative, so accept a small deviation of the row log-sum-exp from 0.
+LOG_SUM_EXP_TOLERANCE = 0.05
+
+
+def validate_log_probs(log_probs: Any, vocab_size: int, name: str = "log_probs") -> np.ndarray:
+    """Check one utterance's emission and return it as a C-contiguous float32 array.
+
+    log_probs: (T, V) natural-log probabilities (log_softmax output), T >= 0, V == vocab_size.
+    Raises ValueError naming the problem and the fix: wrong rank, wrong V, NaN/+inf, or values that
+    are probabilities or raw logits rather than log-probabilities (checked, never guessed).
+    """
+    arr = np.asarray(log_probs)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (T, V); got {arr.ndim} dimension(s) {arr.shape}")
+    if arr.shape[1] != vocab_size:
+        raise ValueError(f"{name} has V={arr.shape[1]} labels per frame but the vocabulary has "
+                         f"{vocab_size}; use the vocabulary of the model that made the emissions")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{name} must be floating point log-probabilities, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.shape[0] == 0:
+        return arr
+    if np.isnan(arr).any() or np.isposinf(arr).any():
+        raise ValueError(f"{name} contains NaN or +inf values; check the model output")
+    if (arr > 1e-3).any():
+        if arr.min() >= 0 and np.allclose(arr.sum(axis=1), 1.0, atol=1e-2):
+            raise ValueError(f"{name} holds probabilities (rows in [0, 1] summing to 1), not "
+                             "log-probabilities; pass np.log(probs) instead")
+        raise ValueError(f"{name} has positive values (max {arr.max():.3g}): these are logits, not "
+                         "log-probabilities; apply log_softmax over the last axis first")
+    worst = float(np.abs(_logsumexp_rows(arr)).max())
+    if worst > LOG_SUM_EXP_TOLERANCE:
+        raise ValueError(f"{name} rows do not normalise (a frame's log-sum-exp is {worst:.3g} away "
+                         "from 0): apply log_softmax over the last axis first")
+    return arr
+
+
+def _logsumexp_rows(arr: np.ndarray) -> np.ndarray:
+    """(T, V) -> (T,) log-sum-exp over the label axis, stable for -inf entries."""
+    peak = arr.max(axis=1, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(arr - peak).sum(axis=1)) + peak[:, 0]
+
+
+class Decoder(ABC):
+    """A CTC decoder: (T, V) float32 log-probs -> Hypothesis.
+
+    Subclasses set ``Options`` (a frozen dataclass whose ``__post_init__`` validates its values) and
+    implement :meth:`decode`. ``frame_shift_s`` converts frame indices to seconds in timestamps.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = type(None)
+
+    def __init__(self, vocab: Vocabulary, options: Any = None, *, frame_shift_s: float = 0.02):
+        if options is None:
+            options = self.Options()
+        if not isinstance(options, self.Options):
+            raise TypeError(f"{type(self).__name__} takes {self.Options.__name__}, "
+                            f"got {type(options).__name__}")
+        if frame_shift_s <= 0:
+            raise ValueError(f"frame_shift_s must be positive seconds, got {frame_shift_s}")
+        self.vocab = vocab
+        self.options = options
+        self.frame_shift_s = float(frame_shift_s)
+
+    @abstractmethod
+    def decode(self, log_probs: np.ndarray) -> Hypothesis:
+        """Decode one utterance. log_probs: (T, V) float32 natural-log probabilities."""
+
+    def decode_many(
+        self,
+        emissions: Sequence[np.ndarray],
+        jobs: int = 1,
+        on_done: Callable[[int], None] | None = None,
+    ) -> list[Hypothesis]:
+        """Decode many utterances, in order; ``jobs`` > 1 uses a fork-based process pool.
+
+        emissions: sequence of (T_i, V) log-prob arrays. on_done(n) is called after each chunk of n
+        utterances finishes (for progress bars). The decoder (and its LM) is inherited by the
+        workers through fork, never pickled into each task.
+        """
+        if jobs <= 1 or len(emissions) < 2:
+            return self._decode_chunk(emissions, on_done)
+        return _parallel_decode(self, emissions, jobs, on_done)
+
+    def _decode_chunk(self, emissions: Sequence[np.ndarray],
+                      on_done: Callable[[int], None] | None = None) -> list[Hypothesis]:
+        """Decode a chunk in this process; subclasses may override with a batched implementation."""
+        out = []
+        for log_probs in emissions:
+            out.append(self.decode(log_probs))
+            if on_done:
+                on_done(1)
+        return out
+
+    def _check(self, log_probs: np.ndarray) -> np.ndarray:
+        return validate_log_probs(log_probs, self.vocab.size)
+
+
+# ----------------------------------------------------------------------------- parallel decoding
+_WORKER_DECODER: Decoder | None = None
+_WORKER_EMISSIONS: Sequence[np.ndarray] | None = None
+
+
+def _worker_decode(bounds: tuple[int, int]) -> list[Hypothesis]:
+    assert _WORKER_DECODER is not None and _WORKER_EMISSIONS is not None
+    start, stop = bounds
+    return _WORKER_DECODER._decode_chunk(_WORKER_EMISSIONS[start:stop])
+
+
+def _parallel_decode(decoder: Decoder, emissions: Sequence[np.ndarray], jobs: int,
+                     on_done: Callable[[int], None] | None) -> list[Hypothesis]:
+    """Split into contiguous chunks decoded by forked workers that inherit decoder and emissions.
+
+    Fork (not spawn) so that a loaded KenLM model and memory-mapped emissions are shared
+    copy-on-write instead of being pickled per task; pyctcdecode's own pool guidance is the same.
+    """
+    global _WORKER_DECODER, _WORKER_EMISSIONS
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return decoder._decode_chunk(emissions, on_done)
+    jobs = min(jobs, len(emissions), os.cpu_count() or 1) or 1
+    chunk = max(1, min(64, len(emissions) // (jobs * 4) or 1))
+    bounds = [(i, min(i + chunk, len(emissions))) for i in range(0, len(emissions), chunk)]
+    _WORKER_DECODER, _WORKER_EMISSIONS = decoder, emissions
+    try:
+        ctx = multiprocessing.get_context("fork")
+        results: list[Hypothesis] = []
+        with ctx.Pool(jobs) as pool:
+            for (start, stop), part in zip(bounds, pool.imap(_worker_decode, bounds)):
+                results.extend(part)
+                if on_done:
+                    on_done(stop - start)
+        return results
+    finally:
+        _WORKER_DECODER, _WORKER_EMISSIONS = None, None
+
+
+# ----------------------------------------------------------------------------- registry
+_DECODERS: dict[str, type[Decoder]] = {}
+
+
+def register(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
+    """Class decorator: make a Decoder available as ``name`` (CLI ``--decoder name``)."""
+
+    def wrap(cls: type[Decoder]) -> type[Decoder]:
+        if name in _DECODERS and _DECODERS[name] is not cls:
+            raise ValueError(f"decoder name {name!r} is already registered by {_DECODERS[name]}")
+        if not dataclasses.is_dataclass(cls.Options):
+            raise TypeError(f"{cls.__name__}.Options must be a (frozen) dataclass")
+        cls.name = name
+        _DECODERS[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_decoders() -> list[str]:
+    """Registered decoder names, sorted."""
+    return sorted(_DECODERS)
+
+
+def decoder_class(name: str) -> type[Decoder]:
+    """The class registered as ``name``; an unknown name raises ValueError listing valid names."""
+    try:
+        return _DECODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown decoder {name!r}; valid names: {', '.join(available_decoders())}"
+                         ) from None
+
+
+def options_from_mapping(options_cls: type, values: Mapping[str, Any]) -> Any:
+    """Build an Options dataclass from the keys of ``values`` it has fields for (None = default)."""
+    names = {f.name for f in dataclasses.fields(options_cls)}
+    return options_cls(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+def create_decoder(name: str, vocab: Vocabulary, *, frame_shift_s: float = 0.02,
+                   **options: Any) -> Decoder:
+    """Instantiate decoder ``name``; ``options`` must be fields of its Options dataclass."""
+    cls = decoder_class(name)
+    names = {f.name for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ValueError(f"decoder {name!r} has no option(s) {unknown}; valid: {sorted(names)}")
+    return cls(vocab, cls.Options(**options), frame_shift_s=frame_shift_s)
+

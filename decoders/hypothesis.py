@@ -1,0 +1,46 @@
+"""The one result type every decoder returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class WordTimestamp:
+    """A decoded word and where it sits in the emission.
+
+    start_frame: first frame (inclusive) of the word's first token.
+    end_frame: frame after the word's last token (exclusive).
+    start_s / end_s: the same in seconds (frame * frame_shift_s).
+    """
+
+    word: str
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A decoding result.
+
+    text: words joined by single spaces, in the acoustic vocabulary's casing.
+    score: total natural-log score the decoder ranked by (acoustic + weighted LM + bonuses).
+    tokens: label ids of the collapsed labelling (no blanks, no repeats), word delimiters included.
+    words: one WordTimestamp per word of ``text``.
+    nbest: alternatives, best first (the first one is this hypothesis); empty unless asked for.
+    acoustic_score / lm_score: the parts of ``score`` where the decoder tracks them (else nan).
+    """
+
+    text: str
+    score: float
+    tokens: tuple[int, ...] = ()
+    words: tuple[WordTimestamp, ...] = ()
+    nbest: tuple["Hypothesis", ...] = field(default=(), repr=False)
+    acoustic_score: float = float("nan")
+    lm_score: float = float("nan")
+
+    @staticmethod
+    def empty() -> "Hypothesis":
+        """The result for an utterance with no frames (T = 0)."""
+        return Hypothesis(text="", score=0.0, acoustic_score=0.0, lm_score=0.0)

@@ -1,0 +1,100 @@
+"""The scoring interface decoders fuse with, and its KenLM implementation.
+
+All scores are natural logs (KenLM reports log10; we convert once, here).
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Hashable
+
+LOG10_TO_LN = math.log(10.0)
+
+
+class LanguageModel(ABC):
+    """A word language model as the beam search sees it.
+
+    States are opaque, hashable values; ``score`` never mutates its input state.
+    Words are given in the LM's own casing (map acoustic words first, see lm.casing).
+    """
+
+    order: int = 0
+
+    @abstractmethod
+    def start_state(self) -> Hashable:
+        """State after the sentence-start token ``<s>``."""
+
+    @abstractmethod
+    def score(self, state: Hashable, word: str) -> tuple[float, Hashable]:
+        """(ln P(word | state), state after word). OOV words get the model's ``<unk>`` score."""
+
+    @abstractmethod
+    def end_score(self, state: Hashable) -> float:
+        """ln P(</s> | state)."""
+
+    @abstractmethod
+    def is_oov(self, word: str) -> bool:
+        """True when ``word`` is not in the LM vocabulary."""
+
+
+class KenLMLanguageModel(LanguageModel):
+    """KenLM model (ARPA or binary) behind :class:`LanguageModel`, with a score cache.
+
+    path: .arpa, .arpa.gz is not read by KenLM (decompress first), .binary/.klm.
+    The cache maps (state, word) -> (ln prob, next state); KenLM states are hashable.
+    """
+
+    def __init__(self, path: str | Path, cache_size: int = 1_000_000):
+        try:
+            import kenlm
+        except ImportError as exc:  # pragma: no cover - kenlm is a hard dependency
+            raise ImportError("KenLM's Python module is missing: pip install kenlm") from exc
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"language model file not found: {path}")
+        if path.suffix == ".gz":
+            raise ValueError(f"{path}: KenLM cannot read gzip; decompress it first (gunzip -k {path})")
+        try:
+            self._model = kenlm.Model(str(path))
+        except (OSError, RuntimeError) as exc:
+            raise ValueError(f"{path}: KenLM could not load it ({exc}); the file may be corrupt or "
+                             "truncated; rebuild it with lm/build.py or download it again") from exc
+        self._kenlm = kenlm
+        self.path = path
+        self.order = int(self._model.order)
+        self._cache: dict[tuple[Any, str], tuple[float, Any]] = {}
+        self._cache_size = cache_size
+
+    def start_state(self) -> Any:
+        state = self._kenlm.State()
+        self._model.BeginSentenceWrite(state)
+        return state
+
+    def score(self, state: Any, word: str) -> tuple[float, Any]:
+        key = (state, word)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        out = self._kenlm.State()
+        log10 = self._model.BaseScore(state, word, out)
+        result = (log10 * LOG10_TO_LN, out)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+    def end_score(self, state: Any) -> float:
+        out = self._kenlm.State()
+        return self._model.BaseScore(state, "</s>", out) * LOG10_TO_LN
+
+    def is_oov(self, word: str) -> bool:
+        return word not in self._model
+
+    def __contains__(self, word: str) -> bool:
+        return word in self._model
+
+
+def load_language_model(path: str | Path) -> LanguageModel:
+    """Load a KenLM ARPA/binary file as a :class:`LanguageModel`."""
+    return KenLMLanguageModel(path)

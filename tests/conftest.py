@@ -1,0 +1,30 @@
+"""Shared fixtures. Real data lives in ../shared beside the repo (override with CTCLAB_SHARED)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_path(*parts: str) -> Path:
+    """Path inside the shared real-data folder (may not exist)."""
+    base = Path(os.environ.get("CTCLAB_SHARED", REPO_ROOT.parent / "shared"))
+    return base.joinpath(*parts)
+
+
+def require_shared(*parts: str) -> Path:
+    """The shared path, or skip the calling test with a reason when it is absent."""
+    path = shared_path(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not present: {path} (the ../shared folder beside the repo)")
+    return path
+
+
+@pytest.fixture
+def wav2vec2_vocab():
+    from decoders import Vocabulary
+
+    return Vocabulary.wav2vec2_english()
