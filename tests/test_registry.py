@@ -1,0 +1,29 @@
+"""The decoder registry: names feed the CLI, unknown names list the valid ones, options validated."""
+import pytest
+
+from decoders import available_decoders, create_decoder, decoder_class
+from decoders.base import options_from_mapping
+
+
+def test_core_decoders_registered():
+    assert "greedy" in available_decoders()
+
+
+def test_unknown_name_lists_valid_names(wav2vec2_vocab):
+    with pytest.raises(ValueError, match="valid names: .*greedy"):
+        create_decoder("nope", wav2vec2_vocab)
+
+
+def test_unknown_option_is_named(wav2vec2_vocab):
+    with pytest.raises(ValueError, match="no option"):
+        create_decoder("greedy", wav2vec2_vocab, beam_width=3)
+
+
+def test_options_from_mapping_ignores_foreign_and_none_fields():
+    cls = decoder_class("greedy").Options
+    assert options_from_mapping(cls, {"beam_width": 5, "alpha": None}) == cls()
+
+
+def test_frame_shift_must_be_positive(wav2vec2_vocab):
+    with pytest.raises(ValueError, match="frame_shift_s"):
+        create_decoder("greedy", wav2vec2_vocab, frame_shift_s=0)
