@@ -1,0 +1,1 @@
+"""Emission cache, audio sources, model loading and evaluation of CTC decoders."""
