@@ -1,0 +1,86 @@
+"""Synthetic emissions and tiny ARPA language models shared by the decoder tests."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from decoders import Vocabulary
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """(T, V) -> (T, V) float32 natural-log softmax over the last axis."""
+    x = np.asarray(x, np.float64)
+    out = x - np.logaddexp.reduce(x, axis=1, keepdims=True)
+    return out.astype(np.float32)
+
+
+def peaky(path: Sequence[int], vocab_size: int, peak: float = 0.9) -> np.ndarray:
+    """(T, V) log-probs whose argmax per frame follows ``path`` with probability ``peak``."""
+    probs = np.full((len(path), vocab_size), (1 - peak) / (vocab_size - 1), np.float64)
+    probs[np.arange(len(path)), path] = peak
+    return np.log(probs).astype(np.float32)
+
+
+def frames(vocab: Vocabulary, spec: Sequence[Mapping[str, float] | str], floor: float = 1e-4
+           ) -> np.ndarray:
+    """(T, V) log-probs from per-frame {label: prob} dicts (a plain label string means 0.98).
+
+    ``"_"`` stands for the blank. Leftover probability mass is spread over the other labels.
+    """
+    out = np.full((len(spec), vocab.size), 0.0)
+    for t, frame in enumerate(spec):
+        frame = {frame: 0.98} if isinstance(frame, str) else frame
+        ids = {(vocab.blank if lab == "_" else vocab.label_to_id[lab]): p for lab, p in frame.items()}
+        rest = max(1.0 - sum(ids.values()), floor * vocab.size)
+        out[t] = rest / (vocab.size - len(ids))
+        for i, p in ids.items():
+            out[t, i] = p
+    return np.log(out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def spell(vocab: Vocabulary, text: str, peak: float = 0.95, blank_between: bool = True
+          ) -> np.ndarray:
+    """Peaky log-probs spelling ``text`` (words split at the delimiter), blanks around labels."""
+    path = [vocab.blank]
+    for token in vocab.encode_text(text):
+        path += [token, vocab.blank] if blank_between else [token]
+    return peaky(path, vocab.size, peak)
+
+
+def random_peaky(rng: np.random.Generator, length: int, vocab_size: int, blank: int,
+                 sharpness: float = 6.0, blank_rate: float = 0.5) -> np.ndarray:
+    """(T, V) random peaky log-probs: one label per frame boosted by ``sharpness`` logits."""
+    logits = rng.normal(size=(length, vocab_size))
+    hot = rng.integers(0, vocab_size, size=length)
+    hot = np.where(rng.random(length) < blank_rate, blank, hot)
+    logits[np.arange(length), hot] += sharpness
+    return log_softmax(logits)
+
+
+def quartznet_vocab() -> Vocabulary:
+    """The NeMo QuartzNet layout: space delimiter first, lower case, apostrophe, blank last."""
+    labels = [" ", *"abcdefghijklmnopqrstuvwxyz", "'", "<blank>"]
+    return Vocabulary.from_labels(labels, blank=len(labels) - 1, delimiter=" ")
+
+
+def write_arpa(path: Path, unigrams: Mapping[str, float],
+               bigrams: Mapping[tuple[str, str], float] | None = None) -> Path:
+    """Write a tiny bigram ARPA: ``unigrams`` word -> P (probability, not log), bigrams likewise.
+
+    ``<s>``, ``</s>`` and ``<unk>`` are added; every unigram gets a backoff weight of 0.
+    """
+    bigrams = dict(bigrams or {})
+    words = {"<unk>": 1e-6, "</s>": 0.1, **unigrams}
+    pairs = {("<s>", w): p for w, p in unigrams.items()}
+    pairs.update(bigrams)
+    lines = ["\\data\\", f"ngram 1={len(words) + 1}", f"ngram 2={len(pairs)}",
+             "", "\\1-grams:", "-99\t<s>\t0"]
+    lines += [f"{math.log10(p):.6f}\t{w}\t0" for w, p in words.items()]
+    lines += ["", "\\2-grams:"]
+    lines += [f"{math.log10(p):.6f}\t{a} {b}" for (a, b), p in pairs.items()]
+    lines += ["", "\\end\\", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
