@@ -1,0 +1,193 @@
+"""Load a CTC acoustic model: a Hugging Face id / local directory (``AutoModelForCTC`` + its
+processor) or a torchaudio pipeline bundle (``torchaudio:WAV2VEC2_ASR_BASE_960H``).
+
+The result is a :class:`CTCModel`: the torch module, the per-utterance input normaliser, the
+:class:`decoders.Vocabulary`, the recorded revision and the conv-stack length formula.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from decoders.vocabulary import Vocabulary
+
+TORCHAUDIO_PREFIX = "torchaudio:"
+# Hashing this much of each weights file (head and tail) identifies a local model quickly.
+LOCAL_HASH_BYTES = 1 << 20
+
+
+def conv_output_length(num_samples: Any, kernels: Sequence[int], strides: Sequence[int]) -> Any:
+    """Frames out of a stack of unpadded 1-D convolutions: L <- floor((L - k) / s) + 1 per layer.
+
+    num_samples: int or integer array; returns the same kind (0 when the input is shorter than
+    the receptive field). For wav2vec2 (k=10,3,3,3,3,2,2; s=5,2,2,2,2,2,2) that is one frame per
+    320 samples (20 ms at 16 kHz), starting once 400 samples are available.
+    """
+    length = np.asarray(num_samples, dtype=np.int64)
+    for k, s in zip(kernels, strides):
+        length = np.maximum((length - k) // s + 1, 0)
+    return int(length) if np.ndim(num_samples) == 0 else length
+
+
+@dataclass(frozen=True)
+class CTCModel:
+    """A loaded CTC model (``module`` in eval mode on CPU; the extractor moves it).
+
+    name/revision: what made the emissions (revision = hub commit hash, or ``local-<hash>``).
+    vocabulary: labels in output index order. sample_rate: Hz the model expects.
+    frame_shift_s: seconds per output frame. kernels/strides: the conv stack (length formula).
+    normalize: (S,) float32 waveform -> (S,) float32 model input (the feature extractor's
+    per-utterance zero-mean/unit-variance normalisation, or identity).
+    takes_attention_mask: the processor would pass an attention mask (layer-norm models).
+    group_norm: the first conv layer normalises over time (wav2vec2-base): padding changes its
+    statistics, handled by the extractor (see eval/extract.py).
+    kind: "hf" or "torchaudio".
+    """
+
+    module: Any
+    name: str
+    revision: str
+    vocabulary: Vocabulary
+    sample_rate: int
+    frame_shift_s: float
+    kernels: tuple[int, ...]
+    strides: tuple[int, ...]
+    normalize: Callable[[np.ndarray], np.ndarray]
+    takes_attention_mask: bool
+    group_norm: bool
+    kind: str = "hf"
+
+    def num_frames(self, num_samples: Any) -> Any:
+        """Output frames for ``num_samples`` input samples (int or array)."""
+        return conv_output_length(num_samples, self.kernels, self.strides)
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input that yields one frame (the receptive field)."""
+        n = 1
+        for k, s in reversed(list(zip(self.kernels, self.strides))):
+            n = (n - 1) * s + k
+        return n
+
+
+def vocabulary_from_tokenizer(tokenizer: Any, vocab_size: int, pad_token_id: int | None) -> Vocabulary:
+    """The CTC vocabulary of a HF CTC tokenizer: labels by id, blank = pad token, ``|`` (or the
+    tokenizer's word delimiter) = delimiter, ``<s> </s> <unk>`` marked never emitted."""
+    by_id = {int(i): tok for tok, i in tokenizer.get_vocab().items()}
+    labels = [by_id.get(i, f"<unused_{i}>") for i in range(vocab_size)]
+    blank = pad_token_id if pad_token_id is not None else getattr(tokenizer, "pad_token_id", None)
+    if blank is None:
+        raise ValueError("the model defines no pad token (the CTC blank): set pad_token_id in "
+                         "its config.json")
+    delimiter = getattr(tokenizer, "word_delimiter_token", None)
+    if delimiter not in labels:
+        delimiter = None
+    unused = [lab for lab in labels if lab in ("<s>", "</s>", "<unk>") or lab.startswith("<unused_")]
+    unused = [lab for lab in unused if labels.index(lab) != blank]
+    return Vocabulary.from_labels(labels, blank=int(blank), delimiter=delimiter, unused=unused)
+
+
+def _local_revision(path: Path) -> str:
+    """``local-<sha1 prefix>`` of config.json and the head/tail/size of each weights file."""
+    digest = hashlib.sha1()
+    for file in sorted(path.iterdir()):
+        if file.name == "config.json" or file.suffix in (".safetensors", ".bin", ".pt"):
+            digest.update(file.name.encode())
+            size = file.stat().st_size
+            digest.update(str(size).encode())
+            with open(file, "rb") as fh:
+                digest.update(fh.read(LOCAL_HASH_BYTES))
+                if size > LOCAL_HASH_BYTES:
+                    fh.seek(max(size - LOCAL_HASH_BYTES, LOCAL_HASH_BYTES))
+                    digest.update(fh.read())
+    return "local-" + digest.hexdigest()[:12]
+
+
+def _offline_message(name: str, exc: Exception) -> str:
+    return (f"cannot load model {name!r} from the Hugging Face hub ({type(exc).__name__}: "
+            f"{str(exc)[:300]}). Offline? Download it on a connected machine "
+            "(`huggingface-cli download " + name + " --local-dir DIR`) and pass --model DIR "
+            "(a local directory with config.json, weights and the processor files).")
+
+
+def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
+    """Load ``name``: a HF hub id, a local directory, or ``torchaudio:BUNDLE_NAME``."""
+    if name.startswith(TORCHAUDIO_PREFIX):
+        return _load_torchaudio(name[len(TORCHAUDIO_PREFIX):])
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+
+    local = Path(name).is_dir()
+    if not local and (Path(name).exists() or name.startswith((".", "/", "~"))):
+        raise FileNotFoundError(f"model path {name} is not a directory with a saved model "
+                                "(config.json + weights); pass a hub id or a model directory")
+    try:
+        config = AutoConfig.from_pretrained(name, revision=revision)
+        extractor = AutoFeatureExtractor.from_pretrained(name, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+        kwargs = {"attn_implementation": "sdpa"}
+        try:
+            module = AutoModelForCTC.from_pretrained(name, revision=revision, **kwargs)
+        except (ValueError, ImportError):  # model class without sdpa support: default attention
+            module = AutoModelForCTC.from_pretrained(name, revision=revision)
+    except OSError as exc:
+        if local:
+            raise FileNotFoundError(f"cannot load the model in {name}: {exc}") from None
+        raise RuntimeError(_offline_message(name, exc)) from None
+    module.eval()
+    commit = getattr(config, "_commit_hash", None) or getattr(module.config, "_commit_hash", None)
+    rev = commit or (_local_revision(Path(name)) if local else (revision or "unknown"))
+    kernels = tuple(int(k) for k in getattr(config, "conv_kernel", ()))
+    strides = tuple(int(s) for s in getattr(config, "conv_stride", ()))
+    if not kernels or getattr(config, "add_adapter", False):
+        raise ValueError(f"model {name!r} ({config.model_type}) has no plain conv feature stack "
+                         "(conv_kernel/conv_stride); only wav2vec2-style CTC models are supported")
+    rate = int(getattr(extractor, "sampling_rate", 16_000))
+    vocab = vocabulary_from_tokenizer(tokenizer, int(config.vocab_size), config.pad_token_id)
+    do_normalize = bool(getattr(extractor, "do_normalize", False))
+
+    def normalize(audio: np.ndarray) -> np.ndarray:
+        # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm on the true (unpadded) samples.
+        if not do_normalize:
+            return audio.astype(np.float32, copy=False)
+        return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
+
+    # A local directory is named by its folder (the revision hash tells copies apart).
+    label = Path(name).resolve().name if local else name
+    return CTCModel(
+        module=module, name=label, revision=rev, vocabulary=vocab, sample_rate=rate,
+        frame_shift_s=float(np.prod(strides)) / rate, kernels=kernels, strides=strides,
+        normalize=normalize,
+        takes_attention_mask=bool(getattr(extractor, "return_attention_mask", False)),
+        group_norm=getattr(config, "feat_extract_norm", "layer") == "group", kind="hf")
+
+
+def _load_torchaudio(bundle_name: str) -> CTCModel:
+    """A torchaudio ASR pipeline bundle (labels from the bundle; '-' is its blank)."""
+    try:
+        import torchaudio
+    except ImportError:
+        raise ImportError("torchaudio models need torchaudio: pip install torchaudio (the build "
+                          "matching your torch), or pip install 'ctclab[torchaudio]'") from None
+    bundle = getattr(torchaudio.pipelines, bundle_name, None)
+    if bundle is None or not hasattr(bundle, "get_labels"):
+        names = sorted(n for n in dir(torchaudio.pipelines)
+                       if n.endswith(("_960H", "_10M", "_100H", "_ASR")) or "ASR" in n)
+        raise ValueError(f"unknown torchaudio ASR bundle {bundle_name!r}; valid names: "
+                         f"{', '.join(names)}")
+    module = bundle.get_model().eval()
+    labels = list(bundle.get_labels())
+    vocab = Vocabulary.from_labels(labels, blank=labels.index("-") if "-" in labels else 0,
+                                   delimiter="|" if "|" in labels else None)
+    rate = int(bundle.sample_rate)
+    # torchaudio's wav2vec2 feature extractor: same conv stack as HF wav2vec2.
+    kernels, strides = (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)
+    return CTCModel(module=module, name=TORCHAUDIO_PREFIX + bundle_name, revision="torchaudio-"
+                    + torchaudio.__version__, vocabulary=vocab, sample_rate=rate,
+                    frame_shift_s=320 / rate, kernels=kernels, strides=strides,
+                    normalize=lambda a: a.astype(np.float32, copy=False),
+                    takes_attention_mask=False, group_norm=True, kind="torchaudio")
