@@ -1,0 +1,141 @@
+"""End to end: eval/run.py on a tiny imported cache (synthetic peaky emissions, no model)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eval_fixtures import GREEDY_ERRORS, UTTERANCES, write_tiny_arpa, write_tiny_emissions
+
+from decoders.base import available_decoders
+from eval import run as run_mod
+from eval.results import ResultsFolder
+from eval.run import import_decoders
+
+REPO = Path(__file__).resolve().parents[1]
+import_decoders()
+# Every registered decoder that can run over the cache (greedy always; beam/pyctcdecode when in).
+DECODERS = [d for d in ("greedy", "beam", "pyctcdecode") if d in available_decoders()]
+LM_DECODER = next(d for d in ("beam", "pyctcdecode") if d in available_decoders())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"emissions": write_tiny_emissions(root), "cache": root / "cache",
+            "lm": write_tiny_arpa(root / "tiny.arpa"), "root": root}
+
+
+def base_args(tiny, out, *extra):
+    return ["--import-emissions", str(tiny["emissions"]), "--cache-dir", str(tiny["cache"]),
+            "--out", str(out), "--quiet", "--bootstrap", "200", *extra]
+
+
+def test_several_decoders_table_and_results_files(tiny, tmp_path, capsys):
+    out = tmp_path / "r"
+    summary = run_mod.run(base_args(tiny, out, "--decoder", *DECODERS, "--split", "dev-a",
+                                    "test-a", "--beam-width", "8"))
+    printed = capsys.readouterr().out
+    assert len(summary.systems) == 2 * len(DECODERS)
+    for s in summary.systems:
+        errors, words = GREEDY_ERRORS[s.split]
+        # Peaky emissions without an LM: every decoder finds the same best path as greedy.
+        assert (s.substitutions + s.deletions + s.insertions, s.words) == (errors, words), s
+        assert s.wer == pytest.approx(errors / words)
+        assert s.wer_low <= s.wer <= s.wer_high
+        assert s.rtf > 0 and s.audio_seconds > 0
+        assert f"{100 * s.wer:6.2f}" in printed
+    dev = next(s for s in summary.systems if s.split == "dev-a" and s.system == "greedy")
+    assert (dev.substitutions, dev.deletions, dev.insertions) == (1, 1, 1)
+    assert "paired bootstrap" in printed or len(DECODERS) == 1
+    for name in ("summary.json", "summary.tsv", "summary.md", "settings.json"):
+        assert (out / name).is_file()
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["versions"]["numpy"] and settings["normalizer"]["name"] == "default"
+    assert [s["label"] for s in settings["systems"]] == DECODERS
+    lines = (out / "dev-a" / "greedy.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    assert [r["id"] for r in rows] == [u[0] for u in UTTERANCES["dev-a"]]
+    assert rows[2]["hyp"] == "hello word" and rows[2]["substitutions"] == 1
+    assert "| dev-a | greedy |" in (out / "summary.md").read_text()
+
+
+def test_resume_decodes_only_missing_utterances(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    first = run_mod.run(base_args(tiny, out, "--decoder", "greedy", "--split", "dev-a"))
+    path = out / "dev-a" / "greedy.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    # Simulate a kill: two finished lines and a torn third one.
+    path.write_text(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
+    decoded = []
+    original = run_mod.decode_records
+
+    def counting(decoder, cache, records, *a, **k):
+        decoded.extend(r.id for r in records)
+        return original(decoder, cache, records, *a, **k)
+
+    monkeypatch.setattr(run_mod, "decode_records", counting)
+    second = run_mod.run(base_args(tiny, out, "--decoder", "greedy", "--split", "dev-a"))
+    assert decoded == ["d3", "d4"]
+    assert second.systems[0].wer == first.systems[0].wer
+    assert len(ResultsFolder(out).read_utterances("dev-a", "greedy")) == 4
+    # A complete folder decodes nothing.
+    decoded.clear()
+    run_mod.run(base_args(tiny, out, "--decoder", "greedy", "--split", "dev-a"))
+    assert decoded == []
+
+
+def test_resume_with_other_options_is_refused(tiny, tmp_path):
+    out = tmp_path / "r"
+    run_mod.run(base_args(tiny, out, "--decoder", LM_DECODER, "--split", "test-a",
+                          "--beam-width", "4"))
+    with pytest.raises(ValueError, match="new --out"):
+        run_mod.run(base_args(tiny, out, "--decoder", LM_DECODER, "--split", "test-a",
+                              "--beam-width", "5"))
+
+
+def test_tune_writes_params_and_params_reuses_them(tiny, tmp_path):
+    out = tmp_path / "tuned"
+    lm = str(tiny["lm"])
+    summary = run_mod.run(base_args(
+        tiny, out, "--decoder", LM_DECODER, "--lm", lm, "--split", "test-a", "--beam-width", "8",
+        "--tune", "alpha", "beta", "--tune-split", "dev-a",
+        "--tune-values", "alpha=0,0.5", "beta=0,2"))
+    params = json.loads((out / "params.json").read_text())
+    label = f"{LM_DECODER}+tiny"
+    assert params["split"] == "dev-a" and len(params["trials"][label]) == 4
+    best = params["systems"][label]
+    assert min(t["wer"] for t in params["trials"][label]) == params["wer"][label]
+    assert summary.systems[0].system == label
+    applied = json.loads((out / "settings.json").read_text())["systems"][0]["options"]
+    assert (applied["alpha"], applied["beta"]) == (best["alpha"], best["beta"])
+    # Re-use on another run: the file's values replace the defaults.
+    out2 = tmp_path / "reused"
+    run_mod.run(base_args(tiny, out2, "--decoder", LM_DECODER, "--lm", lm, "--split", "test-a",
+                          "--beam-width", "8", "--params", str(out / "params.json")))
+    reused = json.loads((out2 / "settings.json").read_text())["systems"][0]["options"]
+    assert (reused["alpha"], reused["beta"]) == (best["alpha"], best["beta"])
+
+
+def test_tuning_on_test_is_refused(tiny, tmp_path, capsys):
+    code = run_mod.main(base_args(tiny, tmp_path / "x", "--decoder", LM_DECODER, "--lm",
+                                  str(tiny["lm"]), "--tune", "alpha", "--tune-split", "test-a"))
+    assert code == 2
+    assert "refusing to tune on 'test-a'" in capsys.readouterr().err
+
+
+def test_missing_cache_error_names_the_command(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "eval" / "run.py"), "--model", "no/such-model",
+         "--cache-dir", str(tmp_path), "--split", "test-clean", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert "python eval/emit.py --model no/such-model --split test-clean" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_decoder_lists_valid_names(tiny, tmp_path, capsys):
+    assert run_mod.main(base_args(tiny, tmp_path / "x", "--decoder", "nope")) == 2
+    assert "valid names: " in capsys.readouterr().err
