@@ -1,0 +1,327 @@
+"""Decoding speed, agreement and WER of our beam search vs pyctcdecode and C++/flashlight peers.
+
+    python bench/decode_speed.py --beam-width 100 --repeat 3 --inputs real,peaky,random \
+        --lm ../shared/lm/en-us-70k-3gram.arpa.gz --jobs 1
+
+Every decoder decodes the same emissions with the same beam width and pruning, each in its own
+forked process (so peak memory is its own: the rise of peak RSS over the process's RSS at start,
+LM loading included). Figures: ms of decoding per second of audio over the whole set (all
+repeats; the first pass alone too, since repeats let cross-utterance LM caches warm up), speed
+ratio vs pyctcdecode (> 1 = faster), share of transcripts identical to pyctcdecode's, corpus WER
+where references exist (upper-cased, apostrophes kept). Inputs:
+- real: the QuartzNet emissions in ../shared/emissions/quartznet15x5-base-en (plain numpy reads).
+- peaky: synthetic random words, one dominant label per frame (like real acoustic models).
+- random: log_softmax of unit normal logits, the worst case for token pruning.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np
+from tqdm import tqdm
+
+from bench import peers
+from decoders import Vocabulary, available_decoders
+from decoders.pyctc_support import load_unigrams, resolve_lm
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CTCLAB_SHARED", REPO.parent / "shared"))
+EMISSIONS_DIR = SHARED / "emissions" / "quartznet15x5-base-en"
+DEFAULT_LM = SHARED / "lm" / "en-us-70k-3gram.arpa.gz"
+OUT_FILE = REPO / "bench" / "out" / "decode_speed.json"
+FRAME_SHIFT_S = 0.02  # QuartzNet: 20 ms per frame; synthetic inputs use the same
+QUARTZNET_LABELS = [" ", *"abcdefghijklmnopqrstuvwxyz", "'", "<blank>"]
+# Synthetic set sizes: peaky ~ the real set's size (94 utterances, ~165 frames each); random is
+# small because pyctcdecode scores every (beam, token) pair in Python there (29 x 100 per frame).
+PEAKY_UTTERANCES = 60
+PEAKY_SHARPNESS = 8.0        # logit boost of the frame's label: p ~ 0.98, like real emissions
+RANDOM_UTTERANCES = 3
+RANDOM_FRAMES = 100
+REFERENCE = "pyctcdecode"
+
+
+@dataclass
+class InputSet:
+    """Emissions of one kind: (T_i, V) float32 log-probs, optional upper-case references."""
+
+    name: str
+    emissions: list[np.ndarray]
+    references: list[str] | None
+    audio_seconds: float
+
+
+@dataclass
+class Measure:
+    """One decoder on one input set with or without the LM."""
+
+    inputs: str
+    lm: str
+    decoder: str
+    utterances: int = 0
+    audio_seconds: float = 0.0
+    load_s: float = 0.0
+    ms_per_audio_s: float = float("nan")
+    first_pass_ms_per_audio_s: float = float("nan")
+    peak_mib: float = float("nan")
+    texts: list[str] = field(default_factory=list, repr=False)
+    error: str = ""
+    speed_vs_pyctcdecode: float = float("nan")
+    agreement: float = float("nan")
+    wer: float = float("nan")
+
+
+def quartznet_vocab() -> Vocabulary:
+    return Vocabulary.from_labels(QUARTZNET_LABELS, blank=len(QUARTZNET_LABELS) - 1, delimiter=" ")
+
+
+def load_real(root: Path) -> InputSet:
+    """The shared QuartzNet emissions: labels.json, manifest.tsv, <split>/<id>.npy."""
+    meta = json.loads((root / "labels.json").read_text())
+    if meta["labels"] != QUARTZNET_LABELS:
+        raise SystemExit(f"{root}/labels.json: unexpected labels {meta['labels']}")
+    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+    emissions = [np.load(root / split / f"{utt}.npy").astype(np.float32)
+                 for split, utt, *_ in rows]
+    return InputSet("real", emissions, [r[4].strip() for r in rows],
+                    sum(float(r[3]) for r in rows))
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    return (x - np.logaddexp.reduce(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_peaky(vocab: Vocabulary, rng: np.random.Generator, count: int,
+               lexicon: list[str] | None = None) -> InputSet:
+    """Random words spelled with 1-3 frames per letter and 0-2 blanks between letters.
+
+    Words are drawn from ``lexicon`` (the LM's unigrams, so that LM runs are meaningful) when
+    given, else they are random letter strings.
+    """
+    letters = [i for i in vocab.emitting_ids if i != vocab.delimiter]
+    emissions, refs = [], []
+    for _ in range(count):
+        if lexicon:
+            picks = rng.choice(len(lexicon), rng.integers(3, 15))
+            words = [[vocab.label_to_id[c] for c in lexicon[i]] for i in picks]
+        else:
+            words = [rng.choice(letters, rng.integers(2, 9)) for _ in range(rng.integers(3, 15))]
+        path: list[int] = [vocab.blank] * int(rng.integers(2, 10))
+        for w_index, word in enumerate(words):
+            if w_index:
+                path += [vocab.delimiter] * int(rng.integers(1, 3))
+            for c_index, c in enumerate(word):
+                gap = int(rng.integers(0, 3))
+                if c_index and c == word[c_index - 1]:
+                    gap = max(gap, 1)  # a repeated letter needs a blank between
+                path += [vocab.blank] * gap + [int(c)] * int(rng.integers(1, 4))
+        path += [vocab.blank] * int(rng.integers(2, 10))
+        logits = rng.normal(size=(len(path), vocab.size))
+        logits[np.arange(len(path)), path] += PEAKY_SHARPNESS
+        emissions.append(log_softmax(logits))
+        refs.append(" ".join("".join(vocab.labels[c] for c in w) for w in words).upper())
+    seconds = sum(len(e) for e in emissions) * FRAME_SHIFT_S
+    return InputSet("peaky", emissions, refs, seconds)
+
+
+def make_random(vocab: Vocabulary, rng: np.random.Generator) -> InputSet:
+    emissions = [log_softmax(rng.normal(size=(RANDOM_FRAMES, vocab.size)))
+                 for _ in range(RANDOM_UTTERANCES)]
+    return InputSet("random", emissions, None, RANDOM_UTTERANCES * RANDOM_FRAMES * FRAME_SHIFT_S)
+
+
+def peaky_lexicon(lm_runs: list[tuple[str, Path | None]]) -> list[str] | None:
+    """Lower-case a-z words of 2-10 letters from the LM's unigrams (None without an LM)."""
+    lm_file = next((f for _, f in lm_runs if f is not None), None)
+    if lm_file is None:
+        return None
+    words = load_unigrams(None, lm_file) or []
+    return sorted(w for w in words if 2 <= len(w) <= 10 and w.isalpha() and w.isascii()
+                  and w.islower())
+
+
+# ----------------------------------------------------------------------------- measuring
+_INPUTS: dict[str, InputSet] = {}
+
+
+def _rss_mib(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _measure(name: str, input_name: str, settings: peers.Settings, repeat: int, jobs: int,
+             lm_label: str) -> Measure:
+    """Runs in a forked child: build the decoder, warm up, decode the set ``repeat`` times."""
+    data = _INPUTS[input_name]
+    result = Measure(input_name, lm_label, name, len(data.emissions), data.audio_seconds)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak-RSS mark inherited from the parent
+        base = _rss_mib("VmRSS")
+    except OSError:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        start = time.perf_counter()
+        decode = peers.build(name, quartznet_vocab(), settings, jobs)
+        result.load_s = time.perf_counter() - start
+        shortest = min(data.emissions, key=len)
+        decode([shortest])  # warm-up: imports, first-call allocations
+        passes = []
+        for index in range(repeat):
+            start = time.perf_counter()
+            texts = decode(data.emissions)
+            passes.append(time.perf_counter() - start)
+            if index == 0:
+                result.texts = [" ".join(t.split()) for t in texts]
+        result.ms_per_audio_s = 1000 * sum(passes) / (repeat * data.audio_seconds)
+        result.first_pass_ms_per_audio_s = 1000 * passes[0] / data.audio_seconds
+    except Exception as exc:  # noqa: BLE001 - a failing peer is reported in the table, not fatal
+        result.error = f"{type(exc).__name__}: {exc}"[:200]
+    peak = _rss_mib("VmHWM")
+    if not np.isfinite(peak):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.peak_mib = peak - base
+    return result
+
+
+def measure_in_child(*args) -> Measure:
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_measure, args)
+
+
+def corpus_wer(references: list[str], hypotheses: list[str]) -> float:
+    import jiwer
+
+    return float(jiwer.wer(references, [h.upper() for h in hypotheses]))
+
+
+def score(measures: list[Measure]) -> None:
+    """Fill the ratios, agreement and WER columns (per input set and LM)."""
+    groups: dict[tuple[str, str], list[Measure]] = {}
+    for m in measures:
+        groups.setdefault((m.inputs, m.lm), []).append(m)
+    for (input_name, _), group in groups.items():
+        ref = next((m for m in group if m.decoder == REFERENCE and not m.error), None)
+        refs = _INPUTS[input_name].references
+        for m in group:
+            if m.error:
+                continue
+            if ref is not None:
+                m.speed_vs_pyctcdecode = ref.ms_per_audio_s / m.ms_per_audio_s
+                m.agreement = float(np.mean([a == b for a, b in zip(m.texts, ref.texts)]))
+            if refs is not None:
+                m.wer = corpus_wer(refs, m.texts)
+
+
+def print_table(measures: list[Measure]) -> None:
+    head = (f"{'inputs':7} {'LM':15} {'decoder':17} {'utts':>5} {'audio s':>8} {'load s':>7} "
+            f"{'ms/aud-s':>9} {'1st pass':>9} {'x pyctc':>8} {'agree %':>8} {'WER %':>7} "
+            f"{'peak MiB':>9}")
+    print(head)
+    print("-" * len(head))
+    for m in measures:
+        if m.error:
+            print(f"{m.inputs:7} {m.lm:15} {m.decoder:17} ERROR {m.error}")
+            continue
+        print(f"{m.inputs:7} {m.lm:15} {m.decoder:17} {m.utterances:5d} {m.audio_seconds:8.1f} "
+              f"{m.load_s:7.2f} {m.ms_per_audio_s:9.3f} {m.first_pass_ms_per_audio_s:9.3f} "
+              f"{m.speed_vs_pyctcdecode:8.2f} {100 * m.agreement:8.1f} {100 * m.wer:7.2f} "
+              f"{m.peak_mib:9.1f}")
+
+
+def save(measures: list[Measure], args: argparse.Namespace) -> None:
+    OUT_FILE.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"args": {k: str(v) for k, v in vars(args).items()},
+               "results": [{k: v for k, v in asdict(m).items() if k != "texts"} for m in measures]}
+    fd, tmp = tempfile.mkstemp(dir=OUT_FILE.parent, suffix=".part")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, OUT_FILE)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--beam-width", type=int, default=100)
+    p.add_argument("--token-min-logp", type=float, default=-5.0)
+    p.add_argument("--beam-prune-logp", type=float, default=-10.0)
+    p.add_argument("--prune-history", action="store_true",
+                   help="pyctcdecode / ctc-beam-decoder history pruning (as in their decode())")
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--beta", type=float, default=1.5)
+    p.add_argument("--repeat", type=int, default=3, help="passes over each set (timed together)")
+    p.add_argument("--inputs", default="real,peaky,random")
+    p.add_argument("--lm", default=str(DEFAULT_LM),
+                   help="KenLM .arpa/.arpa.gz/.binary; 'none' for no-LM runs only")
+    p.add_argument("--decoders", default="beam,pyctcdecode,ctc-beam-decoder,flashlight,greedy")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--emissions", default=str(EMISSIONS_DIR))
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.repeat < 1 or args.jobs < 1 or args.beam_width < 1:
+        p.error("--repeat, --jobs and --beam-width must be >= 1")
+    unknown = set(args.inputs.split(",")) - {"real", "peaky", "random"}
+    if unknown:
+        p.error(f"unknown --inputs {sorted(unknown)}; valid: real, peaky, random")
+    valid = set(available_decoders()) | set(peers.PEERS)
+    bad = [d for d in args.decoders.split(",") if d not in valid]
+    if bad:
+        p.error(f"unknown --decoders {bad}; valid here: {sorted(valid)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    vocab = quartznet_vocab()
+    lm_runs: list[tuple[str, Path | None]] = [("none", None)]
+    if args.lm.lower() != "none":
+        if Path(args.lm).exists():
+            lm_runs.append((Path(args.lm).name.split(".")[0][:15], resolve_lm(args.lm)))
+        else:
+            print(f"no LM runs: {args.lm} not found (pass --lm PATH or --lm none)", file=sys.stderr)
+    for name in args.inputs.split(","):
+        if name == "real":
+            root = Path(args.emissions)
+            if not (root / "manifest.tsv").is_file():
+                print(f"skipping real inputs: {root}/manifest.tsv not found", file=sys.stderr)
+                continue
+            _INPUTS["real"] = load_real(root)
+        elif name == "peaky":
+            _INPUTS["peaky"] = make_peaky(vocab, rng, PEAKY_UTTERANCES, peaky_lexicon(lm_runs))
+        else:
+            _INPUTS["random"] = make_random(vocab, rng)
+    jobs = [(d, i, lm_label, lm_file) for i in _INPUTS for lm_label, lm_file in lm_runs
+            for d in args.decoders.split(",") if not (d == "greedy" and lm_file is not None)]
+    measures = []
+    for decoder, input_name, lm_label, lm_file in tqdm(jobs, desc="decoders", unit="run"):
+        settings = peers.Settings(args.beam_width, args.token_min_logp, args.beam_prune_logp,
+                                  args.prune_history, args.alpha, args.beta, lm_file=lm_file)
+        measures.append(measure_in_child(decoder, input_name, settings, args.repeat, args.jobs,
+                                         lm_label))
+    score(measures)
+    print(f"\nbeam width {args.beam_width}, token_min_logp {args.token_min_logp}, beam_prune_logp "
+          f"{args.beam_prune_logp}, prune_history {args.prune_history}, alpha {args.alpha}, beta "
+          f"{args.beta}, repeat {args.repeat}, jobs {args.jobs}; x pyctc > 1 = faster than "
+          "pyctcdecode; agree = identical transcripts")
+    print_table(measures)
+    save(measures, args)
+    print(f"\nwritten {OUT_FILE.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Peer decoders for the benchmark, behind one tiny interface: ``decode_texts(emissions) -> texts``.
+
+- ours: any registered ctclab decoder (``beam``, ``pyctcdecode``, ``greedy``) via decode_many.
+- ctc-beam-decoder: the C++ prefix beam search that reproduces pyctcdecode (pip ctc-beam-decoder,
+  imported as ``ctc_beam_decoder``).
+- flashlight: flashlight-text's ``LexiconFreeDecoder`` (no LM, ZeroLM) and ``LexiconDecoder``
+  (word KenLM + a lexicon trie spelled from the LM's unigrams), as torchaudio's ctc_decoder uses them.
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from decoders import Vocabulary
+from decoders.pyctc_support import load_unigrams
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Matched search settings shared by every decoder in one run (pyctcdecode's names/units)."""
+
+    beam_width: int = 100
+    token_min_logp: float = -5.0
+    beam_prune_logp: float = -10.0
+    prune_history: bool = False
+    alpha: float = 0.5
+    beta: float = 1.5
+    unk_score_offset: float = -10.0
+    lm_file: Path | None = None
+
+
+Decode = Callable[[Sequence[np.ndarray]], list[str]]
+
+
+def pyctc_labels(vocab: Vocabulary) -> list[str]:
+    """Labels as pyctcdecode-style peers want them: blank '', delimiter ' ' (no unused labels)."""
+    if vocab.unused:
+        raise ValueError("peers here take vocabularies without unused labels (QuartzNet layout)")
+    return ["" if i == vocab.blank else " " if i == vocab.delimiter else lab
+            for i, lab in enumerate(vocab.labels)]
+
+
+def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
+    """A registered ctclab decoder with the matched settings it has fields for."""
+    from decoders.base import decoder_class, options_from_mapping
+
+    values = {"beam_width": s.beam_width, "token_min_logp": s.token_min_logp,
+              "beam_prune_logp": s.beam_prune_logp, "prune_history": s.prune_history}
+    if s.lm_file is not None:
+        values.update(lm_path=str(s.lm_file), alpha=s.alpha, beta=s.beta,
+                      unk_score_offset=s.unk_score_offset, unknown_prefix_penalty=s.unk_score_offset)
+    cls = decoder_class(name)
+    dec = cls(vocab, options_from_mapping(cls.Options, values), frame_shift_s=vocab_shift(vocab))
+    return lambda emissions: [h.text for h in dec.decode_many(emissions, jobs=jobs)]
+
+
+def vocab_shift(vocab: Vocabulary) -> float:
+    """Frame shift for timestamps; irrelevant to the texts compared here."""
+    return 0.02
+
+
+def ctc_beam_decoder(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
+    import ctc_beam_decoder as cbd
+
+    words = None if s.lm_file is None else load_unigrams(None, s.lm_file)
+    dec = cbd.build_ctcdecoder(pyctc_labels(vocab),
+                               kenlm_model_path=None if s.lm_file is None else str(s.lm_file),
+                               unigrams=words, alpha=s.alpha, beta=s.beta,
+                               unk_score_offset=s.unk_score_offset)
+
+    def one(x: np.ndarray) -> str:
+        beams = dec.decode_beams(x, beam_width=s.beam_width, beam_prune_logp=s.beam_prune_logp,
+                                 token_min_logp=s.token_min_logp, prune_history=s.prune_history)
+        return beams[0][0] if beams else ""
+
+    return lambda emissions: fork_map(one, emissions, jobs)
+
+
+def flashlight(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
+    """flashlight-text CTC beam search; beam_threshold = -beam_prune_logp, log-add merging."""
+    import flashlight.lib.text.decoder as fl
+
+    sil, blank = vocab.delimiter, vocab.blank
+    keep_alive: list = []
+    # flashlight prunes tokens by count, not by log-prob: keep all (token_min_logp has no peer).
+    token_beam = vocab.size
+    if s.lm_file is None:
+        opts = fl.LexiconFreeDecoderOptions(s.beam_width, token_beam, -s.beam_prune_logp, 0.0, 0.0,
+                                            True, fl.CriterionType.CTC)
+        dec = fl.LexiconFreeDecoder(opts, fl.ZeroLM(), sil, blank, [])
+    else:
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import Dictionary
+
+        spell = {lab: i for i, lab in enumerate(vocab.labels)}
+        words = [w for w in load_unigrams(None, s.lm_file) if all(c in spell for c in w)]
+        word_dict = Dictionary()
+        for w in [*words, "<unk>"]:
+            word_dict.add_entry(w)
+        lm = KenLM(str(s.lm_file), word_dict)
+        trie = fl.Trie(vocab.size, sil)
+        start = lm.start(False)
+        for w in words:
+            index = word_dict.get_index(w)
+            _, score = lm.score(start, index)
+            trie.insert([spell[c] for c in w] + [sil], index, score)
+        trie.smear(fl.SmearingMode.MAX)
+        opts = fl.LexiconDecoderOptions(s.beam_width, token_beam, -s.beam_prune_logp, s.alpha,
+                                        s.beta, s.unk_score_offset, 0.0, True,
+                                        fl.CriterionType.CTC)
+        unk = word_dict.get_index("<unk>")
+        dec = fl.LexiconDecoder(opts, trie, lm, sil, blank, unk, [], False)
+        keep_alive.extend([lm, trie, word_dict])  # the C++ decoder points into these
+
+    def one(x: np.ndarray) -> str:
+        assert keep_alive is not None
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        results = dec.decode(x.ctypes.data, x.shape[0], x.shape[1])
+        if not results:
+            return ""
+        ids = [k for k, _ in itertools.groupby(results[0].tokens) if 0 <= k != blank]
+        return vocab.decode_tokens(ids)
+
+    return lambda emissions: fork_map(one, emissions, jobs)
+
+
+_FORK_FN: Callable[[np.ndarray], str] | None = None
+_FORK_DATA: Sequence[np.ndarray] = ()
+
+
+def _fork_chunk(bounds: tuple[int, int]) -> list[str]:
+    assert _FORK_FN is not None
+    return [_FORK_FN(x) for x in _FORK_DATA[bounds[0]:bounds[1]]]
+
+
+def fork_map(fn: Callable[[np.ndarray], str], emissions: Sequence[np.ndarray], jobs: int
+             ) -> list[str]:
+    """[fn(x) for x in emissions], in ``jobs`` forked workers that inherit fn (and its model)."""
+    global _FORK_FN, _FORK_DATA
+    if jobs <= 1:
+        return [fn(x) for x in emissions]
+    chunk = max(1, len(emissions) // (jobs * 4))
+    bounds = [(i, min(i + chunk, len(emissions))) for i in range(0, len(emissions), chunk)]
+    _FORK_FN, _FORK_DATA = fn, emissions
+    try:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            return [text for part in pool.map(_fork_chunk, bounds) for text in part]
+    finally:
+        _FORK_FN, _FORK_DATA = None, ()
+
+
+PEERS = {"ctc-beam-decoder": ctc_beam_decoder, "flashlight": flashlight}
+
+
+def build(name: str, vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
+    """The decode function for ``name``: a peer above or a registered ctclab decoder."""
+    if name in PEERS:
+        return PEERS[name](vocab, s, jobs)
+    return ours(name, vocab, s, jobs)
