@@ -13,7 +13,6 @@ from decoding_fixtures import log_softmax, quartznet_vocab, write_arpa
 from decoders import create_decoder
 from decoders.base import available_decoders
 
-
 SEARCH = {"beam_width": 10, "token_min_logp": -5.0, "beam_prune_logp": -10.0}
 OURS_ONLY = {"token_top_k": None, "blank_skip_threshold": None}
 LM_WORDS = {"the": 0.2, "cat": 0.08, "cap": 0.01, "sat": 0.06, "set": 0.01, "on": 0.1,
