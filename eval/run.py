@@ -15,7 +15,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+if __name__ == "__main__":
+    # Run as a script: the project root, not eval/, goes first on sys.path. Only then: imported as
+    # eval.run (tests, notebooks) it must not replace the importer's sys.path[0].
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import dataclasses
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from decoders.base import Decoder, available_decoders, decoder_class, options_from_mapping
+from eval.audio_sources import SOURCE_NAMES
 from eval.cache import (
     EmissionCache,
     _slug,
@@ -433,7 +437,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "~/.cache/ctclab)")
     p.add_argument("--model", help="acoustic model whose cached emissions to decode (or emit)")
     p.add_argument("--revision", help="model revision when emitting")
-    p.add_argument("--source", choices=("openslr", "hf", "manifest"),
+    p.add_argument("--source", choices=SOURCE_NAMES,
                    help="audio source when emitting / to pick among caches")
     p.add_argument("--data-dir", help="audio folder for the emission stage (LibriSpeech layout)")
     p.add_argument("--manifest", help="audio manifest for the emission stage")

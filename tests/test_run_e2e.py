@@ -139,3 +139,23 @@ def test_missing_cache_error_names_the_command(tmp_path):
 def test_unknown_decoder_lists_valid_names(tiny, tmp_path, capsys):
     assert run_mod.main(base_args(tiny, tmp_path / "x", "--decoder", "nope")) == 2
     assert "valid names: " in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_missing_cache_is_made_by_the_emission_stage(tmp_path, capsys):
+    from fixtures_audio import make_openslr_corpus, make_tiny_model
+
+    model = make_tiny_model(tmp_path / "tiny-model")
+    corpus = make_openslr_corpus(tmp_path / "corpus", "test-clean", num_utterances=3,
+                                 stereo_8k=False, bad_files=False)
+    args = ["--model", str(model), "--data-dir", str(tmp_path / "corpus"), "--cache-dir",
+            str(tmp_path / "cache"), "--split", "test-clean", "--quiet", "--bootstrap", "50"]
+    summary = run_mod.run([*args, "--out", str(tmp_path / "o1")])
+    assert "[emit]" in capsys.readouterr().out
+    (s,) = summary.systems
+    assert s.utterances == len(corpus.texts)
+    assert s.words == sum(len(t.split()) for t in corpus.texts.values())
+    # Second run: the cache is found, no emission.
+    again = run_mod.run([*args, "--out", str(tmp_path / "o2")])
+    assert "[emit]" not in capsys.readouterr().out
+    assert again.systems[0].wer == s.wer
