@@ -19,7 +19,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -241,10 +240,10 @@ class PyctcdecodeDecoder(Decoder):
                           words=tuple(words), acoustic_score=float(logit_score),
                           lm_score=float(combined_score - logit_score))
 
-    def describe(self) -> dict[str, Any]:
-        """Settings as pyctcdecode sees them (for logs and result files)."""
-        return {"labels": list(self._labels), "lm_file": None if self.lm_file is None
-                else str(self.lm_file), "hotwords": list(self._hotwords)}
+    @property
+    def pyctc_labels(self) -> tuple[str, ...]:
+        """The labels handed to pyctcdecode (unused columns dropped, LM casing), in column order."""
+        return tuple(self._labels)
 
 
 def _check_labels(labels: list[str], columns: np.ndarray, vocab: Vocabulary) -> dict[str, int]:

@@ -31,7 +31,7 @@ def hello_wor_l_d(vocab: Vocabulary) -> np.ndarray:
 def test_wav2vec2_layout_maps_blank_delimiter_and_drops_specials(wav2vec2_vocab):
     v = wav2vec2_vocab
     dec = create_decoder("pyctcdecode", v, frame_shift_s=0.02)
-    labels = dec.describe()["labels"]
+    labels = dec.pyctc_labels
     assert labels[0] == "" and " " in labels and "|" not in labels
     assert not {"<s>", "</s>", "<unk>"} & set(labels) and len(labels) == v.size - 3
     hyp = dec.decode(spell(v, "HI THERE"))
@@ -68,6 +68,7 @@ def test_lm_casing_is_mapped_and_lm_flips_the_answer(wav2vec2_vocab, tiny_arpa):
     x = hello_wor_l_d(v)
     assert create_decoder("pyctcdecode", v).decode(x).text == "HELLO WORD"
     dec = create_decoder("pyctcdecode", v, lm_path=str(tiny_arpa), alpha=1.0, beta=0.0)
+    assert "h" in dec.pyctc_labels and "H" not in dec.pyctc_labels   # labels in the LM's casing
     hyp = dec.decode(x)
     assert hyp.text == "HELLO WORLD"
     assert [w.word for w in hyp.words] == ["HELLO", "WORLD"]
