@@ -17,6 +17,7 @@ from decoders.vocabulary import Vocabulary
 
 # Importing the implementations registers them.
 from decoders import greedy as _greedy  # noqa: F401,E402
+from decoders import beam as _beam  # noqa: F401,E402
 from decoders import pyctc as _pyctc  # noqa: F401,E402
 
 __all__ = [

@@ -1,0 +1,64 @@
+"""Named defaults of the ``beam`` decoder (decoders/beam.py), each with the reason for its value.
+
+All scores are natural logs. Defaults that also exist in pyctcdecode use pyctcdecode's values, so
+that "beam at defaults" and "pyctcdecode at defaults" are matched settings in comparisons.
+"""
+from __future__ import annotations
+
+import math
+
+# Beams kept per utterance after every frame. 100 is pyctcdecode's default and the common setting in
+# published comparisons; on peaky CTC output the score threshold below usually binds first.
+DEFAULT_BEAM_WIDTH = 100
+
+# Per-frame token pruning: a label is only tried as an extension when its ln prob is at least this
+# (the frame's argmax label is always tried). e^-5 = 0.7 %: a label that unlikely in one frame
+# almost never ends up on the best path, and it removes ~95 % of the (beam, token) pairs of real
+# emissions. Same value as pyctcdecode's token_min_logp.
+DEFAULT_TOKEN_MIN_LOGP = -5.0
+
+# Optional per-frame top-k on top of the threshold (None = off): useful on flat, random-like
+# emissions where many labels pass the threshold; real emissions rarely have more than 2.
+DEFAULT_TOKEN_TOP_K: int | None = None
+
+# Beams scoring this far (ln) below the best beam of the same utterance are dropped after each
+# frame: e^-10 relative mass cannot overtake the best beam in practice. pyctcdecode's default.
+DEFAULT_BEAM_PRUNE_LOGP = -10.0
+
+# Frames whose blank *probability* is at least this are skipped: every prefix just accumulates the
+# blank mass (and loses the tiny mass of "the last label continues through this frame"). Why this is
+# safe: with p(blank) >= 0.999 every other label has p <= 0.001 = e^-6.9, below the default
+# token_min_logp (e^-5), so no extension would have been tried there anyway; the only mass dropped is
+# the repeat-of-the-last-label path, at most 0.1 % of a prefix's mass per skipped frame. Real CTC
+# emissions are ~50 % such frames, so this halves the number of search steps. None = never skip.
+DEFAULT_BLANK_SKIP_THRESHOLD: float | None = 0.999
+
+# Shallow fusion weights: total = acoustic + alpha * ln P_LM(words) + beta * num_words.
+# pyctcdecode's defaults (0.5, 1.5); tune them per LM and corpus (eval/tune.py).
+DEFAULT_ALPHA = 0.5
+DEFAULT_BETA = 1.5
+
+# Lexicon handling of partial words: "soft" penalises, "hard" forbids, "none" ignores.
+LEXICON_MODES = ("none", "soft", "hard")
+DEFAULT_LEXICON_MODE = "soft"
+
+# ln penalty while a partial word is not a prefix of any known word, and for a finished word that is
+# not known. Same value as pyctcdecode's unk_score_offset (-10), so both decoders rank OOVs alike.
+DEFAULT_UNKNOWN_PREFIX_PENALTY = -10.0
+
+# ln bonus for a finished hotword (a partial hotword gets the fraction it has spelled so far).
+# pyctcdecode's default hotword weight.
+DEFAULT_HOTWORD_WEIGHT = 10.0
+
+# Alternatives returned in Hypothesis.nbest (1 = only the best; nbest stays empty then).
+DEFAULT_NBEST = 1
+
+# Utterances searched together through the same array operations. The per-frame numpy overhead is
+# paid once per batch, so larger is faster until the arrays stop fitting in cache; 256 utterances x
+# 100 beams is ~25k candidates per step, still cheap. Bounds memory at ~batch * T_max small tables.
+DEFAULT_BATCH_SIZE = 256
+
+# Cache sizes: LM word scores keyed by (LM context, word). ~100 bytes per entry.
+LM_SCORE_CACHE_SIZE = 2_000_000
+
+NEG_INF = -math.inf

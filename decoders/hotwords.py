@@ -1,0 +1,59 @@
+"""Hotwords: words whose spelling earns a bonus while a beam spells them and when it finishes one.
+
+A finished hotword earns ``weight``; a partial word that starts a hotword earns the fraction of the
+hotword spelled so far (weight * depth / length), so the search keeps a hotword alive through the
+frames before it is complete instead of pruning it early. Phrases are split into words, each of
+which is boosted on its own.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from decoders.prefix_trie import WordTrie, spell
+from decoders.vocabulary import Vocabulary
+
+
+def hotword_spellings(hotwords: Sequence[str], vocab: Vocabulary) -> list[tuple[str, list[int]]]:
+    """(word, label ids) for every word of every hotword phrase, in the acoustic casing.
+
+    Raises ValueError naming the hotword when it uses a character the vocabulary lacks.
+    """
+    out = []
+    for phrase in hotwords:
+        for word in phrase.split():
+            ids = spell(word, vocab.label_to_id, vocab.case)
+            if ids is None:
+                raise ValueError(f"hotword {word!r} uses characters that are not acoustic labels; "
+                                 f"labels are {[lab for lab in vocab.labels][:40]}")
+            out.append((word, ids))
+    return out
+
+
+@dataclass(frozen=True)
+class HotwordBonus:
+    """Per-trie-node bonuses (ln). partial[n]: while n is the partial word; word[n]: when n ends."""
+
+    partial: np.ndarray
+    word: np.ndarray
+
+    @classmethod
+    def build(cls, trie: WordTrie, spellings: Sequence[Sequence[int]], weight: float
+              ) -> HotwordBonus:
+        """Bonuses for hotwords already inserted into ``trie`` (see WordTrie(spellings=...))."""
+        partial = np.zeros(trie.size, np.float64)
+        word = np.zeros(trie.size, np.float64)
+        for ids in spellings:
+            node = 0
+            for depth, label in enumerate(ids, start=1):
+                node = int(trie.child[node, label])
+                partial[node] = max(partial[node], weight * depth / len(ids))
+            word[node] = weight
+        return cls(partial, word)
+
+    def lookup(self, table: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """table[nodes], 0 for nodes created after the bonuses were built (never hotword prefixes)."""
+        known = nodes < len(table)
+        return np.where(known, table[np.where(known, nodes, 0)], 0.0)

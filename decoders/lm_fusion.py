@@ -1,0 +1,204 @@
+"""Word-level scoring for the beam search: LM shallow fusion, lexicon checks and hotword bonuses.
+
+The search names every partial word by a WordTrie node id and every LM history by an integer
+context id (an interned LanguageModel state), so that it can keep both in numpy arrays. Word
+completions are scored here, at word boundaries only, through a cache keyed by (context, word):
+the same word after the same history is looked up in the LM once per decoder.
+
+Score of a finished word (natural log):
+    alpha * ln P_LM(word | history) + beta          (only with an LM)
+  + unknown_prefix_penalty                          (soft lexicon mode, word not known)
+  + hotword bonus
+In hard lexicon mode an unknown word scores -inf (the beam is dropped).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from decoders.constants import LM_SCORE_CACHE_SIZE
+from decoders.hotwords import HotwordBonus, hotword_spellings
+from decoders.prefix_trie import WordTrie, spell
+from decoders.vocabulary import Vocabulary
+from lm.language_model import LanguageModel
+
+# Key packing for the completion cache: context id in the high bits, trie node in the low 32.
+_NODE_BITS = 32
+
+
+def load_fusion_inputs(lm_path: str | None, unigrams_path: str | None,
+                       language_model: LanguageModel | None
+                       ) -> tuple[LanguageModel | None, list[str] | None]:
+    """The LM (loaded from ``lm_path`` unless given) and the known-word list, if any.
+
+    Unigrams come from ``unigrams_path`` (word list, lexicon, ARPA) or else from the LM's own ARPA;
+    a binary LM without ``unigrams_path`` has no word list (no lexicon checks then).
+    """
+    from decoders.pyctc_support import load_unigrams, resolve_lm  # lm.files / lm.unigrams inside
+
+    lm_file: Path | None = None
+    if language_model is None and lm_path is not None:
+        from lm.language_model import load_language_model
+
+        lm_file = resolve_lm(lm_path)
+        language_model = load_language_model(lm_file)
+    elif language_model is not None:
+        lm_file = getattr(language_model, "path", None)
+    if unigrams_path is not None:
+        return language_model, load_unigrams(unigrams_path, Path(unigrams_path))
+    if lm_file is not None:
+        return language_model, load_unigrams(None, Path(lm_file))
+    return language_model, None
+
+
+# Words any English-like LM holds; used to find the casing of an LM that has no word list (binary).
+_PROBE_WORDS = ("the", "a", "and", "of", "to", "in", "is", "it", "i", "that", "you", "he")
+
+
+def make_word_mapper(vocab: Vocabulary, lm_words: Sequence[str] | None,
+                     lm: LanguageModel | None = None) -> Callable[[str], str]:
+    """acoustic word -> LM word; ValueError when every word would be OOV.
+
+    With a word list: lm.casing.make_word_mapper (via the pyctcdecode adapter's helper, which falls
+    back to a local copy until lm.casing exists). With only a binary LM: the casing under which the
+    LM knows the most common words.
+    """
+    from decoders.pyctc_support import make_mapper
+
+    if lm_words is not None or lm is None:
+        return make_mapper(vocab, list(lm_words) if lm_words is not None else None)
+    casings: list[Callable[[str], str]] = [str.lower, str.upper, str]
+    hits = [sum(not lm.is_oov(f(w)) for w in _PROBE_WORDS) for f in casings]
+    if max(hits) == 0:
+        raise ValueError(f"the LM knows none of {_PROBE_WORDS} in lower, upper or original case: "
+                         "cannot tell how acoustic words map to LM words (every word may be OOV); "
+                         "pass unigrams_path with the LM's word list")
+    return casings[int(np.argmax(hits))]
+
+
+class WordScorer:
+    """Scores partial and finished words for the search; see the module docstring for the formula.
+
+    lm: LanguageModel or None. unigrams: known words in the LM's casing (None = no lexicon).
+    mapper: acoustic word -> LM word. lexicon_mode: 'none' | 'soft' | 'hard'.
+    """
+
+    def __init__(self, vocab: Vocabulary, lm: LanguageModel | None, unigrams: Sequence[str] | None,
+                 mapper: Callable[[str], str], *, alpha: float, beta: float, lexicon_mode: str,
+                 unknown_prefix_penalty: float, hotwords: Sequence[str] = (),
+                 hotword_weight: float = 0.0):
+        self.vocab, self.lm, self.mapper = vocab, lm, mapper
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.penalty = float(unknown_prefix_penalty)
+        words: list[str] = []
+        spellings: list[list[int]] = []
+        if unigrams is not None and lexicon_mode != "none":
+            for word in unigrams:
+                ids = spell(word, vocab.label_to_id, vocab.case)
+                if ids is not None and vocab.delimiter not in ids and mapper(
+                        "".join(vocab.labels[i] for i in ids)) == word:
+                    words.append(word)
+                    spellings.append(ids)
+            if not words:
+                raise ValueError(
+                    f"none of the {len(unigrams)} known words (e.g. {list(unigrams)[:5]}) can be "
+                    f"spelled with the acoustic labels ({vocab.case} case): every word would be OOV; "
+                    "use an LM / unigram list written in the model's characters, or "
+                    "lexicon_mode='none'")
+        self.lexicon = bool(words)
+        self.hard = self.lexicon and lexicon_mode == "hard"
+        self.soft = self.lexicon and lexicon_mode == "soft"
+        hot = hotword_spellings(hotwords, vocab) if hotwords else []
+        for word, ids in hot:  # hotwords are known words: no unknown-word penalty for them
+            words.append(mapper(word))
+            spellings.append(ids)
+        self.trie = WordTrie(vocab.size, spellings, words)
+        self.hot = HotwordBonus.build(self.trie, [ids for _, ids in hot], hotword_weight) if hot \
+            else None
+        self._states: list[Hashable] = []
+        self._state_ids: dict[Hashable, int] = {}
+        self.start_context = self._intern(lm.start_state()) if lm is not None else 0
+        self._cache: dict[int, tuple[float, int]] = {}
+        self._end_cache: dict[int, float] = {}
+
+    @property
+    def active(self) -> bool:
+        """True when words change scores at all (else the search skips word tracking)."""
+        return self.lm is not None or self.lexicon or self.hot is not None
+
+    def _intern(self, state: Hashable) -> int:
+        ident = self._state_ids.get(state)
+        if ident is None:
+            ident = len(self._states)
+            self._states.append(state)
+            self._state_ids[state] = ident
+        return ident
+
+    # ----------------------------------------------------------------------------- partial words
+    def partial_scores(self, nodes: np.ndarray) -> np.ndarray:
+        """(n,) ln score a beam carries while ``nodes`` is its unfinished word."""
+        out = np.zeros(len(nodes), np.float64)
+        if self.soft:
+            out += np.where(self.trie.in_lexicon[nodes], 0.0, self.penalty)
+        if self.hot is not None:
+            out += self.hot.lookup(self.hot.partial, nodes)
+        return out
+
+    def allowed(self, nodes: np.ndarray) -> np.ndarray:
+        """(n,) bool: partial words the search may keep (hard mode: prefixes of known words)."""
+        if self.hard:
+            return self.trie.in_lexicon[nodes]
+        return np.ones(len(nodes), bool)
+
+    # ----------------------------------------------------------------------------- finished words
+    def complete(self, contexts: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score words ``nodes`` finished after LM histories ``contexts``: (delta, new contexts)."""
+        keys = ((contexts << _NODE_BITS) | nodes).tolist()
+        cache = self._cache
+        results = [cache.get(k) or self._complete_one(k) for k in keys]
+        delta = np.fromiter((r[0] for r in results), np.float64, len(results))
+        new_ctx = np.fromiter((r[1] for r in results), np.int64, len(results))
+        return delta, new_ctx
+
+    def _complete_one(self, key: int) -> tuple[float, int]:
+        context, node = key >> _NODE_BITS, key & ((1 << _NODE_BITS) - 1)
+        index = int(self.trie.word_index[node])
+        known = index >= 0
+        if known:
+            lm_word = self.trie.words[index]
+        else:
+            lm_word = self.mapper("".join(self.vocab.labels[i] for i in self.trie.spelling(node)))
+        score, new_context = 0.0, context
+        if self.lm is not None:
+            ln_prob, state = self.lm.score(self._states[context], lm_word)
+            score += self.alpha * ln_prob + self.beta
+            new_context = self._intern(state)
+            if not self.lexicon and self.lm.is_oov(lm_word):
+                known = False
+        if not known:
+            if self.hard:
+                score = -math.inf
+            elif self.soft or (self.lm is not None and not self.lexicon):
+                score += self.penalty
+        if self.hot is not None and node < len(self.hot.word):
+            score += float(self.hot.word[node])
+        if len(self._cache) >= LM_SCORE_CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = (score, new_context)
+        return score, new_context
+
+    def end(self, contexts: np.ndarray) -> np.ndarray:
+        """(n,) alpha * ln P(</s> | history) for each context (0 without an LM)."""
+        if self.lm is None:
+            return np.zeros(len(contexts), np.float64)
+        out = np.empty(len(contexts), np.float64)
+        for i, context in enumerate(contexts.tolist()):
+            value = self._end_cache.get(context)
+            if value is None:
+                value = self.alpha * self.lm.end_score(self._states[context])
+                self._end_cache[context] = value
+            out[i] = value
+        return out
