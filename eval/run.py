@@ -216,10 +216,9 @@ class DecoderFactory:
             from lm.language_model import load_language_model
             try:
                 from lm.files import resolve_lm_path
-                path = resolve_lm_path(lm)
-            except ImportError:
-                path = Path(lm)
-            self._lms[lm] = load_language_model(path)
+            except ImportError:  # before lm.files: the decoders' resolver (same behaviour)
+                from decoders.pyctc_support import resolve_lm as resolve_lm_path
+            self._lms[lm] = load_language_model(Path(resolve_lm_path(lm)))
         return self._lms[lm]
 
     def build(self, system: System, vocab_dict: dict, frame_shift_s: float,
@@ -408,19 +407,22 @@ def tune_systems(args: argparse.Namespace, systems: list[System], factory: Decod
 # ----------------------------------------------------------------------------- output
 def format_table(summaries: list[SystemSummary], comparisons: list[Comparison]) -> str:
     """The side-by-side console table (percentages) and the paired tests."""
-    head = (f"{'split':<12} {'system':<28} {'WER%':>6} {'95% CI':>13} {'CER%':>6} {'S':>5} "
+    sw = max([len("split"), *(len(s.split) for s in summaries)])
+    yw = max([len("system"), *(len(s.system) for s in summaries)])
+    head = (f"{'split':<{sw}} {'system':<{yw}} {'WER%':>6} {'95% CI':>13} {'CER%':>6} {'S':>5} "
             f"{'D':>5} {'I':>5} {'words':>7} {'RTF':>8}")
     lines = [head, "-" * len(head)]
     for s in summaries:
         ci = "" if np.isnan(s.wer_low) else f"{100 * s.wer_low:.2f}-{100 * s.wer_high:.2f}"
-        lines.append(f"{s.split:<12} {s.system:<28} {100 * s.wer:6.2f} {ci:>13} "
+        lines.append(f"{s.split:<{sw}} {s.system:<{yw}} {100 * s.wer:6.2f} {ci:>13} "
                      f"{100 * s.cer:6.2f} {s.substitutions:5d} {s.deletions:5d} "
                      f"{s.insertions:5d} {s.words:7d} {s.rtf:8.4f}")
     if comparisons:
-        lines += ["", "paired bootstrap (delta = WER(B) - WER(A), percentage points):"]
+        lines += ["", ("paired bootstrap over utterances: delta = WER(B) - WER(A) in points, "
+                  "95% interval, two-sided p")]
         for c in comparisons:
-            lines.append(f"{c.split:<12} A={c.system_a:<24} B={c.system_b:<24} "
-                         f"delta {100 * c.delta:+6.2f} [{100 * c.delta_low:+.2f}, "
+            lines.append(f"{c.split:<{sw}} {c.system_a:<{yw}} vs {c.system_b:<{yw}} "
+                         f"{100 * c.delta:+6.2f} [{100 * c.delta_low:+.2f}, "
                          f"{100 * c.delta_high:+.2f}]  p={c.p_value:.3f}")
     return "\n".join(lines)
 
