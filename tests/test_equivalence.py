@@ -1,7 +1,9 @@
 """Our beam search and pyctcdecode agree at matched settings; greedy equals width-1 beams.
 
 Matched settings: same beam width, token_min_logp, beam_prune_logp; our beam's extra shortcuts
-(top-k tokens, blank-frame skipping) off; with an LM the same alpha, beta and soft lexicon penalty
+(top-k tokens, blank-frame skipping) off; the width is generous (32) because pyctcdecode counts a
+prefix ending in blank and the same prefix ending in a label as two beams, so at small widths the
+two searches prune different candidates; with an LM the same alpha, beta and soft lexicon penalty
 (our unknown_prefix_penalty = pyctcdecode's unk_score_offset).
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ from decoding_fixtures import log_softmax, quartznet_vocab, write_arpa
 from decoders import create_decoder
 from decoders.base import available_decoders
 
-SEARCH = {"beam_width": 10, "token_min_logp": -5.0, "beam_prune_logp": -10.0}
+SEARCH = {"beam_width": 32, "token_min_logp": -5.0, "beam_prune_logp": -10.0}
 OURS_ONLY = {"token_top_k": None, "blank_skip_threshold": None}
 LM_WORDS = {"the": 0.2, "cat": 0.08, "cap": 0.01, "sat": 0.06, "set": 0.01, "on": 0.1,
             "mat": 0.04, "map": 0.01, "a": 0.1}
@@ -49,7 +51,7 @@ def ambiguous_peaky(vocab, rng: np.random.Generator, runs: int) -> np.ndarray:
 def test_same_text_on_random_peaky_logits_without_lm():
     v = quartznet_vocab()
     rng = np.random.default_rng(11)
-    emissions = [ambiguous_peaky(v, rng, int(rng.integers(5, 20))) for _ in range(200)]
+    emissions = [ambiguous_peaky(v, rng, int(rng.integers(5, 16))) for _ in range(120)]
     a = [h.text for h in ours(v).decode_many(emissions)]
     b = [h.text for h in theirs(v).decode_many(emissions)]
     same = np.mean([x == y for x, y in zip(a, b)])
@@ -60,20 +62,25 @@ def test_same_text_on_random_peaky_logits_without_lm():
 
 
 def spoken(vocab, words: list[str], rng: np.random.Generator) -> np.ndarray:
-    """Peaky frames spelling ``words``; some letters confusable with a random other letter."""
-    letters = [i for i in vocab.emitting_ids if i != vocab.delimiter]
-    path = [vocab.blank]
+    """Peaky frames spelling ``words``. Letters whose swap makes another LM word (cat/cap, sat/set)
+    get that rival at about the same strength, so the LM has to decide; others now and then get
+    a random rival."""
+    path, rivals = [vocab.blank], {}
     for index, word in enumerate(words):
         if index:
             path += [vocab.delimiter, vocab.blank]
-        for ch in word:
+        for pos, ch in enumerate(word):
+            swaps = [c for c in "abcdefghijklmnopqrstuvwxyz" if c != ch
+                     and word[:pos] + c + word[pos + 1:] in LM_WORDS]
+            if swaps and rng.random() < 0.7:
+                rivals[len(path)] = (vocab.label_to_id[str(rng.choice(swaps))], 0.6)
+            elif rng.random() < 0.15:
+                rivals[len(path)] = (int(rng.choice(vocab.emitting_ids)), 1.5)
             path += [vocab.label_to_id[ch], vocab.blank]
     logits = rng.normal(size=(len(path), vocab.size)) * 0.5
     logits[np.arange(len(path)), path] += 7.0
-    for t, token in enumerate(path):
-        if token != vocab.blank and token != vocab.delimiter and rng.random() < 0.3:
-            rival = int(rng.choice(letters))
-            logits[t, rival] = logits[t, token] - rng.uniform(0.0, 1.5)
+    for t, (rival, spread) in rivals.items():
+        logits[t, rival] = logits[t, path[t]] + rng.uniform(-spread, 0.3)
     return log_softmax(logits)
 
 
@@ -88,10 +95,10 @@ def test_same_text_with_a_small_lm(tmp_path):
                               ).decode_many(emissions)]
     b = [h.text for h in theirs(v, **lm, unk_score_offset=-10.0).decode_many(emissions)]
     same = np.mean([x == y for x, y in zip(a, b)])
-    assert same >= 0.95, [(x, y) for x, y in zip(a, b) if x != y][:5]
-    # not vacuous: the LM changes some answers
+    assert same >= 0.98, [(x, y) for x, y in zip(a, b) if x != y][:5]
+    # not vacuous: the LM decides many answers (the confusable letters are made to need it)
     no_lm = [h.text for h in theirs(v).decode_many(emissions)]
-    assert any(x != y for x, y in zip(b, no_lm))
+    assert sum(x != y for x, y in zip(b, no_lm)) >= 20
 
 
 @pytest.mark.parametrize("name", [d for d in available_decoders() if d != "greedy"])
