@@ -156,10 +156,9 @@ def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
             return audio.astype(np.float32, copy=False)
         return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
 
-    # A local directory is named by its folder (the revision hash tells copies apart).
-    label = Path(name).resolve().name if local else name
+    # name stays as given (hub id or path): eval/run.py finds caches by that same string.
     return CTCModel(
-        module=module, name=label, revision=rev, vocabulary=vocab, sample_rate=rate,
+        module=module, name=name, revision=rev, vocabulary=vocab, sample_rate=rate,
         frame_shift_s=float(np.prod(strides)) / rate, kernels=kernels, strides=strides,
         normalize=normalize,
         takes_attention_mask=bool(getattr(extractor, "return_attention_mask", False)),

@@ -1,0 +1,126 @@
+"""Audio sources: OpenSLR folders, manifests, HF datasets (local), resampling, downmix, bad files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import require_shared
+from fixtures_audio import make_openslr_corpus
+
+from eval.audio_sources import (
+    AudioReadError,
+    HFDatasetSource,
+    ManifestSource,
+    OpenSLRSource,
+    open_source,
+    read_audio,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_openslr_corpus(tmp_path_factory.mktemp("corpus"), num_utterances=3)
+
+
+def test_openslr_lists_reads_and_names_bad_files(corpus):
+    source = OpenSLRSource(corpus.root, corpus.split)
+    with pytest.raises(AudioReadError, match=corpus.bad[0] + r".*44-400-0000\.flac.*--skip-bad"):
+        source.entries()
+    entries, bad = source.entries(skip_bad=True)
+    assert sorted(e.id for e in entries) == corpus.good_ids
+    assert sorted(b.utt_id for b in bad) == sorted(corpus.bad)
+    assert any("empty" in b.reason for b in bad)
+    for entry in entries:
+        audio = source.load(entry)
+        assert entry.text == corpus.texts[entry.id]
+        assert audio.dtype == np.float32 and audio.ndim == 1
+        assert len(audio) == pytest.approx(corpus.seconds[entry.id] * 16_000, abs=2)
+        assert entry.seconds == pytest.approx(corpus.seconds[entry.id], abs=1e-3)
+
+
+def test_missing_split_lists_what_is_there(corpus):
+    with pytest.raises(FileNotFoundError, match="test-clean"):
+        OpenSLRSource(corpus.root, "dev-other")
+    with pytest.raises(ValueError, match="valid names: openslr, hf, manifest"):
+        open_source("kaldi", "x")
+
+
+def test_stereo_is_averaged_and_8k_is_resampled(tmp_path):
+    rate, seconds = 8000, 1.0
+    t = np.arange(int(rate * seconds)) / rate
+    left, right = 0.4 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 440 * t + 1.0)
+    sf.write(tmp_path / "s.flac", np.stack([left, right], 1), rate, subtype="PCM_16")
+    audio = read_audio(tmp_path / "s.flac")
+    assert audio.dtype == np.float32 and audio.shape == (16_000,)
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert np.argmax(spectrum) * 16_000 / len(audio) == pytest.approx(440, abs=2)
+    expected = np.abs(np.fft.rfft((left + right) / 2)).max() * 2  # twice the samples
+    assert spectrum.max() == pytest.approx(expected, rel=0.02)
+    sf.write(tmp_path / "m.flac", left, 16_000, subtype="PCM_16")
+    np.testing.assert_allclose(read_audio(tmp_path / "m.flac"), left, atol=1e-4)
+
+
+def test_manifest_tsv_and_jsonl_with_split_and_relative_paths(corpus, tmp_path):
+    entries, _ = OpenSLRSource(corpus.root, corpus.split).entries(skip_bad=True)
+    rows = [("train" if i % 2 else "test", e.id, str(e.path), e.text) for i, e in enumerate(entries)]
+    tsv = corpus.root / "list.tsv"  # paths relative to the manifest's folder
+    tsv.write_text("split\tid\taudio_path\ttext\n" + "".join(
+        f"{s}\t{i}\t{p.replace(str(corpus.root) + '/', '')}\t{t}\n" for s, i, p, t in rows))
+    source = open_source("manifest", "test", manifest=tsv)
+    got = list(source)
+    assert [g.id for g in got] == [r[1] for r in rows if r[0] == "test"]
+    assert source.name == "manifest-list"
+    jsonl = tmp_path / "list.jsonl"
+    jsonl.write_text("".join(json.dumps({"utt_id": i, "path": p, "reference": t}) + "\n"
+                             for _, i, p, t in rows))
+    assert [a.text for a in ManifestSource(jsonl)] == [r[3] for r in rows]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("id\twav\ttext\nx\ty.flac\tHI\n")
+    with pytest.raises(ValueError, match="no audio path column"):
+        list(ManifestSource(bad))
+    with pytest.raises(ValueError, match="splits present"):
+        list(ManifestSource(tsv, "dev"))
+
+
+def test_hf_local_dataset_matches_openslr_audio(corpus, tmp_path):
+    from datasets import Audio, Dataset, DatasetDict
+
+    entries, _ = OpenSLRSource(corpus.root, corpus.split).entries(skip_bad=True)
+    ds = Dataset.from_dict({"id": [e.id for e in entries], "text": [e.text for e in entries],
+                            "audio": [e.path for e in entries]})
+    ds = ds.cast_column("audio", Audio(decode=False))
+    DatasetDict({"test": ds}).save_to_disk(tmp_path / "hfds")
+    source = HFDatasetSource(tmp_path / "hfds", "test-clean")  # test-clean -> split "test"
+    items = list(source)
+    assert [i.id for i in items] == [e.id for e in entries]
+    reference = OpenSLRSource(corpus.root, corpus.split)
+    for item, entry in zip(items, entries):
+        assert item.text == entry.text
+        np.testing.assert_array_equal(item.audio, reference.load(entry))
+    with pytest.raises(ValueError, match="no split 'dev-other'"):
+        HFDatasetSource(tmp_path / "hfds", "dev-other").entries()
+
+
+def test_hf_hub_name_offline_says_to_use_data_dir(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
+    # Force offline mode so the test is quick (no network retries) wherever it runs.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RuntimeError, match="--data-dir"):
+        HFDatasetSource("openslr/librispeech_asr", "test-clean").entries()
+
+
+def test_real_librispeech_mini_loads_through_openslr():
+    root = require_shared("librispeech-mini")
+    source = OpenSLRSource(root, "test-clean")  # finds the LibriSpeech/ folder inside
+    entries, bad = source.entries()
+    assert len(entries) == 15 and not bad
+    entry = next(e for e in entries if e.id == "1089-134686-0001")
+    assert entry.text.startswith("STUFF IT INTO YOU")
+    audio = source.load(entry)
+    assert audio.dtype == np.float32 and len(audio) == pytest.approx(3.275 * 16_000, abs=160)
+    assert 0.01 < float(np.abs(audio).mean()) < 0.5  # real speech, not silence or clipping

@@ -1,0 +1,192 @@
+"""The emission cache: round trip, crash safety, resume, mismatch errors, load speed, import."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import require_shared
+
+from decoders import Vocabulary
+from decoders.greedy import GreedyDecoder
+from eval.cache import (
+    MANIFEST_FILE,
+    SHARD_DIR,
+    CacheMeta,
+    CacheWriter,
+    EmissionCache,
+    SkippedItem,
+    cache_dir_for,
+    default_cache_root,
+    import_emissions,
+)
+
+VOCAB = Vocabulary.wav2vec2_english()
+
+
+def _log_probs(rng: np.random.Generator, frames: int, v: int = 32) -> np.ndarray:
+    logits = rng.standard_normal((frames, v)).astype(np.float32) * 3
+    return logits - np.log(np.exp(logits).sum(1, keepdims=True))
+
+
+def _meta(**changes) -> CacheMeta:
+    base = {"model": "m", "revision": "r", "source": "openslr", "split": "test-clean",
+                "vocabulary": VOCAB.to_dict(), "frame_shift_s": 0.02}
+    return CacheMeta(**{**base, **changes})
+
+
+def test_round_trip_records_arrays_and_order(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {f"u{i}": _log_probs(rng, 5 + 3 * i) for i in range(5)}
+    with CacheWriter(tmp_path / "c", _meta()) as writer:
+        writer.add_batch([(k, f"TEXT {k}", 0.1 * (i + 1), arrays[k])
+                          for i, k in enumerate(list(arrays)[:3])])
+        writer.add_batch([(k, "TAB\tAND\nNEWLINE", 1.0, arrays[k]) for k in list(arrays)[3:]])
+        writer.add_skipped([SkippedItem("bad", "/x/bad.flac", "empty")])
+        cache = writer.finish()
+    cache = EmissionCache.open(tmp_path / "c")
+    assert cache.is_complete and len(cache) == 5 and cache.ids == list(arrays)
+    assert cache.vocabulary == VOCAB and cache.frame_shift_s == 0.02
+    assert cache.meta.skipped == (SkippedItem("bad", "/x/bad.flac", "empty"),)
+    assert cache.record("u3").text == "TAB AND NEWLINE"
+    assert cache.records[1].num_frames == 8 and cache.records[1].audio_seconds == pytest.approx(0.2)
+    assert cache.total_audio_seconds == pytest.approx(0.1 + 0.2 + 0.3 + 2.0)
+    for (record, lp), key in zip(cache, arrays):
+        assert record.id == key and lp.dtype == np.float32 and lp.shape == arrays[key].shape
+        np.testing.assert_allclose(lp, arrays[key], rtol=2e-3, atol=2e-3)  # float16 storage
+    assert len(list((tmp_path / "c" / SHARD_DIR).glob("*.npy"))) == 2
+    with pytest.raises(KeyError, match="nope"):
+        cache.log_probs("nope")
+
+
+def test_incomplete_cache_is_refused_unless_allowed(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no emission cache"):
+        EmissionCache.open(tmp_path / "missing")
+    writer = CacheWriter(tmp_path / "c", _meta())
+    writer.add_batch([("a", "A", 1.0, _log_probs(np.random.default_rng(1), 4))])
+    writer.close()
+    with pytest.raises(FileNotFoundError, match="incomplete.*resume"):
+        EmissionCache.open(tmp_path / "c")
+    assert EmissionCache.open(tmp_path / "c", allow_incomplete=True).ids == ["a"]
+
+
+def test_resume_after_kill_ignores_torn_line_and_orphan_shard(tmp_path):
+    rng = np.random.default_rng(2)
+    a, b, c = (_log_probs(rng, n) for n in (3, 4, 5))
+    path = tmp_path / "c"
+    writer = CacheWriter(path, _meta(dtype="float32"))
+    writer.add_batch([("a", "A", 1.0, a)])
+    writer.close()
+    # A kill between renaming shard 000001 and finishing its manifest lines:
+    np.save(path / SHARD_DIR / "000001.npy", np.zeros((9, 32), np.float32))
+    with open(path / MANIFEST_FILE, "a") as fh:
+        fh.write("b\t4\t1.0\t000001.np")
+    with CacheWriter(path, _meta(dtype="float32")) as writer:
+        assert writer.done_ids == {"a"}
+        writer.add_batch([("a", "A", 1.0, a), ("b", "B", 1.0, b)])  # "a" is ignored: done
+        writer.add_batch([("c", "C", 1.0, c)])
+        cache = writer.finish()
+    assert cache.ids == ["a", "b", "c"]
+    for key, arr in zip("abc", (a, b, c)):
+        np.testing.assert_array_equal(cache.log_probs(key), arr)
+
+
+def test_meta_mismatch_is_a_clear_error(tmp_path):
+    with CacheWriter(tmp_path / "c", _meta()) as writer:
+        writer.add_batch([("a", "A", 1.0, _log_probs(np.random.default_rng(3), 4))])
+    other = Vocabulary.from_labels(["<pad>", "|", *"abc"])
+    with pytest.raises(ValueError, match="different vocabulary.*refusing to mix"):
+        CacheWriter(tmp_path / "c", _meta(vocabulary=other.to_dict()))
+    with pytest.raises(ValueError, match="different dtype"):
+        CacheWriter(tmp_path / "c", _meta(dtype="float32"))
+    with pytest.raises(ValueError, match="different revision"):
+        CacheWriter(tmp_path / "c", _meta(revision="other"))
+
+
+def test_one_writer_at_a_time_and_wrong_shapes(tmp_path):
+    with CacheWriter(tmp_path / "c", _meta()) as writer:
+        with pytest.raises(RuntimeError, match="another process"):
+            CacheWriter(tmp_path / "c", _meta())
+        with pytest.raises(ValueError, match=r"\(T, 32\)"):
+            writer.add_batch([("a", "A", 1.0, np.zeros((4, 29), np.float32))])
+
+
+def test_bad_options_and_paths(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="dtype"):
+        _meta(dtype="int8")
+    monkeypatch.setenv("CTCLAB_CACHE_DIR", str(tmp_path / "root"))
+    assert default_cache_root() == tmp_path / "root"
+    path = cache_dir_for("R", "facebook/wav2vec2-base-960h", "abc123", "hf-openslr/x", "test-clean")
+    assert path == Path("R/facebook--wav2vec2-base-960h/abc123/hf-openslr--x/test-clean")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid ctclab cache meta"):
+        EmissionCache.open(tmp_path / "broken")
+
+
+def test_loading_a_test_clean_sized_cache_is_fast(tmp_path):
+    """~2,620 utterances, ~1M frames, V=32, float16: open + read every utterance as float32."""
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(80, 700, size=2620)
+    lengths = (lengths * (1_000_000 / lengths.sum())).astype(int)
+    row = _log_probs(rng, 1)[0]
+    with CacheWriter(tmp_path / "big", _meta()) as writer:
+        start = 0
+        for batch in np.array_split(np.arange(len(lengths)), 40):  # ~40 shards, like a GPU run
+            block = np.broadcast_to(row, (int(lengths[batch].sum()), 32))
+            items, offset = [], 0
+            for i in batch:
+                items.append((f"utt{i:05d}", "SOME WORDS", lengths[i] * 0.02,
+                              block[offset:offset + lengths[i]]))
+                offset += lengths[i]
+            writer.add_batch(items)
+            start += offset
+        writer.finish()
+    tick = time.perf_counter()
+    cache = EmissionCache.open(tmp_path / "big")
+    frames = sum(lp.shape[0] for _, lp in cache)
+    elapsed = time.perf_counter() - tick
+    print(f"\nopen + read {len(cache)} utterances / {frames} frames: {elapsed * 1000:.0f} ms")
+    assert frames == start and len(cache) == 2620
+    assert elapsed < 1.0, f"loading took {elapsed:.2f} s"
+
+
+def test_import_quartznet_emissions_and_greedy_wer(tmp_path):
+    src = require_shared("emissions", "quartznet15x5-base-en")
+    import jiwer
+
+    cache = import_emissions(src, tmp_path, split="test-clean")
+    assert cache.path == cache_dir_for(tmp_path, "quartznet15x5-base-en", "imported", "imported",
+                                       "test-clean")
+    vocab = cache.vocabulary
+    assert (vocab.size, vocab.blank, vocab.delimiter, vocab.case) == (29, 28, 0, "lower")
+    assert len(cache) == 15 and cache.frame_shift_s == 0.02 and cache.meta.dtype == "float32"
+    np.testing.assert_array_equal(cache.log_probs(cache.ids[0]),
+                                  np.load(src / "test-clean" / f"{cache.ids[0]}.npy"))
+    decoder = GreedyDecoder(vocab, frame_shift_s=cache.frame_shift_s)
+    refs, hyps = [], []
+    for record, lp in cache:
+        refs.append(record.text.lower())
+        hyps.append(decoder.decode(lp).text)
+    wer = jiwer.wer(refs, hyps)
+    assert round(100 * wer, 2) == 2.42  # the figure in ../shared/README.md (289 words)
+    stamp = (cache.path / "meta.json").stat().st_mtime_ns
+    again = import_emissions(src, tmp_path, split="test-clean")  # complete: a no-op
+    assert again.ids == cache.ids and (cache.path / "meta.json").stat().st_mtime_ns == stamp
+
+
+def test_import_errors_name_the_problem(tmp_path):
+    src = tmp_path / "em"
+    (src / "s").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="labels.json"):
+        import_emissions(src, tmp_path / "out", split="s")
+    (src / "labels.json").write_text(json.dumps({"labels": [" ", "a", "b", "_"],
+                                                 "blank_index": 3}))
+    (src / "manifest.tsv").write_text("split\tid\treference\ns\tx\tA B\n")
+    np.save(src / "s" / "x.npy", np.full((4, 4), 0.25, np.float32))  # probabilities, not logs
+    with pytest.raises(ValueError, match="probabilities"):
+        import_emissions(src, tmp_path / "out", split="s", frame_shift_s=0.02)
+    with pytest.raises(ValueError, match="splits present"):
+        import_emissions(src, tmp_path / "out", split="other", frame_shift_s=0.02)

@@ -1,0 +1,73 @@
+"""The eval/emit.py command line: run as a script, summary table, bad files, no-op, import."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, require_shared
+from fixtures_audio import make_openslr_corpus, make_tiny_model
+
+from eval.cache import EmissionCache, cache_dir_for
+from eval.emit import main
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("emit")
+    corpus = make_openslr_corpus(tmp / "corpus", num_utterances=3)
+    model = make_tiny_model(tmp / "model")
+    return tmp, corpus, model
+
+
+def test_script_runs_end_to_end_with_skip_bad(setup):
+    tmp, corpus, model = setup
+    cmd = [sys.executable, "eval/emit.py", "--model", str(model), "--split", corpus.split,
+           "--data-dir", str(corpus.root), "--cache-dir", str(tmp / "cache"), "--skip-bad"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, check=False, cwd=REPO_ROOT, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    header, _rule, row = done.stdout.splitlines()[:3]
+    assert header.split()[:8] == ["split", "utts", "hours", "frames", "time", "s", "speed", "x"]
+    assert row.split()[:2] == ["test-clean", str(len(corpus.good_ids))]
+    assert row.split()[6:8] == ["cpu", "2"]  # device, skipped (corrupt + empty)
+    assert "44-400-0000" in done.stderr and "audio-s" in done.stderr  # skip log, progress bar
+    caches = list((tmp / "cache").rglob("meta.json"))
+    assert len(caches) == 1
+    cache = EmissionCache.open(caches[0].parent)
+    assert sorted(cache.ids) == corpus.good_ids and len(cache.meta.skipped) == 2
+
+    # The same command again: complete cache, nothing recomputed (in-process for speed).
+    code = main(cmd[2:] + ["--no-progress"])
+    assert code == 0
+
+
+def test_bad_file_without_skip_bad_names_it(setup, capsys):
+    tmp, corpus, model = setup
+    code = main(["--model", str(model), "--split", corpus.split, "--data-dir", str(corpus.root),
+                 "--cache-dir", str(tmp / "cache2"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "44-400-0000.flac" in err and "--skip-bad" in err and "Traceback" not in err
+
+
+def test_usage_errors_are_clean(setup, capsys):
+    tmp, corpus, model = setup
+    assert main(["--split", "test-clean", "--data-dir", str(corpus.root)]) == 2
+    assert "--model is required" in capsys.readouterr().err
+    assert main(["--model", str(model), "--split", "dev-other", "--data-dir",
+                 str(corpus.root), "--cache-dir", str(tmp / "c3")]) == 2
+    assert "no split folder" in capsys.readouterr().err
+
+
+def test_import_emissions_from_the_command_line(tmp_path, capsys):
+    src = require_shared("emissions", "quartznet15x5-base-en")
+    code = main(["--import-emissions", str(src), "--split", "dev-other", "an4-test",
+                 "--cache-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "imported" in out
+    cache = EmissionCache.open(cache_dir_for(tmp_path, src.name, "imported", "imported",
+                                             "an4-test"))
+    assert len(cache) == 10 and cache.vocabulary.blank == 28
