@@ -159,3 +159,26 @@ def test_missing_cache_is_made_by_the_emission_stage(tmp_path, capsys):
     again = run_mod.run([*args, "--out", str(tmp_path / "o2")])
     assert "[emit]" not in capsys.readouterr().out
     assert again.systems[0].wer == s.wer
+
+
+def test_parallel_jobs_give_the_same_results(tiny, tmp_path):
+    one = run_mod.run(base_args(tiny, tmp_path / "j1", "--decoder", "greedy", "--split", "dev-a"))
+    two = run_mod.run(base_args(tiny, tmp_path / "j2", "--decoder", "greedy", "--split", "dev-a",
+                                "--jobs", "2"))
+    assert one.systems[0].wer == two.systems[0].wer
+    hyps = [[r.hyp for r in ResultsFolder(tmp_path / j).read_utterances("dev-a", "greedy")]
+            for j in ("j1", "j2")]
+    assert hyps[0] == hyps[1]
+
+
+def test_optuna_method_without_optuna_gives_install_hint(tiny, tmp_path, capsys):
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("optuna is installed; the missing-package message cannot be checked")
+    code = run_mod.main(base_args(tiny, tmp_path / "x", "--decoder", LM_DECODER, "--lm",
+                                  str(tiny["lm"]), "--tune", "alpha", "--tune-split", "dev-a",
+                                  "--tune-method", "optuna", "--split", "test-a"))
+    assert code == 2 and "pip install optuna" in capsys.readouterr().err
