@@ -182,3 +182,20 @@ def test_optuna_method_without_optuna_gives_install_hint(tiny, tmp_path, capsys)
                                   str(tiny["lm"]), "--tune", "alpha", "--tune-split", "dev-a",
                                   "--tune-method", "optuna", "--split", "test-a"))
     assert code == 2 and "pip install optuna" in capsys.readouterr().err
+
+
+def test_tune_values_and_params_file_errors(tmp_path):
+    from eval.tune import load_params, parse_tune_values
+
+    assert parse_tune_values(["alpha=0,1"], ["alpha", "beta"])["alpha"] == (0.0, 1.0)
+    assert parse_tune_values([], ["beta"])["beta"][0] == 0.0           # the default grid
+    with pytest.raises(ValueError, match="NAME=V1,V2"):
+        parse_tune_values(["alpha"], ["alpha"])
+    with pytest.raises(ValueError, match="no default grid"):
+        parse_tune_values([], ["hotword_weight"])
+    bad = tmp_path / "p.json"
+    bad.write_text('{"alpha": 1}')
+    with pytest.raises(ValueError, match="not a ctclab params file"):
+        load_params(bad)
+    with pytest.raises(FileNotFoundError, match="--tune alpha beta"):
+        load_params(tmp_path / "missing.json")
