@@ -13,6 +13,7 @@ What the adapter does that pyctcdecode does not do by itself:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -24,8 +25,15 @@ import numpy as np
 
 from decoders.base import Decoder, register
 from decoders.hypothesis import Hypothesis, WordTimestamp
-from decoders.pyctc_support import load_unigrams, make_mapper, resolve_lm
+from decoders.pyctc_support import (
+    load_unigrams,
+    make_mapper,
+    pyctc_language_model,
+    resolve_lm,
+    shared_kenlm_model,
+)
 from decoders.vocabulary import Vocabulary
+from lm.language_model import LanguageModel
 
 # pyctcdecode's own defaults (pyctcdecode.constants), kept so that "pyctcdecode at defaults" means
 # the same thing here as in its documentation and in published comparisons.
@@ -109,7 +117,9 @@ class PyctcdecodeDecoder(Decoder):
     Options = PyctcdecodeOptions
 
     def __init__(self, vocab: Vocabulary, options: PyctcdecodeOptions | None = None, *,
-                 frame_shift_s: float = 0.02):
+                 frame_shift_s: float = 0.02, language_model: LanguageModel | None = None):
+        """``language_model``: an already loaded KenLMLanguageModel to share (its KenLM model is
+        reused, not reloaded); otherwise ``options.lm_path`` is loaded (once per process)."""
         super().__init__(vocab, options, frame_shift_s=frame_shift_s)
         try:
             import pyctcdecode
@@ -118,10 +128,20 @@ class PyctcdecodeDecoder(Decoder):
                               "pip install pyctcdecode==0.5.0 kenlm") from exc
         opts = self.options
         self.lm_file: Path | None = None
-        unigrams: list[str] | None = None
-        if opts.lm_path is not None:
+        kenlm_model = None
+        if language_model is not None:
+            kenlm_model = getattr(language_model, "kenlm_model", None) or getattr(
+                language_model, "_model", None)
+            if kenlm_model is None or getattr(language_model, "path", None) is None:
+                raise TypeError("pyctcdecode fuses a KenLM model only: pass a KenLMLanguageModel "
+                                f"(lm.language_model), not {type(language_model).__name__}, or "
+                                "set lm_path")
+            self.lm_file = Path(language_model.path)
+        elif opts.lm_path is not None:
             self.lm_file = resolve_lm(opts.lm_path)
-            unigrams = load_unigrams(opts.unigrams_path, self.lm_file)
+            kenlm_model = shared_kenlm_model(self.lm_file)
+        unigrams = None if self.lm_file is None else load_unigrams(opts.unigrams_path,
+                                                                   self.lm_file)
         # acoustic word -> LM word (identity without an LM); raises on an all-OOV setup.
         self.word_mapper: Callable[[str], str] = make_mapper(vocab, unigrams)
         self._columns = np.array([i for i in range(vocab.size) if i not in vocab.unused], np.int64)
@@ -135,20 +155,23 @@ class PyctcdecodeDecoder(Decoder):
                           stacklevel=2)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pyctcdecode warns about small test LMs
-            self._decoder = pyctcdecode.build_ctcdecoder(
-                self._labels,
-                kenlm_model_path=None if self.lm_file is None else str(self.lm_file),
-                unigrams=unigrams,
-                alpha=float(opts.alpha),
-                beta=float(opts.beta),
-                unk_score_offset=float(opts.unk_score_offset),
-                lm_score_boundary=bool(opts.lm_score_boundary),
-            )
-        built = self._decoder._alphabet.labels  # pyctcdecode re-normalises labels; ours must stand
-        if built != self._labels:
-            raise ValueError(f"pyctcdecode rewrote the labels {self._labels} to {built}; the "
-                             "vocabulary has labels pyctcdecode treats specially (e.g. '<pad>' "
+            alphabet = pyctcdecode.Alphabet.build_alphabet(self._labels)
+            lm = None if kenlm_model is None else pyctc_language_model(
+                kenlm_model, self.lm_file, opts.unigrams_path, unigrams, opts)
+            self._decoder = pyctcdecode.BeamSearchDecoderCTC(alphabet, lm)
+        if alphabet.labels != self._labels:  # pyctcdecode re-normalises labels; ours must stand
+            raise ValueError(f"pyctcdecode rewrote the labels {self._labels} to {alphabet.labels}; "
+                             "the vocabulary has labels pyctcdecode treats specially (e.g. '<pad>' "
                              "that is not the blank); mark them unused or rename them")
+
+    def __del__(self) -> None:
+        # pyctcdecode parks every decoder's LM in a class-level dict that is never emptied; without
+        # this, tuning (one decoder per alpha/beta) would keep every LM wrapper alive.
+        decoder = getattr(self, "_decoder", None)
+        if decoder is not None:
+            # interpreter teardown may have removed pyctcdecode's module state already
+            with contextlib.suppress(Exception):
+                decoder.cleanup()
 
     # ----------------------------------------------------------------------------- label mapping
     def _pyctc_label(self, token: int) -> str:

@@ -10,8 +10,10 @@ import gzip
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from decoders.vocabulary import Vocabulary
 
@@ -45,6 +47,14 @@ def load_unigrams(unigrams_path: str | None, lm_file: Path) -> list[str] | None:
         return None
     if not source.is_file():
         raise FileNotFoundError(f"unigram/lexicon file not found: {source} (unigrams_path)")
+    stat = source.stat()
+    key = (str(source.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _UNIGRAMS:
+        _remember(_UNIGRAMS, key, _load_unigrams(source))
+    return _UNIGRAMS[key]
+
+
+def _load_unigrams(source: Path) -> list[str]:
     try:
         from lm.unigrams import read_unigrams
     except ImportError:
@@ -55,6 +65,59 @@ def load_unigrams(unigrams_path: str | None, lm_file: Path) -> list[str] | None:
         raise ValueError(f"{source}: no words found; give an ARPA, a word list (one word a line) "
                          "or a pronunciation lexicon as unigrams_path")
     return words
+
+
+# Loaded KenLM models and pyctcdecode LM wrappers kept per process, so that building many decoders
+# over one LM (tuning alpha/beta) loads the model and the unigram trie once. Two is enough for a
+# run comparing two LMs; older entries are dropped (and freed once no decoder uses them).
+SHARED_LM_SLOTS = 2
+_KENLM: OrderedDict[Path, Any] = OrderedDict()
+_PYCTC_LM: OrderedDict[tuple, Any] = OrderedDict()
+_UNIGRAMS: OrderedDict[tuple, list[str] | None] = OrderedDict()
+
+
+def _remember(table: OrderedDict, key: Any, value: Any) -> Any:
+    table[key] = value
+    while len(table) > SHARED_LM_SLOTS:
+        table.popitem(last=False)
+    return value
+
+
+def shared_kenlm_model(lm_file: Path) -> Any:
+    """kenlm.Model for ``lm_file``, loaded once per process (ValueError if KenLM cannot read it)."""
+    key = lm_file.resolve()
+    if key in _KENLM:
+        return _KENLM[key]
+    import kenlm
+
+    try:
+        model = kenlm.Model(str(lm_file))
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"{lm_file}: KenLM could not load it ({exc}); the file may be corrupt or "
+                         "truncated; rebuild or download it again") from exc
+    return _remember(_KENLM, key, model)
+
+
+def pyctc_language_model(kenlm_model: Any, lm_file: Path, unigrams_path: str | None,
+                         unigrams: list[str] | None, options: Any) -> Any:
+    """A pyctcdecode LanguageModel with ``options``' alpha/beta/unk_score_offset/boundary.
+
+    The unigram set and trie (the slow, large part) are built once per (model, word list) and
+    shared by shallow copies that differ only in the weights.
+    """
+    import copy
+
+    import pyctcdecode
+
+    key = (id(kenlm_model), str(lm_file), unigrams_path)
+    base = _PYCTC_LM.get(key)
+    if base is None:
+        base = _remember(_PYCTC_LM, key, pyctcdecode.LanguageModel(kenlm_model, unigrams))
+    lm = copy.copy(base)
+    lm.alpha, lm.beta = float(options.alpha), float(options.beta)
+    lm.unk_score_offset = float(options.unk_score_offset)
+    lm.score_boundary = bool(options.lm_score_boundary)
+    return lm
 
 
 def make_mapper(vocab: Vocabulary, lm_words: list[str] | None) -> Callable[[str], str]:

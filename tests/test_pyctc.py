@@ -10,7 +10,7 @@ from conftest import require_shared
 from decoding_fixtures import frames, quartznet_vocab, spell, write_arpa
 
 from decoders import Vocabulary, create_decoder
-from decoders.pyctc import PyctcdecodeOptions
+from decoders.pyctc import PyctcdecodeDecoder, PyctcdecodeOptions
 from decoders.pyctc_support import load_unigrams
 
 LM_WORDS = {"hello": 0.3, "world": 0.3, "word": 0.001, "cat": 0.05}
@@ -160,3 +160,27 @@ def test_real_quartznet_emissions_match_greedy_without_lm():
     assert [h.text for h in beam] == [h.text for h in greedy]
     for hyp, (_, _, frames_n, *_rest) in zip(beam, rows):
         assert all(0 <= w.start_frame < w.end_frame <= int(frames_n) for w in hyp.words)
+
+
+def test_lm_is_loaded_once_and_shared(wav2vec2_vocab, tiny_arpa):
+    from pyctcdecode import BeamSearchDecoderCTC
+
+    from lm.language_model import KenLMLanguageModel
+
+    v, x = wav2vec2_vocab, hello_wor_l_d(wav2vec2_vocab)
+    a = create_decoder("pyctcdecode", v, lm_path=str(tiny_arpa), alpha=1.0, beta=0.0)
+    b = create_decoder("pyctcdecode", v, lm_path=str(tiny_arpa), alpha=0.0, beta=0.0)
+    lm_a, lm_b = a._decoder._language_model, b._decoder._language_model
+    assert lm_a._kenlm_model is lm_b._kenlm_model and lm_a._char_trie is lm_b._char_trie
+    assert (lm_a.alpha, lm_b.alpha) == (1.0, 0.0)          # weights are per decoder
+    assert (a.decode(x).text, b.decode(x).text) == ("HELLO WORLD", "HELLO WORD")
+    # an already loaded KenLMLanguageModel (as eval/run.py shares it) is reused, not reloaded
+    shared = KenLMLanguageModel(tiny_arpa)
+    c = PyctcdecodeDecoder(v, PyctcdecodeOptions(lm_path=str(tiny_arpa), alpha=1.0, beta=0.0),
+                           language_model=shared)
+    assert c._decoder._language_model._kenlm_model is shared._model
+    assert c.decode(x).text == "HELLO WORLD"
+    # pyctcdecode's class-level LM container does not keep dropped decoders' LMs
+    before = len(BeamSearchDecoderCTC.model_container)
+    del a, b, c
+    assert len(BeamSearchDecoderCTC.model_container) == before - 3
