@@ -1,0 +1,107 @@
+"""Turn what a user passes as ``--lm`` (a file or a known name) into a file KenLM can read.
+
+KenLM reads .arpa and its own binaries but not gzip; ``.arpa.gz`` is decompressed once into the
+cache (``$CTCLAB_CACHE_DIR/lm`` or ``~/.cache/ctclab/lm``), keyed by the source's path, size and
+mtime so an edited source is decompressed again, and written atomically so an interrupted run
+never leaves a truncated ARPA behind.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from lm.constants import CACHE_DIR_ENV, COPY_CHUNK_BYTES, LM_CACHE_SUBDIR
+
+
+def default_cache_root() -> Path:
+    """``$CTCLAB_CACHE_DIR``, else ``~/.cache/ctclab`` (the same root as eval.cache)."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ctclab"
+
+
+def lm_cache_dir(cache_root: str | os.PathLike | None = None) -> Path:
+    """Folder for decompressed and fetched LM files: ``<cache root>/lm``."""
+    root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
+    return root / LM_CACHE_SUBDIR
+
+
+def resolve_lm_path(path_or_name: str | os.PathLike,
+                    cache_root: str | os.PathLike | None = None) -> Path:
+    """A KenLM-readable file for ``path_or_name``.
+
+    - an existing .arpa / .binary / .klm (any non-gzip file): returned as is;
+    - an existing gzip file (.arpa.gz): decompressed once into ``<cache_root>/lm`` and that path
+      returned (later calls reuse it while the source's size and mtime are unchanged);
+    - a known name such as ``librispeech-4gram`` (see ``lm.fetch.KNOWN_RESOURCES``): downloaded
+      into the cache (needs the internet) and then resolved as above.
+    cache_root: the ctclab cache root (default ``$CTCLAB_CACHE_DIR`` or ``~/.cache/ctclab``).
+    Raises FileNotFoundError listing the known names when it is neither a file nor a known name.
+    """
+    path = Path(path_or_name).expanduser()
+    if path.is_file():
+        return _decompress_cached(path, lm_cache_dir(cache_root)) if _is_gzip(path) else path
+    from lm.fetch import KNOWN_RESOURCES, fetch_resource
+
+    name = str(path_or_name)
+    if name in KNOWN_RESOURCES:
+        fetched = fetch_resource(name, dest_dir=lm_cache_dir(cache_root))
+        return resolve_lm_path(fetched, cache_root)
+    if path.exists():
+        raise ValueError(f"{path} is not a file; pass a KenLM .arpa, .arpa.gz or .binary file")
+    lm_names = sorted(n for n, r in KNOWN_RESOURCES.items() if r.is_lm)
+    raise FileNotFoundError(f"language model not found: {path}; pass a KenLM .arpa, .arpa.gz or "
+                            f".binary file, or one of the known names {lm_names}")
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def decompressed_name(path: Path) -> str:
+    """Cache file name for a gzip source: its stem plus a key of (resolved path, size, mtime)."""
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    stem = path.name.removesuffix(".gz")
+    base, dot, ext = stem.rpartition(".")
+    return f"{base}-{key[:12]}.{ext}" if dot and base else f"{stem}-{key[:12]}"
+
+
+def _decompress_cached(path: Path, cache_dir: Path) -> Path:
+    target = cache_dir / decompressed_name(path)
+    if target.is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
+            _copy_with_progress(src, out, path)
+        os.replace(tmp, target)  # atomic: readers see the whole file or none
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: could not decompress ({exc}); the gzip file is damaged or "
+                         "truncated: download or rebuild it") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _copy_with_progress(src, out, path: Path) -> None:
+    """Copy a gzip stream with a progress bar over the compressed bytes read."""
+    from tqdm import tqdm
+
+    total = path.stat().st_size
+    raw = src.fileobj  # the underlying compressed file: its position is our progress
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"gunzip {path.name}",
+              disable=total < 32 * COPY_CHUNK_BYTES, leave=False) as bar:
+        while True:
+            chunk = src.read(COPY_CHUNK_BYTES)
+            if not chunk:
+                break
+            out.write(chunk)
+            bar.update(raw.tell() - bar.n)

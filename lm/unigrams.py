@@ -1,0 +1,71 @@
+"""Unigram lists (the words an LM or lexicon knows): read from ARPA, word list or lexicon; write.
+
+Decoders use them to keep beams on real words (pyctcdecode's ``unigrams``, our beam's lexicon).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from lm.arpa import iter_section, looks_like_arpa, open_text
+from lm.constants import ARPA_SPECIAL_TOKENS
+
+
+def read_unigrams(path: str | os.PathLike) -> list[str]:
+    """The words of ``path``, in file order, without duplicates or ``<s>``/``</s>``/``<unk>``.
+
+    path: an ARPA file (.arpa or gzip, detected by content): only the ``\\1-grams:`` section is
+    streamed, so a multi-GB 4-gram costs a fraction of a second; or a word list (one word a line);
+    or a pronunciation lexicon (``WORD  PH1 PH2 ...``, the first column is taken; gzip allowed).
+    Raises FileNotFoundError, or ValueError (ArpaFormatError) for a malformed ARPA / empty file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"unigram source not found: {path}; give an ARPA LM, a word list "
+                                "or a pronunciation lexicon")
+    if looks_like_arpa(path):
+        words = (entry[1][0] for entry in iter_section(path, 1))
+    else:
+        words = _first_columns(path)
+    unique = dict.fromkeys(w for w in words if w not in ARPA_SPECIAL_TOKENS)
+    if not unique:
+        raise ValueError(f"{path}: no words found; expected an ARPA file, a word list (one word a "
+                         "line) or a lexicon (word followed by its phones)")
+    return list(unique)
+
+
+def _first_columns(path: Path) -> Iterable[str]:
+    """First whitespace-separated field of each non-blank line (word lists and lexicons)."""
+    line_no = 0
+    try:
+        with open_text(path) as f:
+            for line_no, line in enumerate(f, 1):
+                fields = line.split(maxsplit=1)
+                if fields:
+                    yield fields[0]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text near line {line_no + 1} ({exc.reason}); word "
+                         "lists and lexicons must be UTF-8") from None
+
+
+def write_unigrams(words: Iterable[str], path: str | os.PathLike) -> None:
+    """Write one word a line (UTF-8), atomically: a crash never leaves a half-written list.
+
+    Raises ValueError for a word that contains whitespace (it could not be read back).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            for word in words:
+                if not word or len(word.split()) != 1 or word != word.strip():
+                    raise ValueError(f"cannot write {word!r} to {path}: a unigram must be one "
+                                     "non-empty token without whitespace")
+                out.write(word + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
