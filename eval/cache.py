@@ -340,7 +340,9 @@ class CacheWriter:
             _atomic_write_bytes(file, (header + body).encode("utf-8"))
 
     def _write_meta(self) -> None:
-        _atomic_write_bytes(self.path / META_FILE, self.meta.to_json().encode("utf-8"))
+        file, text = self.path / META_FILE, self.meta.to_json()
+        if not file.is_file() or file.read_text(encoding="utf-8") != text:  # no-op runs write nothing
+            _atomic_write_bytes(file, text.encode("utf-8"))
 
     @property
     def done_ids(self) -> set[str]:

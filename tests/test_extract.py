@@ -68,6 +68,17 @@ def test_batched_equals_one_at_a_time(model, waves):
     assert np.abs(batched[0] - ref).max() < BATCH_TOLERANCE
 
 
+def test_reduced_precision_runs_under_autocast(model, waves):
+    """bfloat16 autocast (the CPU stand-in for the GPU float16 path): same shapes, normalised
+    log-probs, nearly the same best labels as float32."""
+    full = compute_log_probs(model, waves[:3])
+    low = compute_log_probs(model, waves[:3], dtype="bfloat16")
+    for a, b in zip(full, low):
+        assert a.shape == b.shape and b.dtype == np.float32
+        np.testing.assert_allclose(np.log(np.exp(b).sum(1)), 0.0, atol=1e-4)
+        assert (a.argmax(1) == b.argmax(1)).mean() > 0.9
+
+
 def test_plain_padding_is_wrong_only_for_group_norm(model, waves):
     """Why the masked GroupNorm exists: plain zero padding (with the attention mask) changes
     wav2vec2-base (group norm) outputs, while a layer-norm model only needs the mask."""
