@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from eval.audio_sources import SOURCE_NAMES, open_source
 from eval.cache import EmissionCache, default_cache_root, import_emissions
-from eval.extract import COMPUTE_DTYPES, DEVICES, ExtractOptions
+from eval.extract import COMPUTE_DTYPES, DEFAULT_LOADER_THREADS, DEVICES, ExtractOptions
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the cached log-probs")
     p.add_argument("--batch-seconds", type=float, default=None,
                    help="padded audio seconds per batch (default 32 on CPU, 400 on GPU)")
+    p.add_argument("--loader-threads", type=int, default=DEFAULT_LOADER_THREADS,
+                   help="threads decoding audio ahead of the model")
     p.add_argument("--skip-bad", action="store_true",
                    help="log and skip unreadable audio (listed in the cache meta) instead of "
                         "stopping")
@@ -112,7 +114,8 @@ def run(args: argparse.Namespace) -> list[SplitSummary]:
     from eval.models import load_ctc_model
 
     options = ExtractOptions(device=args.device, dtype=args.dtype, store_dtype=args.store_dtype,
-                             batch_seconds=args.batch_seconds, skip_bad=args.skip_bad)
+                             batch_seconds=args.batch_seconds, skip_bad=args.skip_bad,
+                             loader_threads=args.loader_threads)
     source_name = args.source or ("manifest" if args.manifest else
                                   "openslr" if args.data_dir else "hf")
     model = load_ctc_model(args.model, revision=args.revision)

@@ -11,15 +11,17 @@ which zeroes padded frames before the positional conv and masks them in attentio
 then equals one-at-a-time output up to float rounding (tested: max |diff| < 1e-4 in float32).
 Layer-norm models (wav2vec2-large-lv60 style) only need the attention mask.
 
-Data loading (decode, resample, normalise, pad) runs in a background thread, overlapping the
-model; libsndfile, soxr and torch release the GIL.
+Data loading (decode, resample, normalise, pad; pinned memory on CUDA) runs in a background
+thread with a small decode pool, overlapping the model; libsndfile, soxr and torch release the GIL.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,9 @@ DEFAULT_BATCH_SECONDS_CPU = 32.0
 DEFAULT_BATCH_SECONDS_GPU = 400.0
 # Batches prepared ahead by the loader thread (each holds only its padded waveforms).
 PREFETCH_BATCHES = 3
+# FLAC decoding runs at very roughly 500-1000x real time per core: one thread cannot feed a GPU
+# doing 10 h of audio a minute, so decoding uses a small pool (libsndfile/soxr release the GIL).
+DEFAULT_LOADER_THREADS = max(1, min(8, (os.cpu_count() or 2) - 1))
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -55,6 +60,7 @@ class ExtractOptions:
     batch_seconds: float | None = None
     skip_bad: bool = False
     prefetch: int = PREFETCH_BATCHES
+    loader_threads: int = DEFAULT_LOADER_THREADS
 
     def __post_init__(self) -> None:
         if self.device.split(":")[0] not in DEVICES:
@@ -68,6 +74,8 @@ class ExtractOptions:
             raise ValueError(f"batch_seconds must be positive, got {self.batch_seconds}")
         if self.prefetch < 1:
             raise ValueError(f"prefetch must be >= 1, got {self.prefetch}")
+        if self.loader_threads < 1:
+            raise ValueError(f"loader_threads must be >= 1, got {self.loader_threads}")
 
 
 @dataclass(frozen=True)
@@ -150,15 +158,12 @@ class _Runner:
         self.autocast = dtype != "float32"
         self.torch_dtype = getattr(torch, dtype)
 
-    def __call__(self, padded: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
-        """padded: (B, S) float32 normalised audio; lengths: (B,) true samples. Returns B arrays
-        (T_b, V) float32 log-probs trimmed to each utterance's true frame count."""
+    def __call__(self, padded: np.ndarray | torch.Tensor, lengths: np.ndarray) -> list[np.ndarray]:
+        """padded: (B, S) float32 normalised audio (array or, pinned, tensor); lengths: (B,) true
+        samples. Returns B arrays (T_b, V) float32 log-probs trimmed to each true frame count."""
         frames = self.model.num_frames(lengths)
-        x = torch.from_numpy(padded)
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        else:
-            x = x.to(self.device)
+        x = padded if isinstance(padded, torch.Tensor) else torch.from_numpy(padded)
+        x = x.to(self.device, non_blocking=x.is_pinned())
         lens = torch.from_numpy(lengths.astype(np.int64)).to(self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.torch_dtype,
                                                     enabled=self.autocast):
@@ -220,23 +225,34 @@ _END = object()
 
 def _loader(source: AudioSource, model: CTCModel, entries: list[SourceEntry],
             batches: list[list[int]], out: queue.Queue, skip_bad: bool,
-            stop: threading.Event) -> None:
-    """Thread body: decode + normalise + pad each batch; put (entries, padded, lengths, bad)."""
+            stop: threading.Event, threads: int, pin: bool) -> None:
+    """Thread body: decode + normalise (a pool of ``threads``) + pad each batch, then put
+    (entries, padded, lengths, skipped) on ``out``; errors are put there too."""
+
+    def load_one(i: int) -> np.ndarray | SkippedItem:
+        try:
+            return model.normalize(source.load(entries[i]))
+        except AudioReadError as exc:
+            if not skip_bad:
+                raise
+            return SkippedItem(exc.utt_id, exc.path, exc.reason)
+
     try:
-        for batch in batches:
-            if stop.is_set():
-                return
-            ok, waves, bad = [], [], []
-            for i in batch:
-                try:
-                    waves.append(model.normalize(source.load(entries[i])))
-                    ok.append(entries[i])
-                except AudioReadError as exc:
-                    if not skip_bad:
-                        raise
-                    bad.append(SkippedItem(exc.utt_id, exc.path, exc.reason))
-            padded, lengths = pad_batch(waves, model.min_samples) if waves else (None, None)
-            out.put((ok, padded, lengths, bad))
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                ok, waves, bad = [], [], []
+                for i, result in zip(batch, pool.map(load_one, batch)):
+                    if isinstance(result, SkippedItem):
+                        bad.append(result)
+                    else:
+                        ok.append(entries[i])
+                        waves.append(result)
+                padded, lengths = pad_batch(waves, model.min_samples) if waves else (None, None)
+                if pin and padded is not None:  # page-locked: async host-to-GPU copy
+                    padded = torch.from_numpy(padded).pin_memory()
+                out.put((ok, padded, lengths, bad))
         out.put(_END)
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
         out.put(exc)
@@ -281,7 +297,8 @@ def extract(model: CTCModel, source: AudioSource, cache_root: str | Path, *,
         work: queue.Queue = queue.Queue(maxsize=options.prefetch)
         stop = threading.Event()
         thread = threading.Thread(target=_loader, daemon=True, args=(
-            source, model, entries, batches, work, options.skip_bad, stop))
+            source, model, entries, batches, work, options.skip_bad, stop, options.loader_threads,
+            device.type == "cuda"))
         thread.start()
         count, seconds, frames = 0, 0.0, 0
         bar = tqdm(total=sum(e.seconds for e in entries), unit="audio-s", unit_scale=True,
