@@ -99,9 +99,12 @@ def verify_checksum(path: Path, expected: str | None = None) -> str:
 
 def fetch_resource(name: str, dest_dir: str | os.PathLike | None = None, *,
                    base_urls: tuple[str, ...] = OPENSLR_11_BASES,
-                   opener: Callable[..., Any] | None = None) -> Path:
+                   opener: Callable[..., Any] | None = None,
+                   min_fraction: float = MIN_SIZE_FRACTION) -> Path:
     """Download known resource ``name`` into ``dest_dir`` (default ``<cache root>/lm``), or return
-    the existing verified file. Raises ValueError listing known names, ConnectionError offline."""
+    the existing verified file. base_urls: mirrors tried in order; opener: urlopen-like (tests);
+    min_fraction: reject downloads smaller than this fraction of the nominal size.
+    Raises ValueError listing known names, ConnectionError offline, ChecksumError when corrupt."""
     if name not in KNOWN_RESOURCES:
         raise ValueError(f"unknown resource {name!r}; known: {sorted(KNOWN_RESOURCES)}")
     res = KNOWN_RESOURCES[name]
@@ -116,7 +119,7 @@ def fetch_resource(name: str, dest_dir: str | os.PathLike | None = None, *,
     errors = []
     for base in base_urls:
         try:
-            download(base + res.filename, dest, min_bytes=int(res.nominal_bytes * MIN_SIZE_FRACTION),
+            download(base + res.filename, dest, min_bytes=int(res.nominal_bytes * min_fraction),
                      sha256=res.sha256, opener=opener)
             return dest
         except ConnectionError as exc:

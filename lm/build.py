@@ -1,0 +1,233 @@
+"""Build a word n-gram LM from text with KenLM: normalise, lmplz, optionally build_binary.
+
+    python lm/build.py --text corpus.txt --order 4 --out 4gram.arpa [--prune 0 0 1]
+                       [--vocab CACHE_DIR|labels.json] [--binary [--binary-type probing|trie]
+                       [--quantize 8]]
+
+Text is normalised to the acoustic vocabulary first (see lm/corpus.py). Outputs are written to
+temporary files and renamed into place, so an interrupted build never leaves a truncated LM.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: put the repo root, not lm/, first on sys.path
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from decoders.vocabulary import Vocabulary
+from lm.arpa import open_text, read_arpa_header
+from lm.corpus import NormalizeStats, TextNormalizer, load_vocabulary
+from lm.tools import KENLM_MAX_ORDER, find_tool
+
+BINARY_TYPES = ("probing", "trie")
+# lmplz sorts in this much RAM and spills the rest to disk; its own default (80% of RAM) is rude
+# on a shared machine. Raise it with --memory for corpora of many GB.
+DEFAULT_LMPLZ_MEMORY = "1G"
+# Quantisation bits KenLM supports for trie probabilities/backoffs.
+QUANTIZE_BITS = range(1, 26)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to build. order: n-gram order (1..6); prune: lmplz thresholds per order (first 0,
+    non-decreasing; empty = none); binary_type/quantize apply to build_binary (quantize: trie only).
+    """
+
+    order: int = 4
+    prune: tuple[int, ...] = ()
+    memory: str = DEFAULT_LMPLZ_MEMORY
+    binary_type: str = "probing"
+    quantize: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prune", tuple(int(p) for p in self.prune))
+        if not 1 <= self.order <= KENLM_MAX_ORDER:
+            raise ValueError(f"--order must be 1..{KENLM_MAX_ORDER} (KenLM's build limit), "
+                             f"got {self.order}")
+        if self.prune:
+            if len(self.prune) > self.order:
+                raise ValueError(f"--prune has {len(self.prune)} thresholds for order "
+                                 f"{self.order}; give at most one per order")
+            if self.prune[0] != 0:
+                raise ValueError("--prune: the unigram threshold must be 0 (lmplz cannot prune "
+                                 "unigrams), e.g. --prune 0 0 1")
+            if any(b < a for a, b in zip(self.prune, self.prune[1:])) or min(self.prune) < 0:
+                raise ValueError(f"--prune thresholds must be non-negative and non-decreasing, "
+                                 f"got {list(self.prune)}")
+        if self.binary_type not in BINARY_TYPES:
+            raise ValueError(f"unknown --binary-type {self.binary_type!r}; valid: "
+                             f"{list(BINARY_TYPES)}")
+        if self.quantize is not None:
+            if self.binary_type != "trie":
+                raise ValueError("--quantize needs --binary-type trie (probing is not quantised)")
+            if self.quantize not in QUANTIZE_BITS:
+                raise ValueError(f"--quantize must be 1..25 bits, got {self.quantize}")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What was built: counts[n-1] = number of n-grams; sizes in bytes; normalisation stats."""
+
+    arpa: Path
+    counts: tuple[int, ...]
+    arpa_bytes: int
+    binary: Path | None
+    binary_bytes: int | None
+    stats: NormalizeStats
+
+
+def _run_tool(cmd: list[str], what: str) -> None:
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n"
+                           f"{result.stderr[-3000:]}")
+
+
+def normalize_corpus(text_paths: Sequence[Path], out_path: Path, vocab: Vocabulary
+                     ) -> NormalizeStats:
+    """Write the normalised sentences of all ``text_paths`` (UTF-8, gzip allowed) to out_path."""
+    normalizer = TextNormalizer.for_vocabulary(vocab)
+    stats = NormalizeStats()
+    with open(out_path, "w", encoding="utf-8", newline="\n") as out:
+        for path in text_paths:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"--text {path}: file not found")
+            try:
+                with open_text(path) as f:
+                    out.writelines(s + "\n" for s in normalizer.normalize_lines(f, stats))
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"--text {path}: not UTF-8 text ({exc.reason})") from None
+    if stats.words == 0:
+        raise ValueError(f"no usable words in {[str(p) for p in text_paths]} after normalising "
+                         "to the vocabulary's characters; check --vocab and the text's language")
+    return stats
+
+
+def build_arpa(text_paths: Sequence[str | Path], out: str | Path, options: BuildOptions,
+               vocab: Vocabulary | None = None) -> tuple[Path, NormalizeStats]:
+    """Normalise the text and run ``lmplz --discount_fallback`` into ``out`` (atomic)."""
+    out = Path(out)
+    vocab = vocab or load_vocabulary(None)
+    lmplz = find_tool("lmplz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        stats = normalize_corpus([Path(p) for p in text_paths], corpus, vocab)
+        tmp_arpa = Path(tmp) / "model.arpa"
+        # --discount_fallback: Kneser-Ney discounts cannot be estimated from a small corpus
+        # (no n-grams seen exactly 1..4 times); fall back to KenLM's defaults instead of failing.
+        cmd = [str(lmplz), "-o", str(options.order), "--discount_fallback", "-S", options.memory,
+               "-T", tmp, "--text", str(corpus), "--arpa", str(tmp_arpa)]
+        if options.prune:
+            cmd += ["--prune", *(str(p) for p in options.prune)]
+        _run_tool(cmd, "lmplz")
+        os.replace(tmp_arpa, out)
+    return out, stats
+
+
+def build_binary(arpa: str | Path, out: str | Path, binary_type: str = "probing",
+                 quantize: int | None = None) -> Path:
+    """KenLM binary from an ARPA (atomic). quantize: bits for trie probabilities and backoffs."""
+    arpa, out = Path(arpa), Path(out)
+    if not arpa.is_file():
+        raise FileNotFoundError(f"ARPA file not found: {arpa}")
+    BuildOptions(binary_type=binary_type, quantize=quantize)  # validates the pair
+    tool = find_tool("build_binary")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        cmd = [str(tool)]
+        if quantize is not None:
+            cmd += ["-q", str(quantize), "-b", str(quantize)]
+        _run_tool([*cmd, binary_type, str(arpa), tmp], "build_binary")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def build(text_paths: Sequence[str | Path], out: str | Path, options: BuildOptions,
+          vocab: Vocabulary | None = None, binary_out: str | Path | None = None) -> BuildResult:
+    """ARPA (and, when ``binary_out`` is given, a binary) from text. See the module docstring."""
+    arpa, stats = build_arpa(text_paths, out, options, vocab)
+    binary = None
+    if binary_out is not None:
+        binary = build_binary(arpa, binary_out, options.binary_type, options.quantize)
+    return BuildResult(arpa=arpa, counts=read_arpa_header(arpa).counts,
+                       arpa_bytes=arpa.stat().st_size, binary=binary,
+                       binary_bytes=binary.stat().st_size if binary else None, stats=stats)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def print_summary(result: BuildResult) -> None:
+    """The table the CLI ends with."""
+    s = result.stats
+    print(f"\ntext: {s.lines} lines -> {s.sentences} sentences, {s.words} words "
+          f"({s.dropped_words} dropped as unspellable"
+          + (f", e.g. {list(s.dropped_examples)[:5]}" if s.dropped_examples else "") + ")")
+    print(f"{'order':>5}  {'n-grams':>12}")
+    for n, count in enumerate(result.counts, 1):
+        print(f"{n:>5}  {count:>12,}")
+    print(f"\n{'file':<10} {'size':>10}  path")
+    print(f"{'arpa':<10} {_human(result.arpa_bytes):>10}  {result.arpa}")
+    if result.binary is not None:
+        print(f"{'binary':<10} {_human(result.binary_bytes or 0):>10}  {result.binary}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python lm/build.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--text", nargs="+", required=True, type=Path,
+                        help="training text, one sentence a line (UTF-8; .gz allowed)")
+    parser.add_argument("--order", type=int, default=4, help="n-gram order (default 4)")
+    parser.add_argument("--out", required=True, type=Path, help="output ARPA path")
+    parser.add_argument("--prune", nargs="+", type=int, default=(),
+                        help="lmplz count thresholds per order, e.g. 0 0 1")
+    parser.add_argument("--vocab", help="emission-cache folder / meta.json / labels.json whose "
+                        "labels the words must be spelled with (default: English A-Z and ')")
+    parser.add_argument("--memory", default=DEFAULT_LMPLZ_MEMORY, help="lmplz sort memory (-S)")
+    parser.add_argument("--binary", action="store_true", help="also write a KenLM binary")
+    parser.add_argument("--binary-out", type=Path, help="binary path (default: OUT with .binary)")
+    parser.add_argument("--binary-type", default="probing", choices=BINARY_TYPES)
+    parser.add_argument("--quantize", type=int, help="trie quantisation bits (e.g. 8)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        options = BuildOptions(order=args.order, prune=tuple(args.prune), memory=args.memory,
+                               binary_type=args.binary_type, quantize=args.quantize)
+        if (args.binary_out or args.quantize is not None) and not args.binary:
+            raise ValueError("--binary-out/--quantize need --binary")
+        vocab = load_vocabulary(args.vocab)
+        binary_out = None
+        if args.binary:
+            binary_out = args.binary_out or args.out.with_suffix(".binary")
+        print(f"building a {options.order}-gram from {len(args.text)} file(s), vocabulary "
+              f"{vocab.case} case, lmplz -S {options.memory}", flush=True)
+        result = build(args.text, args.out, options, vocab, binary_out)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
