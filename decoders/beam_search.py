@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,32 +47,32 @@ class SearchSettings:
     max_word_gain: float   # upper bound of the score a word step can add (for early pruning)
 
 
+# Rows of the packed beam state. Floats (ln scores):
+PB, PNB, LM, PART = range(4)
+# pb: ln P(prefix, path ends in blank); pnb: ln P(prefix, path ends in its last label);
+# lm: word scores so far (LM, bonuses, penalties of finished words); part: unfinished word's score.
+# Integers:
+UTT, LAST, NODE, END, WNODE, CTX, PARENT = range(7)
+# utt: utterance in the batch; last: last label (V = none: empty prefix without a delimiter label);
+# node: prefix node id (-1 = empty); end: active-frame index where the last label was last emitted;
+# wnode: trie node of the unfinished word (0 = none); ctx: LM context id; parent: row of the live
+# beam holding this prefix minus its last label, or -1.
+
+
 @dataclass
 class _Beams:
-    """Struct of arrays, one entry per live beam."""
+    """Packed struct of arrays: f (4, N) float64 and i (7, N) int64, one column per beam."""
 
-    utt: np.ndarray       # int64 utterance index in the batch
-    pb: np.ndarray        # float64 ln P(prefix, path ends in blank)
-    pnb: np.ndarray       # float64 ln P(prefix, path ends in its last label)
-    last: np.ndarray      # int64 last label (-1 = empty prefix without a delimiter label)
-    node: np.ndarray      # int64 prefix node id (-1 = empty prefix)
-    last_end: np.ndarray  # int64 global row after the last frame the last label was emitted in
-    lm: np.ndarray        # float64 word scores so far (LM, bonus, penalties of finished words)
-    partial: np.ndarray   # float64 score of the unfinished word (penalty / hotword bonus)
-    wnode: np.ndarray     # int64 trie node of the unfinished word (0 = none)
-    ctx: np.ndarray       # int64 LM context id
-    parent: np.ndarray    # int64 row of the beam holding this prefix minus its last label, or -1
+    f: np.ndarray
+    i: np.ndarray
 
     def take(self, idx: np.ndarray) -> _Beams:
-        return _Beams(*(getattr(self, f.name)[idx] for f in fields(self)))
-
-    @staticmethod
-    def concat(parts: Sequence[_Beams]) -> _Beams:
-        return _Beams(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Beams)))
+        return _Beams(self.f[:, idx], self.i[:, idx])
 
 
 class _Nodes:
-    """Growable table of prefix nodes: parent node, label, first row, row where the parent ended."""
+    """Growable prefix-node table: parent node, label, active index of its first frame, and the
+    active index where the parent's last label was last emitted (that label's end)."""
 
     def __init__(self) -> None:
         self.size = 0
@@ -85,15 +85,14 @@ class _Nodes:
             grown = np.empty((4, max(2 * self.data.shape[1], self.size + n)), np.int64)
             grown[:, : self.size] = self.data[:, : self.size]
             self.data = grown
-        ids = np.arange(self.size, self.size + n)
-        self.data[0, ids], self.data[1, ids], self.data[2, ids], self.data[3, ids] = (
-            parent, label, start, prev_end)
-        self.size += n
+        end = self.size + n
+        self.data[0, self.size:end] = parent
+        self.data[1, self.size:end] = label
+        self.data[2, self.size:end] = start
+        self.data[3, self.size:end] = prev_end
+        ids = np.arange(self.size, end)
+        self.size = end
         return ids
-
-
-def _lae(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.logaddexp(a, b)
 
 
 class BatchSearch:
@@ -107,8 +106,8 @@ class BatchSearch:
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.x = np.concatenate(emissions) if len(emissions) else np.zeros((0, vocab.size),
                                                                            np.float32)
-        self.flat = self.x.ravel()
         self.delim = vocab.delimiter
+        self.width = vocab.size + 1   # labels + a sentinel column "no last label" (always -inf)
         self.nodes = _Nodes()
         self._merge_buf = np.full(1024, -1, np.int64)
 
@@ -125,6 +124,7 @@ class BatchSearch:
         else:
             active = blank < math.log(st.blank_skip_threshold)
         rows = np.flatnonzero(active)
+        self.act_rows = rows
         utt = utt_of_row[rows]
         n_act = np.bincount(utt, minlength=n_utt)
         first = np.cumsum(n_act) - n_act
@@ -132,19 +132,31 @@ class BatchSearch:
         prev = np.where(step > 0, np.roll(rows, 1), self.offsets[utt] - 1)
         self.n_act = n_act
         self.n_steps = int(n_act.max(initial=0))
+        self.finishing = np.zeros(self.n_steps + 1, bool)
+        self.finishing[n_act[n_act > 0] - 1] = True
         shape = (self.n_steps, n_utt)
-        self.row = np.zeros(shape, np.int64)
+        self.arow = np.zeros(shape, np.int64)
         self.gap = np.zeros(shape, np.float64)
         self.has_gap = np.zeros(shape, bool)
-        self.row[step, utt] = rows
+        self.arow[step, utt] = np.arange(len(rows))
         self.gap[step, utt] = cum[rows] - cum[prev + 1]
         self.has_gap[step, utt] = rows > prev + 1
         self.any_gap = self.has_gap.any(axis=1)
         last_row = np.where(n_act > 0, rows[np.maximum(first + n_act - 1, 0)] if len(rows) else 0,
                             self.offsets - 1)
         self.trail = cum[self.offsets + self.lengths] - cum[last_row + 1]
-        # Candidates: labels passing the threshold (and top-k), plus each frame's argmax label.
-        sub = self.x[rows]
+        sub = self.x[rows].astype(np.float64)
+        # The token pruning applies to blank and to the last label continuing too: a path through
+        # a label that improbable is dropped whatever the label (as pyctcdecode does). Without it a
+        # beam can "step over" a near-certain word delimiter through a blank of p < e^-5 whenever
+        # the LM dislikes the word just finished (e.g. an OOV scored at <unk>).
+        floor = np.minimum(st.token_min_logp, sub.max(axis=1, initial=NEG_INF))
+        floored = np.full((len(rows), self.width), NEG_INF)
+        floored[:, : vocab.size] = np.where(sub >= floor[:, None], sub, NEG_INF)
+        self.xf = floored.ravel()
+        self.blank_lp = np.zeros(shape, np.float64)
+        self.blank_lp[step, utt] = floored[:, vocab.blank]
+        # Extension candidates: labels passing the threshold (and top-k), plus the frame's argmax.
         emit = np.zeros(vocab.size, bool)
         emit[vocab.emitting_ids] = True
         mask = (sub >= st.token_min_logp) & emit
@@ -157,7 +169,7 @@ class BatchSearch:
         order = np.lexsort((utt, step))
         r, tok = np.nonzero(mask[order])
         self.cand_tok = tok.astype(np.int64)
-        self.cand_lp = sub[order[r], tok].astype(np.float64)
+        self.cand_lp = sub[order[r], tok]
         counts = mask.sum(axis=1)[order]
         self.cand_start = np.zeros(shape, np.int64)
         self.cand_count = np.zeros(shape, np.int64)
@@ -170,199 +182,202 @@ class BatchSearch:
         self._schedule()
         n_utt = len(self.lengths)
         start_ctx = self.scorer.start_context if self.scorer is not None else 0
-        root_last = self.delim if self.delim is not None else -1
+        root_last = self.delim if self.delim is not None else self.vocab.size
 
         def roots(utts: np.ndarray) -> _Beams:
             n = len(utts)
-            return _Beams(utts.astype(np.int64), np.zeros(n), np.full(n, NEG_INF),
-                          np.full(n, root_last, np.int64), np.full(n, -1, np.int64),
-                          self.offsets[utts].copy(), np.zeros(n), np.zeros(n),
-                          np.zeros(n, np.int64), np.full(n, start_ctx, np.int64),
-                          np.full(n, -1, np.int64))
+            f = np.zeros((4, n))
+            f[PNB] = NEG_INF
+            i = np.zeros((7, n), np.int64)
+            i[UTT], i[LAST], i[NODE], i[CTX], i[PARENT] = utts, root_last, -1, start_ctx, -1
+            return _Beams(f, i)
 
         finished: list[_Beams] = [roots(np.flatnonzero(self.n_act == 0))]
         beams = roots(np.flatnonzero(self.n_act > 0))
         finish_step = self.n_act - 1
+        self._arange = np.arange(1024)
         for s in range(self.n_steps):
             beams = self._step(s, beams, n_utt)
-            done = finish_step[beams.utt] == s
-            if done.any():
+            if self.finishing[s]:
+                done = finish_step[beams.i[UTT]] == s
                 finished.append(beams.take(done))
                 keep = ~done
                 newpos = np.cumsum(keep) - 1
                 beams = beams.take(keep)
-                beams.parent = np.where(beams.parent >= 0, newpos[beams.parent], -1)
-        return self._finish(_Beams.concat(finished), n_utt)
+                par = beams.i[PARENT]
+                beams.i[PARENT] = np.where(par >= 0, newpos[par], -1)
+        return self._finish(_Beams(np.concatenate([b.f for b in finished], axis=1),
+                                   np.concatenate([b.i for b in finished], axis=1)), n_utt)
 
     def _step(self, s: int, b: _Beams, n_utt: int) -> _Beams:
-        st, flat, v = self.settings, self.flat, self.vocab.size
-        u = b.utt
-        pb, pnb = b.pb, b.pnb
-        if self.any_gap[s]:
-            g = self.has_gap[s, u]
-            folded = _lae(pb, pnb) + self.gap[s, u]
-            pb = np.where(g, folded, pb)
-            pnb = np.where(g, NEG_INF, pnb)
-        rows = self.row[s, u]
-        base_idx = rows * v
-        tot = _lae(pb, pnb)
-        stay_pb = tot + flat[base_idx + self.vocab.blank]
-        rep = flat[base_idx + np.maximum(b.last, 0)]
-        if self.delim is not None:
-            stay_pnb = np.where(b.last == self.delim, tot, pnb) + rep
+        st, w = self.settings, self.width
+        f, i = b.f, b.i
+        u, last, n = i[UTT], i[LAST], f.shape[1]
+        pb, pnb = f[PB], f[PNB]
+        tot = np.logaddexp(pb, pnb)
+        if self.any_gap[s]:  # blank-certain frames skipped since the last step: all mass -> blank
+            tot += self.gap[s, u]
+            has_gap = self.has_gap[s, u]
+            pb = np.where(has_gap, tot, pb)
+            pnb = np.where(has_gap, NEG_INF, pnb)
+        ar = self.arow[s, u]
+        stay_pb = tot + self.blank_lp[s, u]
+        rep = self.xf[ar * w + last]
+        if self.delim is not None:   # a delimiter after a delimiter keeps the prefix
+            stay_pnb = np.where(last == self.delim, tot, pnb) + rep
         else:
-            stay_pnb = np.where(b.last >= 0, pnb + rep, NEG_INF)
-        last_end = np.where(stay_pnb > stay_pb, rows + 1, b.last_end)
-
+            stay_pnb = pnb + rep
         k = self.cand_count[s, u]
         m = int(k.sum())
-        n = len(u)
-        ext: _Beams | None = None
+        if len(self._arange) < max(n, m):
+            self._arange = np.arange(2 * max(n, m))
+        rng = self._arange
+        src = tok = base = None
         if m:
-            src = np.repeat(np.arange(n), k)
-            cum = np.cumsum(k)
-            ci = np.arange(m) + np.repeat(self.cand_start[s, u] - (cum - k), k)
+            src = np.repeat(rng[:n], k)
+            ci = np.repeat(self.cand_start[s, u] - (np.cumsum(k) - k), k) + rng[:m]
             tok = self.cand_tok[ci]
-            src_last = b.last[src]
+            src_last = last[src]
             base = np.where(tok == src_last, pb[src], tot[src]) + self.cand_lp[ci]
             if self.delim is not None:
                 base[(tok == self.delim) & (src_last == self.delim)] = NEG_INF
-            # Merge into live beams: B = A + c where B.parent == A and B.last == c.
-            has_parent = np.flatnonzero(b.parent >= 0)
-            keep = base > NEG_INF
-            if len(has_parent):
-                if len(self._merge_buf) < n * v:
-                    self._merge_buf = np.full(2 * n * v, -1, np.int64)
-                pkeys = b.parent[has_parent] * v + b.last[has_parent]
-                self._merge_buf[pkeys] = has_parent
-                target = self._merge_buf[src * v + tok]
+            # Merge into live beams: A + c is the live B whose parent is A and whose last is c.
+            par = i[PARENT]
+            has_parent = par >= 0
+            if has_parent.any():
+                if len(self._merge_buf) < n * w:
+                    self._merge_buf = np.full(2 * n * w, -1, np.int64)
+                pkeys = par[has_parent] * w + last[has_parent]
+                self._merge_buf[pkeys] = rng[:n][has_parent]
+                target = self._merge_buf[src * w + tok]
                 self._merge_buf[pkeys] = -1
                 merged = target >= 0
                 if merged.any():
                     t = target[merged]
-                    stay_pnb[t] = _lae(stay_pnb[t], base[merged])
-                    keep &= ~merged
-            stay_score = _lae(stay_pb, stay_pnb) + b.lm + b.partial
-            if st.beam_prune_logp > NEG_INF:
+                    stay_pnb[t] = np.logaddexp(stay_pnb[t], base[merged])
+                    base[merged] = NEG_INF
+            keep = base > NEG_INF
+            if st.beam_prune_logp > NEG_INF:  # extensions that cannot reach the threshold
+                stay_score = np.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
                 best = np.full(n_utt, NEG_INF)
                 np.maximum.at(best, u, stay_score)
-                bound = base + b.lm[src] + st.max_word_gain
-                keep &= bound >= best[u[src]] + st.beam_prune_logp
+                keep &= base + f[LM, src] >= (best - st.max_word_gain + st.beam_prune_logp)[
+                    u[src]]
             sel = np.flatnonzero(keep)
-            if len(sel):
-                src, tok, base = src[sel], tok[sel], base[sel]
-                ext = _Beams(u[src], np.full(len(sel), NEG_INF), base, tok,
-                             b.node[src], b.last_end[src], b.lm[src], b.partial[src],
-                             b.wnode[src], b.ctx[src], src)
-                ext.last_end = rows[src]  # start row for now; turned into last_end below
-                if self.scorer is not None:
-                    ext = self._score_words(ext)
-        stays = _Beams(u, stay_pb, stay_pnb, b.last, b.node, last_end, b.lm, b.partial, b.wnode,
-                       b.ctx, b.parent)
-        pool = stays if ext is None else _Beams.concat([stays, ext])
-        return self._prune(pool, n, n_utt, b)
+            src, tok, base = src[sel], tok[sel], base[sel]
+        e = 0 if src is None else len(src)
+        fp = np.empty((4, n + e))
+        ip = np.empty((7, n + e), np.int64)
+        fp[PB, :n], fp[PNB, :n], fp[LM:, :n] = stay_pb, stay_pnb, f[LM:]
+        ip[:, :n] = i
+        ip[END, :n] = np.where(stay_pnb > stay_pb, ar, i[END])
+        if e:
+            fp[PB, n:], fp[PNB, n:], fp[LM:, n:] = NEG_INF, base, f[LM:, src]
+            ip[:, n:] = i[:, src]
+            ip[LAST, n:], ip[END, n:], ip[PARENT, n:] = tok, ar[src], src
+            if self.scorer is not None:
+                self._score_words(fp[:, n:], ip[:, n:])
+        return self._prune(_Beams(fp, ip), n, n_utt, i[END])
 
-    def _score_words(self, e: _Beams) -> _Beams:
-        """Word-trie moves of the extensions; finished words scored at delimiters."""
+    def _score_words(self, f: np.ndarray, i: np.ndarray) -> None:
+        """Word-trie moves of the extensions (in place); finished words scored at delimiters."""
         scorer = self.scorer
-        is_delim = e.last == self.delim if self.delim is not None else np.zeros(len(e.last), bool)
-        letters = np.flatnonzero(~is_delim)
+        if self.delim is not None:
+            is_delim = i[LAST] == self.delim
+            letters, words = np.flatnonzero(~is_delim), np.flatnonzero(is_delim)
+        else:
+            letters, words = np.arange(f.shape[1]), np.zeros(0, np.int64)
         if len(letters):
-            nodes = scorer.trie.children(e.wnode[letters], e.last[letters])
-            e.wnode[letters] = nodes
-            e.partial[letters] = scorer.partial_scores(nodes)
+            nodes = scorer.trie.children(i[WNODE, letters], i[LAST, letters])
+            i[WNODE, letters] = nodes
+            f[PART, letters] = scorer.partial_scores(nodes)
             if scorer.hard:
-                e.pnb[letters[~scorer.allowed(nodes)]] = NEG_INF
-        words = np.flatnonzero(is_delim)
+                f[PNB, letters[~scorer.allowed(nodes)]] = NEG_INF
         if len(words):
-            delta, ctx = scorer.complete(e.ctx[words], e.wnode[words])
-            e.lm[words] += delta
-            e.ctx[words] = ctx
-            e.partial[words] = 0.0
-            e.wnode[words] = 0
-        return e
+            delta, ctx = scorer.complete(i[CTX, words], i[WNODE, words])
+            f[LM, words] += delta
+            i[CTX, words] = ctx
+            f[PART, words] = 0.0
+            i[WNODE, words] = 0
 
-    def _prune(self, pool: _Beams, n_stays: int, n_utt: int, old: _Beams) -> _Beams:
+    def _prune(self, pool: _Beams, n_stays: int, n_utt: int, old_end: np.ndarray) -> _Beams:
         st = self.settings
-        score = _lae(pool.pb, pool.pnb) + pool.lm + pool.partial
-        keep = score > NEG_INF
+        f, i = pool.f, pool.i
+        score = np.logaddexp(f[PB], f[PNB]) + f[LM] + f[PART]
+        u = i[UTT]
         if st.beam_prune_logp > NEG_INF:
             best = np.full(n_utt, NEG_INF)
-            np.maximum.at(best, pool.utt, score)
-            keep &= score >= best[pool.utt] + st.beam_prune_logp
+            np.maximum.at(best, u, score)
+            keep = score >= (best + st.beam_prune_logp)[u]
+            keep &= score > NEG_INF
+        else:
+            keep = score > NEG_INF
         sel = np.flatnonzero(keep)
-        counts = np.bincount(pool.utt[sel], minlength=n_utt)
+        counts = np.bincount(u[sel], minlength=n_utt)
         if counts.max(initial=0) > st.beam_width:
-            order = sel[np.lexsort((-score[sel], pool.utt[sel]))]
+            order = sel[np.lexsort((-score[sel], u[sel]))]
             group_first = np.cumsum(counts) - counts
-            rank = np.arange(len(order)) - group_first[pool.utt[order]]
+            rank = np.arange(len(order)) - group_first[u[order]]
             sel = np.sort(order[rank < st.beam_width])
         out = pool.take(sel)
+        j = int(np.searchsorted(sel, n_stays))
+        if j < len(sel):  # surviving extensions get prefix nodes
+            ie = out.i[:, j:]
+            ie[NODE] = self.nodes.add(ie[NODE], ie[LAST], ie[END], old_end[ie[PARENT]])
         newpos = np.full(len(score), -1, np.int64)
         newpos[sel] = np.arange(len(sel))
-        e = np.flatnonzero(sel >= n_stays)
-        if len(e):
-            # Extensions carry their source beam's row in `parent` and their start row in
-            # `last_end` until here: now they get a prefix node.
-            src = out.parent[e]
-            start_rows = out.last_end[e]
-            out.node[e] = self.nodes.add(out.node[e], out.last[e], start_rows, old.last_end[src])
-            out.last_end[e] = start_rows + 1
-        out.parent = np.where(out.parent >= 0, newpos[out.parent], -1)
+        par = out.i[PARENT]
+        out.i[PARENT] = np.where(par >= 0, newpos[par], -1)
         return out
 
     # ----------------------------------------------------------------------------- results
     def _finish(self, b: _Beams, n_utt: int) -> list[list[Hypothesis]]:
-        acoustic = _lae(b.pb, b.pnb) + self.trail[b.utt]
-        lm = b.lm.copy()
-        if self.scorer is not None:
-            open_word = np.flatnonzero(b.wnode > 0)
-            ctx = b.ctx.copy()
+        f, i = b.f, b.i
+        utt, node, last = i[UTT], i[NODE], i[LAST]
+        acoustic = np.logaddexp(f[PB], f[PNB]) + self.trail[utt]
+        lm = f[LM].copy()
+        if self.scorer is not None:  # the unfinished word is a word now; then </s>
+            open_word = np.flatnonzero(i[WNODE] > 0)
+            ctx = i[CTX].copy()
             if len(open_word):
-                delta, ctx[open_word] = self.scorer.complete(b.ctx[open_word], b.wnode[open_word])
+                delta, ctx[open_word] = self.scorer.complete(ctx[open_word], i[WNODE, open_word])
                 lm[open_word] += delta
             lm += self.scorer.end(ctx)
         total = acoustic + lm
         bad = ~np.isfinite(total)
         if bad.any():  # hard lexicon mode left no valid word: fall back to the scores before it
             valid_utt = np.zeros(n_utt, bool)
-            valid_utt[b.utt[~bad]] = True
-            fallback = bad & ~valid_utt[b.utt] & np.isfinite(acoustic)
-            lm[fallback] = b.lm[fallback]
+            valid_utt[utt[~bad]] = True
+            fallback = bad & ~valid_utt[utt] & np.isfinite(acoustic)
+            lm[fallback] = f[LM, fallback]
             total = acoustic + lm
         ok = np.flatnonzero(np.isfinite(total))
         # Texts that differ by a trailing delimiter are one text: merge them.
-        canon = b.node.copy()
+        canon = node.copy()
         if self.delim is not None:
-            trailing = (b.last == self.delim) & (b.node >= 0)
-            canon[trailing] = self.nodes.data[0, b.node[trailing]]
-        key = b.utt * (self.nodes.size + 2) + canon + 1
+            trailing = (last == self.delim) & (node >= 0)
+            canon[trailing] = self.nodes.data[0, node[trailing]]
+        key = utt * (self.nodes.size + 2) + canon + 1
         order = ok[np.lexsort((-total[ok], key[ok]))]
         skey = key[order]
-        starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]])
+        starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]]) if len(order) else order
         rep = order[starts]
-        g_total = np.logaddexp.reduceat(total[order], starts)
-        g_acoustic = np.logaddexp.reduceat(acoustic[order], starts)
-        g_utt = b.utt[rep]
-        # Best groups first within each utterance.
-        rank_order = np.lexsort((-g_total, g_utt))
+        g_total = np.logaddexp.reduceat(total[order], starts) if len(order) else total[:0]
+        g_acoustic = np.logaddexp.reduceat(acoustic[order], starts) if len(order) else total[:0]
+        g_utt = utt[rep]
+        # Best groups first within each utterance; keep nbest of each.
+        ranked = np.lexsort((-g_total, g_utt))
+        group_first = np.searchsorted(g_utt[ranked], np.arange(n_utt))
+        rank = np.arange(len(ranked)) - group_first[g_utt[ranked]]
+        chosen = ranked[rank < max(1, self.settings.nbest)]
         per_utt: list[list[Hypothesis]] = [[] for _ in range(n_utt)]
-        want = max(1, self.settings.nbest)
-        counts = np.zeros(n_utt, np.int64)
-        chosen = []
-        for gi in rank_order.tolist():
-            ut = int(g_utt[gi])
-            if counts[ut] < want:
-                counts[ut] += 1
-                chosen.append(gi)
-        paths = self._paths(b.node[rep[chosen]], b.last_end[rep[chosen]])
-        for gi, (tokens, starts_f, ends_f) in zip(chosen, paths):
+        paths = self._paths(node[rep[chosen]], i[END, rep[chosen]])
+        for gi, (tokens, start_rows, end_rows) in zip(chosen.tolist(), paths):
             ut = int(g_utt[gi])
             off = int(self.offsets[ut])
-            words = word_timestamps(tokens, [x - off for x in starts_f], [x - off for x in ends_f],
-                                    self.vocab, self.frame_shift_s)
-            score = float(g_total[gi])
-            ac = float(g_acoustic[gi])
+            words = word_timestamps(tokens, [x - off for x in start_rows],
+                                    [x - off for x in end_rows], self.vocab, self.frame_shift_s)
+            score, ac = float(g_total[gi]), float(g_acoustic[gi])
             per_utt[ut].append(Hypothesis(
                 text=" ".join(w.word for w in words), score=score, tokens=tuple(tokens),
                 words=words, acoustic_score=ac, lm_score=score - ac))
@@ -373,8 +388,12 @@ class BatchSearch:
 
     def _paths(self, nodes: np.ndarray, last_end: np.ndarray
                ) -> list[tuple[list[int], list[int], list[int]]]:
-        """Labels, start rows and end rows of each prefix node's path (vectorized walk)."""
+        """Labels, first rows and rows after the last of each prefix node's labels.
+
+        nodes: (n,) prefix node ids; last_end: (n,) active index where each last label ended.
+        """
         data = self.nodes.data
+        rows = self.act_rows.tolist()
         cur = nodes.copy()
         toks, starts, prev_ends = [], [], []
         while (cur >= 0).any():
@@ -395,5 +414,5 @@ class BatchSearch:
             skip = next((j for j, t in enumerate(tk) if t >= 0), len(tk))
             tk, sf, pe = tk[skip:], start_m[i][skip:], prev_m[i][skip:]
             ends = pe[1:] + [int(last_end[i])]
-            out.append((tk, sf, ends))
+            out.append((tk, [rows[a] for a in sf], [rows[a] + 1 for a in ends]))
         return out

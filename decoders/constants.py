@@ -46,6 +46,12 @@ DEFAULT_LEXICON_MODE = "soft"
 # not known. Same value as pyctcdecode's unk_score_offset (-10), so both decoders rank OOVs alike.
 DEFAULT_UNKNOWN_PREFIX_PENALTY = -10.0
 
+# An off-lexicon partial word longer than this many labels has its penalty scaled by
+# length / AVG_WORD_LABELS: a run-on "word" that swallowed several word boundaries keeps getting
+# less likely as it grows, instead of paying one flat penalty (and then never paying the LM for the
+# words it hides). 6 is about the mean English word length in letters; pyctcdecode does the same.
+AVG_WORD_LABELS = 6
+
 # ln bonus for a finished hotword (a partial hotword gets the fraction it has spelled so far).
 # pyctcdecode's default hotword weight.
 DEFAULT_HOTWORD_WEIGHT = 10.0

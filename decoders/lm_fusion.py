@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decoders.constants import LM_SCORE_CACHE_SIZE
+from decoders.constants import AVG_WORD_LABELS, LM_SCORE_CACHE_SIZE
 from decoders.hotwords import HotwordBonus, hotword_spellings
 from decoders.prefix_trie import WordTrie, spell
 from decoders.vocabulary import Vocabulary
@@ -142,7 +142,8 @@ class WordScorer:
         """(n,) ln score a beam carries while ``nodes`` is its unfinished word."""
         out = np.zeros(len(nodes), np.float64)
         if self.soft:
-            out += np.where(self.trie.in_lexicon[nodes], 0.0, self.penalty)
+            scale = np.maximum(1.0, self.trie.depth[nodes] / AVG_WORD_LABELS)
+            out += np.where(self.trie.in_lexicon[nodes], 0.0, self.penalty * scale)
         if self.hot is not None:
             out += self.hot.lookup(self.hot.partial, nodes)
         return out
