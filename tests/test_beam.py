@@ -1,0 +1,118 @@
+"""The ``beam`` decoder without an LM: batching, n-best, timestamps, delimiters, options, real data."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import require_shared
+from decoding_fixtures import frames, quartznet_vocab, random_peaky
+
+from decoders import Vocabulary, create_decoder
+from decoders.beam import BeamOptions
+
+
+def _utterances(vocab: Vocabulary, seed: int, count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [random_peaky(rng, int(rng.integers(0, 60)), vocab.size, vocab.blank, sharpness=4.0)
+            for _ in range(count)]
+
+
+@pytest.mark.parametrize("vocab", [quartznet_vocab(), Vocabulary.wav2vec2_english()],
+                         ids=["blank-last", "wav2vec2"])
+def test_batch_decode_equals_one_at_a_time(vocab):
+    xs = _utterances(vocab, seed=1, count=12)
+    dec = create_decoder("beam", vocab, beam_width=16, batch_size=5, nbest=3)
+    batched = dec.decode_many(xs)
+    for x, hyp in zip(xs, batched):
+        single = dec.decode(x)
+        assert (hyp.text, hyp.tokens, hyp.words) == (single.text, single.tokens, single.words)
+        assert hyp.score == pytest.approx(single.score, abs=1e-9)
+        assert [a.text for a in hyp.nbest] == [a.text for a in single.nbest]
+
+
+def test_nbest_is_sorted_distinct_and_starts_with_the_best():
+    vocab = quartznet_vocab()
+    x = _utterances(vocab, seed=7, count=1)[0]
+    hyp = create_decoder("beam", vocab, beam_width=32, nbest=6).decode(x)
+    assert len(hyp.nbest) == 6
+    scores = [alt.score for alt in hyp.nbest]
+    assert scores == sorted(scores, reverse=True)
+    assert len({alt.text for alt in hyp.nbest}) == 6
+    assert (hyp.nbest[0].text, hyp.nbest[0].score) == (hyp.text, hyp.score)
+    assert create_decoder("beam", vocab).decode(x).nbest == ()
+
+
+def test_word_timestamps_follow_the_frames_of_the_letters():
+    v = Vocabulary.wav2vec2_english()
+    # frame:   0    1    2    3    4    5    6    7    8    9   10   11   12   13
+    spec = ["_", "H", "H", "I", "_", "_", "|", "_", "Y", "O", "_", "U", "U", "_"]
+    hyp = create_decoder("beam", v, frame_shift_s=0.02).decode(frames(v, spec))
+    assert hyp.text == "HI YOU"
+    assert [(w.word, w.start_frame, w.end_frame) for w in hyp.words] == [
+        ("HI", 1, 4), ("YOU", 8, 13)]
+    assert hyp.words[1].start_s == pytest.approx(0.16) and hyp.words[1].end_s == pytest.approx(0.26)
+
+
+def test_leading_repeated_and_trailing_delimiters_collapse_into_one_text():
+    v = Vocabulary.wav2vec2_english()
+    spec = ["|", "_", "A", "|", "_", "|", "B", "|"]
+    hyp = create_decoder("beam", v).decode(frames(v, spec))
+    assert hyp.text == "A B"
+    assert v.decode_tokens(hyp.tokens) == "A B"
+
+
+def test_blank_skipping_keeps_results_on_peaky_input():
+    vocab = quartznet_vocab()
+    rng = np.random.default_rng(3)
+    xs = [random_peaky(rng, 80, vocab.size, vocab.blank, sharpness=12.0, blank_rate=0.7)
+          for _ in range(8)]
+    skipping = create_decoder("beam", vocab, blank_skip_threshold=0.999).decode_many(xs)
+    exact = create_decoder("beam", vocab, blank_skip_threshold=None).decode_many(xs)
+    assert [h.text for h in skipping] == [h.text for h in exact]
+    # the only mass dropped is "last label continues through a blank-certain frame": tiny
+    for a, b in zip(skipping, exact):
+        assert a.score == pytest.approx(b.score, abs=0.02)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"beam_width": 0}, "beam_width"),
+    ({"lexicon_mode": "strict"}, "valid: none, soft, hard"),
+    ({"blank_skip_threshold": 1.5}, "blank_skip_threshold"),
+    ({"token_min_logp": 0.5}, "token_min_logp"),
+    ({"nbest": 5, "beam_width": 2}, "nbest"),
+    ({"token_top_k": 0}, "token_top_k"),
+])
+def test_bad_options_are_rejected_by_name(options, message):
+    with pytest.raises(ValueError, match=message):
+        BeamOptions(**options)
+
+
+def test_hotwords_must_be_a_sequence_and_options_names_are_checked():
+    with pytest.raises(TypeError, match="sequence"):
+        BeamOptions(hotwords="cat")
+    with pytest.raises(ValueError, match="valid"):
+        create_decoder("beam", quartznet_vocab(), beam_wdith=10)
+
+
+def test_real_emissions_match_or_beat_greedy():
+    root = require_shared("emissions", "quartznet15x5-base-en")
+    meta = json.loads((root / "labels.json").read_text())
+    vocab = Vocabulary.from_labels(meta["labels"], blank=meta["blank_index"], delimiter=" ")
+    with open(root / "manifest.tsv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))[::6]
+    xs = [np.load(root / r["split"] / f"{r['id']}.npy") for r in rows]
+    beams = create_decoder("beam", vocab, beam_width=100).decode_many(xs)
+    greedy = create_decoder("greedy", vocab).decode_many(xs)
+    same = sum(b.text == g.text for b, g in zip(beams, greedy))
+    assert same >= 0.9 * len(xs)
+    for b, g, x in zip(beams, greedy, xs):
+        assert all(w.end_frame <= len(x) for w in b.words)
+        if b.text == g.text:
+            # the beam sums over alignments, greedy scores one path: never lower for the same text
+            assert b.score >= g.score - 1e-3
+            # and the words sit where the best path puts them (within a frame or two)
+            for wb, wg in zip(b.words, g.words):
+                assert abs(wb.start_frame - wg.start_frame) <= 2
+                assert abs(wb.end_frame - wg.end_frame) <= 2
