@@ -17,6 +17,7 @@ if __name__ == "__main__":  # run as a script: put the repo root, not lm/, first
 
 import argparse
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ BINARY_TYPES = ("probing", "trie")
 DEFAULT_LMPLZ_MEMORY = "1G"
 # Quantisation bits KenLM supports for trie probabilities/backoffs.
 QUANTIZE_BITS = range(1, 26)
+# lmplz -S accepts a number with an optional unit or percent of physical memory.
+_MEMORY_SPEC = re.compile(r"^\d+(\.\d+)?[%bBkKmMgGtT]?$")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class BuildOptions:
             if any(b < a for a, b in zip(self.prune, self.prune[1:])) or min(self.prune) < 0:
                 raise ValueError(f"--prune thresholds must be non-negative and non-decreasing, "
                                  f"got {list(self.prune)}")
+        if not _MEMORY_SPEC.match(self.memory):
+            raise ValueError(f"--memory {self.memory!r}: give a size like 1G, 500M or 20%")
         if self.binary_type not in BINARY_TYPES:
             raise ValueError(f"unknown --binary-type {self.binary_type!r}; valid: "
                              f"{list(BINARY_TYPES)}")
@@ -148,11 +153,18 @@ def build_binary(arpa: str | Path, out: str | Path, binary_type: str = "probing"
         if quantize is not None:
             cmd += ["-q", str(quantize), "-b", str(quantize)]
         _run_tool([*cmd, binary_type, str(arpa), tmp], "build_binary")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def build(text_paths: Sequence[str | Path], out: str | Path, options: BuildOptions,

@@ -59,6 +59,7 @@ class KenLMLanguageModel(LanguageModel):
         try:
             self._model = kenlm.Model(str(path))
         except (OSError, RuntimeError) as exc:
+            _raise_precise_arpa_error(path)
             raise ValueError(f"{path}: KenLM could not load it ({exc}); the file may be corrupt or "
                              "truncated; rebuild it with lm/build.py or download it again") from exc
         self._kenlm = kenlm
@@ -94,6 +95,18 @@ class KenLMLanguageModel(LanguageModel):
 
     def __contains__(self, word: str) -> bool:
         return word in self._model
+
+
+def _raise_precise_arpa_error(path: Path) -> None:
+    """After KenLM failed on an ARPA file, re-read it ourselves to name the bad line (or return)."""
+    from lm.arpa import ArpaFormatError, looks_like_arpa, validate_arpa
+
+    if not looks_like_arpa(path):
+        return
+    try:
+        validate_arpa(path)
+    except ArpaFormatError as exc:
+        raise exc from None
 
 
 def load_language_model(path: str | Path) -> LanguageModel:

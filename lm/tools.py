@@ -28,7 +28,7 @@ KENLM_MAX_ORDER = 6
 # The machines this runs on have 2 shared cores: more jobs only thrash.
 DEFAULT_BUILD_JOBS = 2
 # Debian packages the build needs (kept in sync with .ci/setup's list).
-APT_PACKAGES = ("cmake", "g++", "libboost-program-options-dev", "libboost-system-dev",
+APT_PACKAGES = ("cmake", "make", "g++", "libboost-program-options-dev", "libboost-system-dev",
                 "libboost-thread-dev", "libboost-test-dev", "libeigen3-dev", "zlib1g-dev",
                 "libbz2-dev", "liblzma-dev")
 INSTALL_HINT = "python -m lm.tools install"
