@@ -109,6 +109,8 @@ class WordScorer:
                     "use an LM / unigram list written in the model's characters, or "
                     "lexicon_mode='none'")
         self.lexicon = bool(words)
+        # Without a word list, "soft" still penalises finished words the LM itself does not know.
+        self.penalise_lm_oov = lexicon_mode == "soft" and not self.lexicon
         self.hard = self.lexicon and lexicon_mode == "hard"
         self.soft = self.lexicon and lexicon_mode == "soft"
         hot = hotword_spellings(hotwords, vocab) if hotwords else []
@@ -182,7 +184,7 @@ class WordScorer:
         if not known:
             if self.hard:
                 score = -math.inf
-            elif self.soft or (self.lm is not None and not self.lexicon):
+            elif self.soft or (self.lm is not None and self.penalise_lm_oov):
                 score += self.penalty
         if self.hot is not None and node < len(self.hot.word):
             score += float(self.hot.word[node])

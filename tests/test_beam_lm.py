@@ -1,0 +1,142 @@
+"""The ``beam`` decoder's word scoring: LM fusion, casing, lexicon modes, hotwords, caching."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from decoding_fixtures import frames, quartznet_vocab, random_peaky, write_arpa
+
+from decoders import Vocabulary, create_decoder
+from decoders.beam import BeamOptions, BeamSearchDecoder
+from lm.language_model import KenLMLanguageModel, LanguageModel
+
+WORDS = {"the": 0.3, "cat": 0.2, "cap": 0.0005, "sat": 0.1, "a": 0.1}
+BIGRAMS = {("the", "cat"): 0.5, ("cat", "sat"): 0.5}
+
+
+@pytest.fixture
+def arpa(tmp_path):
+    return str(write_arpa(tmp_path / "tiny.arpa", WORDS, BIGRAMS))
+
+
+def the_ca_x(vocab: Vocabulary, last: dict[str, float]) -> np.ndarray:
+    """Acoustics for 'the ca?' where the last letter is ambiguous: ``last`` = {letter: prob}."""
+    up = (lambda s: s.upper()) if vocab.case == "upper" else (lambda s: s)
+    d = "|" if vocab.case == "upper" else " "
+    spec = ["_", up("t"), up("h"), up("e"), "_", d, up("c"), "_", up("a"), "_",
+            {up(k): p for k, p in last.items()}, "_"]
+    return frames(vocab, spec)
+
+
+@pytest.mark.parametrize("vocab", [quartznet_vocab(), Vocabulary.wav2vec2_english()],
+                         ids=["lower-labels", "upper-labels"])
+def test_lm_flips_the_answer_whatever_the_label_casing(vocab, arpa):
+    x = the_ca_x(vocab, {"p": 0.6, "t": 0.38})
+    plain = create_decoder("beam", vocab).decode(x)
+    fused = create_decoder("beam", vocab, lm_path=arpa, alpha=1.0, beta=0.0).decode(x)
+    assert plain.text.lower() == "the cap"
+    assert fused.text.lower() == "the cat"
+    assert fused.text == fused.text.upper() if vocab.case == "upper" else fused.text.lower()
+    assert fused.lm_score < 0 and fused.score == pytest.approx(fused.acoustic_score +
+                                                               fused.lm_score)
+
+
+def test_lm_score_is_the_ngram_log_prob_times_alpha_plus_beta(arpa):
+    vocab = quartznet_vocab()
+    x = the_ca_x(vocab, {"t": 0.97})
+    lm = KenLMLanguageModel(arpa)
+    hyp = create_decoder("beam", vocab, lm_path=arpa, alpha=0.7, beta=0.4).decode(x)
+    state, total = lm.start_state(), 0.0
+    for word in ("the", "cat"):
+        ln_p, state = lm.score(state, word)
+        total += ln_p
+    expected = 0.7 * (total + lm.end_score(state)) + 0.4 * 2
+    assert hyp.text == "the cat"
+    assert hyp.lm_score == pytest.approx(expected, abs=1e-4)
+
+
+def test_zero_lm_weight_equals_no_lm(arpa, tmp_path):
+    vocab = quartznet_vocab()
+    rng = np.random.default_rng(5)
+    xs = [random_peaky(rng, 60, vocab.size, vocab.blank, sharpness=3.0) for _ in range(6)]
+    plain = create_decoder("beam", vocab, beam_width=24).decode_many(xs)
+    zero = create_decoder("beam", vocab, beam_width=24, lm_path=arpa, alpha=0.0, beta=0.0,
+                          lexicon_mode="none").decode_many(xs)
+    for a, b in zip(plain, zero):
+        assert (a.text, a.tokens) == (b.text, b.tokens)
+        assert a.score == pytest.approx(b.score, abs=1e-9)
+    # with the (soft) lexicon on, the LM's own part is still exactly zero
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(WORDS), encoding="utf-8")
+    lexicon_only = create_decoder("beam", vocab, beam_width=24, unigrams_path=str(words))
+    zero_lex = create_decoder("beam", vocab, beam_width=24, lm_path=arpa, alpha=0.0, beta=0.0,
+                              unigrams_path=str(words))
+    for a, b in zip(lexicon_only.decode_many(xs), zero_lex.decode_many(xs)):
+        assert (a.text, a.tokens) == (b.text, b.tokens)
+        assert a.score == pytest.approx(b.score, abs=1e-9)
+
+
+def test_hotword_flips_the_answer():
+    vocab = quartznet_vocab()
+    x = the_ca_x(vocab, {"p": 0.6, "t": 0.38})
+    assert create_decoder("beam", vocab).decode(x).text == "the cap"
+    hyp = create_decoder("beam", vocab, hotwords=("CAT",), hotword_weight=3.0).decode(x)
+    assert hyp.text == "the cat"
+
+
+def test_hard_lexicon_forbids_an_unknown_word_soft_only_penalises(tmp_path):
+    vocab = quartznet_vocab()
+    words = tmp_path / "lexicon.txt"
+    words.write_text("the\ncat\nsat\n", encoding="utf-8")  # no "cap"
+    x = the_ca_x(vocab, {"p": 0.9, "t": 0.08})
+    options = {"unigrams_path": str(words)}
+    assert create_decoder("beam", vocab, lexicon_mode="none", **options).decode(x).text == "the cap"
+    hard = create_decoder("beam", vocab, lexicon_mode="hard", **options).decode(x)
+    assert hard.text == "the cat"
+    # soft: the unknown word pays the penalty; a mild one leaves the acoustics in charge
+    soft = create_decoder("beam", vocab, lexicon_mode="soft", unknown_prefix_penalty=-1.0,
+                          **options).decode(x)
+    assert soft.text == "the cap"
+    none = create_decoder("beam", vocab, lexicon_mode="none", **options).decode(x)
+    assert soft.score == pytest.approx(none.score - 1.0, abs=0.05)
+
+
+def test_all_oov_lm_is_an_error_not_a_silent_decode(tmp_path):
+    vocab = quartznet_vocab()
+    arpa = write_arpa(tmp_path / "digits.arpa", {"123": 0.5, "4567": 0.4})
+    with pytest.raises(ValueError, match="(?i)OOV|no LM word"):
+        create_decoder("beam", vocab, lm_path=str(arpa))
+
+
+class CountingLM(LanguageModel):
+    """A unigram LM that counts its queries: 'cat' likely, everything else not."""
+
+    order = 1
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def start_state(self):
+        return 0
+
+    def score(self, state, word):
+        self.calls += 1
+        return (np.log(0.5) if word == "cat" else np.log(1e-3)), 0
+
+    def end_score(self, state):
+        return 0.0
+
+    def is_oov(self, word):
+        return word != "cat"
+
+
+def test_a_loaded_language_model_can_be_passed_in_and_its_scores_are_cached():
+    vocab = quartznet_vocab()
+    lm = CountingLM()
+    dec = BeamSearchDecoder(vocab, BeamOptions(alpha=1.0, beta=0.0, lexicon_mode="none"),
+                            language_model=lm)
+    x = the_ca_x(vocab, {"p": 0.6, "t": 0.38})
+    assert dec.decode(x).text == "the cat"
+    first = lm.calls
+    assert first > 0
+    dec.decode_many([x, x, x])
+    assert lm.calls == first  # every (history, word) pair was answered from the cache
