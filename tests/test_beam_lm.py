@@ -108,7 +108,7 @@ def test_all_oov_lm_is_an_error_not_a_silent_decode(tmp_path):
 
 
 class CountingLM(LanguageModel):
-    """A unigram LM that counts its queries: 'cat' likely, everything else not."""
+    """A unigram LM (no word list) that counts its queries: 'the' and 'cat' likely, others not."""
 
     order = 1
 
@@ -120,13 +120,13 @@ class CountingLM(LanguageModel):
 
     def score(self, state, word):
         self.calls += 1
-        return (np.log(0.5) if word == "cat" else np.log(1e-3)), 0
+        return (np.log(0.4) if word in ("the", "cat") else np.log(1e-3)), 0
 
     def end_score(self, state):
         return 0.0
 
     def is_oov(self, word):
-        return word != "cat"
+        return word not in ("the", "cat")
 
 
 def test_a_loaded_language_model_can_be_passed_in_and_its_scores_are_cached():
