@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from decoders.vocabulary import Vocabulary
 from lm.arpa import open_text, read_arpa_header
+from lm.atomic import publish
 from lm.corpus import NormalizeStats, TextNormalizer, load_vocabulary
 from lm.tools import KENLM_MAX_ORDER, find_tool
 
@@ -153,18 +154,11 @@ def build_binary(arpa: str | Path, out: str | Path, binary_type: str = "probing"
         if quantize is not None:
             cmd += ["-q", str(quantize), "-b", str(quantize)]
         _run_tool([*cmd, binary_type, str(arpa), tmp], "build_binary")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def build(text_paths: Sequence[str | Path], out: str | Path, options: BuildOptions,

@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from lm.atomic import publish
 from lm.constants import CACHE_DIR_ENV, COPY_CHUNK_BYTES, LM_CACHE_SUBDIR
 
 
@@ -79,7 +80,7 @@ def _decompress_cached(path: Path, cache_dir: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
             _copy_with_progress(src, out, path)
-        os.replace(tmp, target)  # atomic: readers see the whole file or none
+        publish(tmp, target)  # atomic: readers see the whole file or none
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise

@@ -147,10 +147,7 @@ def _source_dir(source: Path | None, work: Path, verbose: bool) -> Path:
         tarballs = sorted(work.glob("kenlm-*.tar.gz"))
         if not tarballs:
             _log(verbose, f"downloading the kenlm source ({KENLM_SDIST}) with pip")
-            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "kenlm",
-                  "--no-build-isolation", KENLM_SDIST, "-d", str(work)], verbose,
-                 hint="pip could not fetch the kenlm sdist (offline?); download kenlm-*.tar.gz "
-                      "elsewhere and pass it: python -m lm.tools install --source FILE")
+            _download_sdist(work, verbose)
             tarballs = sorted(work.glob("kenlm-*.tar.gz"))
         if not tarballs:
             raise FileNotFoundError(f"pip left no kenlm-*.tar.gz in {work}")
@@ -162,6 +159,21 @@ def _source_dir(source: Path | None, work: Path, verbose: bool) -> Path:
     if not (target / "CMakeLists.txt").is_file():
         raise FileNotFoundError(f"{tarball} did not unpack to {target}/CMakeLists.txt")
     return target
+
+
+def _download_sdist(work: Path, verbose: bool) -> None:
+    """pip download the kenlm sdist. pip prepares its metadata: without build isolation when the
+    venv has setuptools (fast, nothing else fetched), else isolated (pip fetches kenlm's build
+    requirements as wheels)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "kenlm",
+           KENLM_SDIST, "-d", str(work)]
+    hint = ("pip could not fetch the kenlm sdist (offline?); download kenlm-*.tar.gz elsewhere "
+            "and pass it: python -m lm.tools install --source FILE")
+    try:
+        _run([*cmd, "--no-build-isolation"], verbose, hint)
+    except RuntimeError:
+        _log(verbose, "retrying with pip's build isolation")
+        _run(cmd, verbose, hint)
 
 
 def _run(cmd: list[str], verbose: bool, hint: str = "") -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lm.arpa import iter_section, looks_like_arpa, open_text
+from lm.atomic import publish
 from lm.constants import ARPA_SPECIAL_TOKENS
 
 
@@ -65,7 +66,7 @@ def write_unigrams(words: Iterable[str], path: str | os.PathLike) -> None:
                     raise ValueError(f"cannot write {word!r} to {path}: a unigram must be one "
                                      "non-empty token without whitespace")
                 out.write(word + "\n")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -233,3 +233,16 @@ def test_vocab_from_cache_meta_json(tmp_path):
     assert vocab.labels == ("<pad>", "|", "A", "B") and vocab.case == "upper"
     with pytest.raises(FileNotFoundError, match="--vocab"):
         load_vocabulary(tmp_path / "nope")
+
+
+def test_tools_install_is_a_no_op_when_built_and_which_lists_them(tools, capsys, tmp_path,
+                                                                  monkeypatch):
+    from lm import tools as lm_tools
+
+    assert lm_tools.install(verbose=False) == tools
+    assert lm_tools.main(["which"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"{name}\t{getattr(tools, name)}" in printed for name in lm_tools.TOOL_NAMES)
+    monkeypatch.setenv("CTCLAB_TOOLS_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no CMakeLists.txt"):
+        lm_tools.install(force=True, source=tmp_path, verbose=False)
