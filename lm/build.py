@@ -16,6 +16,7 @@ if __name__ == "__main__":  # run as a script: put the repo root, not lm/, first
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
+import collections
 import os
 import re
 import subprocess
@@ -35,6 +36,8 @@ BINARY_TYPES = ("probing", "trie")
 DEFAULT_LMPLZ_MEMORY = "1G"
 # Quantisation bits KenLM supports for trie probabilities/backoffs.
 QUANTIZE_BITS = range(1, 26)
+# Characters of a failing tool's stderr quoted in the error.
+ERROR_TAIL_CHARS = 3000
 # lmplz -S accepts a number with an optional unit or percent of physical memory.
 _MEMORY_SPEC = re.compile(r"^\d+(\.\d+)?[%bBkKmMgGtT]?$")
 
@@ -90,16 +93,27 @@ class BuildResult:
     stats: NormalizeStats
 
 
-def _run_tool(cmd: list[str], what: str) -> None:
-    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n"
-                           f"{result.stderr[-3000:]}")
+def _run_tool(cmd: list[str], what: str, echo: bool = False) -> None:
+    """Run a KenLM tool; its stderr (progress bars, statistics) is echoed live when ``echo`` and
+    its tail is kept for the error message either way."""
+    tail = collections.deque(maxlen=ERROR_TAIL_CHARS)
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        for chunk in iter(lambda: proc.stderr.read1(4096), b""):
+            text = chunk.decode("utf-8", "replace")
+            tail.extend(text)
+            if echo:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                           + "".join(tail))
 
 
-def normalize_corpus(text_paths: Sequence[Path], out_path: Path, vocab: Vocabulary
-                     ) -> NormalizeStats:
+def normalize_corpus(text_paths: Sequence[Path], out_path: Path, vocab: Vocabulary,
+                     progress: bool = False) -> NormalizeStats:
     """Write the normalised sentences of all ``text_paths`` (UTF-8, gzip allowed) to out_path."""
+    from tqdm import tqdm
+
     normalizer = TextNormalizer.for_vocabulary(vocab)
     stats = NormalizeStats()
     with open(out_path, "w", encoding="utf-8", newline="\n") as out:
@@ -108,7 +122,9 @@ def normalize_corpus(text_paths: Sequence[Path], out_path: Path, vocab: Vocabula
                 raise FileNotFoundError(f"--text {path}: file not found")
             try:
                 with open_text(path) as f:
-                    out.writelines(s + "\n" for s in normalizer.normalize_lines(f, stats))
+                    lines = tqdm(f, desc=f"normalise {Path(path).name}", unit=" lines",
+                                 disable=not progress, leave=False, mininterval=1.0)
+                    out.writelines(s + "\n" for s in normalizer.normalize_lines(lines, stats))
             except UnicodeDecodeError as exc:
                 raise ValueError(f"--text {path}: not UTF-8 text ({exc.reason})") from None
     if stats.words == 0:
@@ -118,15 +134,17 @@ def normalize_corpus(text_paths: Sequence[Path], out_path: Path, vocab: Vocabula
 
 
 def build_arpa(text_paths: Sequence[str | Path], out: str | Path, options: BuildOptions,
-               vocab: Vocabulary | None = None) -> tuple[Path, NormalizeStats]:
-    """Normalise the text and run ``lmplz --discount_fallback`` into ``out`` (atomic)."""
+               vocab: Vocabulary | None = None, verbose: bool = False
+               ) -> tuple[Path, NormalizeStats]:
+    """Normalise the text and run ``lmplz --discount_fallback`` into ``out`` (atomic).
+    verbose: show normalisation progress and lmplz's own progress output."""
     out = Path(out)
     vocab = vocab or load_vocabulary(None)
     lmplz = find_tool("lmplz")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         corpus = Path(tmp) / "corpus.txt"
-        stats = normalize_corpus([Path(p) for p in text_paths], corpus, vocab)
+        stats = normalize_corpus([Path(p) for p in text_paths], corpus, vocab, verbose)
         tmp_arpa = Path(tmp) / "model.arpa"
         # --discount_fallback: Kneser-Ney discounts cannot be estimated from a small corpus
         # (no n-grams seen exactly 1..4 times); fall back to KenLM's defaults instead of failing.
@@ -134,13 +152,13 @@ def build_arpa(text_paths: Sequence[str | Path], out: str | Path, options: Build
                "-T", tmp, "--text", str(corpus), "--arpa", str(tmp_arpa)]
         if options.prune:
             cmd += ["--prune", *(str(p) for p in options.prune)]
-        _run_tool(cmd, "lmplz")
+        _run_tool(cmd, "lmplz", echo=verbose)
         os.replace(tmp_arpa, out)
     return out, stats
 
 
 def build_binary(arpa: str | Path, out: str | Path, binary_type: str = "probing",
-                 quantize: int | None = None) -> Path:
+                 quantize: int | None = None, verbose: bool = False) -> Path:
     """KenLM binary from an ARPA (atomic). quantize: bits for trie probabilities and backoffs."""
     arpa, out = Path(arpa), Path(out)
     if not arpa.is_file():
@@ -153,7 +171,7 @@ def build_binary(arpa: str | Path, out: str | Path, binary_type: str = "probing"
         cmd = [str(tool)]
         if quantize is not None:
             cmd += ["-q", str(quantize), "-b", str(quantize)]
-        _run_tool([*cmd, binary_type, str(arpa), tmp], "build_binary")
+        _run_tool([*cmd, binary_type, str(arpa), tmp], "build_binary", echo=verbose)
         publish(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -162,12 +180,13 @@ def build_binary(arpa: str | Path, out: str | Path, binary_type: str = "probing"
 
 
 def build(text_paths: Sequence[str | Path], out: str | Path, options: BuildOptions,
-          vocab: Vocabulary | None = None, binary_out: str | Path | None = None) -> BuildResult:
+          vocab: Vocabulary | None = None, binary_out: str | Path | None = None,
+          verbose: bool = False) -> BuildResult:
     """ARPA (and, when ``binary_out`` is given, a binary) from text. See the module docstring."""
-    arpa, stats = build_arpa(text_paths, out, options, vocab)
+    arpa, stats = build_arpa(text_paths, out, options, vocab, verbose)
     binary = None
     if binary_out is not None:
-        binary = build_binary(arpa, binary_out, options.binary_type, options.quantize)
+        binary = build_binary(arpa, binary_out, options.binary_type, options.quantize, verbose)
     return BuildResult(arpa=arpa, counts=read_arpa_header(arpa).counts,
                        arpa_bytes=arpa.stat().st_size, binary=binary,
                        binary_bytes=binary.stat().st_size if binary else None, stats=stats)
@@ -227,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             binary_out = args.binary_out or args.out.with_suffix(".binary")
         print(f"building a {options.order}-gram from {len(args.text)} file(s), vocabulary "
               f"{vocab.case} case, lmplz -S {options.memory}", flush=True)
-        result = build(args.text, args.out, options, vocab, binary_out)
+        result = build(args.text, args.out, options, vocab, binary_out, verbose=True)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -109,6 +109,12 @@ def _raise_precise_arpa_error(path: Path) -> None:
         raise exc from None
 
 
-def load_language_model(path: str | Path) -> LanguageModel:
-    """Load a KenLM ARPA/binary file as a :class:`LanguageModel`."""
-    return KenLMLanguageModel(path)
+def load_language_model(path: str | Path, cache_root: str | Path | None = None) -> LanguageModel:
+    """Load a KenLM ARPA/binary file as a :class:`LanguageModel`.
+
+    ``path`` may also be an .arpa.gz (decompressed once into the cache) or a known name such as
+    ``librispeech-4gram``: see :func:`lm.files.resolve_lm_path`.
+    """
+    from lm.files import resolve_lm_path
+
+    return KenLMLanguageModel(resolve_lm_path(path, cache_root))

@@ -186,7 +186,7 @@ def real_lm():
     from lm.language_model import load_language_model
 
     path = require_shared("lm", "en-us-70k-3gram.arpa.gz")
-    return load_language_model(resolve_lm_path(path))
+    return load_language_model(path)  # .arpa.gz: resolved through the cache
 
 
 def test_real_english_3gram_scores_a_sentence(real_lm, wav2vec2_vocab):
