@@ -13,6 +13,9 @@ from lm.arpa import iter_section, looks_like_arpa, open_text
 from lm.atomic import publish
 from lm.constants import ARPA_SPECIAL_TOKENS
 
+# Every KenLM binary starts with this line (lm/binary_format.cc).
+KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"
+
 
 def read_unigrams(path: str | os.PathLike) -> list[str]:
     """The words of ``path``, in file order, without duplicates or ``<s>``/``</s>``/``<unk>``.
@@ -26,6 +29,9 @@ def read_unigrams(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"unigram source not found: {path}; give an ARPA LM, a word list "
                                 "or a pronunciation lexicon")
+    if _is_kenlm_binary(path):
+        raise ValueError(f"{path} is a KenLM binary, which keeps no readable word list; give the "
+                         "ARPA it was built from or a word list as the unigram source")
     if looks_like_arpa(path):
         words = (entry[1][0] for entry in iter_section(path, 1))
     else:
@@ -35,6 +41,11 @@ def read_unigrams(path: str | os.PathLike) -> list[str]:
         raise ValueError(f"{path}: no words found; expected an ARPA file, a word list (one word a "
                          "line) or a lexicon (word followed by its phones)")
     return list(unique)
+
+
+def _is_kenlm_binary(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(KENLM_BINARY_MAGIC)) == KENLM_BINARY_MAGIC
 
 
 def _first_columns(path: Path) -> Iterable[str]:

@@ -159,6 +159,11 @@ def test_pyctcdecode_uses_the_built_lm(built):
     assert from_arpa.decode(log_probs) == "THE CAT"
 
 
+def test_unigrams_cannot_come_from_a_binary(built):
+    with pytest.raises(ValueError, match="KenLM binary"):
+        read_unigrams(built.binary)
+
+
 def test_truncated_built_arpa_gives_a_clear_error(built, tmp_path):
     cut = tmp_path / "cut.arpa"
     text = built.arpa.read_text()
