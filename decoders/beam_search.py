@@ -119,10 +119,21 @@ class BatchSearch:
         blank = self.x[:, vocab.blank].astype(np.float64)
         cum = np.concatenate([[0.0], np.cumsum(blank)])
         utt_of_row = np.repeat(np.arange(n_utt), self.lengths)
-        if st.blank_skip_threshold is None:
-            active = np.ones(len(blank), bool)
-        else:
-            active = blank < math.log(st.blank_skip_threshold)
+        # Token pruning: in each frame a label is usable when its ln prob is >= token_min_logp or it
+        # is the frame's best label (unused specials never are). A frame where no non-blank label
+        # is usable is exactly a blank frame for the search: every prefix just accumulates the
+        # blank mass, folded in closed form (no search step). blank_skip_threshold additionally
+        # folds frames where blank is near-certain (see decoders/constants.py).
+        emit = np.zeros(vocab.size, bool)
+        emit[vocab.emitting_ids] = True
+        usable_cols = emit.copy()
+        usable_cols[vocab.blank] = True
+        x64 = self.x.astype(np.float64)
+        best_usable = np.where(usable_cols, x64, NEG_INF).max(axis=1, initial=NEG_INF)
+        floor_all = np.minimum(st.token_min_logp, best_usable)
+        active = (x64[:, emit] >= floor_all[:, None]).any(axis=1)
+        if st.blank_skip_threshold is not None:
+            active &= blank < math.log(st.blank_skip_threshold)
         rows = np.flatnonzero(active)
         self.act_rows = rows
         utt = utt_of_row[rows]
@@ -145,24 +156,20 @@ class BatchSearch:
         last_row = np.where(n_act > 0, rows[np.maximum(first + n_act - 1, 0)] if len(rows) else 0,
                             self.offsets - 1)
         self.trail = cum[self.offsets + self.lengths] - cum[last_row + 1]
-        sub = self.x[rows].astype(np.float64)
+        sub = x64[rows]
         # The token pruning applies to blank and to the last label continuing too: a path through
         # a label that improbable is dropped whatever the label (as pyctcdecode does). Without it a
         # beam can "step over" a near-certain word delimiter through a blank of p < e^-5 whenever
         # the LM dislikes the word just finished (e.g. an OOV scored at <unk>).
-        floor = np.minimum(st.token_min_logp, sub.max(axis=1, initial=NEG_INF))
+        floor = floor_all[rows]
+        usable = (sub >= floor[:, None]) & usable_cols
         floored = np.full((len(rows), self.width), NEG_INF)
-        floored[:, : vocab.size] = np.where(sub >= floor[:, None], sub, NEG_INF)
+        floored[:, : vocab.size] = np.where(usable, sub, NEG_INF)
         self.xf = floored.ravel()
         self.blank_lp = np.zeros(shape, np.float64)
         self.blank_lp[step, utt] = floored[:, vocab.blank]
-        # Extension candidates: labels passing the threshold (and top-k), plus the frame's argmax.
-        emit = np.zeros(vocab.size, bool)
-        emit[vocab.emitting_ids] = True
-        mask = (sub >= st.token_min_logp) & emit
-        if len(rows):
-            best = sub.argmax(axis=1)
-            mask[np.arange(len(rows)), best] |= emit[best]
+        # Extension candidates: usable labels, at most token_top_k of them per frame.
+        mask = usable & emit
         if st.token_top_k is not None and st.token_top_k < vocab.size and len(rows):
             kth = -np.partition(-sub, st.token_top_k - 1, axis=1)[:, st.token_top_k - 1]
             mask &= sub >= kth[:, None]

@@ -25,12 +25,12 @@ DEFAULT_TOKEN_TOP_K: int | None = None
 # frame: e^-10 relative mass cannot overtake the best beam in practice. pyctcdecode's default.
 DEFAULT_BEAM_PRUNE_LOGP = -10.0
 
-# Frames whose blank *probability* is at least this are skipped: every prefix just accumulates the
-# blank mass (and loses the tiny mass of "the last label continues through this frame"). Why this is
-# safe: with p(blank) >= 0.999 every other label has p <= 0.001 = e^-6.9, below the default
-# token_min_logp (e^-5), so no extension would have been tried there anyway; the only mass dropped is
-# the repeat-of-the-last-label path, at most 0.1 % of a prefix's mass per skipped frame. Real CTC
-# emissions are ~50 % such frames, so this halves the number of search steps. None = never skip.
+# Frames where token pruning leaves no usable non-blank label are always folded without a search
+# step, exactly (every prefix just accumulates the blank mass; real emissions are ~60 % such
+# frames). This threshold additionally folds frames whose blank *probability* is at least this,
+# which only matters when token_min_logp is below ln(1 - threshold). Why it is safe: every other
+# label then has p <= 0.001, so the only mass dropped is that of paths leaving the blank there, at
+# most 0.1 % of a prefix's mass per folded frame. None = only the exact folding.
 DEFAULT_BLANK_SKIP_THRESHOLD: float | None = 0.999
 
 # Shallow fusion weights: total = acoustic + alpha * ln P_LM(words) + beta * num_words.
