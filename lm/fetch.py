@@ -127,7 +127,7 @@ def fetch_resource(name: str, dest_dir: str | os.PathLike | None = None, *,
     raise ConnectionError(
         f"could not download {res.filename} from any OpenSLR mirror (offline?):\n  "
         + "\n  ".join(errors) + f"\nDownload it by hand from {base_urls[0]}{res.filename} and pass "
-        "the file path instead of the name (e.g. --lm /path/to/" + res.filename + ")")
+        f"its path instead of the name {name!r} (e.g. /path/to/{res.filename})")
 
 
 def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: str | None = None,
