@@ -9,6 +9,7 @@ prints where each tool is.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -102,7 +103,9 @@ def install(force: bool = False, jobs: int = DEFAULT_BUILD_JOBS, source: Path | 
     work = tools_root() / "src"
     work.mkdir(parents=True, exist_ok=True)
     src_dir = _source_dir(source, work, verbose)
-    build = work / "build"
+    # One build folder per source tree: CMake refuses a cache made for another source folder.
+    key = hashlib.sha1(str(src_dir.resolve()).encode()).hexdigest()[:8]
+    build = work / f"build-{src_dir.name}-{key}"
     build.mkdir(exist_ok=True)
     _run(["cmake", "-S", str(src_dir), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
           f"-DKENLM_MAX_ORDER={KENLM_MAX_ORDER}", "-DCOMPILE_TESTS=OFF"], verbose)
