@@ -80,10 +80,11 @@ class _Lines:
                 self.line_no += 1
                 yield line.strip()
         except UnicodeDecodeError as exc:
-            raise ArpaFormatError(self.path, self.line_no + 1, f"not UTF-8 text ({exc.reason})")
+            raise ArpaFormatError(self.path, self.line_no + 1,
+                                  f"not UTF-8 text ({exc.reason})") from None
         except (EOFError, gzip.BadGzipFile, OSError) as exc:
             raise ArpaFormatError(self.path, self.line_no + 1,
-                                  f"the gzip stream ends early or is damaged ({exc})")
+                                  f"the gzip stream ends early or is damaged ({exc})") from None
 
 
 def _read_header(path: Path, numbered: _Lines, lines: Iterator[str]
