@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         options = ExtractOptions(device=args.device, dtype=args.dtype,
                                  batch_seconds=args.batch_seconds[-1])
         figures.append(run_pipeline(model, waves, options))
-    peak_kind = "GPU max allocated" if device.type == "cuda" else "process peak RSS"
+    peak_kind = "GPU max allocated" if device.type == "cuda" else "process peak RSS (cumul.)"
     print(f"{'mode':30} {'batch s':>8} {'audio s':>8} {'wall s':>8} {'audio s/s':>10} "
           f"{peak_kind + ' MiB':>22}")
     for f in figures:

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store-dtype", default="float16", choices=("float16", "float32"),
                    help="dtype of the cached log-probs")
     p.add_argument("--batch-seconds", type=float, default=None,
-                   help="padded audio seconds per batch (default 32 on CPU, 400 on GPU)")
+                   help="padded audio seconds per batch (default 16 on CPU, 400 on GPU)")
     p.add_argument("--loader-threads", type=int, default=DEFAULT_LOADER_THREADS,
                    help="threads decoding audio ahead of the model")
     p.add_argument("--skip-bad", action="store_true",

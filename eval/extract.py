@@ -34,9 +34,11 @@ from eval.cache import CacheMeta, CacheWriter, EmissionCache, SkippedItem, cache
 from eval.models import CTCModel, conv_output_length
 
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
-# Padded audio seconds per batch. CPU: larger batches do not run faster, only use more memory.
-# GPU: ~400 s keeps an H100 busy with wav2vec2-base in fp16 at a few GiB (see bench/).
-DEFAULT_BATCH_SECONDS_CPU = 32.0
+# Padded audio seconds per batch. CPU: larger batches do not run faster, only use more memory
+# (bench/emit_throughput.py, 2 cores: 16 s 1.4 audio-s/s, 64 s 1.0, one at a time 1.2).
+# GPU: ~400 s keeps an H100-class GPU busy with wav2vec2-base in fp16 at a few GiB (estimate:
+# not measured in this project yet; run the bench with --device cuda to tune it).
+DEFAULT_BATCH_SECONDS_CPU = 16.0
 DEFAULT_BATCH_SECONDS_GPU = 400.0
 # Batches prepared ahead by the loader thread (each holds only its padded waveforms).
 PREFETCH_BATCHES = 3
@@ -152,6 +154,9 @@ class _Runner:
     """Moves the model to a device once and runs padded batches through it."""
 
     def __init__(self, model: CTCModel, device: Any, dtype: str):
+        if dtype == "float16" and device.type == "cpu":
+            raise ValueError("float16 compute needs a GPU (CPU float16 kernels are slow or "
+                             "missing); on CPU use --dtype float32 or bfloat16")
         self.model, self.device, self.dtype = model, device, dtype
         self.module = model.module.to(device).eval()
         self.masked = _install_masked_group_norm(self.module) if model.kind == "hf" else None
@@ -161,6 +166,11 @@ class _Runner:
     def __call__(self, padded: np.ndarray | torch.Tensor, lengths: np.ndarray) -> list[np.ndarray]:
         """padded: (B, S) float32 normalised audio (array or, pinned, tensor); lengths: (B,) true
         samples. Returns B arrays (T_b, V) float32 log-probs trimmed to each true frame count."""
+        if self.model.kind == "torchaudio" and len(lengths) > 1:
+            # torchaudio's ASR bundles may layer-normalise the whole padded batch tensor at once
+            # (normalize_waveform), which mixes utterances: run them one at a time instead.
+            return [self(padded[b:b + 1, :max(int(n), self.model.min_samples)], lengths[b:b + 1])[0]
+                    for b, n in enumerate(lengths)]
         frames = self.model.num_frames(lengths)
         x = padded if isinstance(padded, torch.Tensor) else torch.from_numpy(padded)
         x = x.to(self.device, non_blocking=x.is_pinned())

@@ -167,6 +167,11 @@ def test_bad_options_are_refused():
         ExtractOptions(batch_seconds=0)
 
 
+def test_float16_on_cpu_is_refused(model, waves):
+    with pytest.raises(ValueError, match="needs a GPU.*bfloat16"):
+        compute_log_probs(model, waves[:1], dtype="float16")
+
+
 def test_model_loading_errors(tmp, monkeypatch):
     import huggingface_hub.constants
 
