@@ -199,7 +199,8 @@ class EmissionCache:
     def __init__(self, path: Path, meta: CacheMeta, records: list[UtteranceRecord]):
         self.path = Path(path)
         self.meta = meta
-        self._records = records
+        # Sorted by id: a stable order however extraction batched (or resumed) the utterances.
+        self._records = sorted(records, key=lambda r: r.id)
         self._index = {r.id: i for i, r in enumerate(records)}
         self._shards: dict[str, np.ndarray] = {}
 
@@ -283,7 +284,7 @@ class EmissionCache:
         return np.array(rows, dtype=np.float32)
 
     def __iter__(self) -> Iterator[tuple[UtteranceRecord, np.ndarray]]:
-        """Yield (record, (T, V) float32 log-probs) in manifest order."""
+        """Yield (record, (T, V) float32 log-probs) in id order."""
         for record in self._records:
             yield record, self._array(record)
 
