@@ -8,7 +8,8 @@ forked process (so peak memory is its own: the rise of peak RSS over the process
 LM loading included). Figures: ms of decoding per second of audio over the whole set (all
 repeats; the first pass alone too, since repeats let cross-utterance LM caches warm up), speed
 ratio vs pyctcdecode (> 1 = faster), share of transcripts identical to pyctcdecode's, corpus WER
-where references exist (upper-cased, apostrophes kept). Inputs:
+where references exist (upper-cased, apostrophes kept), and for runs without an LM the mean CTC
+log-likelihood of each transcript minus pyctcdecode's (search quality where texts differ). Inputs:
 - real: the QuartzNet emissions in ../shared/emissions/quartznet15x5-base-en (plain numpy reads).
 - peaky: synthetic random words, one dominant label per frame (like real acoustic models).
 - random: log_softmax of unit normal logits, the worst case for token pruning.
@@ -19,6 +20,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue as queue_module
 import resource
 import sys
 import tempfile
@@ -79,6 +81,7 @@ class Measure:
     speed_vs_pyctcdecode: float = float("nan")
     agreement: float = float("nan")
     wer: float = float("nan")
+    delta_ln_p: float = float("nan")
 
 
 def quartznet_vocab() -> Vocabulary:
@@ -197,10 +200,28 @@ def _measure(name: str, input_name: str, settings: peers.Settings, repeat: int, 
     return result
 
 
+def _measure_to_queue(queue, *args) -> None:
+    queue.put(_measure(*args))
+
+
 def measure_in_child(*args) -> Measure:
+    """_measure(*args) in a forked, non-daemonic process (so --jobs can fork workers under it)."""
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(1) as pool:
-        return pool.apply(_measure, args)
+    queue = ctx.Queue()
+    child = ctx.Process(target=_measure_to_queue, args=(queue, *args))
+    child.start()
+    while True:
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not child.is_alive():  # crashed in native code: report it, keep benchmarking
+                name, input_name, _settings, _repeat, _jobs, lm_label = args
+                result = Measure(input_name, lm_label, name,
+                                 error=f"decoder process died (exit code {child.exitcode})")
+                break
+    child.join()
+    return result
 
 
 def corpus_wer(references: list[str], hypotheses: list[str]) -> float:
@@ -209,20 +230,41 @@ def corpus_wer(references: list[str], hypotheses: list[str]) -> float:
     return float(jiwer.wer(references, [h.upper() for h in hypotheses]))
 
 
+def ctc_ln_p(vocab: Vocabulary, emissions: list[np.ndarray], texts: list[str]) -> np.ndarray:
+    """(N,) ln P(text | emission) summed over all CTC alignments (torch's CTC forward pass)."""
+    import torch
+
+    out = []
+    for x, text in zip(emissions, texts):
+        target = torch.tensor([vocab.encode_text(text)], dtype=torch.long)
+        loss = torch.nn.functional.ctc_loss(
+            torch.from_numpy(x)[:, None, :], target, torch.tensor([len(x)]),
+            torch.tensor([target.shape[1]]), blank=vocab.blank, reduction="sum")
+        out.append(-float(loss))
+    return np.array(out)
+
+
 def score(measures: list[Measure]) -> None:
     """Fill the ratios, agreement and WER columns (per input set and LM)."""
     groups: dict[tuple[str, str], list[Measure]] = {}
     for m in measures:
         groups.setdefault((m.inputs, m.lm), []).append(m)
-    for (input_name, _), group in groups.items():
+    for (input_name, lm_label), group in groups.items():
         ref = next((m for m in group if m.decoder == REFERENCE and not m.error), None)
         refs = _INPUTS[input_name].references
+        emissions = _INPUTS[input_name].emissions
+        ref_ln_p = None
+        if ref is not None and lm_label == "none":
+            ref_ln_p = ctc_ln_p(quartznet_vocab(), emissions, ref.texts)
         for m in group:
             if m.error:
                 continue
             if ref is not None:
                 m.speed_vs_pyctcdecode = ref.ms_per_audio_s / m.ms_per_audio_s
                 m.agreement = float(np.mean([a == b for a, b in zip(m.texts, ref.texts)]))
+            if ref_ln_p is not None:  # search quality: how probable the chosen labelling is
+                m.delta_ln_p = float(np.mean(ctc_ln_p(quartznet_vocab(), emissions, m.texts)
+                                             - ref_ln_p))
             if refs is not None:
                 m.wer = corpus_wer(refs, m.texts)
 
@@ -230,7 +272,7 @@ def score(measures: list[Measure]) -> None:
 def print_table(measures: list[Measure]) -> None:
     head = (f"{'inputs':7} {'LM':15} {'decoder':17} {'utts':>5} {'audio s':>8} {'load s':>7} "
             f"{'ms/aud-s':>9} {'1st pass':>9} {'x pyctc':>8} {'agree %':>8} {'WER %':>7} "
-            f"{'peak MiB':>9}")
+            f"{'peak MiB':>9} {'d ln p':>7}")
     print(head)
     print("-" * len(head))
     for m in measures:
@@ -240,7 +282,7 @@ def print_table(measures: list[Measure]) -> None:
         print(f"{m.inputs:7} {m.lm:15} {m.decoder:17} {m.utterances:5d} {m.audio_seconds:8.1f} "
               f"{m.load_s:7.2f} {m.ms_per_audio_s:9.3f} {m.first_pass_ms_per_audio_s:9.3f} "
               f"{m.speed_vs_pyctcdecode:8.2f} {100 * m.agreement:8.1f} {100 * m.wer:7.2f} "
-              f"{m.peak_mib:9.1f}")
+              f"{m.peak_mib:9.1f} {m.delta_ln_p:7.2f}")
 
 
 def save(measures: list[Measure], args: argparse.Namespace) -> None:
@@ -316,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbeam width {args.beam_width}, token_min_logp {args.token_min_logp}, beam_prune_logp "
           f"{args.beam_prune_logp}, prune_history {args.prune_history}, alpha {args.alpha}, beta "
           f"{args.beta}, repeat {args.repeat}, jobs {args.jobs}; x pyctc > 1 = faster than "
-          "pyctcdecode; agree = identical transcripts")
+          "pyctcdecode; agree = identical transcripts; d ln p (no-LM runs) = mean ln P(text | "
+          "emission) over all alignments minus pyctcdecode's (> 0 = the search found a more "
+          "probable labelling)")
     print_table(measures)
     save(measures, args)
     print(f"\nwritten {OUT_FILE.relative_to(REPO)}")
