@@ -126,11 +126,14 @@ def _probe_seconds(data: str | Path | bytes, utt_id: str, where: str) -> float:
 
 
 class AudioSource(ABC):
-    """A corpus split. ``name`` (e.g. "openslr") goes into the cache directory name;
-    ``location`` says where the data is (recorded in the cache meta)."""
+    """A corpus split. ``name`` ("openslr", "hf", "manifest": the --source value) goes into the
+    cache directory name; ``location`` says where the data is (recorded in the cache meta);
+    ``data_key`` identifies the corpus where its utterance ids are only locally meaningful (a
+    manifest, a dataset): a cache made from another data_key is refused, never mixed."""
 
     name: str = ""
     location: str = ""
+    data_key: str = ""
 
     @abstractmethod
     def _raw_entries(self) -> Iterator[tuple[str, str, str, Any]]:
@@ -223,7 +226,7 @@ class ManifestSource(AudioSource):
             raise FileNotFoundError(f"manifest {self.file} not found (--manifest FILE)")
         self.split = split
         self.location = str(self.file.resolve())
-        self.name = f"manifest-{self.file.stem}"
+        self.data_key = self.location
 
     def _rows(self) -> list[dict]:
         text = self.file.read_text(encoding="utf-8")
@@ -292,10 +295,9 @@ class HFDatasetSource(AudioSource):
                  config: str | None = None):
         self.dataset, self.split = str(dataset), split
         self.config = config
-        self.name = f"hf-{Path(self.dataset).name}" if Path(self.dataset).exists() \
-            else f"hf-{self.dataset}"
         self.location = str(Path(self.dataset).resolve()) if Path(self.dataset).exists() \
             else self.dataset
+        self.data_key = f"{self.location}:{self.config or ''}"
         self._ds = None
 
     def _load(self):

@@ -47,7 +47,7 @@ LOCK_FILE = ".lock"
 MANIFEST_COLUMNS = ("id", "num_frames", "audio_seconds", "shard", "offset", "text")
 # Fields of CacheMeta that must agree before new utterances may be added to an existing cache.
 IDENTITY_FIELDS = ("model", "revision", "source", "split", "vocabulary", "frame_shift_s",
-                   "sample_rate", "dtype", "tool_version")
+                   "sample_rate", "dtype", "tool_version", "data_key")
 
 
 def default_cache_root() -> Path:
@@ -97,6 +97,9 @@ class CacheMeta:
     created: str = ""
     skipped: tuple[SkippedItem, ...] = ()
     complete: bool = False
+    # Identifies the corpus where ids are only locally meaningful (a manifest or dataset path);
+    # "" for LibriSpeech (globally unique ids, so a moved data folder still matches).
+    data_key: str = ""
     # Free-form provenance (device, compute dtype, batching strategy); not used for matching.
     details: dict = field(default_factory=dict)
 

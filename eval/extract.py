@@ -287,6 +287,7 @@ def extract(model: CTCModel, source: AudioSource, cache_root: str | Path, *,
     meta = CacheMeta(model=model.name, revision=model.revision, source=source.name, split=split,
                      vocabulary=model.vocabulary.to_dict(), frame_shift_s=model.frame_shift_s,
                      sample_rate=model.sample_rate, dtype=options.store_dtype,
+                     data_key=source.data_key,
                      details={"data": source.location, "masked_group_norm": model.group_norm})
     with CacheWriter(path, meta) as writer:
         if writer.is_complete:

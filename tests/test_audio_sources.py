@@ -71,7 +71,7 @@ def test_manifest_tsv_and_jsonl_with_split_and_relative_paths(corpus, tmp_path):
     source = open_source("manifest", "test", manifest=tsv)
     got = list(source)
     assert [g.id for g in got] == [r[1] for r in rows if r[0] == "test"]
-    assert source.name == "manifest-list"
+    assert source.name == "manifest" and source.data_key == str(tsv.resolve())
     jsonl = tmp_path / "list.jsonl"
     jsonl.write_text("".join(json.dumps({"utt_id": i, "path": p, "reference": t}) + "\n"
                              for _, i, p, t in rows))

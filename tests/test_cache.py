@@ -103,6 +103,8 @@ def test_meta_mismatch_is_a_clear_error(tmp_path):
         CacheWriter(tmp_path / "c", _meta(dtype="float32"))
     with pytest.raises(ValueError, match="different revision"):
         CacheWriter(tmp_path / "c", _meta(revision="other"))
+    with pytest.raises(ValueError, match="different data_key.*other.tsv"):  # another manifest
+        CacheWriter(tmp_path / "c", _meta(data_key="/data/other.tsv"))
 
 
 def test_one_writer_at_a_time_and_wrong_shapes(tmp_path):
