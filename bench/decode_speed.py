@@ -137,10 +137,9 @@ def make_peaky(vocab: Vocabulary, rng: np.random.Generator, count: int,
     return InputSet("peaky", emissions, refs, seconds)
 
 
-def make_random(vocab: Vocabulary, rng: np.random.Generator) -> InputSet:
-    emissions = [log_softmax(rng.normal(size=(RANDOM_FRAMES, vocab.size)))
-                 for _ in range(RANDOM_UTTERANCES)]
-    return InputSet("random", emissions, None, RANDOM_UTTERANCES * RANDOM_FRAMES * FRAME_SHIFT_S)
+def make_random(vocab: Vocabulary, rng: np.random.Generator, count: int) -> InputSet:
+    emissions = [log_softmax(rng.normal(size=(RANDOM_FRAMES, vocab.size))) for _ in range(count)]
+    return InputSet("random", emissions, None, count * RANDOM_FRAMES * FRAME_SHIFT_S)
 
 
 def peaky_lexicon(lm_runs: list[tuple[str, Path | None]]) -> list[str] | None:
@@ -285,14 +284,14 @@ def print_table(measures: list[Measure]) -> None:
               f"{m.peak_mib:9.1f} {m.delta_ln_p:7.2f}")
 
 
-def save(measures: list[Measure], args: argparse.Namespace) -> None:
-    OUT_FILE.parent.mkdir(parents=True, exist_ok=True)
+def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> None:
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     payload = {"args": {k: str(v) for k, v in vars(args).items()},
                "results": [{k: v for k, v in asdict(m).items() if k != "texts"} for m in measures]}
-    fd, tmp = tempfile.mkstemp(dir=OUT_FILE.parent, suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=out_file.parent, suffix=".part")
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f, indent=1)
-    os.replace(tmp, OUT_FILE)
+    os.replace(tmp, out_file)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -312,9 +311,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--emissions", default=str(EMISSIONS_DIR))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--peaky-utterances", type=int, default=PEAKY_UTTERANCES)
+    p.add_argument("--random-utterances", type=int, default=RANDOM_UTTERANCES)
+    p.add_argument("--out", default=str(OUT_FILE), help="JSON results file (written atomically)")
     args = p.parse_args(argv)
-    if args.repeat < 1 or args.jobs < 1 or args.beam_width < 1:
-        p.error("--repeat, --jobs and --beam-width must be >= 1")
+    if min(args.repeat, args.jobs, args.beam_width, args.peaky_utterances,
+           args.random_utterances) < 1:
+        p.error("--repeat, --jobs, --beam-width and the utterance counts must be >= 1")
     unknown = set(args.inputs.split(",")) - {"real", "peaky", "random"}
     if unknown:
         p.error(f"unknown --inputs {sorted(unknown)}; valid: real, peaky, random")
@@ -327,6 +330,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _INPUTS.clear()
     rng = np.random.default_rng(args.seed)
     vocab = quartznet_vocab()
     lm_runs: list[tuple[str, Path | None]] = [("none", None)]
@@ -343,9 +347,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             _INPUTS["real"] = load_real(root)
         elif name == "peaky":
-            _INPUTS["peaky"] = make_peaky(vocab, rng, PEAKY_UTTERANCES, peaky_lexicon(lm_runs))
+            _INPUTS["peaky"] = make_peaky(vocab, rng, args.peaky_utterances,
+                                          peaky_lexicon(lm_runs))
         else:
-            _INPUTS["random"] = make_random(vocab, rng)
+            _INPUTS["random"] = make_random(vocab, rng, args.random_utterances)
     jobs = [(d, i, lm_label, lm_file) for i in _INPUTS for lm_label, lm_file in lm_runs
             for d in args.decoders.split(",") if not (d == "greedy" and lm_file is not None)]
     measures = []
@@ -362,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
           "emission) over all alignments minus pyctcdecode's (> 0 = the search found a more "
           "probable labelling)")
     print_table(measures)
-    save(measures, args)
-    print(f"\nwritten {OUT_FILE.relative_to(REPO)}")
+    save(measures, args, Path(args.out))
+    print(f"\nwritten {args.out}")
     return 0
 
 
