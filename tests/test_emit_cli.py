@@ -71,3 +71,14 @@ def test_import_emissions_from_the_command_line(tmp_path, capsys):
     cache = EmissionCache.open(cache_dir_for(tmp_path, src.name, "imported", "imported",
                                              "an4-test"))
     assert len(cache) == 10 and cache.vocabulary.blank == 28
+
+
+def test_offline_hub_model_gives_a_clear_message(setup, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    tmp, corpus, _ = setup
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network retries
+    code = main(["--model", "facebook/wav2vec2-base-960h", "--split", corpus.split,
+                 "--data-dir", str(corpus.root), "--cache-dir", str(tmp / "c4")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--model DIR" in err and "Traceback" not in err
