@@ -4,7 +4,8 @@
 - ctc-beam-decoder: the C++ prefix beam search that reproduces pyctcdecode (pip ctc-beam-decoder,
   imported as ``ctc_beam_decoder``).
 - flashlight: flashlight-text's ``LexiconFreeDecoder`` (no LM, ZeroLM) and ``LexiconDecoder``
-  (word KenLM + a lexicon trie spelled from the LM's unigrams), as torchaudio's ctc_decoder uses them.
+  (word KenLM + a lexicon trie spelled from the LM's unigrams), as torchaudio's ctc_decoder
+  uses them.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
               "beam_prune_logp": s.beam_prune_logp, "prune_history": s.prune_history}
     if s.lm_file is not None:
         values.update(lm_path=str(s.lm_file), alpha=s.alpha, beta=s.beta,
-                      unk_score_offset=s.unk_score_offset, unknown_prefix_penalty=s.unk_score_offset)
+                      unk_score_offset=s.unk_score_offset,
+                      unknown_prefix_penalty=s.unk_score_offset)
     cls = decoder_class(name)
     dec = cls(vocab, options_from_mapping(cls.Options, values), frame_shift_s=vocab_shift(vocab))
     return lambda emissions: [h.text for h in dec.decode_many(emissions, jobs=jobs)]

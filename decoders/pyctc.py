@@ -44,8 +44,6 @@ DEFAULT_ALPHA = 0.5               # LM weight in shallow fusion
 DEFAULT_BETA = 1.5                # word insertion bonus
 DEFAULT_UNK_SCORE_OFFSET = -10.0  # ln penalty for OOV words and for partial words no unigram starts
 DEFAULT_HOTWORD_WEIGHT = 10.0
-# pyctcdecode clips log-probs at ln(1e-15); pruning thresholds below that would prune nothing.
-PYCTCDECODE_LOG_FLOOR = math.log(1e-15)
 
 # pyctcdecode's alphabet normalisation logs at INFO for every decoder built; keep it quiet.
 logging.getLogger("pyctcdecode").setLevel(logging.WARNING)
@@ -213,8 +211,9 @@ class PyctcdecodeDecoder(Decoder):
         if arr.shape[0] == 0:
             return Hypothesis.empty()
         if len(self._columns) != arr.shape[1]:
-            # Dropping the unused columns; pyctcdecode re-normalises each frame (log_softmax),
-            # which adds the same constant to every beam, so the ranking is unchanged.
+            # Drop the unused columns. pyctcdecode re-normalises each frame (log_softmax), which
+            # adds the same constant to every beam, so the ranking is unchanged; only the
+            # token_min_logp test sees values raised by the (tiny) mass the specials held.
             arr = np.ascontiguousarray(arr[:, self._columns])
         opts = self.options
         beams = self._decoder.decode_beams(
@@ -259,8 +258,9 @@ class PyctcdecodeDecoder(Decoder):
             words.append(WordTimestamp(word, int(start), int(end),
                                        round(start * self.frame_shift_s, 4),
                                        round(end * self.frame_shift_s, 4)))
-        return Hypothesis(text=self.vocab.decode_tokens(tokens), score=float(combined_score), tokens=tuple(tokens),
-                          words=tuple(words), acoustic_score=float(logit_score),
+        return Hypothesis(text=self.vocab.decode_tokens(tokens), score=float(combined_score),
+                          tokens=tuple(tokens), words=tuple(words),
+                          acoustic_score=float(logit_score),
                           lm_score=float(combined_score - logit_score))
 
     @property
@@ -276,8 +276,8 @@ def _check_labels(labels: list[str], columns: np.ndarray, vocab: Vocabulary) -> 
         if label in out:
             raise ValueError(f"labels {vocab.labels[out[label]]!r} and {vocab.labels[token]!r} "
                              f"both map to {label!r} for pyctcdecode (blank -> '', delimiter -> "
-                             "' ', letters -> the LM's casing); fix the vocabulary's blank/delimiter "
-                             "or use an LM with the labels' casing")
+                             "' ', letters -> the LM's casing); fix the vocabulary's blank/"
+                             "delimiter or use an LM with the labels' casing")
         if token not in (vocab.blank, vocab.delimiter) and (label.strip() != label or not label):
             raise ValueError(f"label {vocab.labels[token]!r} (id {token}) is empty or has spaces; "
                              "pyctcdecode cannot tell it from the blank or the word delimiter")

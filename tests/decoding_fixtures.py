@@ -33,7 +33,8 @@ def frames(vocab: Vocabulary, spec: Sequence[Mapping[str, float] | str], floor: 
     out = np.full((len(spec), vocab.size), 0.0)
     for t, frame in enumerate(spec):
         frame = {frame: 0.98} if isinstance(frame, str) else frame
-        ids = {(vocab.blank if lab == "_" else vocab.label_to_id[lab]): p for lab, p in frame.items()}
+        ids = {(vocab.blank if lab == "_" else vocab.label_to_id[lab]): p
+               for lab, p in frame.items()}
         rest = max(1.0 - sum(ids.values()), floor * vocab.size)
         out[t] = rest / (vocab.size - len(ids))
         for i, p in ids.items():

@@ -1,4 +1,4 @@
-"""bench/decode_speed.py runs end to end as a script (tiny synthetic sets) and reports sane figures."""
+"""bench/decode_speed.py runs end to end as a script (tiny synthetic sets) with sane figures."""
 from __future__ import annotations
 
 import json

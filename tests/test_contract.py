@@ -62,7 +62,8 @@ def test_random_inputs_keep_the_invariants(name, num_frames, size, blank_last, s
 
 @pytest.mark.parametrize("name", DECODERS)
 def test_empty_input_gives_the_empty_hypothesis(name, wav2vec2_vocab):
-    hyp = create_decoder(name, wav2vec2_vocab).decode(np.zeros((0, wav2vec2_vocab.size), np.float32))
+    empty = np.zeros((0, wav2vec2_vocab.size), np.float32)
+    hyp = create_decoder(name, wav2vec2_vocab).decode(empty)
     assert (hyp.text, hyp.tokens, hyp.words) == ("", (), ())
 
 

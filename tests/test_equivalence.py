@@ -24,7 +24,6 @@ BIGRAMS = {("the", "cat"): 0.3, ("cat", "sat"): 0.4, ("sat", "on"): 0.5, ("on", 
 
 
 def ours(vocab, **options):
-    pytest.importorskip("decoders.beam", reason="decoders/beam.py (the beam decoder) is not there yet")
     return create_decoder("beam", vocab, **SEARCH, **OURS_ONLY, **options)
 
 

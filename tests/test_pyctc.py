@@ -1,4 +1,5 @@
-"""The pyctcdecode adapter: vocabulary layouts, unused specials, LM casing, unigrams, hotwords, n-best."""
+"""The pyctcdecode adapter: vocabulary layouts, unused specials, LM casing, unigrams, hotwords,
+n-best, LM sharing."""
 from __future__ import annotations
 
 import gzip
