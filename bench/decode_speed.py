@@ -5,9 +5,10 @@
 
 Every decoder decodes the same emissions with the same beam width and pruning, each in its own
 forked process (so peak memory is its own: the rise of peak RSS over the process's RSS at start,
-LM loading included). Figures: ms of decoding per second of audio over the whole set (all
-repeats; the first pass alone too, since repeats let cross-utterance LM caches warm up), speed
-ratio vs pyctcdecode (> 1 = faster), share of transcripts identical to pyctcdecode's, corpus WER
+LM loading included). Figures: ms of decoding per second of audio over the whole set (mean of all
+repeats; the first pass alone, since repeats let cross-utterance LM caches warm up; the best
+pass), speed ratio vs pyctcdecode on best passes (> 1 = faster; best passes because the machine
+may be shared and the fastest pass is the least disturbed), share of transcripts identical to pyctcdecode's, corpus WER
 where references exist (upper-cased, apostrophes kept), and for runs without an LM the mean CTC
 log-likelihood of each transcript minus pyctcdecode's (search quality where texts differ). Inputs:
 - real: the QuartzNet emissions in ../shared/emissions/quartznet15x5-base-en (plain numpy reads).
@@ -75,6 +76,7 @@ class Measure:
     load_s: float = 0.0
     ms_per_audio_s: float = float("nan")
     first_pass_ms_per_audio_s: float = float("nan")
+    best_pass_ms_per_audio_s: float = float("nan")
     peak_mib: float = float("nan")
     texts: list[str] = field(default_factory=list, repr=False)
     error: str = ""
@@ -190,6 +192,7 @@ def _measure(name: str, input_name: str, settings: peers.Settings, repeat: int, 
                 result.texts = [" ".join(t.split()) for t in texts]
         result.ms_per_audio_s = 1000 * sum(passes) / (repeat * data.audio_seconds)
         result.first_pass_ms_per_audio_s = 1000 * passes[0] / data.audio_seconds
+        result.best_pass_ms_per_audio_s = 1000 * min(passes) / data.audio_seconds
     except Exception as exc:  # noqa: BLE001 - a failing peer is reported in the table, not fatal
         result.error = f"{type(exc).__name__}: {exc}"[:200]
     peak = _rss_mib("VmHWM")
@@ -259,7 +262,9 @@ def score(measures: list[Measure]) -> None:
             if m.error:
                 continue
             if ref is not None:
-                m.speed_vs_pyctcdecode = ref.ms_per_audio_s / m.ms_per_audio_s
+                # best passes: the machine is shared, and the fastest pass is the one least
+                # disturbed by other processes
+                m.speed_vs_pyctcdecode = ref.best_pass_ms_per_audio_s / m.best_pass_ms_per_audio_s
                 m.agreement = float(np.mean([a == b for a, b in zip(m.texts, ref.texts)]))
             if ref_ln_p is not None:  # search quality: how probable the chosen labelling is
                 m.delta_ln_p = float(np.mean(ctc_ln_p(quartznet_vocab(), emissions, m.texts)
@@ -270,7 +275,7 @@ def score(measures: list[Measure]) -> None:
 
 def print_table(measures: list[Measure]) -> None:
     head = (f"{'inputs':7} {'LM':15} {'decoder':17} {'utts':>5} {'audio s':>8} {'load s':>7} "
-            f"{'ms/aud-s':>9} {'1st pass':>9} {'x pyctc':>8} {'agree %':>8} {'WER %':>7} "
+            f"{'ms/aud-s':>9} {'1st pass':>9} {'best':>8} {'x pyctc':>8} {'agree %':>8} {'WER %':>7} "
             f"{'peak MiB':>9} {'d ln p':>7}")
     print(head)
     print("-" * len(head))
@@ -280,6 +285,7 @@ def print_table(measures: list[Measure]) -> None:
             continue
         print(f"{m.inputs:7} {m.lm:15} {m.decoder:17} {m.utterances:5d} {m.audio_seconds:8.1f} "
               f"{m.load_s:7.2f} {m.ms_per_audio_s:9.3f} {m.first_pass_ms_per_audio_s:9.3f} "
+              f"{m.best_pass_ms_per_audio_s:8.3f} "
               f"{m.speed_vs_pyctcdecode:8.2f} {100 * m.agreement:8.1f} {100 * m.wer:7.2f} "
               f"{m.peak_mib:9.1f} {m.delta_ln_p:7.2f}")
 
@@ -362,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     score(measures)
     print(f"\nbeam width {args.beam_width}, token_min_logp {args.token_min_logp}, beam_prune_logp "
           f"{args.beam_prune_logp}, prune_history {args.prune_history}, alpha {args.alpha}, beta "
-          f"{args.beta}, repeat {args.repeat}, jobs {args.jobs}; x pyctc > 1 = faster than "
-          "pyctcdecode; agree = identical transcripts; d ln p (no-LM runs) = mean ln P(text | "
+          f"{args.beta}, repeat {args.repeat}, jobs {args.jobs}; x pyctc = pyctcdecode's best pass "
+          "/ this one's (> 1 = faster); agree = identical transcripts; d ln p (no-LM runs) = mean ln P(text | "
           "emission) over all alignments minus pyctcdecode's (> 0 = the search found a more "
           "probable labelling)")
     print_table(measures)
