@@ -204,7 +204,7 @@ class EmissionCache:
         self.meta = meta
         # Sorted by id: a stable order however extraction batched (or resumed) the utterances.
         self._records = sorted(records, key=lambda r: r.id)
-        self._index = {r.id: i for i, r in enumerate(records)}
+        self._index = {r.id: i for i, r in enumerate(self._records)}
         self._shards: dict[str, np.ndarray] = {}
 
     @classmethod
