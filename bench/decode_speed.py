@@ -8,9 +8,10 @@ forked process (so peak memory is its own: the rise of peak RSS over the process
 LM loading included). Figures: ms of decoding per second of audio over the whole set (mean of all
 repeats; the first pass alone, since repeats let cross-utterance LM caches warm up; the best
 pass), speed ratio vs pyctcdecode on best passes (> 1 = faster; best passes because the machine
-may be shared and the fastest pass is the least disturbed), share of transcripts identical to pyctcdecode's, corpus WER
-where references exist (upper-cased, apostrophes kept), and for runs without an LM the mean CTC
-log-likelihood of each transcript minus pyctcdecode's (search quality where texts differ). Inputs:
+may be shared and the fastest pass is the least disturbed), share of transcripts identical to
+pyctcdecode's, corpus WER where references exist (upper-cased, apostrophes kept), and for runs
+without an LM the mean CTC log-likelihood of each transcript minus pyctcdecode's (search quality
+where texts differ). Inputs:
 - real: the QuartzNet emissions in ../shared/emissions/quartznet15x5-base-en (plain numpy reads).
 - peaky: synthetic random words, one dominant label per frame (like real acoustic models).
 - random: log_softmax of unit normal logits, the worst case for token pruning.
@@ -275,8 +276,8 @@ def score(measures: list[Measure]) -> None:
 
 def print_table(measures: list[Measure]) -> None:
     head = (f"{'inputs':7} {'LM':15} {'decoder':17} {'utts':>5} {'audio s':>8} {'load s':>7} "
-            f"{'ms/aud-s':>9} {'1st pass':>9} {'best':>8} {'x pyctc':>8} {'agree %':>8} {'WER %':>7} "
-            f"{'peak MiB':>9} {'d ln p':>7}")
+            f"{'ms/aud-s':>9} {'1st pass':>9} {'best':>8} {'x pyctc':>8} {'agree %':>8} "
+            f"{'WER %':>7} {'peak MiB':>9} {'d ln p':>7}")
     print(head)
     print("-" * len(head))
     for m in measures:
@@ -368,10 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     score(measures)
     print(f"\nbeam width {args.beam_width}, token_min_logp {args.token_min_logp}, beam_prune_logp "
           f"{args.beam_prune_logp}, prune_history {args.prune_history}, alpha {args.alpha}, beta "
-          f"{args.beta}, repeat {args.repeat}, jobs {args.jobs}; x pyctc = pyctcdecode's best pass "
-          "/ this one's (> 1 = faster); agree = identical transcripts; d ln p (no-LM runs) = mean ln P(text | "
-          "emission) over all alignments minus pyctcdecode's (> 0 = the search found a more "
-          "probable labelling)")
+          f"{args.beta}, repeat {args.repeat}, jobs {args.jobs}; x pyctc = pyctcdecode's best "
+          "pass / this one's (> 1 = faster); agree = identical transcripts; d ln p (no-LM runs) = "
+          "mean ln P(text | emission) over all alignments minus pyctcdecode's (> 0 = the search "
+          "found a more probable labelling)")
     print_table(measures)
     save(measures, args, Path(args.out))
     print(f"\nwritten {args.out}")
