@@ -129,6 +129,7 @@ class BeamSearchDecoder(Decoder):
         size = self.options.batch_size
         for start in range(0, len(order), size):
             part = order[start:start + size]
+            self.scorer.trim()
             results = BatchSearch([checked[i] for i in part], self.vocab, self.settings,
                                   self.scorer, self.frame_shift_s).run()
             for i, hyps in zip(part, results):

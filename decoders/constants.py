@@ -66,5 +66,10 @@ DEFAULT_BATCH_SIZE = 256
 
 # Cache sizes: LM word scores keyed by (LM context, word). ~100 bytes per entry.
 LM_SCORE_CACHE_SIZE = 2_000_000
+# Between batches, partial words made during search (trie rows of V int32 each, ~120 bytes) and
+# interned LM histories (~100 bytes each) are forgotten once there are more than these: they are
+# only needed within a batch, and keeping them lets a long corpus grow memory without bound.
+SEARCH_NODE_LIMIT = 500_000
+LM_CONTEXT_LIMIT = 1_000_000
 
 NEG_INF = -math.inf

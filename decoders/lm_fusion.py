@@ -19,7 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from decoders.constants import AVG_WORD_LABELS, LM_SCORE_CACHE_SIZE
+from decoders.constants import (
+    AVG_WORD_LABELS,
+    LM_CONTEXT_LIMIT,
+    LM_SCORE_CACHE_SIZE,
+    SEARCH_NODE_LIMIT,
+)
 from decoders.hotwords import HotwordBonus, hotword_spellings
 from decoders.prefix_trie import WordTrie, spell
 from decoders.vocabulary import Vocabulary
@@ -130,6 +135,18 @@ class WordScorer:
     def active(self) -> bool:
         """True when words change scores at all (else the search skips word tracking)."""
         return self.lm is not None or self.lexicon or self.hot is not None
+
+    def trim(self) -> None:
+        """Between batches: forget partial words made during search, and the LM histories and cache
+        entries that name them, once they grow past their limits (memory stays bounded)."""
+        if (self.trie.size - self.trie.static_size > SEARCH_NODE_LIMIT
+                or len(self._states) > LM_CONTEXT_LIMIT):
+            self.trie.forget_search_nodes()
+            self._cache.clear()
+            self._end_cache.clear()
+            if self.lm is not None:
+                self._states, self._state_ids = [], {}
+                self.start_context = self._intern(self.lm.start_state())
 
     def _intern(self, state: Hashable) -> int:
         ident = self._state_ids.get(state)

@@ -48,6 +48,7 @@ class WordTrie:
         count = len(parents)
         capacity = max(_INITIAL_CAPACITY, 2 * count)
         self.size = count
+        self.static_size = count  # nodes of known words; later ones are made during search
         self.child = np.full((capacity, self.vocab_size), -1, np.int32)
         self.parent = np.full(capacity, -1, np.int64)
         self.label = np.full(capacity, -1, np.int64)
@@ -106,6 +107,15 @@ class WordTrie:
         self.depth = grown(self.depth, 0)
         self.in_lexicon = grown(self.in_lexicon, False)
         self.word_index = grown(self.word_index, -1)
+
+    def forget_search_nodes(self) -> None:
+        """Drop the nodes made during search (keeps memory bounded across many batches)."""
+        made = slice(self.static_size, self.size)
+        parents, labels = self.parent[made], self.label[made]
+        self.child[parents, labels] = -1
+        self.child[made] = -1
+        self.parent[made], self.label[made], self.depth[made] = -1, -1, 0
+        self.size = self.static_size
 
     def spelling(self, node: int) -> list[int]:
         """Label ids of the partial word at ``node``, first label first."""

@@ -140,3 +140,19 @@ def test_a_loaded_language_model_can_be_passed_in_and_its_scores_are_cached():
     assert first > 0
     dec.decode_many([x, x, x])
     assert lm.calls == first  # every (history, word) pair was answered from the cache
+
+
+def test_search_state_is_forgotten_between_batches_without_changing_results(arpa, monkeypatch):
+    import decoders.lm_fusion as fusion
+
+    vocab = quartznet_vocab()
+    rng = np.random.default_rng(11)
+    xs = [random_peaky(rng, 50, vocab.size, vocab.blank, sharpness=3.0) for _ in range(4)]
+    dec = create_decoder("beam", vocab, beam_width=16, lm_path=arpa, batch_size=2)
+    before = [h.text for h in dec.decode_many(xs)]
+    assert dec.scorer.trie.size > dec.scorer.trie.static_size  # OOV partial words were made
+    monkeypatch.setattr(fusion, "SEARCH_NODE_LIMIT", 0)
+    after = [h.text for h in dec.decode_many(xs)]
+    assert after == before
+    dec.scorer.trim()
+    assert dec.scorer.trie.size == dec.scorer.trie.static_size
