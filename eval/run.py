@@ -183,6 +183,13 @@ def build_systems(args: argparse.Namespace, tuned: TunedParams | None) -> list[S
     """One System per (decoder, LM) pair; decoders without ``lm_path`` get one system."""
     lms = [None if x.lower() == NO_LM else x for x in (args.lm or [NO_LM])]
     values = cli_option_values(args)
+    taken = {f.name for name in args.decoder for f in dataclasses.fields(
+        decoder_class(name).Options)}
+    unused = sorted(k for k, v in values.items() if v is not None and k not in taken)
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-").replace("-path", "") for k in unused)
+        raise ValueError(f"{flags}: not an option of any chosen decoder ({', '.join(args.decoder)})"
+                         "; drop it or add a decoder that has it")
     systems: list[System] = []
     for name in args.decoder:
         cls = decoder_class(name)

@@ -201,3 +201,10 @@ def test_tune_values_and_params_file_errors(tmp_path):
         load_params(bad)
     with pytest.raises(FileNotFoundError, match="--tune alpha beta"):
         load_params(tmp_path / "missing.json")
+
+
+def test_option_no_chosen_decoder_takes_is_an_error(tiny, tmp_path, capsys):
+    code = run_mod.main(base_args(tiny, tmp_path / "x", "--decoder", "greedy", "--split", "dev-a",
+                                  "--beam-width", "4"))
+    assert code == 2 and "--beam-width: not an option of any chosen decoder" in \
+        capsys.readouterr().err
