@@ -264,7 +264,8 @@ class BatchSearch:
                     stay_pnb[t] = np.logaddexp(stay_pnb[t], base[merged])
                     base[merged] = NEG_INF
             keep = base > NEG_INF
-            if st.beam_prune_logp > NEG_INF:  # extensions that cannot reach the threshold
+            if self.scorer is not None and st.beam_prune_logp > NEG_INF:
+                # extensions that cannot reach the threshold: dropped before any word scoring
                 stay_score = np.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
                 best = np.full(n_utt, NEG_INF)
                 np.maximum.at(best, u, stay_score)
