@@ -259,6 +259,11 @@ class ResultsFolder:
         old = self.read_settings()
         if old is None:
             return
+        if old.git_commit != settings.git_commit or old.versions != settings.versions:
+            print(f"note: resuming {self.path}, made at commit {old.git_commit or '?'} with "
+                  f"other package versions or code (now {settings.git_commit or '?'}); finished "
+                  "utterances are kept as they are: use a new --out folder to re-decode them",
+                  file=sys.stderr)
         if old.normalizer != settings.normalizer:
             raise ValueError(f"{self.path} was scored with normaliser {old.normalizer['name']!r}, "
                              f"not {settings.normalizer['name']!r}; use a new --out folder")
