@@ -13,20 +13,10 @@ from typing import Any
 
 from decoders.vocabulary import Vocabulary
 
-LM_SUFFIXES = (".arpa", ".binary", ".klm", ".bin")
-
 
 def resolve_lm(path_or_name: str | os.PathLike) -> Path:
-    """A KenLM-readable file for ``path_or_name`` (.arpa.gz decompressed once into a cache).
-
-    A known LM name (no suffix, no folder, e.g. ``librispeech-3gram``) is left to lm.files; a
-    path that does not exist is a FileNotFoundError here, whatever lm.files would try.
-    """
-    path = Path(path_or_name)
-    looks_like_path = path.suffix in (*LM_SUFFIXES, ".gz") or len(path.parts) > 1
-    if looks_like_path and not path.is_file():
-        raise FileNotFoundError(f"language model not found: {path}; pass a KenLM .arpa, .arpa.gz "
-                                "or .binary file (or a known LM name) as lm_path")
+    """A KenLM-readable file for ``path_or_name`` (lm.files: .arpa.gz decompressed once into the
+    cache, known names fetched); FileNotFoundError naming the path when it is neither."""
     from lm.files import resolve_lm_path
 
     return Path(resolve_lm_path(path_or_name))

@@ -83,7 +83,8 @@ def test_all_oov_lm_is_reported(wav2vec2_vocab, tmp_path):
         create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(arpa))
 
 
-def test_unigrams_from_arpa_gz_and_lexicon(tiny_arpa, tmp_path, wav2vec2_vocab):
+def test_unigrams_from_arpa_gz_and_lexicon(tiny_arpa, tmp_path, wav2vec2_vocab, monkeypatch):
+    monkeypatch.setenv("CTCLAB_CACHE_DIR", str(tmp_path / "cache"))  # the .gz is decompressed there
     assert sorted(load_unigrams(None, tiny_arpa)) == sorted(LM_WORDS)
     gz = tmp_path / "tiny.arpa.gz"
     gz.write_bytes(gzip.compress(tiny_arpa.read_bytes()))
@@ -95,6 +96,7 @@ def test_unigrams_from_arpa_gz_and_lexicon(tiny_arpa, tmp_path, wav2vec2_vocab):
     dec = create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(gz), alpha=1.0, beta=0.0,
                          unigrams_path=str(lexicon))
     assert dec.decode(hello_wor_l_d(wav2vec2_vocab)).text == "HELLO WORD"
+    assert dec.lm_file.parent == tmp_path / "cache" / "lm" and dec.lm_file.suffix == ".arpa"
 
 
 def test_hotword_flips_the_answer(wav2vec2_vocab):
