@@ -5,6 +5,13 @@
 
 The array engine is decoders/beam_search.py; word scoring (LM, lexicon, hotwords) is
 decoders/lm_fusion.py; defaults and why they are what they are: decoders/constants.py.
+
+alpha = beta = 0 gives exactly the result without an LM when lexicon_mode="none"; with the
+default soft lexicon it gives exactly the result of the same lexicon (unigrams) without an LM.
+
+Speed (python bench/decode_speed.py --beam-width 100 --repeat 3, best pass, one shared core): on
+the 94 real QuartzNet utterances 0.64 ms per audio second without LM (9.7x pyctcdecode, same WER,
+100 % identical texts) and 0.81 with the 70k-word 3-gram (3.9x, same WER, 100 % identical).
 """
 from __future__ import annotations
 
@@ -28,7 +35,8 @@ class BeamOptions:
     """Options of the ``beam`` decoder (names shared with pyctcdecode's adapter mean the same).
 
     beam_width: beams kept per utterance. token_min_logp: labels below this ln prob in a frame are
-    not tried (the argmax always is). token_top_k: at most k labels per frame (None = no limit).
+    not usable in that frame, blank and the continuing last label included (the best label always
+    is). token_top_k: at most k labels per frame tried as extensions (None = no limit).
     beam_prune_logp: drop beams this far (ln) below the utterance's best (-inf = never).
     blank_skip_threshold: skip frames whose blank probability is >= this (None = never skip).
     lm_path: KenLM .arpa / .arpa.gz / .binary or a known LM name. unigrams_path: known words

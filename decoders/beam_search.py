@@ -1,22 +1,25 @@
 """The array engine of the ``beam`` decoder: CTC prefix beam search over a batch of utterances.
 
-All live beams of all utterances of a batch sit in one set of flat arrays (one row per beam). Each
-step advances every utterance by one of its *active* frames (frames where blank is not
-near-certain; the skipped frames in between are folded in closed form), so a step costs a fixed
-number of numpy calls whatever the batch size. Per step:
+All live beams of all utterances of a batch sit in two packed arrays (one column per beam). Each
+step advances every utterance by one of its *active* frames: frames where token pruning leaves no
+usable non-blank label (or blank is near-certain) are folded in closed form between steps. So a
+step costs a fixed number of numpy calls whatever the batch size; no Python loop runs over beams or
+labels. Per step:
 
 1. stays: every beam keeps its prefix: p_b' = p(prefix) * p(blank); p_nb' = p_nb * p(last label)
    (the last label continues; a label repeated needs a blank in between).
 2. extensions: every (beam, candidate label) pair of the beam's utterance, candidates being the
    labels that survived the per-frame token pruning (precomputed for all frames at once).
 3. merging: an extension A + c that equals a live prefix B (B's parent is A and B ends in c) is
-   added to B. Live beams carry the row of their parent prefix, so this is one table lookup.
-4. word scoring at word boundaries (decoders.lm_fusion), then pruning per utterance: score
-   threshold relative to the utterance's best beam, then the beam width.
+   added to B. Live beams carry the column of their parent prefix, so this is one table lookup.
+4. word scoring at word boundaries (decoders.lm_fusion; a Python loop over the words finished in
+   this step, answered from a cache), then pruning per utterance: score threshold relative to the
+   utterance's best beam, then the beam width.
 
-Scores are natural logs in float64. Frames are global rows of the concatenated batch until results
-are built. The word delimiter is folded: a delimiter after a delimiter (or at the start) keeps the
-same prefix, so texts that differ only in repeated / leading delimiters share one beam.
+Scores are natural logs in float64. The word delimiter is folded: a delimiter after a delimiter
+(or at the start) keeps the same prefix, and at the end a trailing delimiter is merged away, so
+beams are distinct texts. Timestamps: each prefix node records the frame its label started in and
+where its parent's label ended.
 """
 from __future__ import annotations
 
