@@ -116,3 +116,19 @@ def test_real_emissions_match_or_beat_greedy():
             for wb, wg in zip(b.words, g.words):
                 assert abs(wb.start_frame - wg.start_frame) <= 2
                 assert abs(wb.end_frame - wg.end_frame) <= 2
+
+
+def test_frames_dominated_by_an_unused_special_do_not_kill_every_path():
+    v = Vocabulary.wav2vec2_english()  # <s> </s> <unk> are never emitted
+    spec = ["_", "H", {"<unk>": 0.995, "I": 0.003, "_": 0.001}, "_", "_"]
+    hyp = create_decoder("beam", v).decode(frames(v, spec))
+    assert hyp.text == "HI"
+    assert np.isfinite(hyp.score) and hyp.score < 0
+
+
+def test_missing_lm_file_and_unspellable_hotword_are_clear_errors(tmp_path):
+    vocab = quartznet_vocab()
+    with pytest.raises(FileNotFoundError, match="nope.arpa"):
+        create_decoder("beam", vocab, lm_path=str(tmp_path / "nope.arpa"))
+    with pytest.raises(ValueError, match="hotword"):
+        create_decoder("beam", vocab, hotwords=("café",))
