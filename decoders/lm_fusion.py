@@ -39,23 +39,25 @@ def load_fusion_inputs(lm_path: str | None, unigrams_path: str | None,
                        ) -> tuple[LanguageModel | None, list[str] | None]:
     """The LM (loaded from ``lm_path`` unless given) and the known-word list, if any.
 
+    lm_path: .arpa / .arpa.gz / .binary or a known LM name (lm.files.resolve_lm_path).
     Unigrams come from ``unigrams_path`` (word list, lexicon, ARPA) or else from the LM's own ARPA;
     a binary LM without ``unigrams_path`` has no word list (no lexicon checks then).
     """
-    from decoders.pyctc_support import load_unigrams, resolve_lm  # lm.files / lm.unigrams inside
+    from lm.files import resolve_lm_path
+    from lm.unigrams import read_unigrams
 
     lm_file: Path | None = None
     if language_model is None and lm_path is not None:
         from lm.language_model import load_language_model
 
-        lm_file = resolve_lm(lm_path)
+        lm_file = Path(resolve_lm_path(lm_path))
         language_model = load_language_model(lm_file)
     elif language_model is not None:
         lm_file = getattr(language_model, "path", None)
     if unigrams_path is not None:
-        return language_model, load_unigrams(unigrams_path, Path(unigrams_path))
-    if lm_file is not None:
-        return language_model, load_unigrams(None, Path(lm_file))
+        return language_model, read_unigrams(unigrams_path)
+    if lm_file is not None and Path(lm_file).name.endswith((".arpa", ".arpa.gz")):
+        return language_model, read_unigrams(lm_file)
     return language_model, None
 
 
@@ -67,14 +69,15 @@ def make_word_mapper(vocab: Vocabulary, lm_words: Sequence[str] | None,
                      lm: LanguageModel | None = None) -> Callable[[str], str]:
     """acoustic word -> LM word; ValueError when every word would be OOV.
 
-    With a word list: lm.casing.make_word_mapper (via the pyctcdecode adapter's helper, which falls
-    back to a local copy until lm.casing exists). With only a binary LM: the casing under which the
-    LM knows the most common words.
+    With a word list: lm.casing.make_word_mapper. Without LM: identity. With only a binary LM:
+    the casing under which the LM knows the most common words.
     """
-    from decoders.pyctc_support import make_mapper
+    from lm.casing import make_word_mapper as lm_word_mapper
 
-    if lm_words is not None or lm is None:
-        return make_mapper(vocab, list(lm_words) if lm_words is not None else None)
+    if lm_words is not None:
+        return lm_word_mapper(vocab, lm_words)
+    if lm is None:
+        return str
     casings: list[Callable[[str], str]] = [str.lower, str.upper, str]
     hits = [sum(not lm.is_oov(f(w)) for w in _PROBE_WORDS) for f in casings]
     if max(hits) == 0:
