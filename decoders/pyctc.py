@@ -128,8 +128,7 @@ class PyctcdecodeDecoder(Decoder):
         self.lm_file: Path | None = None
         kenlm_model = None
         if language_model is not None:
-            kenlm_model = getattr(language_model, "kenlm_model", None) or getattr(
-                language_model, "_model", None)
+            kenlm_model = getattr(language_model, "kenlm_model", None)
             if kenlm_model is None or getattr(language_model, "path", None) is None:
                 raise TypeError("pyctcdecode fuses a KenLM model only: pass a KenLMLanguageModel "
                                 f"(lm.language_model), not {type(language_model).__name__}, or "

@@ -68,6 +68,11 @@ class KenLMLanguageModel(LanguageModel):
         self._cache: dict[tuple[Any, str], tuple[float, Any]] = {}
         self._cache_size = cache_size
 
+    @property
+    def kenlm_model(self) -> Any:
+        """The underlying ``kenlm.Model`` (shared with pyctcdecode so it is loaded once)."""
+        return self._model
+
     def start_state(self) -> Any:
         state = self._kenlm.State()
         self._model.BeginSentenceWrite(state)
