@@ -25,7 +25,6 @@ import os
 import queue as queue_module
 import resource
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from tqdm import tqdm
 from bench import peers
 from decoders import Vocabulary, available_decoders
 from decoders.pyctc_support import load_unigrams, resolve_lm
+from lm.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CTCLAB_SHARED", REPO.parent / "shared"))
@@ -295,10 +295,7 @@ def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> N
     out_file.parent.mkdir(parents=True, exist_ok=True)
     payload = {"args": {k: str(v) for k, v in vars(args).items()},
                "results": [{k: v for k, v in asdict(m).items() if k != "texts"} for m in measures]}
-    fd, tmp = tempfile.mkstemp(dir=out_file.parent, suffix=".part")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, out_file)
+    atomic_write_text(out_file, json.dumps(payload, indent=1))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

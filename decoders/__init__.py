@@ -4,6 +4,10 @@
     dec = create_decoder("beam", vocab, beam_width=100)
     hyp = dec.decode(log_probs)          # log_probs: (T, V) float32, natural-log softmax
 """
+# Importing the implementations registers them with the registry in decoders.base.
+from decoders import beam as _beam  # noqa: F401
+from decoders import greedy as _greedy  # noqa: F401
+from decoders import pyctc as _pyctc  # noqa: F401
 from decoders.base import (
     Decoder,
     available_decoders,
@@ -14,11 +18,6 @@ from decoders.base import (
 )
 from decoders.hypothesis import Hypothesis, WordTimestamp
 from decoders.vocabulary import Vocabulary
-
-# Importing the implementations registers them.
-from decoders import greedy as _greedy  # noqa: F401,E402
-from decoders import beam as _beam  # noqa: F401,E402
-from decoders import pyctc as _pyctc  # noqa: F401,E402
 
 __all__ = [
     "Decoder",

@@ -4,8 +4,8 @@ Vectorized over a whole batch: utterances are padded into one (B, T_max, V) arra
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

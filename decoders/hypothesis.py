@@ -36,11 +36,11 @@ class Hypothesis:
     score: float
     tokens: tuple[int, ...] = ()
     words: tuple[WordTimestamp, ...] = ()
-    nbest: tuple["Hypothesis", ...] = field(default=(), repr=False)
+    nbest: tuple[Hypothesis, ...] = field(default=(), repr=False)
     acoustic_score: float = float("nan")
     lm_score: float = float("nan")
 
     @staticmethod
-    def empty() -> "Hypothesis":
+    def empty() -> Hypothesis:
         """The result for an utterance with no frames (T = 0)."""
         return Hypothesis(text="", score=0.0, acoustic_score=0.0, lm_score=0.0)

@@ -1,7 +1,7 @@
 """Word timestamps from a collapsed labelling and the frames where each label was emitted."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from decoders.hypothesis import WordTimestamp
 from decoders.vocabulary import Vocabulary

@@ -7,9 +7,9 @@ Two common layouts are handled explicitly (never guessed from the data):
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -63,7 +63,7 @@ class Vocabulary:
         blank: int | str | None = None,
         delimiter: int | str | None = None,
         unused: Iterable[int | str] | None = None,
-    ) -> "Vocabulary":
+    ) -> Vocabulary:
         """Build from a label list; blank/delimiter/unused may be given as index or label string.
 
         When ``blank`` is None it must be one of the well-known blank names (``<pad>``, ``<blank>``,
@@ -101,7 +101,7 @@ class Vocabulary:
         return cls(labels, blank_id, delim_id, frozenset(unused_ids))
 
     @classmethod
-    def wav2vec2_english(cls) -> "Vocabulary":
+    def wav2vec2_english(cls) -> Vocabulary:
         """The 32-label vocabulary of facebook/wav2vec2-base-960h (for tests and examples)."""
         labels = ["<pad>", "<s>", "</s>", "<unk>", "|", *"ETAONIHSRDLUMWCFGYPBVK'XJQZ"]
         return cls.from_labels(labels, blank="<pad>", delimiter="|")
@@ -116,7 +116,7 @@ class Vocabulary:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Vocabulary":
+    def from_dict(cls, data: dict) -> Vocabulary:
         """Inverse of :meth:`to_dict`."""
         return cls(tuple(data["labels"]), int(data["blank"]), data.get("delimiter"),
                    frozenset(data.get("unused", ())))

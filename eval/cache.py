@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +27,7 @@ import numpy as np
 
 from decoders.base import validate_log_probs
 from decoders.vocabulary import Vocabulary
+from lm.atomic import atomic_open, atomic_write_bytes
 
 # Environment variable naming the cache root; the fallback is a per-user cache folder.
 CACHE_DIR_ENV = "CTCLAB_CACHE_DIR"
@@ -164,31 +164,9 @@ def _read_manifest(path: Path) -> list[UtteranceRecord]:
     return records
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + fsync + os.replace (never a half-written file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, array)
 
 
 class EmissionCache:
@@ -341,12 +319,12 @@ class CacheWriter:
         header = "\t".join(MANIFEST_COLUMNS) + "\n"
         body = "".join(r.manifest_line() for r in self._records)
         if not file.exists() or file.read_text(encoding="utf-8") != header + body:
-            _atomic_write_bytes(file, (header + body).encode("utf-8"))
+            atomic_write_bytes(file, (header + body).encode("utf-8"))
 
     def _write_meta(self) -> None:
         file, text = self.path / META_FILE, self.meta.to_json()
         if not file.is_file() or file.read_text(encoding="utf-8") != text:  # no-op runs write nothing
-            _atomic_write_bytes(file, text.encode("utf-8"))
+            atomic_write_bytes(file, text.encode("utf-8"))
 
     @property
     def done_ids(self) -> set[str]:

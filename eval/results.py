@@ -21,7 +21,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.metrics import ErrorCounts
+from lm.atomic import atomic_write_text
 
 SCHEMA_VERSION = 1
 # Packages whose versions can change a WER or a timing; recorded in settings.json.
@@ -178,22 +178,6 @@ class Summary:
         return cls([SystemSummary(**s) for s in data["systems"]],
                    [Comparison(**c) for c in data["comparisons"]],
                    data.get("schema_version", SCHEMA_VERSION))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:

@@ -5,12 +5,11 @@ Decoders use them to keep beams on real words (pyctcdecode's ``unigrams``, our b
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from lm.arpa import iter_section, looks_like_arpa, open_text
-from lm.atomic import publish
+from lm.atomic import atomic_open
 from lm.constants import ARPA_SPECIAL_TOKENS
 
 # Every KenLM binary starts with this line (lm/binary_format.cc).
@@ -67,17 +66,9 @@ def write_unigrams(words: Iterable[str], path: str | os.PathLike) -> None:
 
     Raises ValueError for a word that contains whitespace (it could not be read back).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for word in words:
-                if not word or len(word.split()) != 1 or word != word.strip():
-                    raise ValueError(f"cannot write {word!r} to {path}: a unigram must be one "
-                                     "non-empty token without whitespace")
-                out.write(word + "\n")
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "w") as out:
+        for word in words:
+            if not word or len(word.split()) != 1 or word != word.strip():
+                raise ValueError(f"cannot write {word!r} to {path}: a unigram must be one "
+                                 "non-empty token without whitespace")
+            out.write(word + "\n")

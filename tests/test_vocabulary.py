@@ -37,10 +37,10 @@ def test_dict_round_trip(wav2vec2_vocab):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(labels=("a",), blank=0), "at least 2"),
-        (dict(labels=("a", "b"), blank=5), "blank index"),
-        (dict(labels=("a", "b"), blank=0, delimiter=0), "delimiter cannot be the blank"),
-        (dict(labels=("a", "a", "b"), blank=2), "duplicate"),
+        ({"labels": ("a",), "blank": 0}, "at least 2"),
+        ({"labels": ("a", "b"), "blank": 5}, "blank index"),
+        ({"labels": ("a", "b"), "blank": 0, "delimiter": 0}, "delimiter cannot be the blank"),
+        ({"labels": ("a", "a", "b"), "blank": 2}, "duplicate"),
     ],
 )
 def test_invalid_vocabularies(kwargs, message):
