@@ -188,3 +188,15 @@ def test_model_loading_errors(tmp, monkeypatch):
     else:
         with pytest.raises(ValueError, match="unknown torchaudio ASR bundle"):
             load_ctc_model("torchaudio:NOPE")
+
+
+def test_unreachable_hub_fails_fast_with_the_fix(monkeypatch):
+    # Without offline mode, transformers retries for ~30 s; the probe answers at once instead.
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # .invalid never resolves
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="Offline\\?.*--model DIR"):
+        load_ctc_model("nobody/not-a-cached-model")
+    assert time.perf_counter() - start < 10
