@@ -429,13 +429,19 @@ def format_table(summaries: list[SystemSummary], comparisons: list[Comparison]) 
         lines.append(f"{s.split:<{sw}} {s.system:<{yw}} {100 * s.wer:6.2f} {ci:>13} "
                      f"{100 * s.cer:6.2f} {s.substitutions:5d} {s.deletions:5d} "
                      f"{s.insertions:5d} {s.words:7d} {s.rtf:8.4f}")
+    # Pairs whose per-utterance error counts are all equal have a degenerate [0, 0] interval: they
+    # stay in summary.* but would drown the informative pairs on the console.
+    differing = [c for c in comparisons if not c.delta_low == c.delta_high == 0]
     if comparisons:
         lines += ["", ("paired bootstrap over utterances: delta = WER(B) - WER(A) in points, "
                   "95% interval, two-sided p")]
-        for c in comparisons:
+        for c in differing:
             lines.append(f"{c.split:<{sw}} {c.system_a:<{yw}} vs {c.system_b:<{yw}} "
                          f"{100 * c.delta:+6.2f} [{100 * c.delta_low:+.2f}, "
                          f"{100 * c.delta_high:+.2f}]  p={c.p_value:.3f}")
+        if len(differing) < len(comparisons):
+            lines.append(f"({len(comparisons) - len(differing)} pairs with identical errors on "
+                         "every utterance not shown; all pairs are in summary.md)")
     return "\n".join(lines)
 
 
