@@ -64,6 +64,20 @@ class AudioItem:
     path: str
 
 
+def _audio_handle(data: str | Path | bytes, utt_id: str, where: str) -> Any:
+    """What soundfile reads: a path checked to exist and be non-empty, or the bytes wrapped."""
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if not path.is_file():
+            raise AudioReadError(utt_id, where, "file not found")
+        if path.stat().st_size == 0:
+            raise AudioReadError(utt_id, where, "the file is empty (0 bytes)")
+        return str(path)
+    if not data:
+        raise AudioReadError(utt_id, where, "no audio bytes")
+    return io.BytesIO(data)
+
+
 def read_audio(data: str | Path | bytes, utt_id: str = "?", where: str | None = None,
                target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
     """Decode a file path or raw bytes to (S,) float32 mono at ``target_rate`` Hz.
@@ -74,17 +88,7 @@ def read_audio(data: str | Path | bytes, utt_id: str = "?", where: str | None = 
     import soundfile as sf
 
     where = where or (str(data) if not isinstance(data, bytes) else f"<bytes of {utt_id}>")
-    if isinstance(data, (str, Path)):
-        path = Path(data)
-        if not path.is_file():
-            raise AudioReadError(utt_id, where, "file not found")
-        if path.stat().st_size == 0:
-            raise AudioReadError(utt_id, where, "the file is empty (0 bytes)")
-        handle: Any = str(path)
-    else:
-        if not data:
-            raise AudioReadError(utt_id, where, "no audio bytes")
-        handle = io.BytesIO(data)
+    handle = _audio_handle(data, utt_id, where)
     try:
         audio, rate = sf.read(handle, dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types; all mean unreadable
@@ -105,17 +109,7 @@ def _probe_seconds(data: str | Path | bytes, utt_id: str, where: str) -> float:
     """Duration from the header only (cheap); AudioReadError when the header is unreadable."""
     import soundfile as sf
 
-    if isinstance(data, (str, Path)):
-        path = Path(data)
-        if not path.is_file():
-            raise AudioReadError(utt_id, where, "file not found")
-        if path.stat().st_size == 0:
-            raise AudioReadError(utt_id, where, "the file is empty (0 bytes)")
-        handle: Any = str(path)
-    else:
-        if not data:
-            raise AudioReadError(utt_id, where, "no audio bytes")
-        handle = io.BytesIO(data)
+    handle = _audio_handle(data, utt_id, where)
     try:
         info = sf.info(handle)
     except Exception as exc:  # noqa: BLE001 - as in read_audio
