@@ -28,9 +28,9 @@ import numpy as np
 from decoders.base import validate_log_probs
 from decoders.vocabulary import Vocabulary
 from lm.atomic import atomic_open, atomic_write_bytes
+from lm.files import default_cache_root  # noqa: F401 - re-exported: one root for all stages
 
 # Environment variable naming the cache root; the fallback is a per-user cache folder.
-CACHE_DIR_ENV = "CTCLAB_CACHE_DIR"
 # Bumped when the on-disk layout changes; recorded in meta.json.
 TOOL_VERSION = "ctclab-cache/1"
 # float16 halves disk and page-cache use; log-probs only need ~3 significant digits for decoding
@@ -48,15 +48,6 @@ MANIFEST_COLUMNS = ("id", "num_frames", "audio_seconds", "shard", "offset", "tex
 # Fields of CacheMeta that must agree before new utterances may be added to an existing cache.
 IDENTITY_FIELDS = ("model", "revision", "source", "split", "vocabulary", "frame_shift_s",
                    "sample_rate", "dtype", "tool_version", "data_key")
-
-
-def default_cache_root() -> Path:
-    """$CTCLAB_CACHE_DIR, else ~/.cache/ctclab (honouring $XDG_CACHE_HOME)."""
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ctclab"
 
 
 def _slug(text: str) -> str:

@@ -18,9 +18,13 @@ from lm.constants import CACHE_DIR_ENV, COPY_CHUNK_BYTES, LM_CACHE_SUBDIR
 
 
 def default_cache_root() -> Path:
-    """``$CTCLAB_CACHE_DIR``, else ``~/.cache/ctclab`` (the same root as eval.cache)."""
+    """The ctclab cache root (emission caches and LM files): ``$CTCLAB_CACHE_DIR``, else
+    ``ctclab`` under ``$XDG_CACHE_HOME`` or ``~/.cache``."""
     env = os.environ.get(CACHE_DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ctclab"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ctclab"
 
 
 def lm_cache_dir(cache_root: str | os.PathLike | None = None) -> Path:

@@ -23,6 +23,20 @@ def require_shared(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache_root(tmp_path_factory):
+    """Point the ctclab cache root (emission caches, decompressed LMs) at a per-session temp
+    folder, so tests neither read a user's caches nor leave files in ~/.cache/ctclab."""
+    root = tmp_path_factory.mktemp("ctclab-cache")
+    previous = os.environ.get("CTCLAB_CACHE_DIR")
+    os.environ["CTCLAB_CACHE_DIR"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("CTCLAB_CACHE_DIR", None)
+    else:
+        os.environ["CTCLAB_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def wav2vec2_vocab():
     from decoders import Vocabulary
