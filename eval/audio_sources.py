@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from eval.hub import hub_unreachable, use_offline_mode
+
 # Rate every model in this project expects (wav2vec2, HuBERT, ...): 16 kHz.
 TARGET_SAMPLE_RATE = 16_000
 # soxr "HQ" is its default high quality setting: transparent for ASR, fast enough for real time.
@@ -309,6 +311,8 @@ class HFDatasetSource(AudioSource):
         else:
             config, hf_split = HF_LIBRISPEECH_SPLITS.get(self.split, (self.config, self.split))
             config = self.config or config
+            if hub_unreachable() is not None:
+                use_offline_mode()  # a cached copy still loads; otherwise fail now, not in 30 s
             try:
                 ds = load_dataset(self.dataset, config, split=hf_split)
             except Exception as exc:  # noqa: BLE001 - hub/network errors come in many types

@@ -7,23 +7,19 @@ The result is a :class:`CTCModel`: the torch module, the per-utterance input nor
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 
 from decoders.vocabulary import Vocabulary
+from eval.hub import hub_unreachable, model_in_hf_cache
 
 TORCHAUDIO_PREFIX = "torchaudio:"
 # Hashing this much of each weights file (head and tail) identifies a local model quickly.
 LOCAL_HASH_BYTES = 1 << 20
-# Seconds to wait for the hub host before calling it unreachable (DNS failure is immediate).
-HUB_PROBE_TIMEOUT_S = 5.0
 
 
 def conv_output_length(num_samples: Any, kernels: Sequence[int], strides: Sequence[int]) -> Any:
@@ -120,28 +116,6 @@ def _offline_message(name: str, exc: Exception) -> str:
             "(a local directory with config.json, weights and the processor files).")
 
 
-def _hub_unreachable(name: str, revision: str | None) -> Exception | None:
-    """A fast reachability probe before transformers' own retries (about 30 s offline).
-
-    Returns the connection error when the model is not in the local HF cache and the hub host
-    cannot be reached within HUB_PROBE_TIMEOUT_S; None when loading should go ahead.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return None  # transformers answers from the cache at once in offline mode
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
-            return None
-    except Exception:  # noqa: BLE001 - a malformed id: let transformers word the error
-        return None
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host, 443), timeout=HUB_PROBE_TIMEOUT_S).close()
-    except OSError as exc:
-        return exc
-    return None
-
-
 def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
     """Load ``name``: a HF hub id, a local directory, or ``torchaudio:BUNDLE_NAME``."""
     if name.startswith(TORCHAUDIO_PREFIX):
@@ -152,7 +126,7 @@ def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
     if not local and (Path(name).exists() or name.startswith((".", "/", "~"))):
         raise FileNotFoundError(f"model path {name} is not a directory with a saved model "
                                 "(config.json + weights); pass a hub id or a model directory")
-    unreachable = None if local else _hub_unreachable(name, revision)
+    unreachable = None if local or model_in_hf_cache(name, revision) else hub_unreachable()
     if unreachable is not None:
         raise RuntimeError(_offline_message(name, unreachable))
     try:

@@ -124,3 +124,21 @@ def test_real_librispeech_mini_loads_through_openslr():
     audio = source.load(entry)
     assert audio.dtype == np.float32 and len(audio) == pytest.approx(3.275 * 16_000, abs=160)
     assert 0.01 < float(np.abs(audio).mean()) < 0.5  # real speech, not silence or clipping
+
+
+def test_hf_hub_unreachable_fails_fast_without_offline_mode(monkeypatch):
+    # Without HF_HUB_OFFLINE, datasets retries for ~30 s; the probe switches to offline at once.
+    import time
+
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # .invalid never resolves
+    # Recorded so that the offline switch the source makes is undone after this test.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="--data-dir"):
+        HFDatasetSource("nobody/not-a-cached-dataset", "test-clean").entries()
+    assert time.perf_counter() - start < 10
