@@ -175,8 +175,13 @@ class Summary:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
-        return cls([SystemSummary(**s) for s in data["systems"]],
-                   [Comparison(**c) for c in data["comparisons"]],
+        """Inverse of writing summary.json: the None that JSON holds for NaN (no bootstrap
+        interval, no audio seconds) becomes NaN again, so every rate field is a float."""
+        def floats(row: dict[str, Any]) -> dict[str, Any]:
+            return {k: float("nan") if v is None else v for k, v in row.items()}
+
+        return cls([SystemSummary(**floats(s)) for s in data["systems"]],
+                   [Comparison(**floats(c)) for c in data["comparisons"]],
                    data.get("schema_version", SCHEMA_VERSION))
 
 
@@ -361,8 +366,8 @@ def summary_markdown(summary: Summary) -> str:
     out = ["| split | system | WER % | 95% CI | CER % | S | D | I | words | RTF |",
            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for s in summary.systems:
-        out.append(f"| {s.split} | {s.system} | {100 * s.wer:.2f} | "
-                   f"{100 * s.wer_low:.2f}–{100 * s.wer_high:.2f} | {100 * s.cer:.2f} | "
+        ci = "" if math.isnan(s.wer_low) else f"{100 * s.wer_low:.2f}–{100 * s.wer_high:.2f}"
+        out.append(f"| {s.split} | {s.system} | {100 * s.wer:.2f} | {ci} | {100 * s.cer:.2f} | "
                    f"{s.substitutions} | {s.deletions} | {s.insertions} | {s.words} | "
                    f"{s.rtf:.4f} |")
     if summary.comparisons:

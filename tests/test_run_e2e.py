@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,13 @@ def test_option_no_chosen_decoder_takes_is_an_error(tiny, tmp_path, capsys):
                                   "--beam-width", "4"))
     assert code == 2 and "--beam-width: not an option of any chosen decoder" in \
         capsys.readouterr().err
+
+
+def test_without_bootstrap_summary_reads_back_as_floats(tiny, tmp_path):
+    out = tmp_path / "nb"
+    run_mod.run(base_args(tiny, out, "--decoder", "greedy", "--split", "dev-a",
+                          "--bootstrap", "0"))
+    (s,) = ResultsFolder(out).read_summary().systems
+    assert math.isnan(s.wer_low) and math.isnan(s.wer_high)   # JSON null -> NaN, not None
+    assert s.wer == pytest.approx(GREEDY_ERRORS["dev-a"][0] / GREEDY_ERRORS["dev-a"][1])
+    assert "nan" not in (out / "summary.md").read_text()
