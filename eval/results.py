@@ -244,10 +244,19 @@ class ResultsFolder:
 
     def check_resumable(self, settings: RunSettings) -> None:
         """Raise ValueError when this folder holds results of the same system label made with
-        other options or another normaliser (resuming would mix them)."""
+        other options, another normaliser, or a split decoded from another model's emissions
+        (resuming would mix them)."""
         old = self.read_settings()
         if old is None:
             return
+        for split, now in settings.splits.items():
+            before = old.splits.get(split)
+            if before is not None and (before.get("model"), before.get("revision")) != (
+                    now.get("model"), now.get("revision")):
+                raise ValueError(
+                    f"{self.path} holds {split!r} results decoded from emissions of "
+                    f"{before.get('model')}@{before.get('revision')}, not "
+                    f"{now.get('model')}@{now.get('revision')}; use a new --out folder")
         if old.git_commit != settings.git_commit or old.versions != settings.versions:
             print(f"note: resuming {self.path}, made at commit {old.git_commit or '?'} with "
                   f"other package versions or code (now {settings.git_commit or '?'}); finished "

@@ -99,6 +99,14 @@ def test_resume_with_other_options_is_refused(tiny, tmp_path):
                               "--beam-width", "5"))
 
 
+def test_resume_with_emissions_of_another_model_is_refused(tiny, tmp_path):
+    out = tmp_path / "r"
+    run_mod.run(base_args(tiny, out, "--decoder", "greedy", "--split", "test-a"))
+    with pytest.raises(ValueError, match="emissions of tiny-ctc@"):
+        run_mod.run(base_args(tiny, out, "--decoder", "greedy", "--split", "test-a",
+                              "--model", "other-ctc"))
+
+
 def test_tune_writes_params_and_params_reuses_them(tiny, tmp_path):
     out = tmp_path / "tuned"
     lm = str(tiny["lm"])
