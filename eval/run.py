@@ -180,7 +180,10 @@ def cli_option_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_systems(args: argparse.Namespace, tuned: TunedParams | None) -> list[System]:
-    """One System per (decoder, LM) pair; decoders without ``lm_path`` get one system."""
+    """One System per (decoder, LM) pair; decoders without ``lm_path`` get one system.
+
+    ``tuned`` values replace the command line's for the systems with the same label.
+    """
     lms = [None if x.lower() == NO_LM else x for x in (args.lm or [NO_LM])]
     values = cli_option_values(args)
     taken = {f.name for name in args.decoder for f in dataclasses.fields(
@@ -208,6 +211,10 @@ def build_systems(args: argparse.Namespace, tuned: TunedParams | None) -> list[S
             if label in {s.label for s in systems}:
                 raise ValueError(f"system {label!r} is listed twice; give each --decoder/--lm once")
             systems.append(System(label, cls, options, lm))
+    if tuned is not None and not set(tuned.systems) & {s.label for s in systems}:
+        raise ValueError(f"the --params file has values for {sorted(tuned.systems)}, none of "
+                         f"this run's systems {[s.label for s in systems]}; pass the same "
+                         "--decoder and --lm as the tuning run")
     return systems
 
 

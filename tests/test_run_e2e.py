@@ -128,6 +128,10 @@ def test_tune_writes_params_and_params_reuses_them(tiny, tmp_path):
                           "--beam-width", "8", "--params", str(out / "params.json")))
     reused = json.loads((out2 / "settings.json").read_text())["systems"][0]["options"]
     assert (reused["alpha"], reused["beta"]) == (best["alpha"], best["beta"])
+    # A params file that matches none of the run's systems is an error, not silently unused.
+    with pytest.raises(ValueError, match="none of this run's systems"):
+        run_mod.run(base_args(tiny, tmp_path / "unused", "--decoder", LM_DECODER, "--split",
+                              "test-a", "--params", str(out / "params.json")))
 
 
 def test_tuning_on_test_is_refused(tiny, tmp_path, capsys):
