@@ -30,7 +30,6 @@ from decoders.vocabulary import Vocabulary
 from lm.atomic import atomic_open, atomic_write_bytes
 from lm.files import default_cache_root  # noqa: F401 - re-exported: one root for all stages
 
-# Environment variable naming the cache root; the fallback is a per-user cache folder.
 # Bumped when the on-disk layout changes; recorded in meta.json.
 TOOL_VERSION = "ctclab-cache/1"
 # float16 halves disk and page-cache use; log-probs only need ~3 significant digits for decoding
@@ -147,11 +146,14 @@ def _read_manifest(path: Path) -> list[UtteranceRecord]:
     records = []
     for number, line in enumerate(lines[1:], start=2):
         parts = line.split("\t", 5)
-        if len(parts) != 6:
-            raise ValueError(f"{path}:{number} is malformed (expected 6 tab-separated fields); "
-                             "delete the cache directory and extract again")
-        utt, frames, seconds, shard, offset, text = parts
-        records.append(UtteranceRecord(utt, text, int(frames), float(seconds), shard, int(offset)))
+        try:
+            utt, frames, seconds, shard, offset, text = parts
+            records.append(UtteranceRecord(utt, text, int(frames), float(seconds), shard,
+                                           int(offset)))
+        except ValueError:  # wrong field count or a non-numeric field
+            raise ValueError(f"{path}:{number} is malformed (expected {len(MANIFEST_COLUMNS)} "
+                             f"tab-separated fields: {', '.join(MANIFEST_COLUMNS)}); delete the "
+                             "cache directory and extract again") from None
     return records
 
 
@@ -278,14 +280,18 @@ class CacheWriter:
         self.path = Path(path)
         (self.path / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire_lock()
-        meta_file = self.path / META_FILE
-        if meta_file.exists():
-            old = CacheMeta.from_json(meta_file.read_text(encoding="utf-8"), meta_file)
-            check_compatible(old, meta, self.path)
-            meta = dataclasses.replace(meta, created=old.created, skipped=old.skipped,
-                                       complete=old.complete)
-        self.meta = meta
-        self._records = _read_manifest(self.path / MANIFEST_FILE)
+        try:
+            meta_file = self.path / META_FILE
+            if meta_file.exists():
+                old = CacheMeta.from_json(meta_file.read_text(encoding="utf-8"), meta_file)
+                check_compatible(old, meta, self.path)
+                meta = dataclasses.replace(meta, created=old.created, skipped=old.skipped,
+                                           complete=old.complete)
+            self.meta = meta
+            self._records = _read_manifest(self.path / MANIFEST_FILE)
+        except BaseException:
+            self.close()  # a refused cache must not stay locked while the error is handled
+            raise
         self._repair_manifest()
         self._done = {r.id for r in self._records}
         self._next_shard = 1 + max((int(Path(r.shard).stem) for r in self._records), default=-1)
@@ -507,8 +513,9 @@ def import_emissions(
     with CacheWriter(path, meta) as writer:
         pending: list[tuple[str, str, float, np.ndarray]] = []
         frames = 0
+        done = writer.done_ids  # a copy: taken once, not per row
         for row in rows:
-            if row.id in writer.done_ids:
+            if row.id in done:
                 continue
             file = split_dir / f"{row.id}.npy"
             if not file.is_file():

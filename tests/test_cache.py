@@ -103,8 +103,11 @@ def test_meta_mismatch_is_a_clear_error(tmp_path):
         CacheWriter(tmp_path / "c", _meta(dtype="float32"))
     with pytest.raises(ValueError, match="different revision"):
         CacheWriter(tmp_path / "c", _meta(revision="other"))
-    with pytest.raises(ValueError, match="different data_key.*other.tsv"):  # another manifest
-        CacheWriter(tmp_path / "c", _meta(data_key="/data/other.tsv"))
+    with pytest.raises(ValueError, match="different data_key.*other.tsv") as refused:
+        CacheWriter(tmp_path / "c", _meta(data_key="/data/other.tsv"))  # another manifest
+    assert refused.value  # the error is still held, and the refused writer left no lock behind:
+    with CacheWriter(tmp_path / "c", _meta()) as writer:
+        assert writer.done_ids == {"a"}
 
 
 def test_one_writer_at_a_time_and_wrong_shapes(tmp_path):
@@ -125,6 +128,10 @@ def test_bad_options_and_paths(tmp_path, monkeypatch):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "meta.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a valid ctclab cache meta"):
+        EmissionCache.open(tmp_path / "broken")
+    (tmp_path / "broken" / "meta.json").write_text(_meta(complete=True).to_json())
+    (tmp_path / "broken" / MANIFEST_FILE).write_text("header\nu1\tmany\t1.0\t000000.npy\t0\tHI\n")
+    with pytest.raises(ValueError, match=r"manifest.tsv:2 is malformed.*extract again"):
         EmissionCache.open(tmp_path / "broken")
 
 
