@@ -227,12 +227,9 @@ class DecoderFactory:
 
     def _shared_lm(self, lm: str) -> Any:
         if lm not in self._lms:
-            from lm.language_model import load_language_model
-            try:
-                from lm.files import resolve_lm_path
-            except ImportError:  # before lm.files: the decoders' resolver (same behaviour)
-                from decoders.pyctc_support import resolve_lm as resolve_lm_path
-            self._lms[lm] = load_language_model(Path(resolve_lm_path(lm)))
+            from lm.language_model import load_language_model  # resolves .gz and known names
+
+            self._lms[lm] = load_language_model(lm)
         return self._lms[lm]
 
     def build(self, system: System, vocab_dict: dict, frame_shift_s: float,
