@@ -85,7 +85,8 @@ def read_audio(data: str | Path | bytes, utt_id: str = "?", where: str | None = 
     """Decode a file path or raw bytes to (S,) float32 mono at ``target_rate`` Hz.
 
     Stereo/multichannel is averaged; another rate is resampled with soxr. Raises AudioReadError
-    (naming ``where`` or the path) for a missing, empty, corrupt or silent-length file.
+    (naming ``where`` or the path) for a missing, empty (0 bytes or 0 samples) or corrupt file,
+    or one with NaN/inf samples.
     """
     import soundfile as sf
 
@@ -137,10 +138,16 @@ class AudioSource(ABC):
 
     def entries(self, skip_bad: bool = False) -> tuple[list[SourceEntry], list[AudioReadError]]:
         """List utterances with durations from headers. Unreadable ones raise AudioReadError,
-        or with ``skip_bad`` are returned in the second list instead."""
+        or with ``skip_bad`` are returned in the second list instead. A repeated id is a
+        ValueError."""
         good, bad = [], []
         self._data: dict[str, Any] = {}
+        seen: dict[str, str] = {}
         for utt, text, where, data in self._raw_entries():
+            if utt in seen:  # ids key the cache: a repeat would silently shadow the first
+                raise ValueError(f"utterance id {utt!r} appears twice in {self.location} ({seen[utt]}"
+                                 f" and {where}); ids must be unique within a split")
+            seen[utt] = where
             try:
                 seconds = _probe_seconds(data, utt, where)
             except AudioReadError as exc:
@@ -231,9 +238,13 @@ class ManifestSource(AudioSource):
             for number, line in enumerate(text.splitlines(), 1):
                 if line.strip():
                     try:
-                        rows.append(json.loads(line))
+                        row = json.loads(line)
                     except ValueError as exc:
                         raise ValueError(f"{self.file}:{number} is not valid JSON ({exc})") from None
+                    if not isinstance(row, dict):
+                        raise ValueError(f"{self.file}:{number} is not a JSON object with id, "
+                                         f"audio path and text keys: {line[:80]!r}")
+                    rows.append(row)
             return rows
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if not lines:
@@ -269,7 +280,11 @@ class ManifestSource(AudioSource):
         id_key = key(rows[0], self.ID_KEYS, "id")
         audio_key = key(rows[0], self.AUDIO_KEYS, "audio path")
         text_key = key(rows[0], self.TEXT_KEYS, "text")
-        for row in rows:
+        for number, row in enumerate(rows, 1):
+            missing = [k for k in (id_key, audio_key, text_key) if k not in row]
+            if missing:  # the keys were chosen from the first row; JSONL rows may differ
+                raise ValueError(f"manifest {self.file}: utterance {number} lacks {missing}, "
+                                 "which the first utterance has")
             path = Path(str(row[audio_key]))
             if not path.is_absolute():
                 path = self.file.parent / path

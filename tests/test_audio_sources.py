@@ -82,6 +82,16 @@ def test_manifest_tsv_and_jsonl_with_split_and_relative_paths(corpus, tmp_path):
         list(ManifestSource(bad))
     with pytest.raises(ValueError, match="splits present"):
         list(ManifestSource(tsv, "dev"))
+    _, i, p, t = rows[0]
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text("".join(json.dumps({"id": i, "path": p, "text": t}) + "\n" for _ in "ab"))
+    with pytest.raises(ValueError, match=f"id '{i}' appears twice"):
+        ManifestSource(twice).entries()
+    ragged = tmp_path / "ragged.jsonl"
+    ragged.write_text(json.dumps({"id": i, "path": p, "text": t}) + "\n"
+                      + json.dumps({"id": "y", "path": p}) + "\n")
+    with pytest.raises(ValueError, match=r"utterance 2 lacks \['text'\]"):
+        ManifestSource(ragged).entries()
 
 
 def test_hf_local_dataset_matches_openslr_audio(corpus, tmp_path):
