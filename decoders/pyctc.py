@@ -5,7 +5,9 @@ What the adapter does that pyctcdecode does not do by itself:
   unused tokenizer specials (``<s>``, ``</s>``, ``<unk>``) are *dropped* as columns before
   decoding, so they can never be emitted (not even as a frame's argmax).
 - Casing: pyctcdecode changes no case, so the labels are mapped to the LM's casing
-  (``lm.casing.make_word_mapper``) and the result mapped back to the acoustic labels' casing.
+  (``decoders.lm_fusion.make_word_mapper``, as for the ``beam`` decoder: from the word list, or
+  for a binary LM without one by probing common words) and the result mapped back to the acoustic
+  labels' casing.
 - Results as :class:`Hypothesis`: tokens (label ids rebuilt from the text), word timestamps from
   pyctcdecode's word frames, n-best from ``decode_beams``.
 - Parallel decoding goes through ``Decoder.decode_many``'s fork pool: pyctcdecode keeps its KenLM
@@ -25,12 +27,12 @@ import numpy as np
 
 from decoders.base import Decoder, register
 from decoders.hypothesis import Hypothesis, WordTimestamp
+from decoders.lm_fusion import make_word_mapper
 from decoders.pyctc_support import (
     load_unigrams,
-    make_mapper,
     pyctc_language_model,
     resolve_lm,
-    shared_kenlm_model,
+    shared_language_model,
 )
 from decoders.vocabulary import Vocabulary
 from lm.language_model import LanguageModel
@@ -126,21 +128,21 @@ class PyctcdecodeDecoder(Decoder):
                               "pip install pyctcdecode==0.5.0 kenlm") from exc
         opts = self.options
         self.lm_file: Path | None = None
-        kenlm_model = None
         if language_model is not None:
-            kenlm_model = getattr(language_model, "kenlm_model", None)
-            if kenlm_model is None or getattr(language_model, "path", None) is None:
+            if getattr(language_model, "kenlm_model", None) is None \
+                    or getattr(language_model, "path", None) is None:
                 raise TypeError("pyctcdecode fuses a KenLM model only: pass a KenLMLanguageModel "
                                 f"(lm.language_model), not {type(language_model).__name__}, or "
                                 "set lm_path")
             self.lm_file = Path(language_model.path)
         elif opts.lm_path is not None:
             self.lm_file = resolve_lm(opts.lm_path)
-            kenlm_model = shared_kenlm_model(self.lm_file)
+            language_model = shared_language_model(self.lm_file)
         unigrams = None if self.lm_file is None else load_unigrams(opts.unigrams_path,
                                                                    self.lm_file)
-        # acoustic word -> LM word (identity without an LM); raises on an all-OOV setup.
-        self.word_mapper: Callable[[str], str] = make_mapper(vocab, unigrams)
+        # acoustic word -> LM word (identity without an LM); raises on an all-OOV setup, also for
+        # a binary LM without a word list (its casing is probed with common words).
+        self.word_mapper: Callable[[str], str] = make_word_mapper(vocab, unigrams, language_model)
         self._columns = np.array([i for i in range(vocab.size) if i not in vocab.unused], np.int64)
         self._labels = [self._pyctc_label(int(i)) for i in self._columns]
         self._label_to_id = _check_labels(self._labels, self._columns, vocab)
@@ -153,8 +155,8 @@ class PyctcdecodeDecoder(Decoder):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pyctcdecode warns about small test LMs
             alphabet = pyctcdecode.Alphabet.build_alphabet(self._labels)
-            lm = None if kenlm_model is None else pyctc_language_model(
-                kenlm_model, self.lm_file, opts.unigrams_path, unigrams, opts)
+            lm = None if language_model is None else pyctc_language_model(
+                language_model.kenlm_model, self.lm_file, opts.unigrams_path, unigrams, opts)
             self._decoder = pyctcdecode.BeamSearchDecoderCTC(alphabet, lm)
         if alphabet.labels != self._labels:  # pyctcdecode re-normalises labels; ours must stand
             raise ValueError(f"pyctcdecode rewrote the labels {self._labels} to {alphabet.labels}; "

@@ -1,4 +1,4 @@
-"""LM file, word list and casing helpers for the pyctcdecode adapter, over the ``lm`` package.
+"""LM file and word list helpers for the pyctcdecode adapter, over the ``lm`` package.
 
 Also the per-process sharing of loaded KenLM models, unigram lists and pyctcdecode LM wrappers, so
 that building many decoders over one LM (tuning alpha/beta) loads it once.
@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from decoders.vocabulary import Vocabulary
+from lm.language_model import KenLMLanguageModel
 
 
 def resolve_lm(path_or_name: str | os.PathLike) -> Path:
@@ -50,7 +49,7 @@ def _load_unigrams(source: Path) -> list[str]:
 # over one LM (tuning alpha/beta) loads the model and the unigram trie once. Two is enough for a
 # run comparing two LMs; older entries are dropped (and freed once no decoder uses them).
 SHARED_LM_SLOTS = 2
-_KENLM: OrderedDict[Path, Any] = OrderedDict()
+_KENLM: OrderedDict[Path, KenLMLanguageModel] = OrderedDict()
 _PYCTC_LM: OrderedDict[tuple, Any] = OrderedDict()
 _UNIGRAMS: OrderedDict[tuple, list[str] | None] = OrderedDict()
 
@@ -62,19 +61,13 @@ def _remember(table: OrderedDict, key: Any, value: Any) -> Any:
     return value
 
 
-def shared_kenlm_model(lm_file: Path) -> Any:
-    """kenlm.Model for ``lm_file``, loaded once per process (ValueError if KenLM cannot read it)."""
+def shared_language_model(lm_file: Path) -> KenLMLanguageModel:
+    """KenLMLanguageModel for ``lm_file``, loaded once per process (its errors name the file and,
+    for a broken ARPA, the bad line)."""
     key = lm_file.resolve()
     if key in _KENLM:
         return _KENLM[key]
-    import kenlm
-
-    try:
-        model = kenlm.Model(str(lm_file))
-    except (OSError, RuntimeError) as exc:
-        raise ValueError(f"{lm_file}: KenLM could not load it ({exc}); the file may be corrupt or "
-                         "truncated; rebuild or download it again") from exc
-    return _remember(_KENLM, key, model)
+    return _remember(_KENLM, key, KenLMLanguageModel(lm_file))
 
 
 def pyctc_language_model(kenlm_model: Any, lm_file: Path, unigrams_path: str | None,
@@ -97,16 +90,3 @@ def pyctc_language_model(kenlm_model: Any, lm_file: Path, unigrams_path: str | N
     lm.unk_score_offset = float(options.unk_score_offset)
     lm.score_boundary = bool(options.lm_score_boundary)
     return lm
-
-
-def make_mapper(vocab: Vocabulary, lm_words: list[str] | None) -> Callable[[str], str]:
-    """acoustic word -> LM word. Identity without LM; ValueError when every word would be OOV."""
-    if lm_words is None:
-        return _identity
-    from lm.casing import make_word_mapper
-
-    return make_word_mapper(vocab, lm_words)
-
-
-def _identity(word: str) -> str:
-    return word

@@ -83,6 +83,23 @@ def test_all_oov_lm_is_reported(wav2vec2_vocab, tmp_path):
         create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(arpa))
 
 
+def test_binary_lm_without_word_list_gets_its_casing_probed(wav2vec2_vocab, tmp_path):
+    from lm.build import build_binary
+
+    # a KenLM binary keeps no word list: the lower-case LM's casing must still be found (probe
+    # words), not every upper-case word silently scored as <unk>
+    arpa = write_arpa(tmp_path / "tiny.arpa", {**LM_WORDS, "the": 0.1}, {("hello", "world"): 0.6})
+    binary = build_binary(arpa, tmp_path / "tiny.binary")
+    with pytest.warns(UserWarning, match="no word list"):
+        dec = create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(binary), alpha=1.0,
+                             beta=0.0)
+    assert dec.decode(hello_wor_l_d(wav2vec2_vocab)).text == "HELLO WORLD"
+    unknown = write_arpa(tmp_path / "digits.arpa", {"123": 0.5, "456": 0.4})
+    with pytest.raises(ValueError, match="unigrams_path"):
+        create_decoder("pyctcdecode", wav2vec2_vocab,
+                       lm_path=str(build_binary(unknown, tmp_path / "digits.binary")))
+
+
 def test_unigrams_from_arpa_gz_and_lexicon(tiny_arpa, tmp_path, wav2vec2_vocab, monkeypatch):
     monkeypatch.setenv("CTCLAB_CACHE_DIR", str(tmp_path / "cache"))  # the .gz is decompressed there
     assert sorted(load_unigrams(None, tiny_arpa)) == sorted(LM_WORDS)
