@@ -422,6 +422,7 @@ def _read_import_manifest(file: Path, split: str) -> list[_ImportRow]:
         raise ValueError(f"{file} must have a header with 'id' and 'reference' (or 'text') "
                          f"columns; found {header}")
     rows = []
+    seen: dict[str, int] = {}  # id -> line number
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -431,6 +432,10 @@ def _read_import_manifest(file: Path, split: str) -> list[_ImportRow]:
         row = dict(zip(header, values))
         if "split" in row and row["split"] != split:
             continue
+        if row["id"] in seen:
+            raise ValueError(f"{file}:{number} repeats the id {row['id']!r} of line "
+                             f"{seen[row['id']]}; ids must be unique within a split")
+        seen[row["id"]] = number
         rows.append(_ImportRow(
             row["id"], row[text_col],
             int(row["num_frames"]) if row.get("num_frames") else None,
@@ -467,7 +472,10 @@ def import_emissions(
     info: dict = {}
     labels_file = src / "labels.json"
     if labels_file.is_file():
-        info = json.loads(labels_file.read_text(encoding="utf-8"))
+        try:
+            info = json.loads(labels_file.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{labels_file} is not valid JSON ({exc})") from None
         if isinstance(info, list):
             info = {"labels": info}
     if labels is None:
@@ -520,7 +528,12 @@ def import_emissions(
             file = split_dir / f"{row.id}.npy"
             if not file.is_file():
                 raise FileNotFoundError(f"{file} is listed in {manifest_file} but missing")
-            arr = validate_log_probs(np.load(file), vocab.size, name=str(file))
+            try:
+                arr = np.load(file)
+            except (ValueError, OSError, EOFError) as exc:  # truncated, pickled or not .npy
+                raise ValueError(f"{file} is not a readable .npy array ({exc}); export it again "
+                                 "with numpy.save") from None
+            arr = validate_log_probs(arr, vocab.size, name=str(file))
             if row.num_frames is not None and arr.shape[0] != row.num_frames:
                 raise ValueError(f"{file} has {arr.shape[0]} frames but {manifest_file} says "
                                  f"{row.num_frames}")

@@ -199,3 +199,12 @@ def test_import_errors_name_the_problem(tmp_path):
         import_emissions(src, tmp_path / "out", split="s", frame_shift_s=0.02)
     with pytest.raises(ValueError, match="splits present"):
         import_emissions(src, tmp_path / "out", split="other", frame_shift_s=0.02)
+    (src / "s" / "x.npy").write_bytes(b"\x93NUMPY truncated")
+    with pytest.raises(ValueError, match=r"x\.npy is not a readable \.npy array"):
+        import_emissions(src, tmp_path / "out", split="s", frame_shift_s=0.02)
+    (src / "manifest.tsv").write_text("split\tid\treference\ns\tx\tA B\ns\tx\tA\n")
+    with pytest.raises(ValueError, match="manifest.tsv:3 repeats the id 'x' of line 2"):
+        import_emissions(src, tmp_path / "out", split="s", frame_shift_s=0.02)
+    (src / "labels.json").write_text("{labels")
+    with pytest.raises(ValueError, match="labels.json is not valid JSON"):
+        import_emissions(src, tmp_path / "out", split="s", frame_shift_s=0.02)
