@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from decoders import constants as C
 from decoders.base import Decoder, register
 from decoders.hypothesis import Hypothesis, WordTimestamp
 from decoders.lm_fusion import make_word_mapper
@@ -37,16 +38,6 @@ from decoders.pyctc_support import (
 from decoders.vocabulary import Vocabulary
 from lm.language_model import LanguageModel
 
-# pyctcdecode's own defaults (pyctcdecode.constants), kept so that "pyctcdecode at defaults" means
-# the same thing here as in its documentation and in published comparisons.
-DEFAULT_BEAM_WIDTH = 100
-DEFAULT_TOKEN_MIN_LOGP = -5.0     # tokens below this are skipped unless they are a frame's argmax
-DEFAULT_BEAM_PRUNE_LOGP = -10.0   # beams this far below the best one are dropped each frame
-DEFAULT_ALPHA = 0.5               # LM weight in shallow fusion
-DEFAULT_BETA = 1.5                # word insertion bonus
-DEFAULT_UNK_SCORE_OFFSET = -10.0  # ln penalty for OOV words and for partial words no unigram starts
-DEFAULT_HOTWORD_WEIGHT = 10.0
-
 # pyctcdecode's alphabet normalisation logs at INFO for every decoder built; keep it quiet.
 logging.getLogger("pyctcdecode").setLevel(logging.WARNING)
 
@@ -54,6 +45,9 @@ logging.getLogger("pyctcdecode").setLevel(logging.WARNING)
 @dataclass(frozen=True)
 class PyctcdecodeOptions:
     """Options for pyctcdecode; names shared with the ``beam`` decoder mean the same thing.
+
+    Defaults are pyctcdecode's own, the same values as the ``beam`` decoder's (decoders/constants.py;
+    unk_score_offset is its unknown_prefix_penalty), so both at defaults are matched settings.
 
     beam_width: beams kept per frame. token_min_logp: per-frame token pruning (ln prob).
     beam_prune_logp: drop beams scoring this far below the best (ln). prune_history: pyctcdecode's
@@ -66,18 +60,18 @@ class PyctcdecodeOptions:
     (written in either casing). nbest: alternatives returned in ``Hypothesis.nbest``.
     """
 
-    beam_width: int = DEFAULT_BEAM_WIDTH
-    token_min_logp: float = DEFAULT_TOKEN_MIN_LOGP
-    beam_prune_logp: float = DEFAULT_BEAM_PRUNE_LOGP
+    beam_width: int = C.DEFAULT_BEAM_WIDTH
+    token_min_logp: float = C.DEFAULT_TOKEN_MIN_LOGP
+    beam_prune_logp: float = C.DEFAULT_BEAM_PRUNE_LOGP
     prune_history: bool = False
     lm_path: str | None = None
     unigrams_path: str | None = None
-    alpha: float = DEFAULT_ALPHA
-    beta: float = DEFAULT_BETA
-    unk_score_offset: float = DEFAULT_UNK_SCORE_OFFSET
+    alpha: float = C.DEFAULT_ALPHA
+    beta: float = C.DEFAULT_BETA
+    unk_score_offset: float = C.DEFAULT_UNKNOWN_PREFIX_PENALTY
     lm_score_boundary: bool = True
     hotwords: tuple[str, ...] = ()
-    hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
+    hotword_weight: float = C.DEFAULT_HOTWORD_WEIGHT
     nbest: int = 1
 
     def __post_init__(self) -> None:
