@@ -378,9 +378,9 @@ def compare(split: str, labelled: list[tuple[str, list[UtteranceResult]]],
 
 
 # ----------------------------------------------------------------------------- tuning
-def tune_systems(args: argparse.Namespace, systems: list[System], factory: DecoderFactory,
-                 normalizer: TextNormalizer) -> TunedParams:
-    """Search the --tune parameters of every LM system on --tune-split; the best per system."""
+def tune_plan(args: argparse.Namespace,
+              systems: list[System]) -> tuple[dict[str, tuple[float, ...]], list[System]]:
+    """Check the --tune flags before any decoding: (grid per parameter, the LM systems to tune)."""
     check_tune_split(args.tune_split)
     grids = parse_tune_values(args.tune_values or [], args.tune)
     targets = [s for s in systems if s.lm is not None]
@@ -393,7 +393,14 @@ def tune_systems(args: argparse.Namespace, systems: list[System], factory: Decod
         if missing:
             raise ValueError(f"decoder {s.cls.name!r} has no option(s) {missing} to tune; "
                              f"valid: {sorted(fields)}")
-    cache = open_split_cache(args, args.tune_split)
+    return grids, targets
+
+
+def tune_systems(args: argparse.Namespace, grids: dict[str, tuple[float, ...]],
+                 targets: list[System], factory: DecoderFactory, normalizer: TextNormalizer,
+                 cache: EmissionCache) -> TunedParams:
+    """Search ``grids`` for every system of ``targets`` on ``cache`` (the --tune-split); the
+    best values per system."""
     records = cache.records
     best_params, best_wer, all_trials = {}, {}, {}
     for s in targets:
@@ -522,8 +529,12 @@ def run(argv: Sequence[str] | None = None) -> Summary:
     tuned = load_params(args.params) if args.params else None
     systems = build_systems(args, tuned)
     factory = DecoderFactory()
-    if args.tune:
-        tuned = tune_systems(args, systems, factory, normalizer)
+    plan = tune_plan(args, systems) if args.tune else None
+    # Every cache before any decoding: a missing one fails now, not after a long tuning run.
+    caches = {split: open_split_cache(args, split) for split in args.split}
+    if plan is not None:
+        tune_cache = caches.get(args.tune_split) or open_split_cache(args, args.tune_split)
+        tuned = tune_systems(args, *plan, factory, normalizer, tune_cache)
         params_path = Path(args.params_out) if args.params_out else out / "params.json"
         save_params(params_path, tuned)
         print(f"[tune] best on {tuned.split}: " + "; ".join(
@@ -531,7 +542,6 @@ def run(argv: Sequence[str] | None = None) -> Summary:
             + f"\n[tune] saved to {params_path} (reuse with --params {params_path})")
         systems = build_systems(args, tuned)
 
-    caches = {split: open_split_cache(args, split) for split in args.split}
     settings = RunSettings(
         command=list(sys.argv if argv is None else ["eval/run.py", *argv]),
         systems=[s.spec() for s in systems],

@@ -141,6 +141,14 @@ def test_tuning_on_test_is_refused(tiny, tmp_path, capsys):
     assert "refusing to tune on 'test-a'" in capsys.readouterr().err
 
 
+def test_missing_split_fails_before_tuning(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_mod, "tune_systems", lambda *a, **k: pytest.fail("tuned first"))
+    with pytest.raises(ValueError, match="no utterances of split 'no-such-split'"):
+        run_mod.run(base_args(tiny, tmp_path / "x", "--decoder", LM_DECODER, "--lm",
+                              str(tiny["lm"]), "--tune", "alpha", "--tune-split", "dev-a",
+                              "--split", "no-such-split"))
+
+
 def test_missing_cache_error_names_the_command(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "eval" / "run.py"), "--model", "no/such-model",
