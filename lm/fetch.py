@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lm.atomic import atomic_write_text
 from lm.constants import COPY_CHUNK_BYTES
 
 # Official host first, then OpenSLR's own mirrors (same paths).
@@ -87,13 +88,14 @@ def verify_checksum(path: Path, expected: str | None = None) -> str:
     path = Path(path)
     digest = file_sha256(path)
     sidecar = path.with_name(path.name + CHECKSUM_SUFFIX)
-    recorded = sidecar.read_text().split()[0] if sidecar.is_file() else None
+    fields = sidecar.read_text().split() if sidecar.is_file() else []
+    recorded = fields[0] if fields else None  # an empty sidecar records nothing: write one
     for source, want in (("pinned", expected), (f"recorded in {sidecar.name}", recorded)):
         if want is not None and want.lower() != digest:
             raise ChecksumError(f"{path}: SHA-256 {digest} does not match the {source} {want}; "
                                 "the file is corrupt or was replaced: delete it and fetch again")
     if recorded is None:
-        _write_atomic(sidecar, f"{digest}  {path.name}\n")
+        atomic_write_text(sidecar, f"{digest}  {path.name}\n")
     return digest
 
 
@@ -193,12 +195,6 @@ def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: s
                dest.with_name(dest.name + CHECKSUM_SUFFIX))
     os.replace(part, dest)
     return dest
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from lm.arpa import is_gzip
 from lm.atomic import publish
 from lm.constants import CACHE_DIR_ENV, COPY_CHUNK_BYTES, LM_CACHE_SUBDIR
 
@@ -47,7 +48,7 @@ def resolve_lm_path(path_or_name: str | os.PathLike,
     """
     path = Path(path_or_name).expanduser()
     if path.is_file():
-        return _decompress_cached(path, lm_cache_dir(cache_root)) if _is_gzip(path) else path
+        return _decompress_cached(path, lm_cache_dir(cache_root)) if is_gzip(path) else path
     from lm.fetch import KNOWN_RESOURCES, fetch_resource
 
     name = str(path_or_name)
@@ -59,11 +60,6 @@ def resolve_lm_path(path_or_name: str | os.PathLike,
     lm_names = sorted(n for n, r in KNOWN_RESOURCES.items() if r.is_lm)
     raise FileNotFoundError(f"language model not found: {path}; pass a KenLM .arpa, .arpa.gz or "
                             f".binary file, or one of the known names {lm_names}")
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
 
 
 def decompressed_name(path: Path) -> str:

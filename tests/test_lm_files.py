@@ -190,8 +190,6 @@ def real_lm():
 
 
 def test_real_english_3gram_scores_a_sentence(real_lm, wav2vec2_vocab):
-    import kenlm
-
     from lm.casing import make_word_mapper
 
     mapper = make_word_mapper(wav2vec2_vocab, ["the", "cat"])
@@ -203,7 +201,7 @@ def test_real_english_3gram_scores_a_sentence(real_lm, wav2vec2_vocab):
         assert ln_prob < 0
         total += ln_prob
     total += real_lm.end_score(state)
-    reference = kenlm.Model.score(real_lm._model, " ".join(sentence), bos=True, eos=True)
+    reference = real_lm.kenlm_model.score(" ".join(sentence), bos=True, eos=True)
     assert math.isclose(total, reference * math.log(10), rel_tol=1e-6)
     assert real_lm.order == 3 and real_lm.is_oov("zzzqqq")
     # A fluent sentence outscores the same words shuffled.
