@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -139,10 +139,8 @@ def optuna_search(objective: Callable[[dict[str, float]], float],
 def save_params(path: str | Path, tuned: TunedParams) -> None:
     """Write a params file atomically (JSON)."""
     if not tuned.created:
-        tuned = TunedParams(**{**asdict(tuned), "created": datetime.now(timezone.utc).isoformat(
-            timespec="seconds")})
-    data = asdict(tuned)
-    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+        tuned = replace(tuned, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    atomic_write_text(Path(path), json.dumps(asdict(tuned), indent=2) + "\n")
 
 
 def load_params(path: str | Path) -> TunedParams:
@@ -163,7 +161,11 @@ def load_params(path: str | Path) -> TunedParams:
             isinstance(p, dict) and all(isinstance(v, (int, float)) and math.isfinite(v)
                                         for v in p.values()) for p in systems.values()):
         raise ValueError(f"{path}: 'systems' must map system labels to {{name: number}}")
-    trials = {k: [Trial(**t) for t in v] for k, v in data.get("trials", {}).items()}
-    return TunedParams(split=data["split"], method=data["method"], systems=systems,
-                       wer=data.get("wer", {}), trials=trials, lm=data.get("lm", {}),
-                       created=data.get("created", ""))
+    try:
+        trials = {k: [Trial(**t) for t in v] for k, v in data.get("trials", {}).items()}
+        return TunedParams(split=data["split"], method=data["method"], systems=systems,
+                           wer=data.get("wer", {}), trials=trials, lm=data.get("lm", {}),
+                           created=data.get("created", ""))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: incomplete or malformed params file ({exc!r}); pass a file "
+                         "written by eval/run.py --tune") from exc

@@ -220,6 +220,9 @@ def test_tune_values_and_params_file_errors(tmp_path):
     bad.write_text('{"alpha": 1}')
     with pytest.raises(ValueError, match="not a ctclab params file"):
         load_params(bad)
+    bad.write_text('{"schema": "ctclab-params/1", "systems": {}}')
+    with pytest.raises(ValueError, match="malformed params file"):
+        load_params(bad)
     with pytest.raises(FileNotFoundError, match="--tune alpha beta"):
         load_params(tmp_path / "missing.json")
 
