@@ -122,8 +122,9 @@ class WordScorer:
         self.hard = self.lexicon and lexicon_mode == "hard"
         self.soft = self.lexicon and lexicon_mode == "soft"
         hot = hotword_spellings(hotwords, vocab) if hotwords else []
-        for word, ids in hot:  # hotwords are known words: no unknown-word penalty for them
-            words.append(mapper(word))
+        for _, ids in hot:  # hotwords are known words: no unknown-word penalty for them
+            # the LM word of the spelling (in the labels' casing), not of the hotword as typed
+            words.append(mapper("".join(vocab.labels[i] for i in ids)))
             spellings.append(ids)
         self.trie = WordTrie(vocab.size, spellings, words)
         self.hot = HotwordBonus.build(self.trie, [ids for _, ids in hot], hotword_weight) if hot \

@@ -83,6 +83,21 @@ def test_hotword_flips_the_answer():
     assert hyp.text == "the cat"
 
 
+def test_a_hotword_typed_in_another_casing_is_scored_as_the_lm_word(arpa, tmp_path):
+    vocab = quartznet_vocab()   # lower-case labels and LM; the hotword typed upper case
+    words = tmp_path / "words.txt"
+    words.write_text("the\nsat\n", encoding="utf-8")  # "cat" known to the LM, not to the list
+    hyp = create_decoder("beam", vocab, lm_path=arpa, unigrams_path=str(words), hotwords=("CAT",),
+                         hotword_weight=2.0, alpha=1.0, beta=0.0).decode(the_ca_x(vocab, {"t": 0.97}))
+    lm = KenLMLanguageModel(arpa)
+    state, total = lm.start_state(), 0.0
+    for word in ("the", "cat"):
+        ln_p, state = lm.score(state, word)
+        total += ln_p
+    assert hyp.text == "the cat"
+    assert hyp.lm_score == pytest.approx(total + lm.end_score(state) + 2.0, abs=1e-4)
+
+
 def test_hard_lexicon_forbids_an_unknown_word_soft_only_penalises(tmp_path):
     vocab = quartznet_vocab()
     words = tmp_path / "lexicon.txt"
