@@ -165,6 +165,7 @@ def build_binary(arpa: str | Path, out: str | Path, binary_type: str = "probing"
         raise FileNotFoundError(f"ARPA file not found: {arpa}")
     BuildOptions(binary_type=binary_type, quantize=quantize)  # validates the pair
     tool = find_tool("build_binary")
+    out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     os.close(fd)
     try:

@@ -120,7 +120,8 @@ def test_binaries_load_in_kenlm_with_the_same_scores(built, tmp_path):
 
     arpa = kenlm.Model(str(built.arpa))
     probing = kenlm.Model(str(built.binary))
-    trie = kenlm.Model(str(build_binary(built.arpa, tmp_path / "q8.binary", "trie", quantize=8)))
+    trie = kenlm.Model(str(build_binary(built.arpa, tmp_path / "new" / "q8.binary", "trie",
+                                          quantize=8)))
     assert built.binary_bytes == built.binary.stat().st_size
     for sentence in ["THE CAT SAT ON THE LOG", "A DOG RAN", "ZEBRA CAT"]:
         reference = arpa.score(sentence)
