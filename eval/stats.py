@@ -40,8 +40,10 @@ class PairedTest:
     """Paired bootstrap comparison of systems A and B on the same utterances.
 
     delta = WER(B) - WER(A) (positive: A is better), with its percentile interval.
-    p_value: two-sided; the probability, under resampling, of a difference at least this far from
-    0 in the other direction, doubled (min 1 / (resamples + 1), never exactly 0).
+    p_value: two-sided; twice the share of resamples whose difference lies at or beyond zero on
+    the minority side, add-one smoothed: 2 (k + 1) / (resamples + 1), at most 1. It is never 0
+    (smallest 2 / (resamples + 1)), and exactly 1 when both systems make the same number of
+    errors on every utterance.
     """
 
     wer_a: float
@@ -63,8 +65,9 @@ def _as_counts(values: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D sequence of per-utterance counts, got shape {arr.shape}")
-    if arr.size and (not np.issubdtype(arr.dtype, np.number) or (arr < 0).any()):
-        raise ValueError(f"{name} must hold non-negative counts")
+    if arr.size and (not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all()
+                     or (arr < 0).any()):
+        raise ValueError(f"{name} must hold finite non-negative counts")
     return arr.astype(np.float64)
 
 
