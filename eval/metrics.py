@@ -195,11 +195,8 @@ def score_utterance(ref: str, hyp: str,
 
 def corpus_score(scores: Iterable[UtteranceScore]) -> CorpusScore:
     """Sum the counts of many utterances (WER = total errors / total reference words)."""
-    words, chars, n, wrong = ErrorCounts(), ErrorCounts(), 0, 0
-    for s in scores:
-        words, chars, n = words + s.words, chars + s.chars, n + 1
-        wrong += s.words.errors > 0
-    return CorpusScore(n, words, chars, wrong)
+    scores = list(scores)
+    return corpus_from_counts([s.words for s in scores], [s.chars for s in scores])
 
 
 def corpus_from_counts(word_counts: Iterable[ErrorCounts],
