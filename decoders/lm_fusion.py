@@ -43,8 +43,8 @@ def load_fusion_inputs(lm_path: str | None, unigrams_path: str | None,
     Unigrams come from ``unigrams_path`` (word list, lexicon, ARPA) or else from the LM's own ARPA;
     a binary LM without ``unigrams_path`` has no word list (no lexicon checks then).
     """
+    from decoders.pyctc_support import load_unigrams
     from lm.files import resolve_lm_path
-    from lm.unigrams import read_unigrams
 
     lm_file: Path | None = None
     if language_model is None and lm_path is not None:
@@ -54,11 +54,7 @@ def load_fusion_inputs(lm_path: str | None, unigrams_path: str | None,
         language_model = load_language_model(lm_file)
     elif language_model is not None:
         lm_file = getattr(language_model, "path", None)
-    if unigrams_path is not None:
-        return language_model, read_unigrams(unigrams_path)
-    if lm_file is not None and Path(lm_file).name.endswith((".arpa", ".arpa.gz")):
-        return language_model, read_unigrams(lm_file)
-    return language_model, None
+    return language_model, load_unigrams(unigrams_path, lm_file)
 
 
 # Words any English-like LM holds; used to find the casing of an LM that has no word list (binary).

@@ -1,4 +1,5 @@
-"""LM file and word list helpers for the pyctcdecode adapter, over the ``lm`` package.
+"""LM file and word list helpers over the ``lm`` package, for the pyctcdecode adapter (and the
+word list of the ``beam`` decoder's lexicon).
 
 Also the per-process sharing of loaded KenLM models, unigram lists and pyctcdecode LM wrappers, so
 that building many decoders over one LM (tuning alpha/beta) loads it once.
@@ -21,28 +22,29 @@ def resolve_lm(path_or_name: str | os.PathLike) -> Path:
     return Path(resolve_lm_path(path_or_name))
 
 
-def load_unigrams(unigrams_path: str | None, lm_file: Path) -> list[str] | None:
-    """Known words: from ``unigrams_path`` if given, else the LM's ARPA; None for a bare binary."""
-    source = Path(unigrams_path) if unigrams_path is not None else lm_file
-    if unigrams_path is None and not source.name.endswith((".arpa", ".arpa.gz")):
-        return None
-    if not source.is_file():
-        raise FileNotFoundError(f"unigram/lexicon file not found: {source} (unigrams_path)")
-    stat = source.stat()
-    key = (str(source.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _UNIGRAMS:
-        _remember(_UNIGRAMS, key, _load_unigrams(source))
-    return _UNIGRAMS[key]
+def load_unigrams(unigrams_path: str | None, lm_file: Path | None) -> list[str] | None:
+    """Known words, read once per process per file (size and mtime checked).
 
-
-def _load_unigrams(source: Path) -> list[str]:
+    From ``unigrams_path`` (word list, lexicon or ARPA) if given, else from ``lm_file`` when it is
+    an ARPA (recognised by content, whatever its name); None otherwise (a KenLM binary keeps no
+    word list). FileNotFoundError for a missing unigrams_path, ValueError for an empty one.
+    """
+    from lm.arpa import looks_like_arpa
     from lm.unigrams import read_unigrams
 
-    words = list(read_unigrams(source))
-    if not words:
-        raise ValueError(f"{source}: no words found; give an ARPA, a word list (one word a line) "
-                         "or a pronunciation lexicon as unigrams_path")
-    return words
+    if unigrams_path is None:
+        if lm_file is None or not looks_like_arpa(lm_file):
+            return None
+        source = Path(lm_file)
+    else:
+        source = Path(unigrams_path)
+        if not source.is_file():
+            raise FileNotFoundError(f"unigram/lexicon file not found: {source} (unigrams_path)")
+    stat = source.stat()
+    key = (str(source.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _UNIGRAMS:
+        return _UNIGRAMS[key]
+    return _remember(_UNIGRAMS, key, read_unigrams(source))
 
 
 # Loaded KenLM models and pyctcdecode LM wrappers kept per process, so that building many decoders
@@ -51,7 +53,7 @@ def _load_unigrams(source: Path) -> list[str]:
 SHARED_LM_SLOTS = 2
 _KENLM: OrderedDict[Path, KenLMLanguageModel] = OrderedDict()
 _PYCTC_LM: OrderedDict[tuple, Any] = OrderedDict()
-_UNIGRAMS: OrderedDict[tuple, list[str] | None] = OrderedDict()
+_UNIGRAMS: OrderedDict[tuple, list[str]] = OrderedDict()
 
 
 def _remember(table: OrderedDict, key: Any, value: Any) -> Any:

@@ -106,6 +106,9 @@ def test_unigrams_from_arpa_gz_and_lexicon(tiny_arpa, tmp_path, wav2vec2_vocab, 
     gz = tmp_path / "tiny.arpa.gz"
     gz.write_bytes(gzip.compress(tiny_arpa.read_bytes()))
     assert sorted(load_unigrams(None, gz)) == sorted(LM_WORDS)
+    renamed = tmp_path / "tiny.lm"   # an ARPA is known by its content, not by its name
+    renamed.write_bytes(tiny_arpa.read_bytes())
+    assert sorted(load_unigrams(None, renamed)) == sorted(LM_WORDS)
     lexicon = tmp_path / "lexicon.txt"
     lexicon.write_text("hello HH AH L OW\nword W ER D\ncat K AE T\n", encoding="utf-8")
     assert load_unigrams(str(lexicon), tiny_arpa) == ["hello", "word", "cat"]
