@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import os
 from abc import ABC, abstractmethod
@@ -75,7 +76,7 @@ class Decoder(ABC):
         if not isinstance(options, self.Options):
             raise TypeError(f"{type(self).__name__} takes {self.Options.__name__}, "
                             f"got {type(options).__name__}")
-        if frame_shift_s <= 0:
+        if not frame_shift_s > 0 or not math.isfinite(frame_shift_s):  # NaN fails every compare
             raise ValueError(f"frame_shift_s must be positive seconds, got {frame_shift_s}")
         self.vocab = vocab
         self.options = options

@@ -6,7 +6,7 @@ from decoders.base import options_from_mapping
 
 
 def test_core_decoders_registered():
-    assert "greedy" in available_decoders()
+    assert {"greedy", "beam", "pyctcdecode"} <= set(available_decoders())
 
 
 def test_unknown_name_lists_valid_names(wav2vec2_vocab):
@@ -24,6 +24,7 @@ def test_options_from_mapping_ignores_foreign_and_none_fields():
     assert options_from_mapping(cls, {"beam_width": 5, "alpha": None}) == cls()
 
 
-def test_frame_shift_must_be_positive(wav2vec2_vocab):
+@pytest.mark.parametrize("shift", [0, -0.02, float("nan"), float("inf")])
+def test_frame_shift_must_be_positive(wav2vec2_vocab, shift):
     with pytest.raises(ValueError, match="frame_shift_s"):
-        create_decoder("greedy", wav2vec2_vocab, frame_shift_s=0)
+        create_decoder("greedy", wav2vec2_vocab, frame_shift_s=shift)
