@@ -19,14 +19,15 @@ def hub_offline_mode() -> bool:
 
 
 def hub_unreachable() -> OSError | None:
-    """The connection error when the hub host ($HF_ENDPOINT or huggingface.co) cannot be reached
+    """The connection error when the hub ($HF_ENDPOINT's host and port, or huggingface.co) cannot be reached
     within HUB_PROBE_TIMEOUT_S; None when it answers or offline mode is set (the libraries then
     answer from their caches at once)."""
     if hub_offline_mode():
         return None
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (80 if url.scheme == "http" else 443)  # a mirror may be plain http
     try:
-        socket.create_connection((host, 443), timeout=HUB_PROBE_TIMEOUT_S).close()
+        socket.create_connection((url.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
     except OSError as exc:
         return exc
     return None

@@ -122,29 +122,31 @@ def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
         return _load_torchaudio(name[len(TORCHAUDIO_PREFIX):])
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
-    local = Path(name).is_dir()
-    if not local and (Path(name).exists() or name.startswith((".", "/", "~"))):
+    path = Path(name).expanduser()  # a quoted "~/model" reaches us unexpanded
+    local = path.is_dir()
+    if not local and (path.exists() or name.startswith((".", "/", "~"))):
         raise FileNotFoundError(f"model path {name} is not a directory with a saved model "
                                 "(config.json + weights); pass a hub id or a model directory")
     unreachable = None if local or model_in_hf_cache(name, revision) else hub_unreachable()
     if unreachable is not None:
         raise RuntimeError(_offline_message(name, unreachable))
+    where = str(path) if local else name
     try:
-        config = AutoConfig.from_pretrained(name, revision=revision)
-        extractor = AutoFeatureExtractor.from_pretrained(name, revision=revision)
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+        config = AutoConfig.from_pretrained(where, revision=revision)
+        extractor = AutoFeatureExtractor.from_pretrained(where, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(where, revision=revision)
         kwargs = {"attn_implementation": "sdpa"}
         try:
-            module = AutoModelForCTC.from_pretrained(name, revision=revision, **kwargs)
+            module = AutoModelForCTC.from_pretrained(where, revision=revision, **kwargs)
         except (ValueError, ImportError):  # model class without sdpa support: default attention
-            module = AutoModelForCTC.from_pretrained(name, revision=revision)
+            module = AutoModelForCTC.from_pretrained(where, revision=revision)
     except OSError as exc:
         if local:
             raise FileNotFoundError(f"cannot load the model in {name}: {exc}") from None
         raise RuntimeError(_offline_message(name, exc)) from None
     module.eval()
     commit = getattr(config, "_commit_hash", None) or getattr(module.config, "_commit_hash", None)
-    rev = commit or (_local_revision(Path(name)) if local else (revision or "unknown"))
+    rev = commit or (_local_revision(path) if local else (revision or "unknown"))
     kernels = tuple(int(k) for k in getattr(config, "conv_kernel", ()))
     strides = tuple(int(s) for s in getattr(config, "conv_stride", ()))
     if not kernels or getattr(config, "add_adapter", False):

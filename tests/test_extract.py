@@ -200,3 +200,22 @@ def test_unreachable_hub_fails_fast_with_the_fix(monkeypatch):
     with pytest.raises(RuntimeError, match="Offline\\?.*--model DIR"):
         load_ctc_model("nobody/not-a-cached-model")
     assert time.perf_counter() - start < 10
+
+
+def test_model_directory_given_with_a_tilde(tmp_path, monkeypatch):
+    make_tiny_model(tmp_path / "m")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    loaded = load_ctc_model("~/m")  # as a quoted or --model=~/m argument arrives
+    assert loaded.name == "~/m" and loaded.revision.startswith("local-")
+
+
+def test_hub_probe_uses_the_endpoint_port(monkeypatch):
+    import socket
+
+    from eval.hub import hub_unreachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as server:  # a local mirror on its own port
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub_unreachable() is None
+    assert isinstance(hub_unreachable(), OSError)  # closed: nothing listens there now
