@@ -9,9 +9,8 @@ decoders/lm_fusion.py; defaults and why they are what they are: decoders/constan
 alpha = beta = 0 gives exactly the result without an LM when lexicon_mode="none"; with the
 default soft lexicon it gives exactly the result of the same lexicon (unigrams) without an LM.
 
-Speed (python bench/decode_speed.py --beam-width 100 --repeat 3, best pass, one shared core): on
-the 94 real QuartzNet utterances 0.64 ms per audio second without LM (9.7x pyctcdecode, same WER,
-100 % identical texts) and 0.81 with the 70k-word 3-gram (3.9x, same WER, 100 % identical).
+Speed against pyctcdecode and the C++ peers: python bench/decode_speed.py (figures and the exact
+command in the README's Speed section).
 """
 from __future__ import annotations
 
