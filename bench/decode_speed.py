@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from bench import peers
 from decoders import Vocabulary, available_decoders
+from decoders import constants as C
 from decoders.pyctc_support import load_unigrams, resolve_lm
 from lm.atomic import atomic_write_text
 
@@ -300,13 +301,13 @@ def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> N
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--beam-width", type=int, default=100)
-    p.add_argument("--token-min-logp", type=float, default=-5.0)
-    p.add_argument("--beam-prune-logp", type=float, default=-10.0)
+    p.add_argument("--beam-width", type=int, default=C.DEFAULT_BEAM_WIDTH)
+    p.add_argument("--token-min-logp", type=float, default=C.DEFAULT_TOKEN_MIN_LOGP)
+    p.add_argument("--beam-prune-logp", type=float, default=C.DEFAULT_BEAM_PRUNE_LOGP)
     p.add_argument("--prune-history", action="store_true",
                    help="pyctcdecode / ctc-beam-decoder history pruning (as in their decode())")
-    p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--beta", type=float, default=1.5)
+    p.add_argument("--alpha", type=float, default=C.DEFAULT_ALPHA)
+    p.add_argument("--beta", type=float, default=C.DEFAULT_BETA)
     p.add_argument("--repeat", type=int, default=3, help="passes over each set (timed together)")
     p.add_argument("--inputs", default="real,peaky,random")
     p.add_argument("--lm", default=str(DEFAULT_LM),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from decoders import Vocabulary
+from decoders import constants as C
 from decoders.pyctc_support import load_unigrams
 
 
@@ -25,13 +26,13 @@ from decoders.pyctc_support import load_unigrams
 class Settings:
     """Matched search settings shared by every decoder in one run (pyctcdecode's names/units)."""
 
-    beam_width: int = 100
-    token_min_logp: float = -5.0
-    beam_prune_logp: float = -10.0
+    beam_width: int = C.DEFAULT_BEAM_WIDTH
+    token_min_logp: float = C.DEFAULT_TOKEN_MIN_LOGP
+    beam_prune_logp: float = C.DEFAULT_BEAM_PRUNE_LOGP
     prune_history: bool = False
-    alpha: float = 0.5
-    beta: float = 1.5
-    unk_score_offset: float = -10.0
+    alpha: float = C.DEFAULT_ALPHA
+    beta: float = C.DEFAULT_BETA
+    unk_score_offset: float = C.DEFAULT_UNKNOWN_PREFIX_PENALTY
     lm_file: Path | None = None
 
 
@@ -57,13 +58,8 @@ def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
                       unk_score_offset=s.unk_score_offset,
                       unknown_prefix_penalty=s.unk_score_offset)
     cls = decoder_class(name)
-    dec = cls(vocab, options_from_mapping(cls.Options, values), frame_shift_s=vocab_shift(vocab))
+    dec = cls(vocab, options_from_mapping(cls.Options, values))  # frame shift: texts only here
     return lambda emissions: [h.text for h in dec.decode_many(emissions, jobs=jobs)]
-
-
-def vocab_shift(vocab: Vocabulary) -> float:
-    """Frame shift for timestamps; irrelevant to the texts compared here."""
-    return 0.02
 
 
 def ctc_beam_decoder(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
