@@ -1,14 +1,8 @@
 """Greedy decoding: collapse repeats, drop blanks, batch == one at a time, timestamps."""
 import numpy as np
+from decoding_fixtures import peaky
 
 from decoders import create_decoder
-
-
-def peaky(path, vocab_size, peak=0.9):
-    """(T, V) log-probs whose argmax per frame follows ``path``."""
-    probs = np.full((len(path), vocab_size), (1 - peak) / (vocab_size - 1), np.float32)
-    probs[np.arange(len(path)), path] = peak
-    return np.log(probs)
 
 
 def test_collapses_repeats_and_drops_blanks(wav2vec2_vocab):
