@@ -78,19 +78,19 @@ def synthetic_audio(total_seconds: float, seed: int = 0) -> list[np.ndarray]:
     return waves
 
 
-def _reset_peak(device: torch.device) -> int:
+def _reset_peak(device: torch.device) -> None:
+    """Start a new GPU peak; on CPU the process peak RSS cannot be reset (it is cumulative)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        return 0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _peak(device: torch.device, baseline: int) -> int:
+def _peak(device: torch.device) -> int:
+    """Bytes: GPU max allocated since :func:`_reset_peak`, or the process peak RSS on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_batches(runner: _Runner, model: CTCModel, waves: list[np.ndarray], batch_seconds: float,
@@ -99,14 +99,14 @@ def run_batches(runner: _Runner, model: CTCModel, waves: list[np.ndarray], batch
     normalized = [model.normalize(w) for w in waves]
     batches = plan_batches(seconds, batch_seconds)
     runner(*pad_batch([normalized[i] for i in batches[-1]], model.min_samples))  # warm-up
-    baseline = _reset_peak(runner.device)
+    _reset_peak(runner.device)
     start = time.perf_counter()
     for batch in batches:
         runner(*pad_batch([normalized[i] for i in batch], model.min_samples))
     if runner.device.type == "cuda":
         torch.cuda.synchronize(runner.device)
     wall = time.perf_counter() - start
-    return Figure(label, batch_seconds, sum(seconds), wall, _peak(runner.device, baseline))
+    return Figure(label, batch_seconds, sum(seconds), wall, _peak(runner.device))
 
 
 def run_pipeline(model: CTCModel, waves: list[np.ndarray], options: ExtractOptions) -> Figure:
@@ -123,10 +123,10 @@ def run_pipeline(model: CTCModel, waves: list[np.ndarray], options: ExtractOptio
             sf.write(folder / f"1-1-{i:04d}.flac", w, SAMPLE_RATE, subtype="PCM_16")
             lines.append(f"1-1-{i:04d} BENCH")
         (folder / "1-1.trans.txt").write_text("\n".join(lines) + "\n")
-        baseline = _reset_peak(select_device(options.device))
+        _reset_peak(select_device(options.device))
         _, stats = extract(model, OpenSLRSource(Path(tmp) / "data", "bench"), Path(tmp) / "cache",
                            options=options, progress=False)
-        peak = _peak(select_device(options.device), baseline)
+        peak = _peak(select_device(options.device))
     return Figure("pipeline (FLAC+model+cache)", options.batch_seconds or 0, stats.audio_seconds,
                   stats.wall_seconds, peak)
 
