@@ -288,7 +288,9 @@ def extract(model: CTCModel, source: AudioSource, cache_root: str | Path, *,
                      vocabulary=model.vocabulary.to_dict(), frame_shift_s=model.frame_shift_s,
                      sample_rate=model.sample_rate, dtype=options.store_dtype,
                      data_key=source.data_key,
-                     details={"data": source.location, "masked_group_norm": model.group_norm})
+                     details={"data": source.location,
+                              # torchaudio bundles run one utterance at a time instead
+                              "masked_group_norm": model.group_norm and model.kind == "hf"})
     with CacheWriter(path, meta) as writer:
         if writer.is_complete:
             cache = EmissionCache.open(path)
