@@ -129,10 +129,17 @@ class BeamSearchDecoder(Decoder):
 
     def _decode_chunk(self, emissions: Sequence[np.ndarray],
                       on_done: Callable[[int], None] | None = None) -> list[Hypothesis]:
-        """Decode in batches of ``batch_size`` utterances of similar length, results in order."""
+        """Decode in batches of ``batch_size`` utterances of similar length, results in order.
+
+        T = 0 gives Hypothesis.empty() without a search (with an LM the search would score the
+        empty sentence, </s> after <s>).
+        """
         checked = [self._check(e) for e in emissions]
-        order = sorted(range(len(checked)), key=lambda i: len(checked[i]))
-        out: list[Hypothesis | None] = [None] * len(checked)
+        out: list[Hypothesis | None] = [None if len(x) else Hypothesis.empty() for x in checked]
+        empty = len(checked) - out.count(None)
+        if empty and on_done:
+            on_done(empty)
+        order = sorted((i for i, x in enumerate(checked) if len(x)), key=lambda i: len(checked[i]))
         size = self.options.batch_size
         for start in range(0, len(order), size):
             part = order[start:start + size]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from decoding_fixtures import frames, quartznet_vocab, random_peaky, write_arpa
 
-from decoders import Vocabulary, create_decoder
+from decoders import Hypothesis, Vocabulary, create_decoder
 from decoders.beam import BeamOptions, BeamSearchDecoder
 from lm.language_model import KenLMLanguageModel, LanguageModel
 
@@ -73,6 +73,15 @@ def test_zero_lm_weight_equals_no_lm(arpa, tmp_path):
     for a, b in zip(lexicon_only.decode_many(xs), zero_lex.decode_many(xs)):
         assert (a.text, a.tokens) == (b.text, b.tokens)
         assert a.score == pytest.approx(b.score, abs=1e-9)
+
+
+def test_empty_input_is_the_empty_hypothesis_with_an_lm_too(arpa):
+    vocab = quartznet_vocab()
+    dec = create_decoder("beam", vocab, lm_path=arpa)
+    empty = np.zeros((0, vocab.size), np.float32)
+    assert dec.decode(empty) == Hypothesis.empty()
+    hyps = dec.decode_many([empty, the_ca_x(vocab, {"t": 0.97}), empty])
+    assert [h.text for h in hyps] == ["", "the cat", ""] and hyps[2] == Hypothesis.empty()
 
 
 def test_hotword_flips_the_answer():
