@@ -381,7 +381,8 @@ def compare(split: str, labelled: list[tuple[str, list[UtteranceResult]]],
 def tune_plan(args: argparse.Namespace,
               systems: list[System]) -> tuple[dict[str, tuple[float, ...]], list[System]]:
     """Check the --tune flags before any decoding: (grid per parameter, the LM systems to tune)."""
-    check_tune_split(args.tune_split)
+    for split in args.tune_split:
+        check_tune_split(split)
     grids = parse_tune_values(args.tune_values or [], args.tune)
     targets = [s for s in systems if s.lm is not None]
     if not targets:
@@ -398,16 +399,19 @@ def tune_plan(args: argparse.Namespace,
 
 def tune_systems(args: argparse.Namespace, grids: dict[str, tuple[float, ...]],
                  targets: list[System], factory: DecoderFactory, normalizer: TextNormalizer,
-                 cache: EmissionCache) -> TunedParams:
-    """Search ``grids`` for every system of ``targets`` on ``cache`` (the --tune-split); the
-    best values per system."""
-    records = cache.records
+                 caches: list[EmissionCache]) -> TunedParams:
+    """Search ``grids`` for every system of ``targets`` on ``caches`` (the --tune-split splits,
+    pooled: the objective is the corpus WER over all their utterances); the best values per
+    system."""
+    split_name = "+".join(args.tune_split)
     best_params, best_wer, all_trials = {}, {}, {}
     for s in targets:
         def objective(params: dict[str, float], s: System = s) -> float:
             options = dataclasses.replace(s.options, **params)
-            decoder, _ = factory.build(s, cache.meta.vocabulary, cache.frame_shift_s, options)
-            results = decode_records(decoder, cache, records, args.jobs, normalizer)
+            results: list[UtteranceResult] = []
+            for cache in caches:
+                decoder, _ = factory.build(s, cache.meta.vocabulary, cache.frame_shift_s, options)
+                results += decode_records(decoder, cache, cache.records, args.jobs, normalizer)
             factory.forget(s.label)
             return corpus_from_counts([r.word_counts for r in results],
                                       [r.char_counts for r in results]).wer
@@ -415,7 +419,7 @@ def tune_systems(args: argparse.Namespace, grids: dict[str, tuple[float, ...]],
         def report(t: Trial, s: System = s) -> None:
             if not args.quiet:
                 shown = " ".join(f"{k}={v:.3g}" for k, v in t.params.items())
-                print(f"[tune] {args.tune_split} {s.label} {shown}: WER {100 * t.wer:.2f}%",
+                print(f"[tune] {split_name} {s.label} {shown}: WER {100 * t.wer:.2f}%",
                       flush=True)
 
         if args.tune_method == "optuna":
@@ -423,7 +427,7 @@ def tune_systems(args: argparse.Namespace, grids: dict[str, tuple[float, ...]],
         else:
             best, trials = grid_search(objective, grids, on_trial=report)
         best_params[s.label], best_wer[s.label], all_trials[s.label] = best.params, best.wer, trials
-    return TunedParams(split=args.tune_split, method=args.tune_method, systems=best_params,
+    return TunedParams(split=split_name, method=args.tune_method, systems=best_params,
                        wer=best_wer, trials=all_trials, lm={s.label: s.lm for s in targets})
 
 
@@ -497,7 +501,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="bootstrap resamples for intervals and paired tests (0: off)")
     t = p.add_argument_group("tuning")
     t.add_argument("--tune", nargs="+", metavar="PARAM", help="tune these options, e.g. alpha beta")
-    t.add_argument("--tune-split", default="dev-clean")
+    t.add_argument("--tune-split", nargs="+", default=["dev-clean"],
+                   help="dev split(s) to tune on; several are pooled into one corpus WER")
     t.add_argument("--tune-method", choices=TUNE_METHODS, default="grid")
     t.add_argument("--tune-values", nargs="+", metavar="NAME=V1,V2",
                    help="grid per parameter (defaults: alpha and beta grids in eval/tune.py)")
@@ -533,8 +538,8 @@ def run(argv: Sequence[str] | None = None) -> Summary:
     # Every cache before any decoding: a missing one fails now, not after a long tuning run.
     caches = {split: open_split_cache(args, split) for split in args.split}
     if plan is not None:
-        tune_cache = caches.get(args.tune_split) or open_split_cache(args, args.tune_split)
-        tuned = tune_systems(args, *plan, factory, normalizer, tune_cache)
+        tune_caches = [caches.get(t) or open_split_cache(args, t) for t in args.tune_split]
+        tuned = tune_systems(args, *plan, factory, normalizer, tune_caches)
         params_path = Path(args.params_out) if args.params_out else out / "params.json"
         save_params(params_path, tuned)
         print(f"[tune] best on {tuned.split}: " + "; ".join(

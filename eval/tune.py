@@ -41,7 +41,8 @@ class Trial:
 
 @dataclass(frozen=True)
 class TunedParams:
-    """What a params file holds: per system label, the best values found on ``split``."""
+    """What a params file holds: per system label, the best values found on ``split`` (the
+    tuning split's name; several pooled splits are joined with "+", e.g. dev-clean+dev-other)."""
 
     split: str
     method: str

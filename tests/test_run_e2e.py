@@ -112,11 +112,16 @@ def test_tune_writes_params_and_params_reuses_them(tiny, tmp_path):
     lm = str(tiny["lm"])
     summary = run_mod.run(base_args(
         tiny, out, "--decoder", LM_DECODER, "--lm", lm, "--split", "test-a", "--beam-width", "8",
-        "--tune", "alpha", "beta", "--tune-split", "dev-a",
+        "--tune", "alpha", "beta", "--tune-split", "dev-a", "dev-b",
         "--tune-values", "alpha=0,0.5", "beta=0,2"))
     params = json.loads((out / "params.json").read_text())
     label = f"{LM_DECODER}+tiny"
-    assert params["split"] == "dev-a" and len(params["trials"][label]) == 4
+    assert params["split"] == "dev-a+dev-b" and len(params["trials"][label]) == 4
+    # The two dev splits are pooled: with alpha = beta = 0 the LM changes nothing, so that trial's
+    # WER is greedy's summed over both splits.
+    (no_lm,) = [t for t in params["trials"][label] if t["params"] == {"alpha": 0, "beta": 0}]
+    pooled = [sum(x) for x in zip(GREEDY_ERRORS["dev-a"], GREEDY_ERRORS["dev-b"])]
+    assert no_lm["wer"] == pytest.approx(pooled[0] / pooled[1])
     best = params["systems"][label]
     assert min(t["wer"] for t in params["trials"][label]) == params["wer"][label]
     assert summary.systems[0].system == label
