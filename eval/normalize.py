@@ -101,10 +101,6 @@ class TextNormalizer:
     def __add__(self, other: TextNormalizer) -> TextNormalizer:
         return TextNormalizer(f"{self.name}+{other.name}", self.steps + other.steps)
 
-    def words(self, text: str) -> list[str]:
-        """The normalised text split into words (empty list for empty text)."""
-        return self(text).split()
-
     def to_dict(self) -> dict:
         """JSON-ready description (stored in results settings)."""
         return {"name": self.name, "steps": list(self.steps)}
