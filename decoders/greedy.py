@@ -24,12 +24,16 @@ class GreedyOptions:
 
 @register("greedy")
 class GreedyDecoder(Decoder):
-    """Best-path decoding. score = sum over frames of the max log-prob (the best path's log-prob)."""
+    """Best-path decoding. score = sum over frames of the max log-prob (the best path's log-prob).
+
+    Unused labels (tokenizer specials) are never on the path: the argmax is over the others.
+    """
 
     Options = GreedyOptions
 
     def decode(self, log_probs: np.ndarray) -> Hypothesis:
-        return self.decode_padded(self._check(log_probs)[None], np.array([len(log_probs)]))[0]
+        x = self._check(log_probs)
+        return self.decode_padded(x[None], np.array([len(x)]))[0]
 
     def _decode_chunk(self, emissions: Sequence[np.ndarray],
                       on_done: Callable[[int], None] | None = None) -> list[Hypothesis]:
@@ -54,15 +58,17 @@ class GreedyDecoder(Decoder):
         batch, t_max, _ = log_probs.shape
         if t_max == 0:
             return [Hypothesis.empty() for _ in range(batch)]
-        best = log_probs.argmax(axis=2)                                    # (B, T)
+        if self.vocab.unused:  # the best path over labels the model may emit (as the beams do)
+            cols = np.setdiff1d(np.arange(self.vocab.size), list(self.vocab.unused))
+            best = cols[log_probs[..., cols].argmax(axis=2)]               # (B, T)
+        else:
+            best = log_probs.argmax(axis=2)                                # (B, T)
         best_lp = np.take_along_axis(log_probs, best[..., None], axis=2)[..., 0]
         valid = np.arange(t_max)[None, :] < lengths[:, None]               # (B, T)
         scores = np.where(valid, best_lp, 0.0).sum(axis=1)
         changed = np.ones_like(valid)
         changed[:, 1:] = best[:, 1:] != best[:, :-1]                       # start of a run
         keep = valid & changed & (best != self.vocab.blank)
-        if self.vocab.unused:
-            keep &= ~np.isin(best, list(self.vocab.unused))
         # End of each run: the next run's start (or the utterance length).
         run_start = valid & changed
         hyps = []

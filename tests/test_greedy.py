@@ -1,6 +1,6 @@
 """Greedy decoding: collapse repeats, drop blanks, batch == one at a time, timestamps."""
 import numpy as np
-from decoding_fixtures import peaky
+from decoding_fixtures import frames, peaky
 
 from decoders import create_decoder
 
@@ -38,3 +38,12 @@ def test_parallel_jobs_match_serial(wav2vec2_vocab):
     emissions = [peaky(rng.integers(0, 32, size=40), 32) for _ in range(12)]
     assert [h.text for h in dec.decode_many(emissions, jobs=2)] == \
         [h.text for h in dec.decode_many(emissions, jobs=1)]
+
+
+def test_unused_specials_are_not_on_the_best_path(wav2vec2_vocab):
+    v = wav2vec2_vocab  # <unk> is never emitted: the frame it dominates continues the A
+    x = frames(v, ["_", "A", {"<unk>": 0.9, "A": 0.08}, "A", "_"])
+    hyp = create_decoder("greedy", v).decode(x)
+    assert (hyp.text, hyp.tokens) == ("A", (v.label_to_id["A"],))
+    a = v.label_to_id["A"]
+    assert np.isclose(hyp.score, x[np.arange(5), [v.blank, a, a, a, v.blank]].sum(), atol=1e-4)
