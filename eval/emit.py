@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from eval.audio_sources import SOURCE_NAMES, open_source
 from eval.cache import EmissionCache, default_cache_root, import_emissions
 from eval.extract import COMPUTE_DTYPES, DEFAULT_LOADER_THREADS, DEVICES, ExtractOptions
+from lm.constants import CACHE_DIR_ENV
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--data-dir, else the HF hub's openslr/librispeech_asr)")
     p.add_argument("--manifest", default=None, help="TSV/JSONL with id, audio path, text")
     p.add_argument("--cache-dir", default=None,
-                   help=f"cache root (default ${'CTCLAB_CACHE_DIR'} or ~/.cache/ctclab): "
-                        f"{default_cache_root()}")
+                   help=f"cache root (default ${CACHE_DIR_ENV}, else ctclab in the user cache "
+                        f"folder; here: {default_cache_root()})")
     p.add_argument("--device", default="auto", help=f"one of {DEVICES} or cuda:N")
     p.add_argument("--dtype", default="float32", choices=COMPUTE_DTYPES,
                    help="compute dtype (float16/bfloat16 via autocast, for GPUs)")
