@@ -223,7 +223,7 @@ class DecoderFactory:
 
     def __init__(self) -> None:
         self._lms: dict[str, Any] = {}
-        self._decoders: dict[tuple, tuple[Decoder, float]] = {}
+        self._decoders: dict[tuple, Decoder] = {}
 
     def _shared_lm(self, lm: str) -> Any:
         if lm not in self._lms:
@@ -234,20 +234,22 @@ class DecoderFactory:
 
     def build(self, system: System, vocab_dict: dict, frame_shift_s: float,
               options: Any = None) -> tuple[Decoder, float]:
-        """(decoder, seconds spent building it incl. LM loading); memoised per vocabulary."""
+        """(decoder, seconds this call spent building it incl. LM loading: 0.0 when it is
+        memoised, e.g. for a later split with the same vocabulary)."""
         from decoders.vocabulary import Vocabulary
 
         options = options or system.options
         key = (system.label, repr(options), repr(vocab_dict), frame_shift_s)
-        if key not in self._decoders:
-            start = time.perf_counter()
-            kwargs: dict[str, Any] = {"frame_shift_s": frame_shift_s}
-            if system.lm is not None and "language_model" in inspect.signature(
-                    system.cls.__init__).parameters:
-                kwargs["language_model"] = self._shared_lm(system.lm)
-            decoder = system.cls(Vocabulary.from_dict(vocab_dict), options, **kwargs)
-            self._decoders[key] = (decoder, time.perf_counter() - start)
-        return self._decoders[key]
+        if key in self._decoders:
+            return self._decoders[key], 0.0
+        start = time.perf_counter()
+        kwargs: dict[str, Any] = {"frame_shift_s": frame_shift_s}
+        if system.lm is not None and "language_model" in inspect.signature(
+                system.cls.__init__).parameters:
+            kwargs["language_model"] = self._shared_lm(system.lm)
+        decoder = system.cls(Vocabulary.from_dict(vocab_dict), options, **kwargs)
+        self._decoders[key] = decoder
+        return decoder, time.perf_counter() - start
 
     def forget(self, label: str) -> None:
         """Drop memoised decoders of ``label`` (tuning builds many; keep memory bounded)."""
