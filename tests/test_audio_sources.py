@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,13 +99,17 @@ def test_hf_local_dataset_matches_openslr_audio(corpus, tmp_path):
     from datasets import Audio, Dataset, DatasetDict
 
     entries, _ = OpenSLRSource(corpus.root, corpus.split).entries(skip_bad=True)
+    # Hub datasets (parquet) carry the encoded bytes; local ones may carry only a path.
+    audio = [{"bytes": Path(e.path).read_bytes(), "path": None} if i % 2 else
+             {"bytes": None, "path": e.path} for i, e in enumerate(entries)]
     ds = Dataset.from_dict({"id": [e.id for e in entries], "text": [e.text for e in entries],
-                            "audio": [e.path for e in entries]})
+                            "audio": audio})
     ds = ds.cast_column("audio", Audio(decode=False))
     DatasetDict({"test": ds}).save_to_disk(tmp_path / "hfds")
     source = HFDatasetSource(tmp_path / "hfds", "test-clean")  # test-clean -> split "test"
     items = list(source)
     assert [i.id for i in items] == [e.id for e in entries]
+    assert sum(i.path.endswith("(bytes)") for i in items) == len(entries) // 2
     reference = OpenSLRSource(corpus.root, corpus.split)
     for item, entry in zip(items, entries):
         assert item.text == entry.text
