@@ -9,7 +9,8 @@ Score of a finished word (natural log):
     alpha * ln P_LM(word | history) + beta          (only with an LM)
   + unknown_prefix_penalty                          (soft lexicon mode, word not known)
   + hotword bonus
-In hard lexicon mode an unknown word scores -inf (the beam is dropped).
+In hard lexicon mode an unknown word scores -inf (the beam is dropped). Without a word list (a
+binary LM and no unigrams_path) "known" means known to the LM.
 """
 from __future__ import annotations
 
@@ -113,8 +114,10 @@ class WordScorer:
                     "use an LM / unigram list written in the model's characters, or "
                     "lexicon_mode='none'")
         self.lexicon = bool(words)
-        # Without a word list, "soft" still penalises finished words the LM itself does not know.
+        # Without a word list (a binary LM), "soft" still penalises and "hard" still forbids
+        # finished words the LM itself does not know; partial words are then not checked.
         self.penalise_lm_oov = lexicon_mode == "soft" and not self.lexicon
+        self.forbid_lm_oov = lexicon_mode == "hard" and not self.lexicon
         self.hard = self.lexicon and lexicon_mode == "hard"
         self.soft = self.lexicon and lexicon_mode == "soft"
         hot = hotword_spellings(hotwords, vocab) if hotwords else []
@@ -196,10 +199,10 @@ class WordScorer:
             ln_prob, state = self.lm.score(self._states[context], lm_word)
             score += self.alpha * ln_prob + self.beta
             new_context = self._intern(state)
-            if not self.lexicon and self.lm.is_oov(lm_word):
-                known = False
+            if not self.lexicon and not known:  # no word list: the LM's own vocabulary decides
+                known = not self.lm.is_oov(lm_word)
         if not known:
-            if self.hard:
+            if self.hard or (self.lm is not None and self.forbid_lm_oov):
                 score = -math.inf
             elif self.soft or (self.lm is not None and self.penalise_lm_oov):
                 score += self.penalty

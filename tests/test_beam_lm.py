@@ -166,6 +166,19 @@ def test_a_loaded_language_model_can_be_passed_in_and_its_scores_are_cached():
     assert lm.calls == first  # every (history, word) pair was answered from the cache
 
 
+def test_lexicon_modes_fall_back_to_the_lms_own_words_without_a_word_list():
+    vocab = quartznet_vocab()   # CountingLM has no word list, like a KenLM binary
+    x = the_ca_x(vocab, {"p": 0.9, "t": 0.08})
+
+    def text(mode: str) -> str:
+        options = BeamOptions(alpha=0.0, beta=0.0, lexicon_mode=mode)  # LM scores play no part
+        return BeamSearchDecoder(vocab, options, language_model=CountingLM()).decode(x).text
+
+    assert text("none") == "the cap"
+    assert text("soft") == "the cat"   # "cap" pays the unknown-word penalty
+    assert text("hard") == "the cat"   # "cap" is forbidden
+
+
 def test_search_state_is_forgotten_between_batches_without_changing_results(arpa, monkeypatch):
     import decoders.lm_fusion as fusion
 
