@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ def looks_like_arpa(path: str | Path) -> bool:
             for line in f:
                 if line.strip():
                     return line.strip() == "\\data\\"
-    except (UnicodeDecodeError, OSError, EOFError):
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error):
         return False
     return False
 
@@ -82,7 +83,7 @@ class _Lines:
         except UnicodeDecodeError as exc:
             raise ArpaFormatError(self.path, self.line_no + 1,
                                   f"not UTF-8 text ({exc.reason})") from None
-        except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        except (EOFError, OSError, zlib.error) as exc:  # OSError includes gzip.BadGzipFile
             raise ArpaFormatError(self.path, self.line_no + 1,
                                   f"the gzip stream ends early or is damaged ({exc})") from None
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
+import zlib
 from pathlib import Path
 
 from lm.arpa import is_gzip
-from lm.atomic import publish
+from lm.atomic import atomic_open
 from lm.constants import CACHE_DIR_ENV, COPY_CHUNK_BYTES, LM_CACHE_SUBDIR
 
 
@@ -75,20 +75,12 @@ def _decompress_cached(path: Path, cache_dir: Path) -> Path:
     target = cache_dir / decompressed_name(path)
     if target.is_file():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as src:
+    try:  # atomic: readers see the whole file or none, and a failure leaves no temp file
+        with atomic_open(target, "wb") as out, gzip.open(path, "rb") as src:
             _copy_with_progress(src, out, path)
-        publish(tmp, target)  # atomic: readers see the whole file or none
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated / bad header / bad data
         raise ValueError(f"{path}: could not decompress ({exc}); the gzip file is damaged or "
                          "truncated: download or rebuild it") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 

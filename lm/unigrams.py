@@ -5,6 +5,7 @@ Decoders use them to keep beams on real words (pyctcdecode's ``unigrams``, our b
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def _first_columns(path: Path) -> Iterable[str]:
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text near line {line_no + 1} ({exc.reason}); word "
                          "lists and lexicons must be UTF-8") from None
+    except (EOFError, OSError, zlib.error) as exc:  # a damaged or truncated gzip
+        raise ValueError(f"{path}: unreadable near line {line_no + 1} ({exc}); the gzip file "
+                         "is damaged or truncated: download or rebuild it") from None
 
 
 def write_unigrams(words: Iterable[str], path: str | os.PathLike) -> None:

@@ -65,9 +65,14 @@ def test_cache_key_depends_on_source_identity(tmp_path, gz_lm):
     assert decompressed_name(gz_lm) != decompressed_name(other)
 
 
-def test_truncated_gzip_is_a_clear_error_and_leaves_no_file(tmp_path, gz_lm):
-    data = gzip.compress((ARPA_TEXT * 200).encode())
-    gz_lm.write_bytes(data[: len(data) // 2])
+@pytest.mark.parametrize("damage", ["truncated", "flipped bits"])
+def test_damaged_gzip_is_a_clear_error_and_leaves_no_file(tmp_path, gz_lm, damage):
+    data = bytearray(gzip.compress((ARPA_TEXT * 200).encode()))
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:  # corrupt deflate data: zlib.error, not an OSError
+        data[30:60] = bytes(b ^ 0x55 for b in data[30:60])
+    gz_lm.write_bytes(bytes(data))
     cache = tmp_path / "cache"
     with pytest.raises(ValueError, match="damaged or truncated"):
         resolve_lm_path(gz_lm, cache_root=cache)

@@ -123,6 +123,15 @@ def test_truncated_gzip_is_reported_not_raised_from_zlib(tmp_path):
         read_unigrams(path)
 
 
+def test_corrupt_gzip_data_is_reported_not_raised_from_zlib(tmp_path):
+    data = bytearray(gzip.compress(SMALL_ARPA.encode()))
+    data[30:60] = bytes(b ^ 0x55 for b in data[30:60])  # bad deflate data: zlib.error
+    path = tmp_path / "bad.arpa.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="bad.arpa.gz"):
+        read_unigrams(path)
+
+
 def test_real_english_3gram_unigrams_stream_fast():
     path = require_shared("lm", "en-us-70k-3gram.arpa.gz")
     start = time.perf_counter()
