@@ -17,10 +17,12 @@ if __name__ == "__main__":  # run as a script: put the repo root, not lm/, first
 
 import argparse
 import collections
+import gzip
 import os
 import re
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -127,6 +129,9 @@ def normalize_corpus(text_paths: Sequence[Path], out_path: Path, vocab: Vocabula
                     out.writelines(s + "\n" for s in normalizer.normalize_lines(lines, stats))
             except UnicodeDecodeError as exc:
                 raise ValueError(f"--text {path}: not UTF-8 text ({exc.reason})") from None
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise ValueError(f"--text {path}: the gzip file is damaged or truncated "
+                                 f"({exc})") from None
     if stats.words == 0:
         raise ValueError(f"no usable words in {[str(p) for p in text_paths]} after normalising "
                          "to the vocabulary's characters; check --vocab and the text's language")

@@ -211,6 +211,15 @@ def test_cli_rejects_bad_options_cleanly(tmp_path, capsys, args, message):
     assert not out.exists()
 
 
+def test_damaged_gzip_text_is_a_clean_cli_error(tmp_path, capsys):
+    import gzip
+
+    text = tmp_path / "c.txt.gz"
+    text.write_bytes(gzip.compress(CORPUS.encode() * 50)[:-30])  # truncated
+    assert main(["--text", str(text), "--out", str(tmp_path / "x.arpa")]) == 1
+    assert "c.txt.gz: the gzip file is damaged or truncated" in capsys.readouterr().err
+
+
 def test_missing_tools_say_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("CTCLAB_TOOLS_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("PATH", str(tmp_path))
