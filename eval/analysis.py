@@ -66,15 +66,17 @@ class EmissionStat:
 
 
 def find_results_folders(root: str | Path) -> list[Path]:
-    """``root`` itself when it holds summary.json, else every folder below it that does."""
+    """``root`` itself when it holds summary.json, else every folder below it that does (sorted
+    by path). FileNotFoundError, saying how to make one, when there is none."""
     root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"results folder {root} does not exist; run eval/run.py --out "
-                                f"{root} first (or point the notebook's environment variable "
-                                "at an existing one)")
     if (root / "summary.json").is_file():
         return [root]
-    return sorted(p.parent for p in root.rglob("summary.json"))
+    found = sorted(p.parent for p in root.rglob("summary.json")) if root.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no results folder (summary.json) at or under {root}; run "
+                                f"eval/run.py --out {root} first (or point the notebook's "
+                                "environment variable at an existing one)")
+    return found
 
 
 def system_rows(root: str | Path) -> list[SystemRow]:

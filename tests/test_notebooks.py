@@ -11,6 +11,7 @@ from eval_fixtures import write_tiny_arpa, write_tiny_emissions
 from eval import run as run_mod
 from eval.analysis import (
     emission_stats,
+    find_results_folders,
     open_cache,
     pareto_front,
     system_rows,
@@ -58,6 +59,12 @@ def test_analysis_readers(made):
         chars = (s.frames - 1) // 3
         assert s.blank_ratio == pytest.approx((chars + 1) / s.frames)
         assert 0.8 < s.peakiness <= 1.0
+
+
+def test_no_results_folder_names_the_fix(tmp_path):
+    for root in (tmp_path, tmp_path / "missing"):      # empty, and absent
+        with pytest.raises(FileNotFoundError, match="eval/run.py --out"):
+            find_results_folders(root)
 
 
 def test_pareto_front():
