@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     mapper = make_word_mapper(vocab, words)
     texts = [line.split(" ", 1)[1] for f in sorted(args.text.rglob("*.trans.txt"))
              for line in f.read_text().splitlines() if " " in line]
+    if not texts:  # scoring nothing would print 0 words/s as if it were a measurement
+        print(f"error: no *.trans.txt transcripts under --text {args.text}", file=sys.stderr)
+        return 1
     cache = lm_cache_dir()
     text_file = cache / "bench-lm-formats-text.txt"
     cache.mkdir(parents=True, exist_ok=True)
