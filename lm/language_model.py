@@ -54,8 +54,11 @@ class KenLMLanguageModel(LanguageModel):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"language model file not found: {path}")
-        if path.suffix == ".gz":
-            raise ValueError(f"{path}: KenLM cannot read gzip; decompress it first (gunzip -k {path})")
+        from lm.arpa import is_gzip
+
+        if is_gzip(path):  # by content: a gzip named .arpa would fail in KenLM as "corrupt"
+            raise ValueError(f"{path}: KenLM cannot read gzip; decompress it first (gunzip -k "
+                             f"{path}), or load it with load_language_model, which does")
         try:
             self._model = kenlm.Model(str(path))
         except (OSError, RuntimeError) as exc:

@@ -79,6 +79,15 @@ def test_damaged_gzip_is_a_clear_error_and_leaves_no_file(tmp_path, gz_lm, damag
     assert list((cache / "lm").iterdir()) == []
 
 
+def test_kenlm_model_refuses_gzip_by_content(tmp_path, gz_lm):
+    from lm.language_model import KenLMLanguageModel
+
+    disguised = tmp_path / "lm.arpa"  # gzip data under a plain name
+    disguised.write_bytes(gz_lm.read_bytes())
+    with pytest.raises(ValueError, match="cannot read gzip.*load_language_model"):
+        KenLMLanguageModel(disguised)
+
+
 def test_unknown_name_lists_known_ones(tmp_path):
     with pytest.raises(FileNotFoundError, match="librispeech-4gram"):
         resolve_lm_path("librispeech-5gram", cache_root=tmp_path)
