@@ -117,9 +117,15 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
-        """Inverse of :meth:`to_dict`."""
-        return cls(tuple(data["labels"]), int(data["blank"]), data.get("delimiter"),
-                   frozenset(data.get("unused", ())))
+        """Inverse of :meth:`to_dict`; ValueError naming what is missing or malformed."""
+        if not isinstance(data, dict) or not {"labels", "blank"} <= data.keys():
+            raise ValueError("a vocabulary dict needs 'labels' (list) and 'blank' (index), plus "
+                             f"optional 'delimiter' and 'unused'; got {str(data)[:200]}")
+        try:
+            return cls(tuple(data["labels"]), int(data["blank"]), data.get("delimiter"),
+                       frozenset(data.get("unused") or ()))
+        except TypeError as exc:
+            raise ValueError(f"malformed vocabulary dict ({exc}): {str(data)[:200]}") from None
 
     # ----------------------------------------------------------------------------- queries
     @property

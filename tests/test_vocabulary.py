@@ -34,6 +34,12 @@ def test_dict_round_trip(wav2vec2_vocab):
     assert Vocabulary.from_dict(wav2vec2_vocab.to_dict()) == wav2vec2_vocab
 
 
+@pytest.mark.parametrize("data", [{"labels": ["a", "b"]}, ["a", "b"], {"labels": 3, "blank": 0}])
+def test_malformed_dict_is_a_value_error(data):
+    with pytest.raises(ValueError, match="vocabulary dict"):
+        Vocabulary.from_dict(data)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
