@@ -120,7 +120,15 @@ class BatchSearch:
         vocab, st = self.vocab, self.settings
         n_utt = len(self.lengths)
         blank = self.x[:, vocab.blank].astype(np.float64)
-        cum = np.concatenate([[0.0], np.cumsum(blank)])
+        # Blank mass of frame ranges [a, b) from prefix sums; a -inf blank (p = 0, valid input)
+        # would make the differences NaN, so such frames are counted apart and give -inf.
+        impossible = np.isneginf(blank)
+        cum = np.concatenate([[0.0], np.cumsum(np.where(impossible, 0.0, blank))])
+        cum_impossible = np.concatenate([[0], np.cumsum(impossible)])
+
+        def blank_mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.where(cum_impossible[b] > cum_impossible[a], NEG_INF, cum[b] - cum[a])
+
         utt_of_row = np.repeat(np.arange(n_utt), self.lengths)
         # Token pruning: in each frame a label is usable when its ln prob is >= token_min_logp or it
         # is the frame's best label (unused specials never are). A frame where no non-blank label
@@ -153,12 +161,12 @@ class BatchSearch:
         self.gap = np.zeros(shape, np.float64)
         self.has_gap = np.zeros(shape, bool)
         self.arow[step, utt] = np.arange(len(rows))
-        self.gap[step, utt] = cum[rows] - cum[prev + 1]
+        self.gap[step, utt] = blank_mass(prev + 1, rows)
         self.has_gap[step, utt] = rows > prev + 1
         self.any_gap = self.has_gap.any(axis=1)
         last_row = np.where(n_act > 0, rows[np.maximum(first + n_act - 1, 0)] if len(rows) else 0,
                             self.offsets - 1)
-        self.trail = cum[self.offsets + self.lengths] - cum[last_row + 1]
+        self.trail = blank_mass(last_row + 1, self.offsets + self.lengths)
         sub = x64[rows]
         # The token pruning applies to blank and to the last label continuing too: a path through
         # a label that improbable is dropped whatever the label (as pyctcdecode does). Without it a

@@ -132,3 +132,16 @@ def test_missing_lm_file_and_unspellable_hotword_are_clear_errors(tmp_path):
         create_decoder("beam", vocab, lm_path=str(tmp_path / "nope.arpa"))
     with pytest.raises(ValueError, match="hotword"):
         create_decoder("beam", vocab, hotwords=("café",))
+
+
+def test_minus_inf_log_probs_are_valid_input():
+    v = quartznet_vocab()
+    x = frames(v, ["_", "h", "_", "i", "_", "_", "t", "_"])
+    x[1, v.blank] = -np.inf                 # blank impossible in a letter frame
+    x[4], x[4, v.blank] = -np.inf, 0.0      # a certain blank: folded in closed form
+    x[7], x[7, v.blank] = -np.inf, 0.0      # ... also after the last letter
+    hyp = create_decoder("beam", v).decode(x)
+    assert hyp.text == "hit" and np.isfinite(hyp.score)
+    # p = 0 written as -inf or as p = e^-1000 is the same input, up to rounding
+    finite = create_decoder("beam", v).decode(np.maximum(x, -1e3))
+    assert hyp.score == pytest.approx(finite.score, abs=1e-9)
