@@ -29,7 +29,7 @@ import torch
 
 from decoders.vocabulary import Vocabulary
 from eval.extract import ExtractOptions, _Runner, pad_batch, plan_batches, select_device
-from eval.models import CTCModel
+from eval.models import CTCModel, zero_mean_unit_var
 
 SAMPLE_RATE = 16_000
 # LibriSpeech test-clean: 2,620 utterances, mean 7.4 s, 1.3 s to 35 s.
@@ -63,7 +63,7 @@ def base_sized_model() -> CTCModel:
         module=module, name="random-wav2vec2-base", revision="random",
         vocabulary=Vocabulary.wav2vec2_english(), sample_rate=SAMPLE_RATE, frame_shift_s=0.02,
         kernels=tuple(config.conv_kernel), strides=tuple(config.conv_stride),
-        normalize=lambda a: ((a - a.mean()) / np.sqrt(a.var() + 1e-7)).astype(np.float32),
+        normalize=zero_mean_unit_var,
         takes_attention_mask=False, group_norm=True)
 
 

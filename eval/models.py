@@ -76,6 +76,16 @@ class CTCModel:
         return n
 
 
+def zero_mean_unit_var(audio: np.ndarray) -> np.ndarray:
+    """(S,) waveform -> (S,) float32 with zero mean and unit variance, computed over these samples
+    only: Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm on an unpadded utterance."""
+    return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
+
+
+def _as_float32(audio: np.ndarray) -> np.ndarray:
+    return audio.astype(np.float32, copy=False)
+
+
 def vocabulary_from_tokenizer(tokenizer: Any, vocab_size: int, pad_token_id: int | None) -> Vocabulary:
     """The CTC vocabulary of a HF CTC tokenizer: labels by id, blank = pad token, ``|`` (or the
     tokenizer's word delimiter) = delimiter, ``<s> </s> <unk>`` marked never emitted."""
@@ -155,13 +165,7 @@ def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
     rate = int(getattr(extractor, "sampling_rate", 16_000))
     vocab = vocabulary_from_tokenizer(tokenizer, int(config.vocab_size), config.pad_token_id)
     do_normalize = bool(getattr(extractor, "do_normalize", False))
-
-    def normalize(audio: np.ndarray) -> np.ndarray:
-        # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm on the true (unpadded) samples.
-        if not do_normalize:
-            return audio.astype(np.float32, copy=False)
-        return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
-
+    normalize = zero_mean_unit_var if do_normalize else _as_float32
     # name stays as given (hub id or path): eval/run.py finds caches by that same string.
     return CTCModel(
         module=module, name=name, revision=rev, vocabulary=vocab, sample_rate=rate,
@@ -194,5 +198,5 @@ def _load_torchaudio(bundle_name: str) -> CTCModel:
     return CTCModel(module=module, name=TORCHAUDIO_PREFIX + bundle_name, revision="torchaudio-"
                     + torchaudio.__version__, vocabulary=vocab, sample_rate=rate,
                     frame_shift_s=320 / rate, kernels=kernels, strides=strides,
-                    normalize=lambda a: a.astype(np.float32, copy=False),
+                    normalize=_as_float32,
                     takes_attention_mask=False, group_norm=True, kind="torchaudio")

@@ -55,6 +55,16 @@ def test_model_metadata(model):
     assert model.takes_attention_mask == (not model.group_norm)
 
 
+def test_normalisation_is_the_feature_extractors(model, waves, tmp):
+    from transformers import AutoFeatureExtractor
+
+    path = tmp / f"model-{'group' if model.group_norm else 'layer'}"
+    extractor = AutoFeatureExtractor.from_pretrained(path)
+    for wave in waves[:2]:
+        expected = extractor(wave, sampling_rate=16_000).input_values[0]
+        np.testing.assert_allclose(model.normalize(wave), expected, atol=1e-5)
+
+
 def test_batched_equals_one_at_a_time(model, waves):
     batched = compute_log_probs(model, waves)
     for wave, got in zip(waves, batched):
