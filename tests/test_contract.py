@@ -109,6 +109,19 @@ def test_long_input(name, wav2vec2_vocab):
     assert len(hyp.words) > 30   # ~1200 labels, 1 in 28 a delimiter
 
 
+@pytest.mark.parametrize("name", DECODERS)
+def test_minus_inf_entries_are_zero_probabilities(name, wav2vec2_vocab):
+    v = wav2vec2_vocab
+    rng = np.random.default_rng(4)
+    x = log_softmax(rng.normal(size=(60, v.size)) * 3)
+    x[rng.random(x.shape) < 0.3] = -np.inf          # impossible labels, blank included
+    x[np.arange(60), rng.integers(0, v.size, 60)] = 0.0
+    x = log_softmax(x)                               # rows still normalised
+    hyp = create_decoder(name, v).decode(x)
+    check_invariants(hyp, v, 60)
+    assert hyp.text == create_decoder(name, v).decode(np.maximum(x, -1e3)).text
+
+
 BAD_INPUTS = {
     "rank 1": (lambda v: np.zeros(v.size, np.float32), "shape"),
     "rank 3": (lambda v: np.zeros((1, 4, v.size), np.float32), "shape"),
