@@ -43,7 +43,9 @@ LEXICON_MODES = ("none", "soft", "hard")
 DEFAULT_LEXICON_MODE = "soft"
 
 # ln penalty while a partial word is not a prefix of any known word, and for a finished word that is
-# not known. Same value as pyctcdecode's unk_score_offset (-10), so both decoders rank OOVs alike.
+# not known. Same value as pyctcdecode's unk_score_offset (-10). pyctcdecode applies it alike to
+# partial words, but to a finished unknown word inside its LM term, as a log10 offset
+# (alpha * ln 10 * -10 = -11.5 at alpha 0.5); here it is the same flat -10 in both places.
 DEFAULT_UNKNOWN_PREFIX_PENALTY = -10.0
 
 # An off-lexicon partial word longer than this many labels has its penalty scaled by
