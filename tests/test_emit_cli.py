@@ -21,7 +21,7 @@ def setup(tmp_path_factory):
     return tmp, corpus, model
 
 
-def test_script_runs_end_to_end_with_skip_bad(setup):
+def test_script_runs_end_to_end_with_skip_bad(setup, capsys):
     tmp, corpus, model = setup
     cmd = [sys.executable, "eval/emit.py", "--model", str(model), "--split", corpus.split,
            "--data-dir", str(corpus.root), "--cache-dir", str(tmp / "cache"), "--skip-bad"]
@@ -41,7 +41,8 @@ def test_script_runs_end_to_end_with_skip_bad(setup):
 
     # The same command again: complete cache, nothing recomputed (in-process for speed).
     code = main(cmd[2:] + ["--no-progress"])
-    assert code == 0
+    assert code == 0 and "cached (no-op)" in capsys.readouterr().out
+    assert EmissionCache.open(caches[0].parent).meta == cache.meta  # untouched
 
 
 def test_bad_file_without_skip_bad_names_it(setup, capsys):
