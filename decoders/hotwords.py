@@ -27,7 +27,7 @@ def hotword_spellings(hotwords: Sequence[str], vocab: Vocabulary) -> list[tuple[
             ids = spell(word, vocab.label_to_id, vocab.case)
             if ids is None:
                 raise ValueError(f"hotword {word!r} uses characters that are not acoustic labels; "
-                                 f"labels are {[lab for lab in vocab.labels][:40]}")
+                                 f"labels are {list(vocab.labels)[:40]}")
             out.append((word, ids))
     return out
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from decoders import constants as C
 from decoders.base import Decoder, register
+from decoders.hotwords import hotword_spellings
 from decoders.hypothesis import Hypothesis, WordTimestamp
 from decoders.lm_fusion import make_word_mapper
 from decoders.pyctc_support import (
@@ -176,14 +177,9 @@ class PyctcdecodeDecoder(Decoder):
 
     def _to_pyctc_text(self, word: str) -> str:
         """A hotword in any casing -> pyctcdecode's label casing; ValueError if not spellable."""
-        acoustic = {"upper": word.upper(), "lower": word.lower()}.get(self.vocab.case, word)
-        for piece in acoustic.split():
-            try:
-                self.vocab.encode_text(piece)
-            except ValueError as exc:
-                raise ValueError(f"hotword {word!r} cannot be spelled with the vocabulary's labels "
-                                 f"({exc}); use only characters the acoustic model emits") from None
-        return " ".join(self.word_mapper(piece) for piece in acoustic.split())
+        spelled = hotword_spellings([word], self.vocab)  # recased to the labels, checked
+        return " ".join(self.word_mapper("".join(self.vocab.labels[i] for i in ids))
+                        for _, ids in spelled)
 
     def _word_tokens(self, word: str) -> list[int]:
         """A word in pyctcdecode's labels -> label ids (longest label match first)."""
