@@ -415,7 +415,13 @@ def tune_systems(args: argparse.Namespace, grids: dict[str, tuple[float, ...]],
             results: list[UtteranceResult] = []
             for cache in caches:
                 decoder, _ = factory.build(s, cache.meta.vocabulary, cache.frame_shift_s, options)
-                results += decode_records(decoder, cache, cache.records, args.jobs, normalizer)
+                bar = _Progress(len(cache), 0, f"[tune] {cache.meta.split} {s.label}",
+                                not args.quiet)
+                try:
+                    results += decode_records(decoder, cache, cache.records, args.jobs,
+                                              normalizer, bar)
+                finally:
+                    bar.close()
             factory.forget(s.label)
             return corpus_from_counts([r.word_counts for r in results],
                                       [r.char_counts for r in results]).wer
