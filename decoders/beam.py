@@ -69,8 +69,9 @@ class BeamOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.token_top_k is not None and (not isinstance(self.token_top_k, (int, np.integer))
-                                             or self.token_top_k < 1):
+        if self.token_top_k is not None and (
+                isinstance(self.token_top_k, bool)
+                or not isinstance(self.token_top_k, (int, np.integer)) or self.token_top_k < 1):
             raise ValueError(f"token_top_k must be a positive integer or None, got "
                              f"{self.token_top_k!r}")
         for name in ("token_min_logp", "beam_prune_logp", "unknown_prefix_penalty"):

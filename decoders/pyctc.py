@@ -86,7 +86,8 @@ class PyctcdecodeOptions:
         if isinstance(self.beam_width, bool) or not isinstance(self.beam_width, (int, np.integer)) \
                 or self.beam_width < 1:
             raise ValueError(f"beam_width must be an integer >= 1, got {self.beam_width!r}")
-        if not isinstance(self.nbest, (int, np.integer)) or not 1 <= self.nbest <= self.beam_width:
+        if isinstance(self.nbest, bool) or not isinstance(self.nbest, (int, np.integer)) \
+                or not 1 <= self.nbest <= self.beam_width:
             raise ValueError(f"nbest must be an integer in [1, beam_width={self.beam_width}], "
                              f"got {self.nbest!r}")
         for name in ("token_min_logp", "beam_prune_logp"):

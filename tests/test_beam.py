@@ -83,6 +83,7 @@ def test_blank_skipping_keeps_results_on_peaky_input():
     ({"token_min_logp": 0.5}, "token_min_logp"),
     ({"nbest": 5, "beam_width": 2}, "nbest"),
     ({"token_top_k": 0}, "token_top_k"),
+    ({"token_top_k": True}, "token_top_k"),
 ])
 def test_bad_options_are_rejected_by_name(options, message):
     with pytest.raises(ValueError, match=message):

@@ -145,6 +145,7 @@ def test_nbest_lists_distinct_alternatives_best_first(wav2vec2_vocab):
 @pytest.mark.parametrize("options, error", [
     ({"beam_width": 0}, ValueError),
     ({"beam_width": 4, "nbest": 5}, ValueError),
+    ({"nbest": True}, ValueError),
     ({"token_min_logp": 1.0}, ValueError),
     ({"beam_prune_logp": float("nan")}, ValueError),
     ({"alpha": -1.0}, ValueError),
