@@ -152,7 +152,7 @@ class PyctcdecodeDecoder(Decoder):
             warnings.simplefilter("ignore")  # pyctcdecode warns about small test LMs
             alphabet = pyctcdecode.Alphabet.build_alphabet(self._labels)
             lm = None if language_model is None else pyctc_language_model(
-                language_model.kenlm_model, self.lm_file, opts.unigrams_path, unigrams, opts)
+                language_model.kenlm_model, unigrams, opts)
             self._decoder = pyctcdecode.BeamSearchDecoderCTC(alphabet, lm)
         if alphabet.labels != self._labels:  # pyctcdecode re-normalises labels; ours must stand
             raise ValueError(f"pyctcdecode rewrote the labels {self._labels} to {alphabet.labels}; "

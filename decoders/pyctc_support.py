@@ -72,21 +72,24 @@ def shared_language_model(lm_file: Path) -> KenLMLanguageModel:
     return _remember(_KENLM, key, KenLMLanguageModel(lm_file))
 
 
-def pyctc_language_model(kenlm_model: Any, lm_file: Path, unigrams_path: str | None,
-                         unigrams: list[str] | None, options: Any) -> Any:
+def pyctc_language_model(kenlm_model: Any, unigrams: list[str] | None, options: Any) -> Any:
     """A pyctcdecode LanguageModel with ``options``' alpha/beta/unk_score_offset/boundary.
 
     The unigram set and trie (the slow, large part) are built once per (model, word list) and
-    shared by shallow copies that differ only in the weights.
+    shared by shallow copies that differ only in the weights. ``unigrams`` is the list
+    load_unigrams returns (one object per file version, so an edited word list is a new key).
     """
     import copy
 
     import pyctcdecode
 
-    key = (id(kenlm_model), str(lm_file), unigrams_path)
-    base = _PYCTC_LM.get(key)
-    if base is None:
-        base = _remember(_PYCTC_LM, key, pyctcdecode.LanguageModel(kenlm_model, unigrams))
+    # The entry keeps the model and the list alive, so their ids cannot be reused by others.
+    key = (id(kenlm_model), id(unigrams))
+    entry = _PYCTC_LM.get(key)
+    if entry is None:
+        entry = _remember(_PYCTC_LM, key, (kenlm_model, unigrams,
+                                           pyctcdecode.LanguageModel(kenlm_model, unigrams)))
+    base = entry[2]
     lm = copy.copy(base)
     lm.alpha, lm.beta = float(options.alpha), float(options.beta)
     lm.unk_score_offset = float(options.unk_score_offset)

@@ -117,6 +117,11 @@ def test_unigrams_from_arpa_gz_and_lexicon(tiny_arpa, tmp_path, wav2vec2_vocab, 
                          unigrams_path=str(lexicon))
     assert dec.decode(hello_wor_l_d(wav2vec2_vocab)).text == "HELLO WORD"
     assert dec.lm_file.parent == tmp_path / "cache" / "lm" and dec.lm_file.suffix == ".arpa"
+    # an edited word list is read again, and pyctcdecode's shared LM wrapper rebuilt with it
+    lexicon.write_text("hello HH AH L OW\nworld W ER L D\n", encoding="utf-8")
+    dec = create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(gz), alpha=1.0, beta=0.0,
+                         unigrams_path=str(lexicon))
+    assert dec.decode(hello_wor_l_d(wav2vec2_vocab)).text == "HELLO WORLD"
 
 
 def test_hotword_flips_the_answer(wav2vec2_vocab):
