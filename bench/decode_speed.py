@@ -219,10 +219,13 @@ def measure_in_child(*args) -> Measure:
             result = queue.get(timeout=1.0)
             break
         except queue_module.Empty:
-            if not child.is_alive():  # crashed in native code: report it, keep benchmarking
-                name, input_name, _settings, _repeat, _jobs, lm_label = args
-                result = Measure(input_name, lm_label, name,
-                                 error=f"decoder process died (exit code {child.exitcode})")
+            if not child.is_alive():
+                try:  # it may have put its result and exited since the last look
+                    result = queue.get(timeout=1.0)
+                except queue_module.Empty:  # crashed in native code: report it, keep benchmarking
+                    name, input_name, _settings, _repeat, _jobs, lm_label = args
+                    result = Measure(input_name, lm_label, name,
+                                     error=f"decoder process died (exit code {child.exitcode})")
                 break
     child.join()
     return result
