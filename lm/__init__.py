@@ -4,6 +4,7 @@
 - lm.files: resolve_lm_path (.arpa.gz -> cached .arpa, known names -> download)
 - lm.unigrams: read_unigrams / write_unigrams (ARPA streamed, word lists, lexicons)
 - lm.casing: WordMapper, make_word_mapper, oov_rate (acoustic words -> LM words)
+- lm.oov (python -m lm.oov --lm LM --texts CACHE_DIR|FILE): OOV rate of reference texts
 - lm.arpa: ARPA header, streaming sections, validation with file/line errors
 - lm.build (python lm/build.py): text -> normalised corpus -> lmplz -> build_binary
 - lm.tools (python -m lm.tools install|which): KenLM's lmplz/build_binary/query

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import string
 
+import numpy as np
 import pytest
 from conftest import require_shared
 
@@ -86,3 +87,29 @@ def test_real_lm_against_real_transcripts(wav2vec2_vocab):
     # A 70k general-English vocabulary covers read books well but not every name in them.
     assert 0.0 < report.rate < 0.05
     assert oov_rate(texts, set(words), WordMapper()).rate == 1.0
+
+
+def test_oov_command_on_a_text_file_and_a_cache(tmp_path, lower_vocab, capsys):
+    from eval.cache import CacheMeta, CacheWriter
+    from lm.oov import main
+
+    lm_words = tmp_path / "words.txt"
+    lm_words.write_text("hello\nworld\ndon't\n")
+    refs = tmp_path / "refs.txt"
+    refs.write_text("HELLO, WORLD!\nHELLO ZORG 42\n")  # default vocabulary: upper-case English
+    assert main(["--lm", str(lm_words), "--texts", str(refs)]) == 0
+    out = capsys.readouterr().out
+    assert "'lower'" in out and "1 word(s) the labels cannot spell" in out  # 42
+    assert out.splitlines()[2].split() == ["4", "1", "25.00"] and "ZORG (1)" in out
+    # A cache with lower-case labels and upper-case references (as the QuartzNet import has).
+    with CacheWriter(tmp_path / "cache", CacheMeta(
+            model="m", revision="r", source="s", split="x", vocabulary=lower_vocab.to_dict(),
+            frame_shift_s=0.02, dtype="float32")) as writer:
+        writer.add_batch([("u", "DON'T HELLO QUUX", 1.0,
+                           np.zeros((1, lower_vocab.size), np.float32))])
+        writer.finish()
+    assert main(["--lm", str(lm_words), "--texts", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "'identity'" in out and out.splitlines()[2].split() == ["3", "1", "33.33"]
+    assert main(["--lm", str(lm_words), "--texts", str(tmp_path / "nope")]) == 1
+    assert "--texts" in capsys.readouterr().err
