@@ -73,6 +73,10 @@ class ChecksumError(ValueError):
     """A file's SHA-256 differs from the pinned or recorded one."""
 
 
+class ShortDownloadError(ValueError):
+    """The server sent far fewer bytes than the file has (an error page): try another mirror."""
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file, streamed."""
     digest = hashlib.sha256()
@@ -106,7 +110,8 @@ def fetch_resource(name: str, dest_dir: str | os.PathLike | None = None, *,
     """Download known resource ``name`` into ``dest_dir`` (default ``<cache root>/lm``), or return
     the existing verified file. base_urls: mirrors tried in order; opener: urlopen-like (tests);
     min_fraction: reject downloads smaller than this fraction of the nominal size.
-    Raises ValueError listing known names, ConnectionError offline, ChecksumError when corrupt."""
+    Raises ValueError listing known names, ConnectionError when no mirror gives the file
+    (offline, or only error pages), ChecksumError when corrupt."""
     if name not in KNOWN_RESOURCES:
         raise ValueError(f"unknown resource {name!r}; known: {sorted(KNOWN_RESOURCES)}")
     res = KNOWN_RESOURCES[name]
@@ -124,7 +129,7 @@ def fetch_resource(name: str, dest_dir: str | os.PathLike | None = None, *,
             download(base + res.filename, dest, min_bytes=int(res.nominal_bytes * min_fraction),
                      sha256=res.sha256, opener=opener)
             return dest
-        except ConnectionError as exc:
+        except (ConnectionError, ShortDownloadError) as exc:
             errors.append(str(exc))
     raise ConnectionError(
         f"could not download {res.filename} from any OpenSLR mirror (offline?):\n  "
@@ -138,7 +143,8 @@ def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: s
 
     The finished file appears at ``dest`` only after its size and checksum check out (atomic
     rename). opener: ``urllib.request.urlopen``-like callable (tests pass a fake). Raises
-    ConnectionError when the server cannot be reached, ValueError for a short/odd download.
+    ConnectionError when the server cannot be reached, ShortDownloadError (a ValueError) for a
+    download shorter than ``min_bytes``.
     """
     from tqdm import tqdm
 
@@ -183,8 +189,8 @@ def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: s
     got = part.stat().st_size
     if got < min_bytes:
         part.unlink()
-        raise ValueError(f"{url}: downloaded only {got} bytes, expected at least {min_bytes}; the "
-                         "server sent something else (an error page?)")
+        raise ShortDownloadError(f"{url}: downloaded only {got} bytes, expected at least "
+                                 f"{min_bytes}; the server sent something else (an error page?)")
     try:
         verify_checksum(part, sha256)
     except ChecksumError:

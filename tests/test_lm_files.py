@@ -139,6 +139,18 @@ def test_pinned_checksum_mismatch_discards_the_download(tmp_path):
     assert fetch.download(src.as_uri(), dest, sha256=good).read_bytes() == b"abc" * 100
 
 
+def test_an_error_page_from_one_mirror_falls_back_to_the_next(tmp_path):
+    payload = os.urandom(5000)
+    for mirror, data in (("a", b"<html>busy</html>"), ("b", payload)):
+        (tmp_path / mirror).mkdir()
+        (tmp_path / mirror / "librispeech-lexicon.txt").write_bytes(data)
+    bases = tuple((tmp_path / m).as_uri() + "/" for m in "ab")
+    path = fetch.fetch_resource("librispeech-lexicon", tmp_path / "dest", base_urls=bases,
+                                min_fraction=1000 / fetch.KNOWN_RESOURCES["librispeech-lexicon"]
+                                .nominal_bytes)
+    assert path.read_bytes() == payload
+
+
 def test_short_download_is_rejected(tmp_path):
     src = tmp_path / "page.html"
     src.write_text("<html>not found</html>")
