@@ -44,15 +44,12 @@ def load_fusion_inputs(lm_path: str | None, unigrams_path: str | None,
     Unigrams come from ``unigrams_path`` (word list, lexicon, ARPA) or else from the LM's own ARPA;
     a binary LM without ``unigrams_path`` has no word list (no lexicon checks then).
     """
-    from decoders.pyctc_support import load_unigrams
-    from lm.files import resolve_lm_path
+    from decoders.pyctc_support import load_unigrams, resolve_lm, shared_language_model
 
     lm_file: Path | None = None
     if language_model is None and lm_path is not None:
-        from lm.language_model import load_language_model
-
-        lm_file = Path(resolve_lm_path(lm_path))
-        language_model = load_language_model(lm_file)
+        lm_file = resolve_lm(lm_path)
+        language_model = shared_language_model(lm_file)  # loaded once per process
     elif language_model is not None:
         lm_file = getattr(language_model, "path", None)
     return language_model, load_unigrams(unigrams_path, lm_file)
