@@ -1,5 +1,5 @@
-"""LM file and word list helpers over the ``lm`` package, for the pyctcdecode adapter (and the
-word list of the ``beam`` decoder's lexicon).
+"""LM file and word list helpers over the ``lm`` package, used by both LM decoders (``beam`` and
+the pyctcdecode adapter).
 
 Also the per-process sharing of loaded KenLM models, unigram lists and pyctcdecode LM wrappers, so
 that building many decoders over one LM (tuning alpha/beta) loads it once.
