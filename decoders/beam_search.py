@@ -73,29 +73,44 @@ class _Beams:
         return _Beams(self.f[:, idx], self.i[:, idx])
 
 
+# Multiplier of the 64-bit rolling hash of a prefix's labels (odd, so no label is lost mod 2^64).
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+
+
 class _Nodes:
-    """Growable prefix-node table: parent node, label, active index of its first frame, and the
-    active index where the parent's last label was last emitted (that label's end)."""
+    """Growable prefix-node table: parent node, label, active index of its first frame, the
+    active index where the parent's last label was last emitted (that label's end), and a 64-bit
+    hash of the prefix's labels (the empty prefix hashes to 0).
+
+    One text can own several nodes (a prefix pruned and spelled again later while a child of
+    the old node lives on); the hash tells such duplicates apart from different texts."""
 
     def __init__(self) -> None:
         self.size = 0
-        self.data = np.empty((4, 4096), np.int64)
+        self.data = np.empty((5, 4096), np.int64)
 
     def add(self, parent: np.ndarray, label: np.ndarray, start: np.ndarray, prev_end: np.ndarray
             ) -> np.ndarray:
         n = len(parent)
         if self.size + n > self.data.shape[1]:
-            grown = np.empty((4, max(2 * self.data.shape[1], self.size + n)), np.int64)
+            grown = np.empty((5, max(2 * self.data.shape[1], self.size + n)), np.int64)
             grown[:, : self.size] = self.data[:, : self.size]
             self.data = grown
         end = self.size + n
+        parent_hash = self.text_hash(parent).view(np.uint64)
         self.data[0, self.size:end] = parent
         self.data[1, self.size:end] = label
         self.data[2, self.size:end] = start
         self.data[3, self.size:end] = prev_end
+        self.data[4, self.size:end] = (parent_hash * _HASH_MUL
+                                       + label.astype(np.uint64) + np.uint64(1)).view(np.int64)
         ids = np.arange(self.size, end)
         self.size = end
         return ids
+
+    def text_hash(self, nodes: np.ndarray) -> np.ndarray:
+        """(n,) int64 hash of each node's labels; 0 for the empty prefix (node -1)."""
+        return np.where(nodes >= 0, self.data[4, np.maximum(nodes, 0)], 0)
 
 
 class BatchSearch:
@@ -371,15 +386,16 @@ class BatchSearch:
             lm[fallback] = f[LM, fallback]
             total = acoustic + lm
         ok = np.flatnonzero(np.isfinite(total))
-        # Texts that differ by a trailing delimiter are one text: merge them.
+        # Beams with one text are one hypothesis: merge them, by text hash (one text can own
+        # several prefix nodes), counting a trailing delimiter as no label.
         canon = node.copy()
         if self.delim is not None:
             trailing = (last == self.delim) & (node >= 0)
             canon[trailing] = self.nodes.data[0, node[trailing]]
-        key = utt * (self.nodes.size + 2) + canon + 1
-        order = ok[np.lexsort((-total[ok], key[ok]))]
-        skey = key[order]
-        starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]]) if len(order) else order
+        text = self.nodes.text_hash(canon)
+        order = ok[np.lexsort((-total[ok], text[ok], utt[ok]))]
+        same = (utt[order][1:] == utt[order][:-1]) & (text[order][1:] == text[order][:-1])
+        starts = np.flatnonzero(np.r_[True, ~same]) if len(order) else order
         rep = order[starts]
         g_total = np.logaddexp.reduceat(total[order], starts) if len(order) else total[:0]
         g_acoustic = np.logaddexp.reduceat(acoustic[order], starts) if len(order) else total[:0]

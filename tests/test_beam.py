@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from conftest import require_shared
-from decoding_fixtures import frames, quartznet_vocab, random_peaky
+from decoding_fixtures import frames, log_softmax, quartznet_vocab, random_peaky
 
 from decoders import Vocabulary, create_decoder
 from decoders.beam import BeamOptions
@@ -146,3 +146,18 @@ def test_minus_inf_log_probs_are_valid_input():
     # p = 0 written as -inf or as p = e^-1000 is the same input, up to rounding
     finite = create_decoder("beam", v).decode(np.maximum(x, -1e3))
     assert hyp.score == pytest.approx(finite.score, abs=1e-9)
+
+
+def test_nbest_texts_are_distinct_when_a_pruned_prefix_is_spelled_again():
+    # narrow beams over random emissions of a tiny vocabulary: a prefix gets pruned while its
+    # child lives on, then is spelled again; both copies of a text must end up as one hypothesis
+    v = Vocabulary.from_labels(["<pad>", "|", "A", "B"], blank=0, delimiter="|")
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        x = log_softmax(rng.normal(size=(int(rng.integers(5, 40)), v.size))
+                        * rng.choice([1.0, 2.0, 3.0]))
+        for width in (4, 8):
+            hyp = create_decoder("beam", v, beam_width=width, nbest=width, beam_prune_logp=-3.0,
+                                 token_min_logp=-8.0, blank_skip_threshold=None).decode(x)
+            texts = [alt.text for alt in hyp.nbest]
+            assert len(set(texts)) == len(texts), texts
