@@ -20,8 +20,10 @@ def test_unknown_option_is_named(wav2vec2_vocab):
 
 
 def test_options_from_mapping_ignores_foreign_and_none_fields():
-    cls = decoder_class("greedy").Options
-    assert options_from_mapping(cls, {"beam_width": 5, "alpha": None}) == cls()
+    cls = decoder_class("beam").Options
+    # prune_history is pyctcdecode's only; alpha None keeps the default; beam_width is taken
+    got = options_from_mapping(cls, {"beam_width": 5, "alpha": None, "prune_history": True})
+    assert got == cls(beam_width=5) and got.alpha == cls().alpha
 
 
 @pytest.mark.parametrize("shift", [0, -0.02, float("nan"), float("inf")])
