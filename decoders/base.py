@@ -117,6 +117,8 @@ class Decoder(ABC):
 
 
 # ----------------------------------------------------------------------------- parallel decoding
+# Utterances per task for decoders without a batch_size option (one task = one result message).
+MAX_CHUNK_UTTERANCES = 64
 _WORKER_DECODER: Decoder | None = None
 _WORKER_EMISSIONS: Sequence[np.ndarray] | None = None
 
@@ -138,7 +140,10 @@ def _parallel_decode(decoder: Decoder, emissions: Sequence[np.ndarray], jobs: in
     if "fork" not in multiprocessing.get_all_start_methods():
         return decoder._decode_chunk(emissions, on_done)
     jobs = min(jobs, len(emissions), os.cpu_count() or 1) or 1
-    chunk = max(1, min(64, len(emissions) // (jobs * 4) or 1))
+    # ~4 chunks per worker balance the load; a batching decoder (beam) keeps up to batch_size
+    # utterances per chunk, since its per-step overhead is paid once per batch.
+    cap = getattr(decoder.options, "batch_size", MAX_CHUNK_UTTERANCES)
+    chunk = max(1, min(cap, len(emissions) // (jobs * 4)))
     bounds = [(i, min(i + chunk, len(emissions))) for i in range(0, len(emissions), chunk)]
     _WORKER_DECODER, _WORKER_EMISSIONS = decoder, emissions
     try:
