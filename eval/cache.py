@@ -49,7 +49,7 @@ IDENTITY_FIELDS = ("model", "revision", "source", "split", "vocabulary", "frame_
                    "sample_rate", "dtype", "tool_version", "data_key")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     """A path component for a model id / revision / source / split (``a/b`` -> ``a--b``)."""
     text = str(text).strip().replace("/", "--").replace(":", "-")
     text = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._")
@@ -58,7 +58,7 @@ def _slug(text: str) -> str:
 
 def cache_dir_for(root: str | Path, model: str, revision: str, source: str, split: str) -> Path:
     """The cache directory for one (model, revision, source, split) under ``root``."""
-    return Path(root) / _slug(model) / _slug(revision) / _slug(source) / _slug(split)
+    return Path(root) / slug(model) / slug(revision) / slug(source) / slug(split)
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,9 @@ from decoders.base import Decoder, available_decoders, decoder_class, options_fr
 from eval.audio_sources import SOURCE_NAMES
 from eval.cache import (
     EmissionCache,
-    _slug,
     default_cache_root,
     import_emissions,
+    slug,
 )
 from eval.metrics import corpus_from_counts, score_utterance
 from eval.normalize import NORMALIZERS, TextNormalizer, get_normalizer
@@ -106,18 +106,23 @@ def import_decoders() -> None:
 
 
 # ----------------------------------------------------------------------------- caches
-def find_cache(root: Path, model: str, split: str, source: str | None = None) -> Path | None:
+def find_cache(root: Path, model: str, split: str, source: str | None = None,
+               revision: str | None = None) -> Path | None:
     """The complete cache of ``model`` for ``split`` under ``root`` (any revision/source unless
-    ``source`` is given); ValueError when several match."""
-    model_dir = Path(root) / _slug(model)
+    ``revision``/``source`` is given: a revision matches the recorded commit or its folder name);
+    ValueError when several match."""
+    model_dir = Path(root) / slug(model)
     if not model_dir.is_dir():
         return None
-    pattern = f"*/{_slug(source) if source else '*'}/{_slug(split)}/meta.json"
+    pattern = f"*/{slug(source) if source else '*'}/{slug(split)}/meta.json"
     found = sorted(p.parent for p in model_dir.glob(pattern))
     complete = [p for p in found if _is_complete(p)]
+    if revision:  # the folder of that revision, else caches whose meta records it (a commit)
+        complete = ([p for p in complete if p.parent.parent.name == slug(revision)]
+                    or [p for p in complete if EmissionCache.open(p).meta.revision == revision])
     if len(complete) > 1:
         raise ValueError(f"several caches of {model} / {split} under {root}: "
-                         f"{[str(p) for p in complete]}; choose one with --source")
+                         f"{[str(p) for p in complete]}; choose one with --revision or --source")
     return complete[0] if complete else None
 
 
@@ -137,7 +142,7 @@ def open_split_cache(args: argparse.Namespace, split: str) -> EmissionCache:
     if not args.model:
         raise ValueError("say which emissions to decode: --model NAME (cached or to emit) or "
                          "--import-emissions DIR")
-    path = find_cache(root, args.model, split, args.source)
+    path = find_cache(root, args.model, split, args.source, args.revision)
     if path is not None:
         return EmissionCache.open(path)
     if args.data_dir or args.manifest or args.source == "hf":

@@ -247,3 +247,20 @@ def test_without_bootstrap_summary_reads_back_as_floats(tiny, tmp_path):
     assert math.isnan(s.wer_low) and math.isnan(s.wer_high)   # JSON null -> NaN, not None
     assert s.wer == pytest.approx(GREEDY_ERRORS["dev-a"][0] / GREEDY_ERRORS["dev-a"][1])
     assert "nan" not in (out / "summary.md").read_text()
+
+
+def test_find_cache_picks_a_revision_among_several(tmp_path):
+    import shutil
+
+    from eval.cache import cache_dir_for, import_emissions
+    from eval.run import find_cache
+
+    emissions = write_tiny_emissions(tmp_path / "em")
+    first = import_emissions(emissions, tmp_path / "root", split="test-a", model="m").path
+    second = cache_dir_for(tmp_path / "root", "m", "rev2", "imported", "test-a")
+    shutil.copytree(first, second)
+    with pytest.raises(ValueError, match="--revision"):
+        find_cache(tmp_path / "root", "m", "test-a")
+    assert find_cache(tmp_path / "root", "m", "test-a", revision="rev2") == second
+    assert find_cache(tmp_path / "root", "m", "test-a", revision="imported") == first
+    assert find_cache(tmp_path / "root", "m", "test-a", revision="nope") is None
