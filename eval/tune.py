@@ -62,6 +62,12 @@ def check_tune_split(split: str) -> None:
                          "values to test with --params FILE")
 
 
+def _number(text: str) -> int | float:
+    """"8" -> 8 (integer options such as beam_width stay integers), "0.5" -> 0.5."""
+    text = text.strip()
+    return int(text) if text.lstrip("+-").isdigit() else float(text)
+
+
 def parse_tune_values(specs: Sequence[str], names: Sequence[str]) -> dict[str, tuple[float, ...]]:
     """Grids for ``names`` from ``["alpha=0,0.5,1", ...]``, defaults from DEFAULT_GRIDS.
 
@@ -73,7 +79,7 @@ def parse_tune_values(specs: Sequence[str], names: Sequence[str]) -> dict[str, t
         if not sep or not values:
             raise ValueError(f"--tune-values {spec!r}: write NAME=V1,V2,... (e.g. alpha=0,0.5,1)")
         try:
-            grids[name.strip()] = tuple(float(v) for v in values.split(","))
+            grids[name.strip()] = tuple(_number(v) for v in values.split(","))
         except ValueError:
             raise ValueError(f"--tune-values {spec!r}: values must be numbers") from None
     extra = sorted(set(grids) - set(names))
@@ -100,7 +106,7 @@ def grid_search(objective: Callable[[dict[str, float]], float],
     names = list(grids)
     trials = []
     for values in itertools.product(*(grids[n] for n in names)):
-        params = dict(zip(names, (float(v) for v in values)))
+        params = dict(zip(names, values))
         trial = Trial(params, float(objective(params)))
         trials.append(trial)
         if on_trial:

@@ -264,3 +264,15 @@ def test_find_cache_picks_a_revision_among_several(tmp_path):
     assert find_cache(tmp_path / "root", "m", "test-a", revision="rev2") == second
     assert find_cache(tmp_path / "root", "m", "test-a", revision="imported") == first
     assert find_cache(tmp_path / "root", "m", "test-a", revision="nope") is None
+
+
+def test_integer_options_can_be_tuned(tiny, tmp_path):
+    out = tmp_path / "width"
+    run_mod.run(base_args(tiny, out, "--decoder", "beam", "--lm", str(tiny["lm"]), "--split",
+                          "test-a", "--tune", "beam_width", "--tune-split", "dev-a",
+                          "--tune-values", "beam_width=1,4"))
+    params = json.loads((out / "params.json").read_text())
+    (label,) = params["systems"]
+    assert [t["params"]["beam_width"] for t in params["trials"][label]] == [1, 4]
+    applied = json.loads((out / "settings.json").read_text())["systems"][0]["options"]
+    assert applied["beam_width"] in (1, 4) and isinstance(applied["beam_width"], int)
