@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_table(rows: list[SplitSummary]) -> None:
-    header = ("split", "utts", "hours", "frames", "time s", "speed x", "device", "skipped", "")
+    header = ("split", "utts", "hours", "frames", "time s", "speed x", "device", "skipped", "status")
     lines = [header]
     for r in rows:
         speed = f"{r.speed:.1f}" if r.speed is not None else "-"
