@@ -87,30 +87,33 @@ class _Nodes:
 
     def __init__(self) -> None:
         self.size = 0
-        self.data = np.empty((5, 4096), np.int64)
+        # The last column is never filled: indexing with node -1 reads it, so the empty prefix
+        # hashes to 0 without a mask.
+        self.data = np.zeros((5, 4096), np.int64)
 
     def add(self, parent: np.ndarray, label: np.ndarray, start: np.ndarray, prev_end: np.ndarray
             ) -> np.ndarray:
         n = len(parent)
-        if self.size + n > self.data.shape[1]:
-            grown = np.empty((5, max(2 * self.data.shape[1], self.size + n)), np.int64)
+        if self.size + n >= self.data.shape[1]:
+            grown = np.zeros((5, max(2 * self.data.shape[1], self.size + n + 1)), np.int64)
             grown[:, : self.size] = self.data[:, : self.size]
             self.data = grown
-        end = self.size + n
-        parent_hash = self.text_hash(parent).view(np.uint64)
-        self.data[0, self.size:end] = parent
-        self.data[1, self.size:end] = label
-        self.data[2, self.size:end] = start
-        self.data[3, self.size:end] = prev_end
-        self.data[4, self.size:end] = (parent_hash * _HASH_MUL
-                                       + label.astype(np.uint64) + np.uint64(1)).view(np.int64)
+        data, end = self.data, self.size + n
+        data[0, self.size:end] = parent
+        data[1, self.size:end] = label
+        data[2, self.size:end] = start
+        data[3, self.size:end] = prev_end
+        h = data[4, self.size:end].view(np.uint64)
+        np.multiply(data[4].take(parent).view(np.uint64), _HASH_MUL, out=h)
+        h += label.view(np.uint64)
+        h += np.uint64(1)
         ids = np.arange(self.size, end)
         self.size = end
         return ids
 
     def text_hash(self, nodes: np.ndarray) -> np.ndarray:
         """(n,) int64 hash of each node's labels; 0 for the empty prefix (node -1)."""
-        return np.where(nodes >= 0, self.data[4, np.maximum(nodes, 0)], 0)
+        return self.data[4].take(nodes)
 
 
 class BatchSearch:
@@ -128,6 +131,7 @@ class BatchSearch:
         self.width = vocab.size + 1   # labels + a sentinel column "no last label" (always -inf)
         self.nodes = _Nodes()
         self._merge_buf = np.full(1024, -1, np.int64)
+        self._minus_one = np.full(1024, -1, np.int64)
 
     # ----------------------------------------------------------------------------- schedule
     def _schedule(self) -> None:
@@ -208,6 +212,11 @@ class BatchSearch:
         self.cand_count = np.zeros(shape, np.int64)
         self.cand_start[step[order], utt[order]] = np.cumsum(counts) - counts
         self.cand_count[step[order], utt[order]] = counts
+        # The per-(step, utterance) tables a step gathers, fused so that one take serves them all:
+        # rows arow, cand_start, cand_count, has_gap (ints) and gap, blank_lp (floats).
+        self.tab_i = np.stack([self.arow, self.cand_start, self.cand_count, self.has_gap], axis=1)
+        self.tab_f = np.stack([self.gap, self.blank_lp], axis=1)
+        self.neg_utt = np.full(n_utt, NEG_INF)
 
     # ----------------------------------------------------------------------------- search
     def run(self) -> list[list[Hypothesis]]:
@@ -243,125 +252,166 @@ class BatchSearch:
                                    np.concatenate([b.i for b in finished], axis=1)), n_utt)
 
     def _step(self, s: int, b: _Beams, n_utt: int) -> _Beams:
-        st, w = self.settings, self.width
+        # Few, fused numpy calls: arrays hold ~100s of beams, so per-call overhead dominates.
+        st, w, delim = self.settings, self.width, self.delim
         f, i = b.f, b.i
         u, last, n = i[UTT], i[LAST], f.shape[1]
+        ti = self.tab_i[s].take(u, axis=1)   # (4, n) arow, cand_start, cand_count, has_gap
+        tf = self.tab_f[s].take(u, axis=1)   # (2, n) gap, blank_lp
         pb, pnb = f[PB], f[PNB]
         tot = np.logaddexp(pb, pnb)
         if self.any_gap[s]:  # blank-certain frames skipped since the last step: all mass -> blank
-            tot += self.gap[s, u]
-            has_gap = self.has_gap[s, u]
+            tot += tf[0]
+            has_gap = ti[3] != 0
             pb = np.where(has_gap, tot, pb)
             pnb = np.where(has_gap, NEG_INF, pnb)
-        ar = self.arow[s, u]
-        stay_pb = tot + self.blank_lp[s, u]
+        ar = ti[0]
+        stay_pb = tot + tf[1]
         rep = self.xf[ar * w + last]
-        if self.delim is not None:   # a delimiter after a delimiter keeps the prefix
-            stay_pnb = np.where(last == self.delim, tot, pnb) + rep
+        if delim is not None:   # a delimiter after a delimiter keeps the prefix
+            last_delim = last == delim
+            stay_pnb = np.where(last_delim, tot, pnb) + rep
+            # ... and is no extension: its "repeat" base is -inf
+            pb_rep = np.where(last_delim, NEG_INF, pb)
         else:
             stay_pnb = pnb + rep
-        k = self.cand_count[s, u]
+            pb_rep = pb
+        k = ti[2]
         m = int(k.sum())
-        if len(self._arange) < max(n, m):
-            self._arange = np.arange(2 * max(n, m))
+        if len(self._arange) < max(n, m) + 1:
+            self._arange = np.arange(2 * max(n, m) + 1)
         rng = self._arange
-        src = tok = base = None
+        e = 0
         if m:
-            src = np.repeat(rng[:n], k)
-            ci = np.repeat(self.cand_start[s, u] - (np.cumsum(k) - k), k) + rng[:m]
+            src = rng[:n].repeat(k)
+            ci = (ti[1] - (k.cumsum() - k)).repeat(k) + rng[:m]
             tok = self.cand_tok[ci]
-            src_last = last[src]
-            base = np.where(tok == src_last, pb[src], tot[src]) + self.cand_lp[ci]
-            if self.delim is not None:
-                base[(tok == self.delim) & (src_last == self.delim)] = NEG_INF
+            # base: tot of the source beam, or its pb when the label repeats its last label
+            pick = np.concatenate((tot, pb_rep))
+            rep_src = (tok == last[src]) * n
+            rep_src += src
+            base = pick[rep_src] + self.cand_lp[ci]
             # Merge into live beams: A + c is the live B whose parent is A and whose last is c.
-            par = i[PARENT]
-            has_parent = par >= 0
-            if has_parent.any():
-                if len(self._merge_buf) < n * w:
-                    self._merge_buf = np.full(2 * n * w, -1, np.int64)
-                pkeys = par[has_parent] * w + last[has_parent]
-                self._merge_buf[pkeys] = rng[:n][has_parent]
-                target = self._merge_buf[src * w + tok]
-                self._merge_buf[pkeys] = -1
-                merged = target >= 0
-                if merged.any():
-                    t = target[merged]
-                    stay_pnb[t] = np.logaddexp(stay_pnb[t], base[merged])
-                    base[merged] = NEG_INF
+            # Keys are shifted by one row so that parentless beams (-1) land in a row never asked.
+            if len(self._merge_buf) < (n + 1) * w:
+                self._merge_buf = np.full(2 * (n + 1) * w, -1, np.int64)
+            mb = self._merge_buf
+            pkeys = i[PARENT] * w + last
+            pkeys += w
+            mb[pkeys] = rng[:n]
+            q = src * w
+            q += tok
+            q += w
+            target = mb[q]
+            mb[pkeys] = -1
+            merged = (target >= 0).nonzero()[0]
+            if len(merged):
+                t = target[merged]
+                stay_pnb[t] = np.logaddexp(stay_pnb[t], base[merged])
+                base[merged] = NEG_INF
+        stay_score = np.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
+        best = None
+        if m:
             keep = base > NEG_INF
             if self.scorer is not None and st.beam_prune_logp > NEG_INF:
                 # extensions that cannot reach the threshold: dropped before any word scoring
-                stay_score = np.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
-                best = np.full(n_utt, NEG_INF)
+                best = self.neg_utt.copy()
                 np.maximum.at(best, u, stay_score)
-                keep &= base + f[LM, src] >= (best - st.max_word_gain + st.beam_prune_logp)[
-                    u[src]]
-            sel = np.flatnonzero(keep)
-            src, tok, base = src[sel], tok[sel], base[sel]
-        e = 0 if src is None else len(src)
+                keep &= base + f[LM].take(src) >= (best - st.max_word_gain + st.beam_prune_logp)[
+                    u.take(src)]
+            sel = keep.nonzero()[0]
+            e = len(sel)
+            if e:
+                src, tok, base = src.take(sel), tok.take(sel), base.take(sel)
         fp = np.empty((4, n + e))
         ip = np.empty((7, n + e), np.int64)
         fp[PB, :n], fp[PNB, :n], fp[LM:, :n] = stay_pb, stay_pnb, f[LM:]
         ip[:, :n] = i
-        ip[END, :n] = np.where(stay_pnb > stay_pb, ar, i[END])
+        np.copyto(ip[END, :n], ar, where=stay_pnb > stay_pb)
         if e:
-            fp[PB, n:], fp[PNB, n:], fp[LM:, n:] = NEG_INF, base, f[LM:, src]
-            ip[:, n:] = i[:, src]
-            ip[LAST, n:], ip[END, n:], ip[PARENT, n:] = tok, ar[src], src
+            fp[PB, n:], fp[PNB, n:], fp[LM:, n:] = NEG_INF, base, f[LM:].take(src, axis=1)
+            ip[:, n:] = i.take(src, axis=1)
+            ip[LAST, n:], ip[END, n:], ip[PARENT, n:] = tok, ar.take(src), src
             if self.scorer is not None:
                 self._score_words(fp[:, n:], ip[:, n:])
-        return self._prune(_Beams(fp, ip), n, n_utt, i[END])
+        return self._prune(_Beams(fp, ip), n, n_utt, i[END], stay_score, best)
 
     def _score_words(self, f: np.ndarray, i: np.ndarray) -> None:
         """Word-trie moves of the extensions (in place); finished words scored at delimiters."""
         scorer = self.scorer
+        letters = words = None   # None: all extensions are letters
         if self.delim is not None:
             is_delim = i[LAST] == self.delim
-            letters, words = np.flatnonzero(~is_delim), np.flatnonzero(is_delim)
-        else:
-            letters, words = np.arange(f.shape[1]), np.zeros(0, np.int64)
-        if len(letters):
-            nodes = scorer.trie.children(i[WNODE, letters], i[LAST, letters])
+            words = is_delim.nonzero()[0]
+            if len(words):
+                letters = (~is_delim).nonzero()[0]
+        if letters is None:
+            nodes = scorer.trie.children(i[WNODE], i[LAST])
+            i[WNODE] = nodes
+            f[PART] = scorer.partial_scores(nodes)
+            if scorer.hard:
+                f[PNB, ~scorer.allowed(nodes)] = NEG_INF
+        elif len(letters):
+            nodes = scorer.trie.children(i[WNODE].take(letters), i[LAST].take(letters))
             i[WNODE, letters] = nodes
             f[PART, letters] = scorer.partial_scores(nodes)
             if scorer.hard:
                 f[PNB, letters[~scorer.allowed(nodes)]] = NEG_INF
-        if len(words):
-            delta, ctx = scorer.complete(i[CTX, words], i[WNODE, words])
+        if words is not None and len(words):
+            delta, ctx = scorer.complete(i[CTX].take(words), i[WNODE].take(words))
             f[LM, words] += delta
             i[CTX, words] = ctx
             f[PART, words] = 0.0
             i[WNODE, words] = 0
 
-    def _prune(self, pool: _Beams, n_stays: int, n_utt: int, old_end: np.ndarray) -> _Beams:
+    def _prune(self, pool: _Beams, n_stays: int, n_utt: int, old_end: np.ndarray,
+               stay_score: np.ndarray, stay_best: np.ndarray | None) -> _Beams:
+        """Threshold and beam-width pruning of stays + extensions. stay_score: (n_stays,) scores
+        of the stays (already computed); stay_best: their best per utterance, or None."""
         st = self.settings
         f, i = pool.f, pool.i
-        score = np.logaddexp(f[PB], f[PNB]) + f[LM] + f[PART]
+        total = f.shape[1]
+        if total > n_stays:
+            # an extension has pb = -inf, and logaddexp(-inf, x) == x exactly
+            score = np.empty(total)
+            score[:n_stays] = stay_score
+            ext = score[n_stays:]
+            np.add(f[PNB, n_stays:], f[LM, n_stays:], out=ext)
+            ext += f[PART, n_stays:]
+        else:
+            score = stay_score
         u = i[UTT]
         if st.beam_prune_logp > NEG_INF:
-            best = np.full(n_utt, NEG_INF)
-            np.maximum.at(best, u, score)
+            if stay_best is not None:
+                best = stay_best
+                np.maximum.at(best, u[n_stays:], score[n_stays:])
+            else:
+                best = self.neg_utt.copy()
+                np.maximum.at(best, u, score)
             keep = score >= (best + st.beam_prune_logp)[u]
             keep &= score > NEG_INF
         else:
             keep = score > NEG_INF
-        sel = np.flatnonzero(keep)
-        counts = np.bincount(u[sel], minlength=n_utt)
-        if counts.max(initial=0) > st.beam_width:
-            order = sel[np.lexsort((-score[sel], u[sel]))]
-            group_first = np.cumsum(counts) - counts
-            rank = np.arange(len(order)) - group_first[u[order]]
-            sel = np.sort(order[rank < st.beam_width])
-        out = pool.take(sel)
-        j = int(np.searchsorted(sel, n_stays))
+        sel = keep.nonzero()[0]
+        if len(sel) > st.beam_width:
+            counts = np.bincount(u.take(sel), minlength=n_utt)
+            if counts.max(initial=0) > st.beam_width:
+                order = sel[np.lexsort((-score[sel], u[sel]))]
+                group_first = np.cumsum(counts) - counts
+                rank = np.arange(len(order)) - group_first[u[order]]
+                sel = np.sort(order[rank < st.beam_width])
+        out = _Beams(f.take(sel, axis=1), i.take(sel, axis=1))
+        j = int(sel.searchsorted(n_stays))
         if j < len(sel):  # surviving extensions get prefix nodes
             ie = out.i[:, j:]
-            ie[NODE] = self.nodes.add(ie[NODE], ie[LAST], ie[END], old_end[ie[PARENT]])
-        newpos = np.full(len(score), -1, np.int64)
-        newpos[sel] = np.arange(len(sel))
-        par = out.i[PARENT]
-        out.i[PARENT] = np.where(par >= 0, newpos[par], -1)
+            ie[NODE] = self.nodes.add(ie[NODE], ie[LAST], ie[END], old_end.take(ie[PARENT]))
+        # new position of each pool row; the extra last entry maps parent -1 to -1
+        if len(self._minus_one) <= total:
+            self._minus_one = np.full(2 * total + 1, -1, np.int64)
+        newpos = self._minus_one[: total + 1].copy()
+        newpos[sel] = self._arange[: len(sel)] if len(self._arange) >= len(sel) else \
+            np.arange(len(sel))
+        out.i[PARENT] = newpos.take(out.i[PARENT])
         return out
 
     # ----------------------------------------------------------------------------- results

@@ -130,6 +130,8 @@ class WordScorer:
         self.start_context = self._intern(lm.start_state()) if lm is not None else 0
         self._cache: dict[int, tuple[float, int]] = {}
         self._end_cache: dict[int, float] = {}
+        self._partial = np.zeros(0, np.float64)   # partial_scores per trie node
+        self._partial_size = 0                    # nodes [0, size) of it are filled
 
     @property
     def active(self) -> bool:
@@ -142,6 +144,7 @@ class WordScorer:
         if (self.trie.size - self.trie.static_size > SEARCH_NODE_LIMIT
                 or len(self._states) > LM_CONTEXT_LIMIT):
             self.trie.forget_search_nodes()
+            self._partial_size = min(self._partial_size, self.trie.size)
             self._cache.clear()
             self._end_cache.clear()
             if self.lm is not None:
@@ -159,6 +162,22 @@ class WordScorer:
     # ----------------------------------------------------------------------------- partial words
     def partial_scores(self, nodes: np.ndarray) -> np.ndarray:
         """(n,) ln score a beam carries while ``nodes`` is its unfinished word."""
+        if not self.soft and self.hot is None:
+            return np.zeros(len(nodes), np.float64)
+        # A node's score never changes while the node lives, so it is computed once per node
+        # (trim() forgets the cached search nodes together with the nodes themselves).
+        size = self.trie.size
+        if self._partial_size < size:
+            if len(self._partial) < size:
+                grown = np.zeros(max(size, 2 * len(self._partial)), np.float64)
+                grown[: self._partial_size] = self._partial[: self._partial_size]
+                self._partial = grown
+            new = np.arange(self._partial_size, size)
+            self._partial[self._partial_size:size] = self._partial_of(new)
+            self._partial_size = size
+        return self._partial.take(nodes)
+
+    def _partial_of(self, nodes: np.ndarray) -> np.ndarray:
         out = np.zeros(len(nodes), np.float64)
         if self.soft:
             scale = np.maximum(1.0, self.trie.depth[nodes] / AVG_WORD_LABELS)
