@@ -37,8 +37,9 @@ from tqdm import tqdm
 from bench import peers
 from decoders import Vocabulary, available_decoders
 from decoders import constants as C
-from decoders.pyctc_support import load_unigrams, resolve_lm
 from lm.atomic import atomic_write_text
+from lm.files import resolve_lm_path
+from lm.shared import load_unigrams
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CTCLAB_SHARED", REPO.parent / "shared"))
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     lm_runs: list[tuple[str, Path | None]] = [("none", None)]
     if args.lm.lower() != "none":
         if Path(args.lm).exists():
-            lm_runs.append((Path(args.lm).name.split(".")[0][:15], resolve_lm(args.lm)))
+            lm_runs.append((Path(args.lm).name.split(".")[0][:15], resolve_lm_path(args.lm)))
         else:
             print(f"no LM runs: {args.lm} not found (pass --lm PATH or --lm none)", file=sys.stderr)
     for name in args.inputs.split(","):

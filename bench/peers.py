@@ -19,7 +19,7 @@ import numpy as np
 
 from decoders import Vocabulary
 from decoders import constants as C
-from decoders.pyctc_support import load_unigrams
+from lm.shared import load_unigrams
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from decoders import constants as C
 from decoders.base import Decoder, register
 from decoders.beam_search import BatchSearch, SearchSettings
 from decoders.hypothesis import Hypothesis
-from decoders.lm_fusion import WordScorer, load_fusion_inputs, make_word_mapper
+from decoders.lm_fusion import WordScorer, make_word_mapper
 from decoders.vocabulary import Vocabulary
 from lm.language_model import LanguageModel
+from lm.shared import load_lm_and_unigrams
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class BeamSearchDecoder(Decoder):
                  frame_shift_s: float = 0.02, language_model: LanguageModel | None = None):
         super().__init__(vocab, options, frame_shift_s=frame_shift_s)
         opts: BeamOptions = self.options
-        lm, unigrams = load_fusion_inputs(opts.lm_path, opts.unigrams_path, language_model)
+        lm, unigrams = load_lm_and_unigrams(opts.lm_path, opts.unigrams_path, language_model)
         mapper = make_word_mapper(vocab, unigrams, lm)
         self.language_model = lm
         self.scorer = WordScorer(

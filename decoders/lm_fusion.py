@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -33,26 +32,6 @@ from lm.language_model import LanguageModel
 
 # Key packing for the completion cache: context id in the high bits, trie node in the low 32.
 _NODE_BITS = 32
-
-
-def load_fusion_inputs(lm_path: str | None, unigrams_path: str | None,
-                       language_model: LanguageModel | None
-                       ) -> tuple[LanguageModel | None, list[str] | None]:
-    """The LM (loaded from ``lm_path`` unless given) and the known-word list, if any.
-
-    lm_path: .arpa / .arpa.gz / .binary or a known LM name (lm.files.resolve_lm_path).
-    Unigrams come from ``unigrams_path`` (word list, lexicon, ARPA) or else from the LM's own ARPA;
-    a binary LM without ``unigrams_path`` has no word list (no lexicon checks then).
-    """
-    from decoders.pyctc_support import load_unigrams, resolve_lm, shared_language_model
-
-    lm_file: Path | None = None
-    if language_model is None and lm_path is not None:
-        lm_file = resolve_lm(lm_path)
-        language_model = shared_language_model(lm_file)  # loaded once per process
-    elif language_model is not None:
-        lm_file = getattr(language_model, "path", None)
-    return language_model, load_unigrams(unigrams_path, lm_file)
 
 
 # Words any English-like LM holds; used to find the casing of an LM that has no word list (binary).

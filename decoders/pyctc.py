@@ -30,14 +30,10 @@ from decoders.base import Decoder, register
 from decoders.hotwords import hotword_spellings
 from decoders.hypothesis import Hypothesis, WordTimestamp
 from decoders.lm_fusion import make_word_mapper
-from decoders.pyctc_support import (
-    load_unigrams,
-    pyctc_language_model,
-    resolve_lm,
-    shared_language_model,
-)
+from decoders.pyctc_support import pyctc_language_model
 from decoders.vocabulary import Vocabulary
 from lm.language_model import LanguageModel
+from lm.shared import load_lm_and_unigrams
 
 # pyctcdecode's alphabet normalisation logs at INFO for every decoder built; keep it quiet.
 logging.getLogger("pyctcdecode").setLevel(logging.WARNING)
@@ -123,19 +119,16 @@ class PyctcdecodeDecoder(Decoder):
             raise ImportError("the pyctcdecode decoder needs pyctcdecode: "
                               "pip install pyctcdecode==0.5.0 kenlm") from exc
         opts = self.options
-        self.lm_file: Path | None = None
-        if language_model is not None:
-            if getattr(language_model, "kenlm_model", None) is None \
-                    or getattr(language_model, "path", None) is None:
-                raise TypeError("pyctcdecode fuses a KenLM model only: pass a KenLMLanguageModel "
-                                f"(lm.language_model), not {type(language_model).__name__}, or "
-                                "set lm_path")
-            self.lm_file = Path(language_model.path)
-        elif opts.lm_path is not None:
-            self.lm_file = resolve_lm(opts.lm_path)
-            language_model = shared_language_model(self.lm_file)
-        unigrams = None if self.lm_file is None else load_unigrams(opts.unigrams_path,
-                                                                   self.lm_file)
+        if language_model is not None and (getattr(language_model, "kenlm_model", None) is None
+                                           or getattr(language_model, "path", None) is None):
+            raise TypeError("pyctcdecode fuses a KenLM model only: pass a KenLMLanguageModel "
+                            f"(lm.language_model), not {type(language_model).__name__}, or "
+                            "set lm_path")
+        language_model, unigrams = load_lm_and_unigrams(opts.lm_path, opts.unigrams_path,
+                                                        language_model)
+        self.lm_file: Path | None = None if language_model is None else Path(language_model.path)
+        if language_model is None:
+            unigrams = None  # pyctcdecode uses a word list only through its LM
         # acoustic word -> LM word (identity without an LM); raises on an all-OOV setup, also for
         # a binary LM without a word list (its casing is probed with common words).
         self.word_mapper: Callable[[str], str] = make_word_mapper(vocab, unigrams, language_model)

@@ -12,7 +12,7 @@ from decoding_fixtures import frames, quartznet_vocab, spell, write_arpa
 
 from decoders import Vocabulary, create_decoder
 from decoders.pyctc import PyctcdecodeDecoder, PyctcdecodeOptions
-from decoders.pyctc_support import load_unigrams
+from lm.shared import load_unigrams
 
 LM_WORDS = {"hello": 0.3, "world": 0.3, "word": 0.001, "cat": 0.05}
 
