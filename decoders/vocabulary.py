@@ -143,6 +143,12 @@ class Vocabulary:
                         dtype=np.int64)
 
     @cached_property
+    def word_characters(self) -> frozenset[str]:
+        """Characters words can be spelled with: those of the emitting labels except the delimiter."""
+        return frozenset(ch for i in self.emitting_ids if int(i) != self.delimiter
+                         for ch in self.labels[int(i)] if ch != " ")
+
+    @cached_property
     def case(self) -> str:
         """Casing of the letters in the labels: 'upper', 'lower', 'mixed' or 'none'."""
         letters = "".join(lab for i, lab in enumerate(self.labels)

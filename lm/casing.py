@@ -71,11 +71,7 @@ def word_casing(words: Iterable[str]) -> str:
 def _spellable(vocab: Vocabulary, mode: str) -> set[str]:
     """Characters an acoustic word can contain after mapping with ``mode``."""
     func = _MODE_FUNCS[mode]
-    chars: set[str] = set()
-    for i in vocab.emitting_ids:
-        if int(i) != vocab.delimiter:
-            chars.update(func(vocab.labels[int(i)]))
-    return chars
+    return {mapped for ch in vocab.word_characters for mapped in func(ch)}
 
 
 def _reachable(word: str, chars: set[str], mode: str) -> bool:

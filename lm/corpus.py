@@ -84,14 +84,9 @@ class TextNormalizer:
 
     @classmethod
     def for_vocabulary(cls, vocab: Vocabulary) -> TextNormalizer:
-        letters = set()
-        for i in vocab.emitting_ids:
-            if int(i) != vocab.delimiter:
-                letters.update(vocab.labels[int(i)])
-        letters.discard(" ")
-        if not letters:
+        if not vocab.word_characters:
             raise ValueError("the vocabulary has no letters to spell words with")
-        return cls(frozenset(letters), vocab.case)
+        return cls(vocab.word_characters, vocab.case)
 
     def normalize_line(self, line: str, stats: NormalizeStats | None = None) -> str:
         """One raw line -> space-separated words (possibly empty)."""
