@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from decoders import Vocabulary
 from decoders import constants as C
+from decoders.base import fork_map_chunks
 from lm.shared import load_unigrams
 
 
@@ -127,29 +127,11 @@ def flashlight(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
     return lambda emissions: fork_map(one, emissions, jobs)
 
 
-_FORK_FN: Callable[[np.ndarray], str] | None = None
-_FORK_DATA: Sequence[np.ndarray] = ()
-
-
-def _fork_chunk(bounds: tuple[int, int]) -> list[str]:
-    assert _FORK_FN is not None
-    return [_FORK_FN(x) for x in _FORK_DATA[bounds[0]:bounds[1]]]
-
-
 def fork_map(fn: Callable[[np.ndarray], str], emissions: Sequence[np.ndarray], jobs: int
              ) -> list[str]:
     """[fn(x) for x in emissions], in ``jobs`` forked workers that inherit fn (and its model)."""
-    global _FORK_FN, _FORK_DATA
-    if jobs <= 1:
-        return [fn(x) for x in emissions]
-    chunk = max(1, len(emissions) // (jobs * 4))
-    bounds = [(i, min(i + chunk, len(emissions))) for i in range(0, len(emissions), chunk)]
-    _FORK_FN, _FORK_DATA = fn, emissions
-    try:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            return [text for part in pool.map(_fork_chunk, bounds) for text in part]
-    finally:
-        _FORK_FN, _FORK_DATA = None, ()
+    return fork_map_chunks(lambda part: [fn(x) for x in part], emissions, jobs,
+                           len(emissions) // (jobs * 4))
 
 
 PEERS = {"ctc-beam-decoder": ctc_beam_decoder, "flashlight": flashlight}

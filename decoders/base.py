@@ -119,24 +119,48 @@ class Decoder(ABC):
 # ----------------------------------------------------------------------------- parallel decoding
 # Utterances per task for decoders without a batch_size option (one task = one result message).
 MAX_CHUNK_UTTERANCES = 64
-_WORKER_DECODER: Decoder | None = None
-_WORKER_EMISSIONS: Sequence[np.ndarray] | None = None
+_WORKER_CHUNK_FN: Callable[[Sequence[Any]], list] | None = None
+_WORKER_ITEMS: Sequence[Any] = ()
 
 
-def _worker_decode(bounds: tuple[int, int]) -> list[Hypothesis]:
-    assert _WORKER_DECODER is not None and _WORKER_EMISSIONS is not None
-    start, stop = bounds
-    return _WORKER_DECODER._decode_chunk(_WORKER_EMISSIONS[start:stop])
+def _worker_chunk(bounds: tuple[int, int]) -> list:
+    assert _WORKER_CHUNK_FN is not None
+    return _WORKER_CHUNK_FN(_WORKER_ITEMS[bounds[0]:bounds[1]])
+
+
+def fork_map_chunks(chunk_fn: Callable[[Sequence[Any]], list], items: Sequence[Any], jobs: int,
+                    chunk_size: int, on_done: Callable[[int], None] | None = None) -> list:
+    """``chunk_fn`` over contiguous chunks of ``items`` in ``jobs`` forked workers, results in order.
+
+    Fork (not spawn) so that what ``chunk_fn`` holds (a loaded KenLM model, a decoder) and the
+    items (e.g. memory-mapped emissions) are shared copy-on-write instead of being pickled per
+    task; pyctcdecode's own pool guidance is the same. Runs in this process when fork is missing.
+    on_done(n) is called as each chunk of n items finishes.
+    """
+    global _WORKER_CHUNK_FN, _WORKER_ITEMS
+    if "fork" not in multiprocessing.get_all_start_methods() or jobs <= 1:
+        out = chunk_fn(items)
+        if on_done:
+            on_done(len(items))
+        return out
+    chunk_size = max(1, chunk_size)
+    bounds = [(i, min(i + chunk_size, len(items))) for i in range(0, len(items), chunk_size)]
+    _WORKER_CHUNK_FN, _WORKER_ITEMS = chunk_fn, items
+    try:
+        results: list = []
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            for (start, stop), part in zip(bounds, pool.imap(_worker_chunk, bounds)):
+                results.extend(part)
+                if on_done:
+                    on_done(stop - start)
+        return results
+    finally:
+        _WORKER_CHUNK_FN, _WORKER_ITEMS = None, ()
 
 
 def _parallel_decode(decoder: Decoder, emissions: Sequence[np.ndarray], jobs: int,
                      on_done: Callable[[int], None] | None) -> list[Hypothesis]:
-    """Split into contiguous chunks decoded by forked workers that inherit decoder and emissions.
-
-    Fork (not spawn) so that a loaded KenLM model and memory-mapped emissions are shared
-    copy-on-write instead of being pickled per task; pyctcdecode's own pool guidance is the same.
-    """
-    global _WORKER_DECODER, _WORKER_EMISSIONS
+    """Contiguous chunks decoded by forked workers that inherit the decoder and the emissions."""
     if "fork" not in multiprocessing.get_all_start_methods():
         return decoder._decode_chunk(emissions, on_done)
     jobs = min(jobs, len(emissions), os.cpu_count() or 1) or 1
@@ -144,19 +168,7 @@ def _parallel_decode(decoder: Decoder, emissions: Sequence[np.ndarray], jobs: in
     # utterances per chunk, since its per-step overhead is paid once per batch.
     cap = getattr(decoder.options, "batch_size", MAX_CHUNK_UTTERANCES)
     chunk = max(1, min(cap, len(emissions) // (jobs * 4)))
-    bounds = [(i, min(i + chunk, len(emissions))) for i in range(0, len(emissions), chunk)]
-    _WORKER_DECODER, _WORKER_EMISSIONS = decoder, emissions
-    try:
-        ctx = multiprocessing.get_context("fork")
-        results: list[Hypothesis] = []
-        with ctx.Pool(jobs) as pool:
-            for (start, stop), part in zip(bounds, pool.imap(_worker_decode, bounds)):
-                results.extend(part)
-                if on_done:
-                    on_done(stop - start)
-        return results
-    finally:
-        _WORKER_DECODER, _WORKER_EMISSIONS = None, None
+    return fork_map_chunks(decoder._decode_chunk, emissions, jobs, chunk, on_done)
 
 
 # ----------------------------------------------------------------------------- registry
