@@ -234,9 +234,10 @@ class DecoderFactory:
 
     def _shared_lm(self, lm: str) -> Any:
         if lm not in self._lms:
-            from lm.language_model import load_language_model  # resolves .gz and known names
+            from lm.files import resolve_lm_path  # .gz decompressed once, known names fetched
+            from lm.shared import shared_language_model  # the decoders' own per-process cache
 
-            self._lms[lm] = load_language_model(lm)
+            self._lms[lm] = shared_language_model(resolve_lm_path(lm))
         return self._lms[lm]
 
     def build(self, system: System, vocab_dict: dict, frame_shift_s: float,
