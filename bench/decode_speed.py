@@ -29,17 +29,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import numpy as np
+import peers  # bench/peers.py, beside this script
 from tqdm import tqdm
 
-from bench import peers
-from decoders import Vocabulary, available_decoders
-from decoders import constants as C
-from lm.atomic import atomic_write_text
-from lm.files import resolve_lm_path
-from lm.shared import load_unigrams
+from ctclab.core.atomic import atomic_write_text
+from ctclab.decoders import Vocabulary, available_decoders
+from ctclab.decoders import constants as C
+from ctclab.lm.files import resolve_lm_path
+from ctclab.lm.shared import load_unigrams
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CTCLAB_SHARED", REPO.parent / "shared"))

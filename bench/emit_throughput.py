@@ -13,23 +13,20 @@ temporary OpenSLR-layout corpus.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script: project root first
-
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from decoders.vocabulary import Vocabulary
-from eval.extract import ExtractOptions, _Runner, pad_batch, plan_batches, select_device
-from eval.models import CTCModel, zero_mean_unit_var
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.emission.extract import ExtractOptions, _Runner, pad_batch, plan_batches, select_device
+from ctclab.emission.models import CTCModel, zero_mean_unit_var
 
 SAMPLE_RATE = 16_000
 # LibriSpeech test-clean: 2,620 utterances, mean 7.4 s, 1.3 s to 35 s.
@@ -112,8 +109,8 @@ def run_batches(runner: _Runner, model: CTCModel, waves: list[np.ndarray], batch
 def run_pipeline(model: CTCModel, waves: list[np.ndarray], options: ExtractOptions) -> Figure:
     import soundfile as sf
 
-    from eval.audio_sources import OpenSLRSource
-    from eval.extract import extract
+    from ctclab.emission.audio_sources import OpenSLRSource
+    from ctclab.emission.extract import extract
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "data" / "bench" / "1" / "1"

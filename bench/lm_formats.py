@@ -10,20 +10,18 @@ Binaries go to the LM cache (<cache root>/lm), never into the repo.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import argparse
 import subprocess
+import sys
 import time
+from pathlib import Path
 
-from decoders import Vocabulary
-from lm.build import build_binary
-from lm.casing import make_word_mapper
-from lm.files import lm_cache_dir, resolve_lm_path
-from lm.unigrams import read_unigrams
+from ctclab.decoders import Vocabulary
+from ctclab.lm.build import build_binary
+from ctclab.lm.casing import make_word_mapper
+from ctclab.lm.fetch import lm_cache_dir
+from ctclab.lm.files import resolve_lm_path
+from ctclab.lm.unigrams import read_unigrams
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LM = REPO.parent / "shared" / "lm" / "en-us-70k-3gram.arpa.gz"
@@ -32,8 +30,7 @@ DEFAULT_TEXT = REPO.parent / "shared" / "librispeech-mini" / "LibriSpeech"
 # Measured in a child process so each format starts with nothing loaded.
 _CHILD = r"""
 import resource, sys, time
-sys.path.insert(0, sys.argv[1])
-from lm.language_model import KenLMLanguageModel
+from ctclab.lm.language_model import KenLMLanguageModel
 words = [line.split() for line in open(sys.argv[3]).read().splitlines()]
 t0 = time.perf_counter(); lm = KenLMLanguageModel(sys.argv[2]); t1 = time.perf_counter()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

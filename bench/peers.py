@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from decoders import Vocabulary
-from decoders import constants as C
-from decoders.base import fork_map_chunks
-from lm.shared import load_unigrams
+from ctclab.decoders import Vocabulary
+from ctclab.decoders import constants as C
+from ctclab.decoders.base import fork_map_chunks
+from ctclab.lm.shared import load_unigrams
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def pyctc_labels(vocab: Vocabulary) -> list[str]:
 
 def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
     """A registered ctclab decoder with the matched settings it has fields for."""
-    from decoders.base import decoder_class, options_from_mapping
+    from ctclab.decoders.base import decoder_class, options_from_mapping
 
     values = {"beam_width": s.beam_width, "token_min_logp": s.token_min_logp,
               "beam_prune_logp": s.beam_prune_logp, "prune_history": s.prune_history}

@@ -1,14 +1,16 @@
 """CTC decoders over cached log-probabilities: one protocol, a registry by name.
 
-    from decoders import Vocabulary, create_decoder, available_decoders
+    from ctclab.decoders import Vocabulary, create_decoder, available_decoders
     dec = create_decoder("beam", vocab, beam_width=100)
     hyp = dec.decode(log_probs)          # log_probs: (T, V) float32, natural-log softmax
 """
 # Importing the implementations registers them with the registry in decoders.base.
-from decoders import beam as _beam  # noqa: F401
-from decoders import greedy as _greedy  # noqa: F401
-from decoders import pyctc as _pyctc  # noqa: F401
-from decoders.base import (
+from ctclab.core.hypothesis import Hypothesis, WordTimestamp
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders import beam as _beam  # noqa: F401
+from ctclab.decoders import greedy as _greedy  # noqa: F401
+from ctclab.decoders import pyctc as _pyctc  # noqa: F401
+from ctclab.decoders.base import (
     Decoder,
     available_decoders,
     create_decoder,
@@ -16,8 +18,6 @@ from decoders.base import (
     register,
     validate_log_probs,
 )
-from decoders.hypothesis import Hypothesis, WordTimestamp
-from decoders.vocabulary import Vocabulary
 
 __all__ = [
     "Decoder",

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from decoders import constants as C
-from decoders.base import Decoder, register
-from decoders.beam_search import BatchSearch, SearchSettings
-from decoders.hypothesis import Hypothesis
-from decoders.lm_fusion import WordScorer, make_word_mapper
-from decoders.vocabulary import Vocabulary
-from lm.language_model import LanguageModel
-from lm.shared import load_lm_and_unigrams
+from ctclab.core.hypothesis import Hypothesis
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders import constants as C
+from ctclab.decoders.base import Decoder, register
+from ctclab.decoders.beam_search import BatchSearch, SearchSettings
+from ctclab.decoders.lm_fusion import WordScorer
+from ctclab.lm.casing import make_word_mapper
+from ctclab.lm.language_model import LanguageModel
+from ctclab.lm.shared import load_lm_and_unigrams
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from decoders.hypothesis import Hypothesis
-from decoders.lm_fusion import WordScorer
-from decoders.timestamps import word_timestamps
-from decoders.vocabulary import Vocabulary
+from ctclab.core.hypothesis import Hypothesis
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders.lm_fusion import WordScorer
+from ctclab.decoders.timestamps import word_timestamps
 
 NEG_INF = -math.inf
 

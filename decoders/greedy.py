@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from decoders.base import Decoder, register
-from decoders.hypothesis import Hypothesis
-from decoders.timestamps import word_timestamps
+from ctclab.core.hypothesis import Hypothesis
+from ctclab.decoders.base import Decoder, register
+from ctclab.decoders.timestamps import word_timestamps
 
 # Utterances padded together per batch; bounds the padded array at ~BATCH * T_max * V floats.
 GREEDY_BATCH_UTTERANCES = 64

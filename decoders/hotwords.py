@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from decoders.prefix_trie import WordTrie, spell
-from decoders.vocabulary import Vocabulary
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders.prefix_trie import WordTrie, spell
 
 
 def hotword_spellings(hotwords: Sequence[str], vocab: Vocabulary) -> list[tuple[str, list[int]]]:

@@ -19,45 +19,19 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from decoders.constants import (
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders.constants import (
     AVG_WORD_LABELS,
     LM_CONTEXT_LIMIT,
     LM_SCORE_CACHE_SIZE,
     SEARCH_NODE_LIMIT,
 )
-from decoders.hotwords import HotwordBonus, hotword_spellings
-from decoders.prefix_trie import WordTrie, spell
-from decoders.vocabulary import Vocabulary
-from lm.language_model import LanguageModel
+from ctclab.decoders.hotwords import HotwordBonus, hotword_spellings
+from ctclab.decoders.prefix_trie import WordTrie, spell
+from ctclab.lm.language_model import LanguageModel
 
 # Key packing for the completion cache: context id in the high bits, trie node in the low 32.
 _NODE_BITS = 32
-
-
-# Words any English-like LM holds; used to find the casing of an LM that has no word list (binary).
-_PROBE_WORDS = ("the", "a", "and", "of", "to", "in", "is", "it", "i", "that", "you", "he")
-
-
-def make_word_mapper(vocab: Vocabulary, lm_words: Sequence[str] | None,
-                     lm: LanguageModel | None = None) -> Callable[[str], str]:
-    """acoustic word -> LM word; ValueError when every word would be OOV.
-
-    With a word list: lm.casing.make_word_mapper. Without LM: identity. With only a binary LM:
-    the casing under which the LM knows the most common words.
-    """
-    from lm.casing import make_word_mapper as lm_word_mapper
-
-    if lm_words is not None:
-        return lm_word_mapper(vocab, lm_words)
-    if lm is None:
-        return str
-    casings: list[Callable[[str], str]] = [str.lower, str.upper, str]
-    hits = [sum(not lm.is_oov(f(w)) for w in _PROBE_WORDS) for f in casings]
-    if max(hits) == 0:
-        raise ValueError(f"the LM knows none of {_PROBE_WORDS} in lower, upper or original case: "
-                         "cannot tell how acoustic words map to LM words (every word may be OOV); "
-                         "pass unigrams_path with the LM's word list")
-    return casings[int(np.argmax(hits))]
 
 
 class WordScorer:

@@ -5,7 +5,7 @@ What the adapter does that pyctcdecode does not do by itself:
   unused tokenizer specials (``<s>``, ``</s>``, ``<unk>``) are *dropped* as columns before
   decoding, so they can never be emitted (not even as a frame's argmax).
 - Casing: pyctcdecode changes no case, so the labels are mapped to the LM's casing
-  (``decoders.lm_fusion.make_word_mapper``, as for the ``beam`` decoder: from the word list, or
+  (``ctclab.lm.casing.make_word_mapper``, as for the ``beam`` decoder: from the word list, or
   for a binary LM without one by probing common words) and the result mapped back to the acoustic
   labels' casing.
 - Results as :class:`Hypothesis`: tokens (label ids rebuilt from the text), word timestamps from
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from decoders import constants as C
-from decoders.base import Decoder, register
-from decoders.hotwords import hotword_spellings
-from decoders.hypothesis import Hypothesis, WordTimestamp
-from decoders.lm_fusion import make_word_mapper
-from decoders.pyctc_support import pyctc_language_model
-from decoders.vocabulary import Vocabulary
-from lm.language_model import LanguageModel
-from lm.shared import load_lm_and_unigrams
+from ctclab.core.hypothesis import Hypothesis, WordTimestamp
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders import constants as C
+from ctclab.decoders.base import Decoder, register
+from ctclab.decoders.hotwords import hotword_spellings
+from ctclab.decoders.pyctc_support import pyctc_language_model
+from ctclab.lm.casing import make_word_mapper
+from ctclab.lm.language_model import LanguageModel
+from ctclab.lm.shared import load_lm_and_unigrams
 
 # pyctcdecode's alphabet normalisation logs at INFO for every decoder built; keep it quiet.
 logging.getLogger("pyctcdecode").setLevel(logging.WARNING)

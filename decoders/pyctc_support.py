@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from lm.shared import remember
+from ctclab.lm.shared import remember
 
 _PYCTC_LM: OrderedDict[tuple, Any] = OrderedDict()
 

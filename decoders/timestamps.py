@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from decoders.hypothesis import WordTimestamp
-from decoders.vocabulary import Vocabulary
+from ctclab.core.hypothesis import WordTimestamp
+from ctclab.core.vocabulary import Vocabulary
 
 
 def word_timestamps(

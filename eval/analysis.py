@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from eval.cache import EmissionCache
-from eval.results import ResultsFolder, SystemSummary
-from eval.tune import load_params
+from ctclab.emission.cache import EmissionCache
+from ctclab.eval.results import ResultsFolder, SystemSummary
+from ctclab.eval.tune import load_params
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,15 @@ Re-running the same command resumes an interrupted run; a complete cache is left
 """
 from __future__ import annotations
 
+import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script: project root first
-
-import argparse
-from dataclasses import dataclass
-
-from eval.audio_sources import SOURCE_NAMES, open_source
-from eval.cache import EmissionCache, default_cache_root, import_emissions
-from eval.extract import COMPUTE_DTYPES, DEFAULT_LOADER_THREADS, DEVICES, ExtractOptions
-from lm.constants import CACHE_DIR_ENV
+from ctclab.core.paths import CACHE_DIR_ENV
+from ctclab.emission.audio_sources import SOURCE_NAMES, open_source
+from ctclab.emission.cache import EmissionCache, default_cache_root, import_emissions
+from ctclab.emission.extract import COMPUTE_DTYPES, DEFAULT_LOADER_THREADS, DEVICES, ExtractOptions
 
 
 @dataclass(frozen=True)
@@ -111,8 +108,8 @@ def run(args: argparse.Namespace) -> list[SplitSummary]:
     if not args.model:
         raise ValueError("--model is required (a HF id such as facebook/wav2vec2-base-960h, a "
                          "local model directory, or torchaudio:BUNDLE), unless --import-emissions")
-    from eval.extract import extract
-    from eval.models import load_ctc_model
+    from ctclab.emission.extract import extract
+    from ctclab.emission.models import load_ctc_model
 
     options = ExtractOptions(device=args.device, dtype=args.dtype, store_dtype=args.store_dtype,
                              batch_seconds=args.batch_seconds, skip_bad=args.skip_bad,

@@ -5,7 +5,7 @@ uses) and substitutions, deletions, insertions, WER, the aligned diff and the su
 all come from it. Corpus rates are sums of counts over utterances divided by the summed reference
 length (never an average of per-utterance rates, which would over-weight short utterances).
 
-    from eval.metrics import score_utterance, corpus_score
+    from ctclab.eval.metrics import score_utterance, corpus_score
     u = score_utterance("the cat sat", "the bat sat down")   # S=1, I=1 -> WER 2/3
     c = corpus_score([u, ...])                              # c.wer, c.cer, c.words.substitutions
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rapidfuzz.distance import Levenshtein
 
-from eval.normalize import DEFAULT_NORMALIZER, TextNormalizer
+from ctclab.core.normalize import DEFAULT_NORMALIZER, TextNormalizer
 
 EQUAL, SUBSTITUTE, DELETE, INSERT = "equal", "substitute", "delete", "insert"
 _RAPIDFUZZ_TAGS = {"equal": EQUAL, "replace": SUBSTITUTE, "delete": DELETE, "insert": INSERT}

@@ -27,8 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from eval.metrics import ErrorCounts
-from lm.atomic import atomic_write_text
+from ctclab.core.atomic import atomic_write_text
+from ctclab.eval.metrics import ErrorCounts
 
 SCHEMA_VERSION = 1
 # Packages whose versions can change a WER or a timing; recorded in settings.json.

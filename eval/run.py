@@ -12,37 +12,31 @@ writes a results folder (see eval/results.py) that a re-run with the same --out 
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":
-    # Run as a script: the project root, not eval/, goes first on sys.path. Only then: imported as
-    # eval.run (tests, notebooks) it must not replace the importer's sys.path[0].
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import argparse
 import dataclasses
 import importlib
 import inspect
 import itertools
+import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from decoders.base import Decoder, available_decoders, decoder_class, options_from_mapping
-from eval.audio_sources import SOURCE_NAMES
-from eval.cache import (
+from ctclab.core.normalize import NORMALIZERS, TextNormalizer, get_normalizer
+from ctclab.decoders.base import Decoder, available_decoders, decoder_class, options_from_mapping
+from ctclab.emission.audio_sources import SOURCE_NAMES
+from ctclab.emission.cache import (
     EmissionCache,
     default_cache_root,
     import_emissions,
     slug,
 )
-from eval.metrics import corpus_from_counts, score_utterance
-from eval.normalize import NORMALIZERS, TextNormalizer, get_normalizer
-from eval.results import (
+from ctclab.eval.metrics import corpus_from_counts, score_utterance
+from ctclab.eval.results import (
     Comparison,
     ResultsFolder,
     RunSettings,
@@ -52,8 +46,8 @@ from eval.results import (
     UtteranceResult,
     environment_fields,
 )
-from eval.stats import DEFAULT_RESAMPLES, bootstrap_wer, paired_bootstrap
-from eval.tune import (
+from ctclab.eval.stats import DEFAULT_RESAMPLES, bootstrap_wer, paired_bootstrap
+from ctclab.eval.tune import (
     DEFAULT_OPTUNA_TRIALS,
     TUNE_METHODS,
     Trial,
@@ -69,7 +63,7 @@ from eval.tune import (
 DEFAULT_SPLITS = ("test-clean", "test-other")
 DEFAULT_DECODERS = ("greedy",)
 # Decoder modules that register themselves on import; absent ones are simply not offered.
-DECODER_MODULES = ("decoders.greedy", "decoders.beam", "decoders.pyctc")
+DECODER_MODULES = ("ctclab.decoders.greedy", "ctclab.decoders.beam", "ctclab.decoders.pyctc")
 # Utterances decoded between two appends to the JSONL, per --jobs: small enough that an interrupt
 # loses little, large enough that the fork pool stays busy. A chunk is never smaller than a batched
 # decoder's batch_size (beam searches that many utterances together: chunks of 16 made its
@@ -156,9 +150,9 @@ def open_split_cache(args: argparse.Namespace, split: str) -> EmissionCache:
 
 def emit_split(args: argparse.Namespace, split: str, root: Path) -> EmissionCache:
     """Run the acoustic model over the split's audio (eval.extract) and return the new cache."""
-    from eval.audio_sources import open_source
-    from eval.extract import extract
-    from eval.models import load_ctc_model
+    from ctclab.emission.audio_sources import open_source
+    from ctclab.emission.extract import extract
+    from ctclab.emission.models import load_ctc_model
 
     source_name = args.source or ("manifest" if args.manifest else "openslr")
     source = open_source(source_name, split, data_dir=args.data_dir, manifest=args.manifest)
@@ -234,8 +228,12 @@ class DecoderFactory:
 
     def _shared_lm(self, lm: str) -> Any:
         if lm not in self._lms:
-            from lm.files import resolve_lm_path  # .gz decompressed once, known names fetched
-            from lm.shared import shared_language_model  # the decoders' own per-process cache
+            from ctclab.lm.files import (
+                resolve_lm_path,  # .gz decompressed once, known names fetched
+            )
+            from ctclab.lm.shared import (
+                shared_language_model,  # the decoders' own per-process cache
+            )
 
             self._lms[lm] = shared_language_model(resolve_lm_path(lm))
         return self._lms[lm]
@@ -244,7 +242,7 @@ class DecoderFactory:
               options: Any = None) -> tuple[Decoder, float]:
         """(decoder, seconds this call spent building it incl. LM loading: 0.0 when it is
         memoised, e.g. for a later split with the same vocabulary)."""
-        from decoders.vocabulary import Vocabulary
+        from ctclab.core.vocabulary import Vocabulary
 
         options = options or system.options
         key = (system.label, repr(options), repr(vocab_dict), frame_shift_s)

@@ -1,6 +1,6 @@
 """Bootstrap statistics on corpus WER, resampling utterances (the unit that is independent).
 
-    from eval.stats import bootstrap_wer, paired_bootstrap
+    from ctclab.eval.stats import bootstrap_wer, paired_bootstrap
     ci = bootstrap_wer(errors, words)                    # per-utterance word errors and ref words
     t = paired_bootstrap(errors_a, errors_b, words)      # t.p_value: is the WER difference real?
 

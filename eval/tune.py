@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lm.atomic import atomic_write_text
+from ctclab.core.atomic import atomic_write_text
 
 # Grids that bracket the usual optimum for character CTC + word n-gram LMs (alpha ~0.3-1.5,
 # beta ~0-3; pyctcdecode's defaults 0.5 / 1.5 sit inside) at a cost of 7 x 6 = 42 decodes.

@@ -9,28 +9,24 @@ temporary files and renamed into place, so an interrupted build never leaves a t
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":  # run as a script: put the repo root, not lm/, first on sys.path
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import argparse
 import collections
 import gzip
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from decoders.vocabulary import Vocabulary
-from lm.arpa import open_text, read_arpa_header
-from lm.atomic import publish
-from lm.corpus import NormalizeStats, TextNormalizer, load_vocabulary
-from lm.tools import KENLM_MAX_ORDER, find_tool
+from ctclab.core.atomic import publish
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.lm.arpa import open_text, read_arpa_header
+from ctclab.lm.corpus import NormalizeStats, TextNormalizer, load_vocabulary
+from ctclab.lm.tools import KENLM_MAX_ORDER, find_tool
 
 BINARY_TYPES = ("probing", "trie")
 # lmplz sorts in this much RAM and spills the rest to disk; its own default (80% of RAM) is rude

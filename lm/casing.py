@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 
-from decoders.vocabulary import Vocabulary
-from lm.constants import ARPA_SPECIAL_TOKENS, CASING_SAMPLE_WORDS, TOP_OOV_WORDS
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.lm.constants import ARPA_SPECIAL_TOKENS, CASING_SAMPLE_WORDS, TOP_OOV_WORDS
+from ctclab.lm.language_model import LanguageModel
 
 MAPPING_MODES = ("identity", "lower", "upper")
 _MODE_FUNCS: dict[str, Callable[[str], str]] = {
@@ -81,15 +82,25 @@ def _reachable(word: str, chars: set[str], mode: str) -> bool:
     return all(c in chars for c in word)
 
 
-def make_word_mapper(vocab: Vocabulary, lm_words: Iterable[str],
+# Words any English-like LM holds: they tell the casing of an LM that has no word list (a binary).
+_PROBE_WORDS = ("the", "a", "and", "of", "to", "in", "is", "it", "i", "that", "you", "he")
+
+
+def make_word_mapper(vocab: Vocabulary, lm_words: Iterable[str] | None,
+                     lm: LanguageModel | None = None,
                      sample_words: Iterable[str] | None = None) -> WordMapper:
     """Choose the mapping (identity, lower, upper) under which the most LM words can be spelled by
     the acoustic labels; ``sample_words`` (acoustic-side words, e.g. reference transcripts) break
     ties by how many of them the LM then knows. Identity wins remaining ties.
 
+    Without a word list (``lm_words`` None): identity when there is no ``lm`` either; with only a
+    binary ``lm``, the casing under which it knows the most common English words.
+
     Raises ValueError naming both casings and the fix when no mapping lets any LM word match
     (every decoded word would be OOV).
     """
+    if lm_words is None:
+        return WordMapper("identity") if lm is None else _probe_lm_casing(lm)
     words = [w for w in islice(lm_words, CASING_SAMPLE_WORDS) if w not in ARPA_SPECIAL_TOKENS]
     samples = [s for s in (sample_words or ()) if s]
     lm_set = set(words)
@@ -110,6 +121,17 @@ def make_word_mapper(vocab: Vocabulary, lm_words: Iterable[str],
             "words are written with the model's characters, or rebuild one from text with "
             "python lm/build.py --vocab <cache dir or labels.json> --text corpus.txt")
     return WordMapper(best_mode)
+
+
+def _probe_lm_casing(lm: LanguageModel) -> WordMapper:
+    hits = {mode: sum(not lm.is_oov(_MODE_FUNCS[mode](w)) for w in _PROBE_WORDS)
+            for mode in ("lower", "upper", "identity")}
+    mode = max(hits, key=lambda m: hits[m])
+    if hits[mode] == 0:
+        raise ValueError(f"the LM knows none of {_PROBE_WORDS} in lower, upper or original case: "
+                         "cannot tell how acoustic words map to LM words (every word may be OOV); "
+                         "pass unigrams_path with the LM's word list")
+    return WordMapper(mode)
 
 
 def _label_preview(vocab: Vocabulary) -> str:

@@ -1,8 +1,7 @@
 """Named defaults for the ``lm`` package, each with the reason it has its value."""
 from __future__ import annotations
 
-# Environment variables (shared with eval.cache: one cache root for the whole project).
-CACHE_DIR_ENV = "CTCLAB_CACHE_DIR"
+# Environment variable that moves the built KenLM tools (the cache root is ctclab.core.paths').
 TOOLS_DIR_ENV = "CTCLAB_TOOLS_DIR"
 
 # Decompressed LMs and fetched resources live under <cache root>/lm, beside the emission caches.

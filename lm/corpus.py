@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from decoders.vocabulary import Vocabulary
-from lm.constants import APOSTROPHE_VARIANTS, DEFAULT_ENGLISH_LETTERS
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.lm.constants import APOSTROPHE_VARIANTS, DEFAULT_ENGLISH_LETTERS
 
 _APOSTROPHE_TABLE = str.maketrans({c: "'" for c in APOSTROPHE_VARIANTS})
 

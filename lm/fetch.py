@@ -1,7 +1,7 @@
 """Download the LibriSpeech LM resources (OpenSLR resource 11) for users with the internet.
 
-    python -m lm.fetch list
-    python -m lm.fetch librispeech-4gram [--dest DIR]
+    python -m ctclab.lm.fetch list
+    python -m ctclab.lm.fetch librispeech-4gram [--dest DIR]
 
 Downloads resume (HTTP Range) after an interruption, show a progress bar, and are checked: the
 size against the server's Content-Length and a sanity floor, and a SHA-256 that is recorded beside
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lm.atomic import atomic_write_text
-from lm.constants import COPY_CHUNK_BYTES
+from ctclab.core.atomic import atomic_write_text
+from ctclab.core.paths import default_cache_root
+from ctclab.lm.constants import COPY_CHUNK_BYTES, LM_CACHE_SUBDIR
 
 # Official host first, then OpenSLR's own mirrors (same paths).
 OPENSLR_11_BASES = (
@@ -38,6 +39,12 @@ PART_SUFFIX = ".part"
 HTTP_TIMEOUT_S = 30
 
 _MB = 1_000_000
+
+
+def lm_cache_dir(cache_root: str | os.PathLike | None = None) -> Path:
+    """Folder for decompressed and fetched LM files: ``<cache root>/lm``."""
+    root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
+    return root / LM_CACHE_SUBDIR
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,6 @@ def fetch_resource(name: str, dest_dir: str | os.PathLike | None = None, *,
         raise ValueError(f"unknown resource {name!r}; known: {sorted(KNOWN_RESOURCES)}")
     res = KNOWN_RESOURCES[name]
     if dest_dir is None:
-        from lm.files import lm_cache_dir
-
         dest_dir = lm_cache_dir()
     dest = Path(dest_dir) / res.filename
     if dest.is_file():
@@ -204,7 +209,7 @@ def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lm.fetch",
+    parser = argparse.ArgumentParser(prog="python -m ctclab.lm.fetch",
                                      description="Download LibriSpeech LM resources (OpenSLR 11).")
     parser.add_argument("name", help="'list' or one of: " + ", ".join(KNOWN_RESOURCES))
     parser.add_argument("--dest", type=Path, help="folder (default: <cache root>/lm)")

@@ -13,25 +13,10 @@ import os
 import zlib
 from pathlib import Path
 
-from lm.arpa import is_gzip
-from lm.atomic import atomic_open
-from lm.constants import CACHE_DIR_ENV, COPY_CHUNK_BYTES, LM_CACHE_SUBDIR
-
-
-def default_cache_root() -> Path:
-    """The ctclab cache root (emission caches and LM files): ``$CTCLAB_CACHE_DIR``, else
-    ``ctclab`` under ``$XDG_CACHE_HOME`` or ``~/.cache``."""
-    env = os.environ.get(CACHE_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ctclab"
-
-
-def lm_cache_dir(cache_root: str | os.PathLike | None = None) -> Path:
-    """Folder for decompressed and fetched LM files: ``<cache root>/lm``."""
-    root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
-    return root / LM_CACHE_SUBDIR
+from ctclab.core.atomic import atomic_open
+from ctclab.lm.arpa import is_gzip
+from ctclab.lm.constants import COPY_CHUNK_BYTES
+from ctclab.lm.fetch import KNOWN_RESOURCES, fetch_resource, lm_cache_dir
 
 
 def resolve_lm_path(path_or_name: str | os.PathLike,
@@ -49,8 +34,6 @@ def resolve_lm_path(path_or_name: str | os.PathLike,
     path = Path(path_or_name).expanduser()
     if path.is_file():
         return _decompress_cached(path, lm_cache_dir(cache_root)) if is_gzip(path) else path
-    from lm.fetch import KNOWN_RESOURCES, fetch_resource
-
     name = str(path_or_name)
     if name in KNOWN_RESOURCES:
         fetched = fetch_resource(name, dest_dir=lm_cache_dir(cache_root))

@@ -10,6 +10,9 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
+from ctclab.lm.arpa import ArpaFormatError, is_gzip, looks_like_arpa, validate_arpa
+from ctclab.lm.files import resolve_lm_path
+
 LOG10_TO_LN = math.log(10.0)
 
 
@@ -54,8 +57,6 @@ class KenLMLanguageModel(LanguageModel):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"language model file not found: {path}")
-        from lm.arpa import is_gzip
-
         if is_gzip(path):  # by content: a gzip named .arpa would fail in KenLM as "corrupt"
             raise ValueError(f"{path}: KenLM cannot read gzip; decompress it first (gunzip -k "
                              f"{path}), or load it with load_language_model, which does")
@@ -107,8 +108,6 @@ class KenLMLanguageModel(LanguageModel):
 
 def _raise_precise_arpa_error(path: Path) -> None:
     """After KenLM failed on an ARPA file, re-read it ourselves to name the bad line (or return)."""
-    from lm.arpa import ArpaFormatError, looks_like_arpa, validate_arpa
-
     if not looks_like_arpa(path):
         return
     try:
@@ -123,6 +122,4 @@ def load_language_model(path: str | Path, cache_root: str | Path | None = None) 
     ``path`` may also be an .arpa.gz (decompressed once into the cache) or a known name such as
     ``librispeech-4gram``: see :func:`lm.files.resolve_lm_path`.
     """
-    from lm.files import resolve_lm_path
-
     return KenLMLanguageModel(resolve_lm_path(path, cache_root))

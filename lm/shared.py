@@ -9,7 +9,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from lm.language_model import KenLMLanguageModel, LanguageModel
+from ctclab.lm.arpa import looks_like_arpa
+from ctclab.lm.files import resolve_lm_path
+from ctclab.lm.language_model import KenLMLanguageModel, LanguageModel
+from ctclab.lm.unigrams import read_unigrams
 
 # Loaded models / lists kept per process. Two is enough for a run comparing two LMs; older entries
 # are dropped (and freed once no decoder uses them).
@@ -42,9 +45,6 @@ def load_unigrams(unigrams_path: str | None, lm_file: Path | None) -> list[str] 
     an ARPA (recognised by content, whatever its name); None otherwise (a KenLM binary keeps no
     word list). FileNotFoundError for a missing unigrams_path, ValueError for an empty one.
     """
-    from lm.arpa import looks_like_arpa
-    from lm.unigrams import read_unigrams
-
     if unigrams_path is None:
         if lm_file is None or not looks_like_arpa(lm_file):
             return None
@@ -69,8 +69,6 @@ def load_lm_and_unigrams(lm_path: str | None, unigrams_path: str | None,
     Unigrams come from ``unigrams_path`` (word list, lexicon, ARPA) or else from the LM's own ARPA;
     a binary LM without ``unigrams_path`` has no word list.
     """
-    from lm.files import resolve_lm_path
-
     lm_file: Path | None = None
     if language_model is None and lm_path is not None:
         lm_file = resolve_lm_path(lm_path)

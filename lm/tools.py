@@ -1,9 +1,9 @@
 """KenLM's command-line tools (lmplz, build_binary, query): find them, or build them from source.
 
 The ``kenlm`` pip package only has the query API; the tools that *build* LMs come from the kenlm
-source, which the kenlm sdist on PyPI carries. ``python -m lm.tools install`` downloads it with
+source, which the kenlm sdist on PyPI carries. ``python -m ctclab.lm.tools install`` downloads it with
 pip, builds with cmake + make into ``<repo>/.tools/kenlm/bin`` (``$CTCLAB_TOOLS_DIR/kenlm/bin``
-when set) and is a no-op once the tools exist there or on PATH. ``python -m lm.tools which``
+when set) and is a no-op once the tools exist there or on PATH. ``python -m ctclab.lm.tools which``
 prints where each tool is.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm.constants import TOOLS_DIR_ENV
+from ctclab.lm.constants import TOOLS_DIR_ENV
 
 TOOL_NAMES = ("lmplz", "build_binary", "query")
 # Pinned so every machine builds the same tools; 0.3.0 is the sdist the query API comes from too.
@@ -32,7 +32,7 @@ DEFAULT_BUILD_JOBS = 2
 APT_PACKAGES = ("cmake", "make", "g++", "libboost-program-options-dev", "libboost-system-dev",
                 "libboost-thread-dev", "libboost-test-dev", "libeigen3-dev", "zlib1g-dev",
                 "libbz2-dev", "liblzma-dev")
-INSTALL_HINT = "python -m lm.tools install"
+INSTALL_HINT = "python -m ctclab.lm.tools install"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -171,7 +171,7 @@ def _download_sdist(work: Path, verbose: bool) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "kenlm",
            KENLM_SDIST, "-d", str(work)]
     hint = ("pip could not fetch the kenlm sdist (offline?); download kenlm-*.tar.gz elsewhere "
-            "and pass it: python -m lm.tools install --source FILE")
+            "and pass it: python -m ctclab.lm.tools install --source FILE")
     try:
         _run([*cmd, "--no-build-isolation"], verbose, hint)
     except RuntimeError:
@@ -195,7 +195,7 @@ def _log(verbose: bool, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lm.tools", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ctclab.lm.tools", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="build lmplz/build_binary/query (no-op when present)")
     inst.add_argument("--force", action="store_true", help="rebuild even when already available")

@@ -9,9 +9,9 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from lm.arpa import iter_section, looks_like_arpa, open_text
-from lm.atomic import atomic_open
-from lm.constants import ARPA_SPECIAL_TOKENS
+from ctclab.core.atomic import atomic_open
+from ctclab.lm.arpa import iter_section, looks_like_arpa, open_text
+from ctclab.lm.constants import ARPA_SPECIAL_TOKENS
 
 # Every KenLM binary starts with this line (lm/binary_format.cc).
 KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"

@@ -39,6 +39,6 @@ def isolated_cache_root(tmp_path_factory):
 
 @pytest.fixture
 def wav2vec2_vocab():
-    from decoders import Vocabulary
+    from ctclab.decoders import Vocabulary
 
     return Vocabulary.wav2vec2_english()

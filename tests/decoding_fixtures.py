@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decoders import Vocabulary
+from ctclab.decoders import Vocabulary
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import soundfile as sf
 from conftest import require_shared
 from fixtures_audio import make_openslr_corpus
 
-from eval.audio_sources import (
+from ctclab.emission.audio_sources import (
     AudioReadError,
     HFDatasetSource,
     ManifestSource,

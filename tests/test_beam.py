@@ -9,8 +9,8 @@ import pytest
 from conftest import require_shared
 from decoding_fixtures import frames, log_softmax, quartznet_vocab, random_peaky
 
-from decoders import Vocabulary, create_decoder
-from decoders.beam import BeamOptions
+from ctclab.decoders import Vocabulary, create_decoder
+from ctclab.decoders.beam import BeamOptions
 
 
 def _utterances(vocab: Vocabulary, seed: int, count: int) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from decoding_fixtures import log_softmax
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decoders import Vocabulary, create_decoder
+from ctclab.decoders import Vocabulary, create_decoder
 
 EXACT = {"beam_width": 10_000, "beam_prune_logp": -math.inf, "token_min_logp": -math.inf,
              "blank_skip_threshold": None}

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from decoding_fixtures import frames, quartznet_vocab, random_peaky, write_arpa
 
-from decoders import Hypothesis, Vocabulary, create_decoder
-from decoders.beam import BeamOptions, BeamSearchDecoder
-from lm.language_model import KenLMLanguageModel, LanguageModel
+from ctclab.decoders import Hypothesis, Vocabulary, create_decoder
+from ctclab.decoders.beam import BeamOptions, BeamSearchDecoder
+from ctclab.lm.language_model import KenLMLanguageModel, LanguageModel
 
 WORDS = {"the": 0.3, "cat": 0.2, "cap": 0.0005, "sat": 0.1, "a": 0.1}
 BIGRAMS = {("the", "cat"): 0.5, ("cat", "sat"): 0.5}
@@ -180,7 +180,7 @@ def test_lexicon_modes_fall_back_to_the_lms_own_words_without_a_word_list():
 
 
 def test_search_state_is_forgotten_between_batches_without_changing_results(arpa, monkeypatch):
-    import decoders.lm_fusion as fusion
+    import ctclab.decoders.lm_fusion as fusion
 
     vocab = quartznet_vocab()
     rng = np.random.default_rng(11)

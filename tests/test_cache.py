@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import require_shared
 
-from decoders import Vocabulary
-from decoders.greedy import GreedyDecoder
-from eval.cache import (
+from ctclab.decoders import Vocabulary
+from ctclab.decoders.greedy import GreedyDecoder
+from ctclab.emission.cache import (
     MANIFEST_FILE,
     SHARD_DIR,
     CacheMeta,

@@ -12,7 +12,7 @@ from decoding_fixtures import log_softmax, peaky
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decoders import Hypothesis, Vocabulary, available_decoders, create_decoder
+from ctclab.decoders import Hypothesis, Vocabulary, available_decoders, create_decoder
 
 DECODERS = available_decoders()
 SHIFT = 0.02

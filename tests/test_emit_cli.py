@@ -9,8 +9,8 @@ import pytest
 from conftest import REPO_ROOT, require_shared
 from fixtures_audio import make_openslr_corpus, make_tiny_model
 
-from eval.cache import EmissionCache, cache_dir_for
-from eval.emit import main
+from ctclab.emission.cache import EmissionCache, cache_dir_for
+from ctclab.eval.emit import main
 
 
 @pytest.fixture(scope="module")

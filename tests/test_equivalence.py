@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from decoding_fixtures import log_softmax, quartznet_vocab, write_arpa
 
-from decoders import create_decoder
-from decoders.base import available_decoders
+from ctclab.decoders import create_decoder
+from ctclab.decoders.base import available_decoders
 
 SEARCH = {"beam_width": 32, "token_min_logp": -5.0, "beam_prune_logp": -10.0}
 OURS_ONLY = {"token_top_k": None, "blank_skip_threshold": None}

@@ -7,16 +7,16 @@ import pytest
 import torch
 from fixtures_audio import make_openslr_corpus, make_tiny_model
 
-from eval.audio_sources import OpenSLRSource
-from eval.cache import EmissionCache
-from eval.extract import (
+from ctclab.emission.audio_sources import OpenSLRSource
+from ctclab.emission.cache import EmissionCache
+from ctclab.emission.extract import (
     ExtractOptions,
     compute_log_probs,
     extract,
     pad_batch,
     plan_batches,
 )
-from eval.models import conv_output_length, load_ctc_model
+from ctclab.emission.models import conv_output_length, load_ctc_model
 
 # float32 CPU: batched and one-at-a-time runs differ only by summation order in the kernels.
 BATCH_TOLERANCE = 1e-4
@@ -222,7 +222,7 @@ def test_model_directory_given_with_a_tilde(tmp_path, monkeypatch):
 def test_hub_probe_uses_the_endpoint_port(monkeypatch):
     import socket
 
-    from eval.hub import hub_unreachable
+    from ctclab.emission.hub import hub_unreachable
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with socket.create_server(("127.0.0.1", 0)) as server:  # a local mirror on its own port

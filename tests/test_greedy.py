@@ -2,7 +2,7 @@
 import numpy as np
 from decoding_fixtures import frames, peaky
 
-from decoders import create_decoder
+from ctclab.decoders import create_decoder
 
 
 def test_collapses_repeats_and_drops_blanks(wav2vec2_vocab):

@@ -1,6 +1,6 @@
 """lm.build with the real KenLM tools: counts, normalised probabilities, binaries, loaders.
 
-The tools are built by ``.ci/setup`` (``python -m lm.tools install``); a missing tool fails these
+The tools are built by ``.ci/setup`` (``python -m ctclab.lm.tools install``); a missing tool fails these
 tests with that instruction rather than skipping them.
 """
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm.arpa import ArpaFormatError, iter_section, read_arpa_header
-from lm.build import BuildOptions, build, build_binary, main
-from lm.corpus import TextNormalizer, default_vocabulary, load_vocabulary
-from lm.language_model import KenLMLanguageModel
-from lm.tools import ToolNotFoundError, find_tool, find_tools
-from lm.unigrams import read_unigrams
+from ctclab.lm.arpa import ArpaFormatError, iter_section, read_arpa_header
+from ctclab.lm.build import BuildOptions, build, build_binary, main
+from ctclab.lm.corpus import TextNormalizer, default_vocabulary, load_vocabulary
+from ctclab.lm.language_model import KenLMLanguageModel
+from ctclab.lm.tools import ToolNotFoundError, find_tool, find_tools
+from ctclab.lm.unigrams import read_unigrams
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = """the cat sat on the mat
@@ -223,7 +223,7 @@ def test_damaged_gzip_text_is_a_clean_cli_error(tmp_path, capsys):
 def test_missing_tools_say_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("CTCLAB_TOOLS_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ToolNotFoundError, match="python -m lm.tools install"):
+    with pytest.raises(ToolNotFoundError, match="python -m ctclab.lm.tools install"):
         find_tool("lmplz")
     with pytest.raises(ValueError, match="build_binary"):
         find_tool("lmplzz")
@@ -252,7 +252,7 @@ def test_vocab_from_cache_meta_json(tmp_path):
 
 def test_tools_install_is_a_no_op_when_built_and_which_lists_them(tools, capsys, tmp_path,
                                                                   monkeypatch):
-    from lm import tools as lm_tools
+    from ctclab.lm import tools as lm_tools
 
     assert lm_tools.install(verbose=False) == tools
     assert lm_tools.main(["which"]) == 0

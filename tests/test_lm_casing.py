@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import require_shared
 
-from decoders import Vocabulary
-from lm.casing import OovReport, WordMapper, make_word_mapper, oov_rate, word_casing
+from ctclab.decoders import Vocabulary
+from ctclab.lm.casing import OovReport, WordMapper, make_word_mapper, oov_rate, word_casing
 
 LOWER_LM = ["<s>", "</s>", "<unk>", "hello", "world", "don't", "the", "cat"]
 
@@ -73,7 +73,7 @@ def test_oov_rate_counts_running_words(wav2vec2_vocab):
 
 
 def test_real_lm_against_real_transcripts(wav2vec2_vocab):
-    from lm.unigrams import read_unigrams
+    from ctclab.lm.unigrams import read_unigrams
 
     lm_file = require_shared("lm", "en-us-70k-3gram.arpa.gz")
     corpus = require_shared("librispeech-mini", "LibriSpeech")
@@ -90,8 +90,8 @@ def test_real_lm_against_real_transcripts(wav2vec2_vocab):
 
 
 def test_oov_command_on_a_text_file_and_a_cache(tmp_path, lower_vocab, capsys):
-    from eval.cache import CacheMeta, CacheWriter
-    from lm.oov import main
+    from ctclab.emission.cache import CacheMeta, CacheWriter
+    from ctclab.eval.oov import main
 
     lm_words = tmp_path / "words.txt"
     lm_words.write_text("hello\nworld\ndon't\n")

@@ -15,8 +15,9 @@ import urllib.error
 import pytest
 from conftest import require_shared
 
-from lm import fetch
-from lm.files import decompressed_name, resolve_lm_path
+from ctclab.lm import fetch
+from ctclab.lm import files as lm_files
+from ctclab.lm.files import decompressed_name, resolve_lm_path
 
 ARPA_TEXT = ("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t<unk>\t0\n0\t<s>\t0\n-0.5\t</s>\t0\n\n"
              "\\end\\\n")
@@ -80,7 +81,7 @@ def test_damaged_gzip_is_a_clear_error_and_leaves_no_file(tmp_path, gz_lm, damag
 
 
 def test_kenlm_model_refuses_gzip_by_content(tmp_path, gz_lm):
-    from lm.language_model import KenLMLanguageModel
+    from ctclab.lm.language_model import KenLMLanguageModel
 
     disguised = tmp_path / "lm.arpa"  # gzip data under a plain name
     disguised.write_bytes(gz_lm.read_bytes())
@@ -100,7 +101,7 @@ def test_known_name_is_fetched_then_resolved(tmp_path, gz_lm, monkeypatch):
         calls.append((name, dest_dir))
         return gz_lm
 
-    monkeypatch.setattr(fetch, "fetch_resource", fake_fetch)
+    monkeypatch.setattr(lm_files, "fetch_resource", fake_fetch)
     resolved = resolve_lm_path("librispeech-4gram", cache_root=tmp_path / "c")
     assert calls == [("librispeech-4gram", tmp_path / "c" / "lm")]
     assert resolved.read_text() == ARPA_TEXT
@@ -209,14 +210,14 @@ def test_unknown_resource_lists_known_ones(tmp_path):
 # ----------------------------------------------------------------------------- real LM
 @pytest.fixture(scope="module")
 def real_lm():
-    from lm.language_model import load_language_model
+    from ctclab.lm.language_model import load_language_model
 
     path = require_shared("lm", "en-us-70k-3gram.arpa.gz")
     return load_language_model(path)  # .arpa.gz: resolved through the cache
 
 
 def test_real_english_3gram_scores_a_sentence(real_lm, wav2vec2_vocab):
-    from lm.casing import make_word_mapper
+    from ctclab.lm.casing import make_word_mapper
 
     mapper = make_word_mapper(wav2vec2_vocab, ["the", "cat"])
     sentence = [mapper(w) for w in ["THE", "CAT", "SAT", "ON", "THE", "MAT"]]

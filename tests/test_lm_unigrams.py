@@ -7,8 +7,8 @@ import time
 import pytest
 from conftest import require_shared
 
-from lm.arpa import ArpaFormatError, read_arpa_header, validate_arpa
-from lm.unigrams import read_unigrams, write_unigrams
+from ctclab.lm.arpa import ArpaFormatError, read_arpa_header, validate_arpa
+from ctclab.lm.unigrams import read_unigrams, write_unigrams
 
 SMALL_ARPA = """\\data\\
 ngram 1=5

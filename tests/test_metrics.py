@@ -6,14 +6,14 @@ import math
 import jiwer
 import pytest
 
-from eval.metrics import (
+from ctclab.core.normalize import DEFAULT_NORMALIZER, TextNormalizer, get_normalizer
+from ctclab.eval.metrics import (
     ErrorCounts,
     align_words,
     corpus_score,
     score_utterance,
     substitution_counts,
 )
-from eval.normalize import DEFAULT_NORMALIZER, TextNormalizer, get_normalizer
 
 
 def test_hand_counted_substitution_deletion_insertion():

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from eval_fixtures import write_tiny_arpa, write_tiny_emissions
 
-from eval import run as run_mod
-from eval.analysis import (
+from ctclab.eval import run as run_mod
+from ctclab.eval.analysis import (
     emission_stats,
     find_results_folders,
     open_cache,

@@ -10,9 +10,9 @@ import pytest
 from conftest import require_shared
 from decoding_fixtures import frames, quartznet_vocab, spell, write_arpa
 
-from decoders import Vocabulary, create_decoder
-from decoders.pyctc import PyctcdecodeDecoder, PyctcdecodeOptions
-from lm.shared import load_unigrams
+from ctclab.decoders import Vocabulary, create_decoder
+from ctclab.decoders.pyctc import PyctcdecodeDecoder, PyctcdecodeOptions
+from ctclab.lm.shared import load_unigrams
 
 LM_WORDS = {"hello": 0.3, "world": 0.3, "word": 0.001, "cat": 0.05}
 
@@ -84,7 +84,7 @@ def test_all_oov_lm_is_reported(wav2vec2_vocab, tmp_path):
 
 
 def test_binary_lm_without_word_list_gets_its_casing_probed(wav2vec2_vocab, tmp_path):
-    from lm.build import build_binary
+    from ctclab.lm.build import build_binary
 
     # a KenLM binary keeps no word list: the lower-case LM's casing must still be found (probe
     # words), not every upper-case word silently scored as <unk>
@@ -194,7 +194,7 @@ def test_real_quartznet_emissions_match_greedy_without_lm():
 def test_lm_is_loaded_once_and_shared(wav2vec2_vocab, tiny_arpa):
     from pyctcdecode import BeamSearchDecoderCTC
 
-    from lm.language_model import KenLMLanguageModel
+    from ctclab.lm.language_model import KenLMLanguageModel
 
     v, x = wav2vec2_vocab, hello_wor_l_d(wav2vec2_vocab)
     a = create_decoder("pyctcdecode", v, lm_path=str(tiny_arpa), alpha=1.0, beta=0.0)

@@ -1,8 +1,8 @@
 """The decoder registry: names feed the CLI, unknown names list the valid ones, options validated."""
 import pytest
 
-from decoders import available_decoders, create_decoder, decoder_class
-from decoders.base import options_from_mapping
+from ctclab.decoders import available_decoders, create_decoder, decoder_class
+from ctclab.decoders.base import options_from_mapping
 
 
 def test_core_decoders_registered():

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from eval_fixtures import GREEDY_ERRORS, UTTERANCES, write_tiny_arpa, write_tiny_emissions
 
-from decoders.base import available_decoders
-from eval import run as run_mod
-from eval.results import ResultsFolder
-from eval.run import import_decoders
+from ctclab.decoders.base import available_decoders
+from ctclab.eval import run as run_mod
+from ctclab.eval.results import ResultsFolder
+from ctclab.eval.run import import_decoders
 
 REPO = Path(__file__).resolve().parents[1]
 import_decoders()
@@ -213,7 +213,7 @@ def test_optuna_method_without_optuna_gives_install_hint(tiny, tmp_path, capsys)
 
 
 def test_tune_values_and_params_file_errors(tmp_path):
-    from eval.tune import load_params, parse_tune_values
+    from ctclab.eval.tune import load_params, parse_tune_values
 
     assert parse_tune_values(["alpha=0,1"], ["alpha", "beta"])["alpha"] == (0.0, 1.0)
     assert parse_tune_values([], ["beta"])["beta"][0] == 0.0           # the default grid
@@ -252,8 +252,8 @@ def test_without_bootstrap_summary_reads_back_as_floats(tiny, tmp_path):
 def test_find_cache_picks_a_revision_among_several(tmp_path):
     import shutil
 
-    from eval.cache import cache_dir_for, import_emissions
-    from eval.run import find_cache
+    from ctclab.emission.cache import cache_dir_for, import_emissions
+    from ctclab.eval.run import find_cache
 
     emissions = write_tiny_emissions(tmp_path / "em")
     first = import_emissions(emissions, tmp_path / "root", split="test-a", model="m").path

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.stats import bootstrap_wer, paired_bootstrap
+from ctclab.eval.stats import bootstrap_wer, paired_bootstrap
 
 
 def test_constant_rate_gives_a_point_interval():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from decoders import Vocabulary
+from ctclab.decoders import Vocabulary
 
 
 def test_wav2vec2_layout():

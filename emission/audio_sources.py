@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.hub import hub_unreachable, use_offline_mode
+from ctclab.emission.hub import hub_unreachable, use_offline_mode
 
 # Rate every model in this project expects (wav2vec2, HuBERT, ...): 16 kHz.
 TARGET_SAMPLE_RATE = 16_000

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.audio_sources import AudioReadError, AudioSource, SourceEntry
-from eval.cache import CacheMeta, CacheWriter, EmissionCache, SkippedItem, cache_dir_for
-from eval.models import CTCModel, conv_output_length
+from ctclab.emission.audio_sources import AudioReadError, AudioSource, SourceEntry
+from ctclab.emission.cache import CacheMeta, CacheWriter, EmissionCache, SkippedItem, cache_dir_for
+from ctclab.emission.models import CTCModel, conv_output_length
 
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 # Padded audio seconds per batch. CPU: larger batches do not run faster, only use more memory

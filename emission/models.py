@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from decoders.vocabulary import Vocabulary
-from eval.hub import hub_unreachable, model_in_hf_cache
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.emission.hub import hub_unreachable, model_in_hf_cache
 
 TORCHAUDIO_PREFIX = "torchaudio:"
 # Hashing this much of each weights file (head and tail) identifies a local model quickly.

@@ -3,7 +3,7 @@
 A normaliser is a named, frozen value made of named steps applied in order (jiwer-style
 composition), so results files can record exactly which one produced a number:
 
-    from eval.normalize import DEFAULT_NORMALIZER, get_normalizer
+    from ctclab.core.normalize import DEFAULT_NORMALIZER, get_normalizer
     DEFAULT_NORMALIZER("Don’t  stop—the   music!")   # -> "DON'T STOP THE MUSIC"
 
 The default (``"default"``) is the LibriSpeech convention: upper case, curly/back-tick apostrophes

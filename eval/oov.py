@@ -1,7 +1,7 @@
 """Command line: how many words of a set of reference texts an LM does not know.
 
-    python -m lm.oov --lm ../shared/lm/en-us-70k-3gram.arpa.gz --texts <emission-cache dir> ...
-    python -m lm.oov --lm lexicon.txt --texts refs.txt --vocab labels.json
+    python -m ctclab.eval.oov --lm ../shared/lm/en-us-70k-3gram.arpa.gz --texts <emission-cache dir> ...
+    python -m ctclab.eval.oov --lm lexicon.txt --texts refs.txt --vocab labels.json
 
 --texts takes emission-cache folders (their reference texts, and their vocabulary when --vocab is
 not given) or text files with one sentence a line. The LM's words come from lm.unigrams (ARPA,
@@ -15,10 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from decoders.vocabulary import Vocabulary
-from lm.casing import OovReport, make_word_mapper, oov_rate
-from lm.corpus import NormalizeStats, TextNormalizer, load_vocabulary
-from lm.unigrams import read_unigrams
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.emission.cache import EmissionCache
+from ctclab.lm.casing import OovReport, make_word_mapper, oov_rate
+from ctclab.lm.corpus import NormalizeStats, TextNormalizer, load_vocabulary
+from ctclab.lm.unigrams import read_unigrams
 
 
 def read_texts(spec: str | Path) -> tuple[list[str], Vocabulary | None]:
@@ -26,8 +27,6 @@ def read_texts(spec: str | Path) -> tuple[list[str], Vocabulary | None]:
     file, one sentence a line (vocabulary None)."""
     path = Path(spec)
     if path.is_dir():
-        from eval.cache import EmissionCache  # lm does not otherwise depend on eval
-
         cache = EmissionCache.open(path, allow_incomplete=True)
         return [r.text for r in cache.records], cache.vocabulary
     if not path.is_file():
@@ -52,7 +51,7 @@ def report(lm: str | Path, texts: list[str], vocab: Vocabulary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lm.oov", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ctclab.eval.oov", description=__doc__.split("\n")[0])
     parser.add_argument("--lm", required=True, help="ARPA (.gz allowed), word list or lexicon")
     parser.add_argument("--texts", nargs="+", required=True,
                         help="emission-cache folder(s) or text file(s), one sentence a line")

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from decoders.base import validate_log_probs
-from decoders.vocabulary import Vocabulary
-from lm.atomic import atomic_open, atomic_write_bytes
-from lm.files import default_cache_root  # noqa: F401 - re-exported: one root for all stages
+from ctclab.core.atomic import atomic_open, atomic_write_bytes
+from ctclab.core.paths import default_cache_root  # noqa: F401 - re-exported: one root for all stages
+from ctclab.core.validation import validate_log_probs
+from ctclab.core.vocabulary import Vocabulary
 
 # Bumped when the on-disk layout changes; recorded in meta.json.
 TOOL_VERSION = "ctclab-cache/1"

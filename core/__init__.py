@@ -1,0 +1,8 @@
+"""The bottom of ctclab: the types and helpers every stage shares, importing no other stage.
+
+- ctclab.core.vocabulary: Vocabulary (CTC labels, blank, word delimiter, never-emitted tokens)
+- ctclab.core.hypothesis: Hypothesis, WordTimestamp (what every decoder returns)
+- ctclab.core.validation: validate_log_probs (what every decoder accepts)
+- ctclab.core.normalize: TextNormalizer (the one text normaliser: scoring, LM text, OOV reports)
+- ctclab.core.atomic: atomic file writes; ctclab.core.paths: the cache root
+"""
