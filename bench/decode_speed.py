@@ -241,7 +241,7 @@ def ctc_ln_p(vocab: Vocabulary, emissions: list[np.ndarray], texts: list[str]) -
     import torch
 
     out = []
-    for x, text in zip(emissions, texts):
+    for x, text in zip(emissions, texts, strict=True):
         target = torch.tensor([vocab.encode_text(text)], dtype=torch.long)
         loss = torch.nn.functional.ctc_loss(
             torch.from_numpy(x)[:, None, :], target, torch.tensor([len(x)]),
@@ -269,7 +269,7 @@ def score(measures: list[Measure]) -> None:
                 # best passes: the machine is shared, and the fastest pass is the one least
                 # disturbed by other processes
                 m.speed_vs_pyctcdecode = ref.best_pass_ms_per_audio_s / m.best_pass_ms_per_audio_s
-                m.agreement = float(np.mean([a == b for a, b in zip(m.texts, ref.texts)]))
+                m.agreement = float(np.mean([a == b for a, b in zip(m.texts, ref.texts, strict=True)]))
             if ref_ln_p is not None:  # search quality: how probable the chosen labelling is
                 m.delta_ln_p = float(np.mean(ctc_ln_p(quartznet_vocab(), emissions, m.texts)
                                              - ref_ln_p))

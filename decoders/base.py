@@ -7,7 +7,7 @@ import multiprocessing
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -15,8 +15,10 @@ from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.validation import validate_log_probs
 from ctclab.core.vocabulary import Vocabulary
 
+OptionsT = TypeVar("OptionsT")
 
-class Decoder(ABC):
+
+class Decoder(ABC, Generic[OptionsT]):
     """A CTC decoder: (T, V) float32 log-probs -> Hypothesis.
 
     Subclasses set ``Options`` (a frozen dataclass whose ``__post_init__`` validates its values) and
@@ -25,8 +27,10 @@ class Decoder(ABC):
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = type(None)
+    options: OptionsT
 
-    def __init__(self, vocab: Vocabulary, options: Any = None, *, frame_shift_s: float = 0.02):
+    def __init__(self, vocab: Vocabulary, options: OptionsT | None = None, *,
+                 frame_shift_s: float = 0.02):
         if options is None:
             options = self.Options()
         if not isinstance(options, self.Options):
@@ -35,7 +39,7 @@ class Decoder(ABC):
         if not frame_shift_s > 0 or not math.isfinite(frame_shift_s):  # NaN fails every compare
             raise ValueError(f"frame_shift_s must be positive seconds, got {frame_shift_s}")
         self.vocab = vocab
-        self.options = options
+        self.options = options  # type: ignore[assignment]  # checked against self.Options above
         self.frame_shift_s = float(frame_shift_s)
 
     @abstractmethod
@@ -105,7 +109,7 @@ def fork_map_chunks(chunk_fn: Callable[[Sequence[Any]], list], items: Sequence[A
     try:
         results: list = []
         with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            for (start, stop), part in zip(bounds, pool.imap(_worker_chunk, bounds)):
+            for (start, stop), part in zip(bounds, pool.imap(_worker_chunk, bounds), strict=True):
                 results.extend(part)
                 if on_done:
                     on_done(stop - start)

@@ -97,7 +97,7 @@ class BeamOptions:
 
 
 @register("beam")
-class BeamSearchDecoder(Decoder):
+class BeamSearchDecoder(Decoder[BeamOptions]):
     """CTC prefix beam search, vectorized over (beam, label) candidates and over utterances.
 
     language_model: an already-loaded LanguageModel (instead of options.lm_path), e.g. shared
@@ -110,7 +110,7 @@ class BeamSearchDecoder(Decoder):
     def __init__(self, vocab: Vocabulary, options: BeamOptions | None = None, *,
                  frame_shift_s: float = 0.02, language_model: LanguageModel | None = None):
         super().__init__(vocab, options, frame_shift_s=frame_shift_s)
-        opts: BeamOptions = self.options
+        opts = self.options
         lm, unigrams = load_lm_and_unigrams(opts.lm_path, opts.unigrams_path, language_model)
         mapper = make_word_mapper(vocab, unigrams, lm)
         self.language_model = lm
@@ -149,7 +149,7 @@ class BeamSearchDecoder(Decoder):
             self.scorer.trim()
             results = BatchSearch([checked[i] for i in part], self.vocab, self.settings,
                                   self.scorer, self.frame_shift_s).run()
-            for i, hyps in zip(part, results):
+            for i, hyps in zip(part, results, strict=True):
                 out[i] = _with_nbest(hyps, self.options.nbest)
             if on_done:
                 on_done(len(part))

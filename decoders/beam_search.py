@@ -339,6 +339,7 @@ class BatchSearch:
     def _score_words(self, f: np.ndarray, i: np.ndarray) -> None:
         """Word-trie moves of the extensions (in place); finished words scored at delimiters."""
         scorer = self.scorer
+        assert scorer is not None  # only called when words are scored
         letters = words = None   # None: all extensions are letters
         if self.delim is not None:
             is_delim = i[LAST] == self.delim
@@ -457,7 +458,7 @@ class BatchSearch:
         chosen = ranked[rank < max(1, self.settings.nbest)]
         per_utt: list[list[Hypothesis]] = [[] for _ in range(n_utt)]
         paths = self._paths(node[rep[chosen]], i[END, rep[chosen]])
-        for gi, (tokens, start_rows, end_rows) in zip(chosen.tolist(), paths):
+        for gi, (tokens, start_rows, end_rows) in zip(chosen.tolist(), paths, strict=True):
             ut = int(g_utt[gi])
             off = int(self.offsets[ut])
             words = word_timestamps(tokens, [x - off for x in start_rows],
@@ -498,6 +499,6 @@ class BatchSearch:
             tk = tok_m[i]
             skip = next((j for j, t in enumerate(tk) if t >= 0), len(tk))
             tk, sf, pe = tk[skip:], start_m[i][skip:], prev_m[i][skip:]
-            ends = pe[1:] + [int(last_end[i])]
+            ends = pe[1:] + [int(last_end[i])] if tk else []  # a label ends where the next starts
             out.append((tk, [rows[a] for a in sf], [rows[a] + 1 for a in ends]))
         return out

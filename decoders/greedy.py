@@ -23,7 +23,7 @@ class GreedyOptions:
 
 
 @register("greedy")
-class GreedyDecoder(Decoder):
+class GreedyDecoder(Decoder[GreedyOptions]):
     """Best-path decoding. score = sum over frames of the max log-prob (the best path's log-prob).
 
     Unused labels (tokenizer specials) are never on the path: the argmax is over the others.

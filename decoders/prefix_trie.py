@@ -30,7 +30,8 @@ class WordTrie:
         self.has_lexicon = False
         # Build with Python dicts (one pass over the lexicon), then move into dense arrays.
         edges: dict[tuple[int, int], int] = {}
-        parents, labels, terminal = [-1], [-1], {}
+        parents, labels = [-1], [-1]
+        terminal: dict[int, int] = {}
         for index, spelling in enumerate(spellings):
             node = 0
             for label in spelling:

@@ -32,7 +32,7 @@ from ctclab.decoders.base import Decoder, register
 from ctclab.decoders.hotwords import hotword_spellings
 from ctclab.decoders.pyctc_support import pyctc_language_model
 from ctclab.lm.casing import make_word_mapper
-from ctclab.lm.language_model import LanguageModel
+from ctclab.lm.language_model import KenLMLanguageModel, LanguageModel
 from ctclab.lm.shared import load_lm_and_unigrams
 
 # pyctcdecode's alphabet normalisation logs at INFO for every decoder built; keep it quiet.
@@ -103,7 +103,7 @@ class PyctcdecodeOptions:
 
 
 @register("pyctcdecode")
-class PyctcdecodeDecoder(Decoder):
+class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
     """CTC prefix beam search by pyctcdecode, optionally fused with a KenLM word n-gram."""
 
     Options = PyctcdecodeOptions
@@ -119,13 +119,13 @@ class PyctcdecodeDecoder(Decoder):
             raise ImportError("the pyctcdecode decoder needs pyctcdecode: "
                               "pip install pyctcdecode==0.5.0 kenlm") from exc
         opts = self.options
-        if language_model is not None and (getattr(language_model, "kenlm_model", None) is None
-                                           or getattr(language_model, "path", None) is None):
+        if language_model is not None and not isinstance(language_model, KenLMLanguageModel):
             raise TypeError("pyctcdecode fuses a KenLM model only: pass a KenLMLanguageModel "
                             f"(lm.language_model), not {type(language_model).__name__}, or "
                             "set lm_path")
-        language_model, unigrams = load_lm_and_unigrams(opts.lm_path, opts.unigrams_path,
-                                                        language_model)
+        loaded, unigrams = load_lm_and_unigrams(opts.lm_path, opts.unigrams_path, language_model)
+        assert loaded is None or isinstance(loaded, KenLMLanguageModel)  # what lm.shared loads
+        language_model = loaded
         self.lm_file: Path | None = None if language_model is None else Path(language_model.path)
         if language_model is None:
             unigrams = None  # pyctcdecode uses a word list only through its LM
@@ -257,7 +257,7 @@ class PyctcdecodeDecoder(Decoder):
 def _check_labels(labels: list[str], columns: np.ndarray, vocab: Vocabulary) -> dict[str, int]:
     """Mapped label -> original id; ValueError when the mapping is not one-to-one."""
     out: dict[str, int] = {}
-    for label, token in zip(labels, columns):
+    for label, token in zip(labels, columns, strict=True):
         if label in out:
             raise ValueError(f"labels {vocab.labels[out[label]]!r} and {vocab.labels[token]!r} "
                              f"both map to {label!r} for pyctcdecode (blank -> '', delimiter -> "

@@ -29,7 +29,7 @@ def word_timestamps(
                                        round(first * frame_shift_s, 4), round(last * frame_shift_s, 4)))
             chars.clear()
 
-    for token, start, end in zip(tokens, start_frames, end_frames):
+    for token, start, end in zip(tokens, start_frames, end_frames, strict=True):
         text = vocab.token_text(int(token))
         if text == " ":
             flush()

@@ -256,7 +256,7 @@ class ManifestSource(AudioSource):
             if len(values) != len(header):
                 raise ValueError(f"{self.file}:{number} has {len(values)} tab-separated fields; "
                                  f"the header has {len(header)} ({header})")
-            rows.append(dict(zip(header, values)))
+            rows.append(dict(zip(header, values, strict=True)))
         return rows
 
     def _raw_entries(self) -> Iterator[tuple[str, str, str, Any]]:
@@ -344,12 +344,10 @@ class HFDatasetSource(AudioSource):
         return ds.cast_column("audio", Audio(decode=False))
 
     def _raw_entries(self) -> Iterator[tuple[str, str, str, Any]]:
-        if self._ds is None:
-            self._ds = self._load()
-        ds = self._ds
+        ds = self._ds = self._ds if self._ds is not None else self._load()
         ids = ds["id"] if "id" in ds.column_names else [f"{i:06d}" for i in range(len(ds))]
         texts = ds["text"]
-        for row, (utt, text, audio) in enumerate(zip(ids, texts, ds["audio"])):
+        for row, (utt, text, audio) in enumerate(zip(ids, texts, ds["audio"], strict=True)):
             where = f"{self.dataset}[{self.split}][{row}] ({audio.get('path') or 'bytes'})"
             data = audio.get("bytes") or audio.get("path") or b""
             yield str(utt), str(text), where, data

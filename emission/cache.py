@@ -349,7 +349,7 @@ class CacheWriter:
         _atomic_save_npy(self.path / SHARD_DIR / shard, stacked)
         self._next_shard += 1
         offset, lines, new = 0, [], []
-        for (utt, text, seconds, _), arr in zip(items, arrays):
+        for (utt, text, seconds, _), arr in zip(items, arrays, strict=True):
             record = UtteranceRecord(utt, text, int(arr.shape[0]), float(seconds), shard, offset)
             offset += arr.shape[0]
             lines.append(record.manifest_line())
@@ -429,7 +429,7 @@ def _read_import_manifest(file: Path, split: str) -> list[_ImportRow]:
         values = line.split("\t")
         if len(values) != len(header):
             raise ValueError(f"{file}:{number} has {len(values)} fields, the header {len(header)}")
-        row = dict(zip(header, values))
+        row = dict(zip(header, values, strict=True))
         if "split" in row and row["split"] != split:
             continue
         if row["id"] in seen:
@@ -504,8 +504,8 @@ def import_emissions(
         known = [r for r in rows if r.num_frames and r.audio_seconds]
         if not known:
             raise ValueError("cannot tell the frame shift: pass frame_shift_s= (seconds per frame)")
-        frame_shift_s = round(sum(r.audio_seconds for r in known)
-                              / sum(r.num_frames for r in known), 4)
+        frame_shift_s = round(sum(r.audio_seconds or 0.0 for r in known)
+                              / sum(r.num_frames or 0 for r in known), 4)
     name = model or src.name
     meta = CacheMeta(model=name, revision="imported", source="imported", split=split,
                      vocabulary=vocab.to_dict(), frame_shift_s=float(frame_shift_s),

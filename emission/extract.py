@@ -253,16 +253,17 @@ def _loader(source: AudioSource, model: CTCModel, entries: list[SourceEntry],
                 if stop.is_set():
                     return
                 ok, waves, bad = [], [], []
-                for i, result in zip(batch, pool.map(load_one, batch)):
+                for i, result in zip(batch, pool.map(load_one, batch), strict=True):
                     if isinstance(result, SkippedItem):
                         bad.append(result)
                     else:
                         ok.append(entries[i])
                         waves.append(result)
                 padded, lengths = pad_batch(waves, model.min_samples) if waves else (None, None)
+                batch_input: Any = padded
                 if pin and padded is not None:  # page-locked: async host-to-GPU copy
-                    padded = torch.from_numpy(padded).pin_memory()
-                out.put((ok, padded, lengths, bad))
+                    batch_input = torch.from_numpy(padded).pin_memory()
+                out.put((ok, batch_input, lengths, bad))
         out.put(_END)
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
         out.put(exc)
@@ -331,7 +332,7 @@ def extract(model: CTCModel, source: AudioSource, cache_root: str | Path, *,
                 if ok:
                     outputs = runner(padded, lengths)
                     writer.add_batch([(e.id, e.text, len_ / model.sample_rate, lp) for e, len_, lp
-                                      in zip(ok, lengths, outputs)])
+                                      in zip(ok, lengths, outputs, strict=True)])
                     count += len(ok)
                     seconds += float(lengths.sum()) / model.sample_rate
                     frames += int(sum(lp.shape[0] for lp in outputs))

@@ -30,7 +30,7 @@ def conv_output_length(num_samples: Any, kernels: Sequence[int], strides: Sequen
     320 samples (20 ms at 16 kHz), starting once 400 samples are available.
     """
     length = np.asarray(num_samples, dtype=np.int64)
-    for k, s in zip(kernels, strides):
+    for k, s in zip(kernels, strides, strict=True):
         length = np.maximum((length - k) // s + 1, 0)
     return int(length) if np.ndim(num_samples) == 0 else length
 
@@ -71,7 +71,7 @@ class CTCModel:
     def min_samples(self) -> int:
         """Shortest input that yields one frame (the receptive field)."""
         n = 1
-        for k, s in reversed(list(zip(self.kernels, self.strides))):
+        for k, s in reversed(list(zip(self.kernels, self.strides, strict=True))):
             n = (n - 1) * s + k
         return n
 

@@ -99,7 +99,7 @@ def tuning_trials(root: str | Path) -> list[TrialRow]:
     """All trials of every params.json (written by ``--tune``) under ``root``."""
     root = Path(root)
     files = [root] if root.is_file() else sorted(root.rglob("params.json"))
-    out = []
+    out: list[TrialRow] = []
     for file in files:
         tuned = load_params(file)
         for system, trials in tuned.trials.items():

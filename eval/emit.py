@@ -85,7 +85,7 @@ def _print_table(rows: list[SplitSummary]) -> None:
                       f"{r.wall_seconds:.1f}", speed, r.device, str(r.skipped), r.note))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for n, line in enumerate(lines):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths).rstrip())
     for r in rows:

@@ -98,7 +98,7 @@ class WordAlignment:
         out: list[tuple[str | None, str | None]] = []
         for s in self.spans:
             if s.op in (EQUAL, SUBSTITUTE):
-                out.extend(zip(self.ref[s.ref_start:s.ref_end], self.hyp[s.hyp_start:s.hyp_end]))
+                out.extend(zip(self.ref[s.ref_start:s.ref_end], self.hyp[s.hyp_start:s.hyp_end], strict=True))
             elif s.op == DELETE:
                 out.extend((w, None) for w in self.ref[s.ref_start:s.ref_end])
             else:

@@ -209,7 +209,7 @@ def git_commit(repo: Path | None = None) -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def environment_fields() -> dict[str, str]:
+def environment_fields() -> dict[str, Any]:
     """python / platform / versions / git_commit fields for RunSettings."""
     return {"python": sys.version.split()[0], "platform": platform.platform(),
             "versions": package_versions(), "git_commit": git_commit()}
@@ -267,12 +267,12 @@ class ResultsFolder:
                              f"not {settings.normalizer['name']!r}; use a new --out folder")
         previous = {s.label: s for s in old.systems}
         for spec in settings.systems:
-            before = previous.get(spec.label)
-            if before is not None and (before.decoder, _jsonable(before.options)) != (
+            earlier = previous.get(spec.label)
+            if earlier is not None and (earlier.decoder, _jsonable(earlier.options)) != (
                     spec.decoder, _jsonable(spec.options)):
                 raise ValueError(
                     f"{self.path} already holds results for {spec.label!r} made with options "
-                    f"{before.options}, now {spec.options}; use a new --out folder (or delete "
+                    f"{earlier.options}, now {spec.options}; use a new --out folder (or delete "
                     f"{self.path / '*' / (spec.label + '.jsonl')})")
 
     def write_settings(self, settings: RunSettings) -> None:

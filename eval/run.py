@@ -281,7 +281,7 @@ def decode_records(decoder: Decoder, cache: EmissionCache, records: Sequence[Any
         wall = time.perf_counter() - began
         frames = sum(max(1, r.num_frames) for r in part)
         results = []
-        for r, hyp in zip(part, hyps):
+        for r, hyp in zip(part, hyps, strict=True):
             s = score_utterance(r.text, hyp.text, normalizer)
             results.append(UtteranceResult(
                 id=r.id, ref=r.text, hyp=hyp.text, ref_norm=s.ref, hyp_norm=s.hyp,

@@ -86,7 +86,7 @@ def _resampled_sums(columns: list[np.ndarray], resamples: int, seed: int) -> lis
     for start in range(0, resamples, _BLOCK):
         stop = min(start + _BLOCK, resamples)
         idx = rng.integers(0, n, size=(stop - start, n))
-        for col, dest in zip(columns, out):
+        for col, dest in zip(columns, out, strict=True):
             dest[start:stop] = col[idx].sum(axis=1)
     return out
 

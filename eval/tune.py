@@ -106,7 +106,7 @@ def grid_search(objective: Callable[[dict[str, float]], float],
     names = list(grids)
     trials = []
     for values in itertools.product(*(grids[n] for n in names)):
-        params = dict(zip(names, values))
+        params = dict(zip(names, values, strict=True))
         trial = Trial(params, float(objective(params)))
         trials.append(trial)
         if on_trial:

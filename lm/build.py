@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import gzip
+import itertools
 import os
 import re
 import subprocess
@@ -64,7 +65,7 @@ class BuildOptions:
             if self.prune[0] != 0:
                 raise ValueError("--prune: the unigram threshold must be 0 (lmplz cannot prune "
                                  "unigrams), e.g. --prune 0 0 1")
-            if any(b < a for a, b in zip(self.prune, self.prune[1:])) or min(self.prune) < 0:
+            if any(b < a for a, b in itertools.pairwise(self.prune)) or min(self.prune) < 0:
                 raise ValueError(f"--prune thresholds must be non-negative and non-decreasing, "
                                  f"got {list(self.prune)}")
         if not _MEMORY_SPEC.match(self.memory):
@@ -94,9 +95,11 @@ class BuildResult:
 def _run_tool(cmd: list[str], what: str, echo: bool = False) -> None:
     """Run a KenLM tool; its stderr (progress bars, statistics) is echoed live when ``echo`` and
     its tail is kept for the error message either way."""
-    tail = collections.deque(maxlen=ERROR_TAIL_CHARS)
+    tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_CHARS)
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
-        for chunk in iter(lambda: proc.stderr.read1(4096), b""):
+        stderr = proc.stderr
+        assert stderr is not None  # stderr=PIPE
+        for chunk in iter(lambda: stderr.read(4096), b""):
             text = chunk.decode("utf-8", "replace")
             tail.extend(text)
             if echo:
@@ -195,11 +198,12 @@ def build(text_paths: Sequence[str | Path], out: str | Path, options: BuildOptio
 
 
 def _human(n: int) -> str:
+    size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return str(size)
 
 
 def print_summary(result: BuildResult) -> None:

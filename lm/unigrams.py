@@ -32,6 +32,7 @@ def read_unigrams(path: str | os.PathLike) -> list[str]:
     if _is_kenlm_binary(path):
         raise ValueError(f"{path} is a KenLM binary, which keeps no readable word list; give the "
                          "ARPA it was built from or a word list as the unigram source")
+    words: Iterable[str]
     if looks_like_arpa(path):
         words = (entry[1][0] for entry in iter_section(path, 1))
     else:
@@ -53,7 +54,8 @@ def _first_columns(path: Path) -> Iterable[str]:
     line_no = 0
     try:
         with open_text(path) as f:
-            for line_no, line in enumerate(f, 1):
+            for line in f:
+                line_no += 1  # read by the error messages below
                 fields = line.split(maxsplit=1)
                 if fields:
                     yield fields[0]

@@ -111,7 +111,7 @@ def test_hf_local_dataset_matches_openslr_audio(corpus, tmp_path):
     assert [i.id for i in items] == [e.id for e in entries]
     assert sum(i.path.endswith("(bytes)") for i in items) == len(entries) // 2
     reference = OpenSLRSource(corpus.root, corpus.split)
-    for item, entry in zip(items, entries):
+    for item, entry in zip(items, entries, strict=True):
         assert item.text == entry.text
         np.testing.assert_array_equal(item.audio, reference.load(entry))
     with pytest.raises(ValueError, match="no split 'dev-other'"):

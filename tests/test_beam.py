@@ -25,7 +25,7 @@ def test_batch_decode_equals_one_at_a_time(vocab):
     xs = _utterances(vocab, seed=1, count=12)
     dec = create_decoder("beam", vocab, beam_width=16, batch_size=5, nbest=3)
     batched = dec.decode_many(xs)
-    for x, hyp in zip(xs, batched):
+    for x, hyp in zip(xs, batched, strict=True):
         single = dec.decode(x)
         assert (hyp.text, hyp.tokens, hyp.words) == (single.text, single.tokens, single.words)
         assert hyp.score == pytest.approx(single.score, abs=1e-9)
@@ -72,7 +72,7 @@ def test_blank_skipping_keeps_results_on_peaky_input():
     exact = create_decoder("beam", vocab, blank_skip_threshold=None).decode_many(xs)
     assert [h.text for h in skipping] == [h.text for h in exact]
     # the only mass dropped is "last label continues through a blank-certain frame": tiny
-    for a, b in zip(skipping, exact):
+    for a, b in zip(skipping, exact, strict=True):
         assert a.score == pytest.approx(b.score, abs=0.02)
 
 
@@ -106,15 +106,15 @@ def test_real_emissions_match_or_beat_greedy():
     xs = [np.load(root / r["split"] / f"{r['id']}.npy") for r in rows]
     beams = create_decoder("beam", vocab, beam_width=100).decode_many(xs)
     greedy = create_decoder("greedy", vocab).decode_many(xs)
-    same = sum(b.text == g.text for b, g in zip(beams, greedy))
+    same = sum(b.text == g.text for b, g in zip(beams, greedy, strict=True))
     assert same >= 0.9 * len(xs)
-    for b, g, x in zip(beams, greedy, xs):
+    for b, g, x in zip(beams, greedy, xs, strict=True):
         assert all(w.end_frame <= len(x) for w in b.words)
         if b.text == g.text:
             # the beam sums over alignments, greedy scores one path: never lower for the same text
             assert b.score >= g.score - 1e-3
             # and the words sit where the best path puts them (within a frame or two)
-            for wb, wg in zip(b.words, g.words):
+            for wb, wg in zip(b.words, g.words, strict=True):
                 assert abs(wb.start_frame - wg.start_frame) <= 2
                 assert abs(wb.end_frame - wg.end_frame) <= 2
 

@@ -61,7 +61,7 @@ def test_zero_lm_weight_equals_no_lm(arpa, tmp_path):
     plain = create_decoder("beam", vocab, beam_width=24).decode_many(xs)
     zero = create_decoder("beam", vocab, beam_width=24, lm_path=arpa, alpha=0.0, beta=0.0,
                           lexicon_mode="none").decode_many(xs)
-    for a, b in zip(plain, zero):
+    for a, b in zip(plain, zero, strict=True):
         assert (a.text, a.tokens) == (b.text, b.tokens)
         assert a.score == pytest.approx(b.score, abs=1e-9)
     # with the (soft) lexicon on, the LM's own part is still exactly zero
@@ -70,7 +70,7 @@ def test_zero_lm_weight_equals_no_lm(arpa, tmp_path):
     lexicon_only = create_decoder("beam", vocab, beam_width=24, unigrams_path=str(words))
     zero_lex = create_decoder("beam", vocab, beam_width=24, lm_path=arpa, alpha=0.0, beta=0.0,
                               unigrams_path=str(words))
-    for a, b in zip(lexicon_only.decode_many(xs), zero_lex.decode_many(xs)):
+    for a, b in zip(lexicon_only.decode_many(xs), zero_lex.decode_many(xs), strict=True):
         assert (a.text, a.tokens) == (b.text, b.tokens)
         assert a.score == pytest.approx(b.score, abs=1e-9)
 

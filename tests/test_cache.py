@@ -53,7 +53,7 @@ def test_round_trip_records_arrays_and_order(tmp_path):
     assert cache.record("u3").text == "TAB AND NEWLINE"
     assert cache.records[1].num_frames == 8 and cache.records[1].audio_seconds == pytest.approx(0.2)
     assert cache.total_audio_seconds == pytest.approx(0.1 + 0.2 + 0.3 + 2.0)
-    for (record, lp), key in zip(cache, arrays):
+    for (record, lp), key in zip(cache, arrays, strict=True):
         assert record.id == key and lp.dtype == np.float32 and lp.shape == arrays[key].shape
         np.testing.assert_allclose(lp, arrays[key], rtol=2e-3, atol=2e-3)  # float16 storage
     assert len(list((tmp_path / "c" / SHARD_DIR).glob("*.npy"))) == 2
@@ -89,7 +89,7 @@ def test_resume_after_kill_ignores_torn_line_and_orphan_shard(tmp_path):
         writer.add_batch([("c", "C", 1.0, c)])
         cache = writer.finish()
     assert cache.ids == ["a", "b", "c"]
-    for key, arr in zip("abc", (a, b, c)):
+    for key, arr in zip("abc", (a, b, c), strict=True):
         np.testing.assert_array_equal(cache.log_probs(key), arr)
 
 

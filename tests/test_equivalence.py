@@ -53,11 +53,11 @@ def test_same_text_on_random_peaky_logits_without_lm():
     emissions = [ambiguous_peaky(v, rng, int(rng.integers(5, 16))) for _ in range(120)]
     a = [h.text for h in ours(v).decode_many(emissions)]
     b = [h.text for h in theirs(v).decode_many(emissions)]
-    same = np.mean([x == y for x, y in zip(a, b)])
-    assert same >= 0.99, [(x, y) for x, y in zip(a, b) if x != y][:5]
+    same = np.mean([x == y for x, y in zip(a, b, strict=True)])
+    assert same >= 0.99, [(x, y) for x, y in zip(a, b, strict=True) if x != y][:5]
     # not vacuous: the search matters on these inputs (beam differs from greedy somewhere)
     greedy = [h.text for h in create_decoder("greedy", v).decode_many(emissions)]
-    assert any(x != g for x, g in zip(a, greedy))
+    assert any(x != g for x, g in zip(a, greedy, strict=True))
 
 
 def spoken(vocab, words: list[str], rng: np.random.Generator) -> np.ndarray:
@@ -93,11 +93,11 @@ def test_same_text_with_a_small_lm(tmp_path):
     a = [h.text for h in ours(v, **lm, lexicon_mode="soft", unknown_prefix_penalty=-10.0
                               ).decode_many(emissions)]
     b = [h.text for h in theirs(v, **lm, unk_score_offset=-10.0).decode_many(emissions)]
-    same = np.mean([x == y for x, y in zip(a, b)])
-    assert same >= 0.98, [(x, y) for x, y in zip(a, b) if x != y][:5]
+    same = np.mean([x == y for x, y in zip(a, b, strict=True)])
+    assert same >= 0.98, [(x, y) for x, y in zip(a, b, strict=True) if x != y][:5]
     # not vacuous: the LM decides many answers (the confusable letters are made to need it)
     no_lm = [h.text for h in theirs(v).decode_many(emissions)]
-    assert sum(x != y for x, y in zip(b, no_lm)) >= 20
+    assert sum(x != y for x, y in zip(b, no_lm, strict=True)) >= 20
 
 
 @pytest.mark.parametrize("name", [d for d in available_decoders() if d != "greedy"])

@@ -67,7 +67,7 @@ def test_normalisation_is_the_feature_extractors(model, waves, tmp):
 
 def test_batched_equals_one_at_a_time(model, waves):
     batched = compute_log_probs(model, waves)
-    for wave, got in zip(waves, batched):
+    for wave, got in zip(waves, batched, strict=True):
         alone = compute_log_probs(model, [wave])[0]
         assert got.shape == alone.shape
         assert np.abs(got - alone).max() < BATCH_TOLERANCE
@@ -80,13 +80,17 @@ def test_batched_equals_one_at_a_time(model, waves):
 
 def test_reduced_precision_runs_under_autocast(model, waves):
     """bfloat16 autocast (the CPU stand-in for the GPU float16 path): same shapes, normalised
-    log-probs, nearly the same best labels as float32."""
+    log-probs, values that follow the float32 ones.
+
+    A random-init model has flat outputs whose best label flips under bf16's 8-bit mantissa (65-75 %
+    argmax agreement on some CPUs), so the check is on the values: correlation above 0.9 (measured
+    0.94-0.96), where a wrong path (unmasked padding, a dropped layer) gives far less."""
     full = compute_log_probs(model, waves[:3])
     low = compute_log_probs(model, waves[:3], dtype="bfloat16")
-    for a, b in zip(full, low):
+    for a, b in zip(full, low, strict=True):
         assert a.shape == b.shape and b.dtype == np.float32
         np.testing.assert_allclose(np.log(np.exp(b).sum(1)), 0.0, atol=1e-4)
-        assert (a.argmax(1) == b.argmax(1)).mean() > 0.9
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
 
 
 def test_plain_padding_is_wrong_only_for_group_norm(model, waves):

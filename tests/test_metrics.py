@@ -61,7 +61,7 @@ def test_corpus_wer_is_ratio_of_sums_not_mean_of_rates():
 def test_matches_jiwer_on_mixed_cases():
     refs = ["the quick brown fox", "jumps over the lazy dog", "a b c d e f", "hello world"]
     hyps = ["the quick brown box jumps", "jumps the lazy dogs", "a c d x e f g", "world hello"]
-    total = corpus_score(score_utterance(r, h) for r, h in zip(refs, hyps))
+    total = corpus_score(score_utterance(r, h) for r, h in zip(refs, hyps, strict=True))
     out = jiwer.process_words([r.upper() for r in refs], [h.upper() for h in hyps])
     assert total.words.substitutions == out.substitutions
     assert total.words.deletions == out.deletions

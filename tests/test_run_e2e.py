@@ -120,7 +120,7 @@ def test_tune_writes_params_and_params_reuses_them(tiny, tmp_path):
     # The two dev splits are pooled: with alpha = beta = 0 the LM changes nothing, so that trial's
     # WER is greedy's summed over both splits.
     (no_lm,) = [t for t in params["trials"][label] if t["params"] == {"alpha": 0, "beta": 0}]
-    pooled = [sum(x) for x in zip(GREEDY_ERRORS["dev-a"], GREEDY_ERRORS["dev-b"])]
+    pooled = [sum(x) for x in zip(GREEDY_ERRORS["dev-a"], GREEDY_ERRORS["dev-b"], strict=True)]
     assert no_lm["wer"] == pytest.approx(pooled[0] / pooled[1])
     best = params["systems"][label]
     assert min(t["wer"] for t in params["trials"][label]) == params["wer"][label]
