@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctclab.core.paths import CACHE_DIR_ENV
+from ctclab.core.table import Table
 from ctclab.emission.audio_sources import SOURCE_NAMES, open_source
 from ctclab.emission.cache import EmissionCache, default_cache_root, import_emissions
 from ctclab.emission.extract import COMPUTE_DTYPES, DEFAULT_LOADER_THREADS, DEVICES, ExtractOptions
@@ -78,16 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_table(rows: list[SplitSummary]) -> None:
     header = ("split", "utts", "hours", "frames", "time s", "speed x", "device", "skipped", "status")
-    lines = [header]
-    for r in rows:
-        speed = f"{r.speed:.1f}" if r.speed is not None else "-"
-        lines.append((r.split, str(r.utterances), f"{r.audio_seconds / 3600:.3f}", str(r.frames),
-                      f"{r.wall_seconds:.1f}", speed, r.device, str(r.skipped), r.note))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for n, line in enumerate(lines):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths).rstrip())
+    cells = [(r.split, str(r.utterances), f"{r.audio_seconds / 3600:.3f}", str(r.frames),
+              f"{r.wall_seconds:.1f}", f"{r.speed:.1f}" if r.speed is not None else "-",
+              r.device, str(r.skipped), r.note) for r in rows]
+    print(Table(header, cells).text())
     for r in rows:
         print(f"cache {r.split}: {r.path}")
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctclab.core.atomic import publish
+from ctclab.core.table import Table
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.lm.arpa import open_text, read_arpa_header
 from ctclab.lm.corpus import NormalizeStats, TextNormalizer, load_vocabulary
@@ -212,13 +213,12 @@ def print_summary(result: BuildResult) -> None:
     print(f"\ntext: {s.lines} lines -> {s.sentences} sentences, {s.words} words "
           f"({s.dropped_words} dropped as unspellable"
           + (f", e.g. {list(s.dropped_examples)[:5]}" if s.dropped_examples else "") + ")")
-    print(f"{'order':>5}  {'n-grams':>12}")
-    for n, count in enumerate(result.counts, 1):
-        print(f"{n:>5}  {count:>12,}")
-    print(f"\n{'file':<10} {'size':>10}  path")
-    print(f"{'arpa':<10} {_human(result.arpa_bytes):>10}  {result.arpa}")
+    print(Table(("order", "n-grams"), [(str(n), f"{count:,}") for n, count in
+                                       enumerate(result.counts, 1)], align=">>").text())
+    files = [("arpa", _human(result.arpa_bytes), str(result.arpa))]
     if result.binary is not None:
-        print(f"{'binary':<10} {_human(result.binary_bytes or 0):>10}  {result.binary}")
+        files.append(("binary", _human(result.binary_bytes or 0), str(result.binary)))
+    print("\n" + Table(("file", "size", "path"), files, align="<><").text())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
