@@ -1,6 +1,6 @@
 """Decoding speed, agreement and WER of our beam search vs pyctcdecode and C++/flashlight peers.
 
-    python bench/decode_speed.py --beam-width 100 --repeat 3 --inputs real,peaky,random \
+    python bench/decode_speed.py --beam-width 100 --repeat 3 --inputs real peaky random \
         --lm ../shared/lm/en-us-70k-3gram.arpa.gz --jobs 1
 
 Every decoder decodes the same emissions with the same beam width and pruning, each in its own
@@ -9,7 +9,8 @@ LM loading included). Figures: ms of decoding per second of audio over the whole
 repeats; the first pass alone, since repeats let cross-utterance LM caches warm up; the best
 pass), speed ratio vs pyctcdecode on best passes (> 1 = faster; best passes because the machine
 may be shared and the fastest pass is the least disturbed), share of transcripts identical to
-pyctcdecode's, corpus WER where references exist (upper-cased, apostrophes kept), and for runs
+pyctcdecode's, corpus WER where references exist (eval.metrics after the default normaliser, as
+eval/run.py scores), and for runs
 without an LM the mean CTC log-likelihood of each transcript minus pyctcdecode's (search quality
 where texts differ). Inputs:
 - real: the QuartzNet emissions in ../shared/emissions/quartznet15x5-base-en (plain numpy reads).
@@ -26,7 +27,7 @@ import queue as queue_module
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,14 @@ import peers  # bench/peers.py, beside this script
 from tqdm import tqdm
 
 from ctclab.core.atomic import atomic_write_text
+from ctclab.core.normalize import DEFAULT_NORMALIZER
+from ctclab.core.options import add_option_flags, given_options
+from ctclab.core.table import Table
 from ctclab.decoders import Vocabulary, available_decoders
-from ctclab.decoders import constants as C
+from ctclab.decoders.options import PyctcdecodeOptions
+from ctclab.eval.metrics import corpus_score, score_utterance
 from ctclab.lm.files import resolve_lm_path
-from ctclab.lm.shared import load_unigrams
+from ctclab.lm.loaded import load_word_list
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CTCLAB_SHARED", REPO.parent / "shared"))
@@ -53,6 +58,8 @@ PEAKY_SHARPNESS = 8.0        # logit boost of the frame's label: p ~ 0.98, like 
 RANDOM_UTTERANCES = 3
 RANDOM_FRAMES = 100
 REFERENCE = "pyctcdecode"
+INPUT_KINDS = ("real", "peaky", "random")
+DEFAULT_DECODERS = ("beam", "pyctcdecode", "ctc-beam-decoder", "flashlight", "greedy")
 
 
 @dataclass
@@ -150,7 +157,7 @@ def peaky_lexicon(lm_runs: list[tuple[str, Path | None]]) -> list[str] | None:
     lm_file = next((f for _, f in lm_runs if f is not None), None)
     if lm_file is None:
         return None
-    words = load_unigrams(None, lm_file) or []
+    words = load_word_list(lm_file)
     return sorted(w for w in words if 2 <= len(w) <= 10 and w.isalpha() and w.isascii()
                   and w.islower())
 
@@ -231,9 +238,9 @@ def measure_in_child(*args) -> Measure:
 
 
 def corpus_wer(references: list[str], hypotheses: list[str]) -> float:
-    import jiwer
-
-    return float(jiwer.wer(references, [h.upper() for h in hypotheses]))
+    """Corpus WER as eval/run.py computes it (default normaliser, eval.metrics)."""
+    return corpus_score(score_utterance(r, h, DEFAULT_NORMALIZER)
+                        for r, h in zip(references, hypotheses, strict=True)).wer
 
 
 def ctc_ln_p(vocab: Vocabulary, emissions: list[np.ndarray], texts: list[str]) -> np.ndarray:
@@ -278,20 +285,19 @@ def score(measures: list[Measure]) -> None:
 
 
 def print_table(measures: list[Measure]) -> None:
-    head = (f"{'inputs':7} {'LM':15} {'decoder':17} {'utts':>5} {'audio s':>8} {'load s':>7} "
-            f"{'ms/aud-s':>9} {'1st pass':>9} {'best':>8} {'x pyctc':>8} {'agree %':>8} "
-            f"{'WER %':>7} {'peak MiB':>9} {'d ln p':>7}")
-    print(head)
-    print("-" * len(head))
+    header = ("inputs", "LM", "decoder", "utts", "audio s", "load s", "ms/aud-s", "1st pass",
+              "best", "x pyctc", "agree %", "WER %", "peak MiB", "d ln p")
+    rows = []
     for m in measures:
         if m.error:
-            print(f"{m.inputs:7} {m.lm:15} {m.decoder:17} ERROR {m.error}")
+            rows.append((m.inputs, m.lm, m.decoder, "ERROR", m.error))
             continue
-        print(f"{m.inputs:7} {m.lm:15} {m.decoder:17} {m.utterances:5d} {m.audio_seconds:8.1f} "
-              f"{m.load_s:7.2f} {m.ms_per_audio_s:9.3f} {m.first_pass_ms_per_audio_s:9.3f} "
-              f"{m.best_pass_ms_per_audio_s:8.3f} "
-              f"{m.speed_vs_pyctcdecode:8.2f} {100 * m.agreement:8.1f} {100 * m.wer:7.2f} "
-              f"{m.peak_mib:9.1f} {m.delta_ln_p:7.2f}")
+        rows.append((m.inputs, m.lm, m.decoder, str(m.utterances), f"{m.audio_seconds:.1f}",
+                     f"{m.load_s:.2f}", f"{m.ms_per_audio_s:.3f}",
+                     f"{m.first_pass_ms_per_audio_s:.3f}", f"{m.best_pass_ms_per_audio_s:.3f}",
+                     f"{m.speed_vs_pyctcdecode:.2f}", f"{100 * m.agreement:.1f}",
+                     f"{100 * m.wer:.2f}", f"{m.peak_mib:.1f}", f"{m.delta_ln_p:.2f}"))
+    print(Table(header, rows, align="<<<" + ">" * 11).text())
 
 
 def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> None:
@@ -303,35 +309,33 @@ def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> N
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--beam-width", type=int, default=C.DEFAULT_BEAM_WIDTH)
-    p.add_argument("--token-min-logp", type=float, default=C.DEFAULT_TOKEN_MIN_LOGP)
-    p.add_argument("--beam-prune-logp", type=float, default=C.DEFAULT_BEAM_PRUNE_LOGP)
-    p.add_argument("--prune-history", action="store_true",
-                   help="pyctcdecode / ctc-beam-decoder history pruning (as in their decode())")
-    p.add_argument("--alpha", type=float, default=C.DEFAULT_ALPHA)
-    p.add_argument("--beta", type=float, default=C.DEFAULT_BETA)
+    add_option_flags(p.add_argument_group("matched search settings (pyctcdecode's options, "
+                                          "given to every decoder)"),
+                     {REFERENCE: PyctcdecodeOptions}, only=peers.MATCHED)
     p.add_argument("--repeat", type=int, default=3, help="passes over each set (timed together)")
-    p.add_argument("--inputs", default="real,peaky,random")
+    p.add_argument("--inputs", nargs="+", choices=INPUT_KINDS, default=list(INPUT_KINDS))
     p.add_argument("--lm", default=str(DEFAULT_LM),
                    help="KenLM .arpa/.arpa.gz/.binary; 'none' for no-LM runs only")
-    p.add_argument("--decoders", default="beam,pyctcdecode,ctc-beam-decoder,flashlight,greedy")
+    p.add_argument("--decoder", nargs="+", default=list(DEFAULT_DECODERS),
+                   help="ctclab decoders and peers to run")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--emissions", default=str(EMISSIONS_DIR))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peaky-utterances", type=int, default=PEAKY_UTTERANCES)
     p.add_argument("--random-utterances", type=int, default=RANDOM_UTTERANCES)
     p.add_argument("--out", default=str(OUT_FILE), help="JSON results file (written atomically)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if min(args.repeat, args.jobs, args.beam_width, args.peaky_utterances,
-           args.random_utterances) < 1:
-        p.error("--repeat, --jobs, --beam-width and the utterance counts must be >= 1")
-    unknown = set(args.inputs.split(",")) - {"real", "peaky", "random"}
-    if unknown:
-        p.error(f"unknown --inputs {sorted(unknown)}; valid: real, peaky, random")
+    try:
+        args.matched = PyctcdecodeOptions(**given_options(args, {REFERENCE: PyctcdecodeOptions}))
+    except (TypeError, ValueError) as exc:
+        p.error(str(exc))
+    if min(args.repeat, args.jobs, args.peaky_utterances, args.random_utterances) < 1:
+        p.error("--repeat, --jobs and the utterance counts must be >= 1")
     valid = set(available_decoders()) | set(peers.PEERS)
-    bad = [d for d in args.decoders.split(",") if d not in valid]
+    bad = [d for d in args.decoder if d not in valid]
     if bad:
-        p.error(f"unknown --decoders {bad}; valid here: {sorted(valid)}")
+        p.error(f"unknown --decoder {bad}; valid here: {sorted(valid)}")
     return args
 
 
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             lm_runs.append((Path(args.lm).name.split(".")[0][:15], resolve_lm_path(args.lm)))
         else:
             print(f"no LM runs: {args.lm} not found (pass --lm PATH or --lm none)", file=sys.stderr)
-    for name in args.inputs.split(","):
+    for name in dict.fromkeys(args.inputs):
         if name == "real":
             root = Path(args.emissions)
             if not (root / "manifest.tsv").is_file():
@@ -359,17 +363,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _INPUTS["random"] = make_random(vocab, rng, args.random_utterances)
     jobs = [(d, i, lm_label, lm_file) for i in _INPUTS for lm_label, lm_file in lm_runs
-            for d in args.decoders.split(",") if not (d == "greedy" and lm_file is not None)]
+            for d in args.decoder if not (d == "greedy" and lm_file is not None)]
     measures = []
-    for decoder, input_name, lm_label, lm_file in tqdm(jobs, desc="decoders", unit="run"):
-        settings = peers.Settings(args.beam_width, args.token_min_logp, args.beam_prune_logp,
-                                  args.prune_history, args.alpha, args.beta, lm_file=lm_file)
+    m = args.matched
+    for decoder, input_name, lm_label, lm_file in tqdm(jobs, desc="decoders", unit="run",
+                                                       disable=args.quiet):
+        settings = peers.Settings(replace(m, lm_path=None if lm_file is None else str(lm_file)),
+                                  lm_file)
         measures.append(measure_in_child(decoder, input_name, settings, args.repeat, args.jobs,
                                          lm_label))
     score(measures)
-    print(f"\nbeam width {args.beam_width}, token_min_logp {args.token_min_logp}, beam_prune_logp "
-          f"{args.beam_prune_logp}, prune_history {args.prune_history}, alpha {args.alpha}, beta "
-          f"{args.beta}, repeat {args.repeat}, jobs {args.jobs}; x pyctc = pyctcdecode's best "
+    print(f"\nbeam width {m.beam_width}, token_min_logp {m.token_min_logp}, beam_prune_logp "
+          f"{m.beam_prune_logp}, prune_history {m.prune_history}, alpha {m.alpha}, beta "
+          f"{m.beta}, repeat {args.repeat}, jobs {args.jobs}; x pyctc = pyctcdecode's best "
           "pass / this one's (> 1 = faster); agree = identical transcripts; d ln p (no-LM runs) = "
           "mean ln P(text | emission) over all alignments minus pyctcdecode's (> 0 = the search "
           "found a more probable labelling)")

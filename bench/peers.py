@@ -16,23 +16,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ctclab.decoders import Vocabulary
-from ctclab.decoders import constants as C
+from ctclab.core.options import field_names
+from ctclab.decoders import Vocabulary, decoder_class
 from ctclab.decoders.base import fork_map_chunks
-from ctclab.lm.shared import load_unigrams
+from ctclab.decoders.options import PyctcdecodeOptions
+from ctclab.lm.loaded import load_word_list
+
+# The matched search settings of a run are pyctcdecode's options (the reference every peer is
+# compared with, in its names and units); these of its fields reach the C++ peers as well.
+MATCHED = ("beam_width", "token_min_logp", "beam_prune_logp", "prune_history", "alpha", "beta",
+           "unk_score_offset")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Matched search settings shared by every decoder in one run (pyctcdecode's names/units)."""
+    """Matched settings of one run: pyctcdecode's options (``lm_path`` is the resolved LM file
+    or None) and the LM file again as a path for the peers that open it themselves."""
 
-    beam_width: int = C.DEFAULT_BEAM_WIDTH
-    token_min_logp: float = C.DEFAULT_TOKEN_MIN_LOGP
-    beam_prune_logp: float = C.DEFAULT_BEAM_PRUNE_LOGP
-    prune_history: bool = False
-    alpha: float = C.DEFAULT_ALPHA
-    beta: float = C.DEFAULT_BETA
-    unk_score_offset: float = C.DEFAULT_UNKNOWN_PREFIX_PENALTY
+    options: PyctcdecodeOptions
     lm_file: Path | None = None
 
 
@@ -47,33 +48,39 @@ def pyctc_labels(vocab: Vocabulary) -> list[str]:
             for i, lab in enumerate(vocab.labels)]
 
 
-def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
-    """A registered ctclab decoder with the matched settings it has fields for."""
-    from ctclab.decoders.base import decoder_class, options_from_mapping
+def matched_options(options_cls: type, matched: PyctcdecodeOptions) -> object:
+    """``matched`` as options of another ctclab decoder: the fields they share as they are, and
+    pyctcdecode's unk_score_offset as the beam's unknown_prefix_penalty (same value, see
+    decoders/constants.py)."""
+    if isinstance(matched, options_cls):
+        return matched
+    names = field_names(options_cls)
+    values = {k: getattr(matched, k) for k in names & field_names(PyctcdecodeOptions)}
+    if "unknown_prefix_penalty" in names:
+        values["unknown_prefix_penalty"] = matched.unk_score_offset
+    return options_cls(**values)
 
-    values = {"beam_width": s.beam_width, "token_min_logp": s.token_min_logp,
-              "beam_prune_logp": s.beam_prune_logp, "prune_history": s.prune_history}
-    if s.lm_file is not None:
-        values.update(lm_path=str(s.lm_file), alpha=s.alpha, beta=s.beta,
-                      unk_score_offset=s.unk_score_offset,
-                      unknown_prefix_penalty=s.unk_score_offset)
+
+def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
+    """A registered ctclab decoder with the matched settings."""
     cls = decoder_class(name)
-    dec = cls(vocab, options_from_mapping(cls.Options, values))  # frame shift: texts only here
+    dec = cls(vocab, matched_options(cls.Options, s.options))  # frame shift: texts only here
     return lambda emissions: [h.text for h in dec.decode_many(emissions, jobs=jobs)]
 
 
 def ctc_beam_decoder(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
     import ctc_beam_decoder as cbd
 
-    words = None if s.lm_file is None else load_unigrams(None, s.lm_file)
+    o = s.options
+    words = None if s.lm_file is None else load_word_list(s.lm_file)
     dec = cbd.build_ctcdecoder(pyctc_labels(vocab),
                                kenlm_model_path=None if s.lm_file is None else str(s.lm_file),
-                               unigrams=words, alpha=s.alpha, beta=s.beta,
-                               unk_score_offset=s.unk_score_offset)
+                               unigrams=words, alpha=o.alpha, beta=o.beta,
+                               unk_score_offset=o.unk_score_offset)
 
     def one(x: np.ndarray) -> str:
-        beams = dec.decode_beams(x, beam_width=s.beam_width, beam_prune_logp=s.beam_prune_logp,
-                                 token_min_logp=s.token_min_logp, prune_history=s.prune_history)
+        beams = dec.decode_beams(x, beam_width=o.beam_width, beam_prune_logp=o.beam_prune_logp,
+                                 token_min_logp=o.token_min_logp, prune_history=o.prune_history)
         return beams[0][0] if beams else ""
 
     return lambda emissions: fork_map(one, emissions, jobs)
@@ -83,12 +90,13 @@ def flashlight(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
     """flashlight-text CTC beam search; beam_threshold = -beam_prune_logp, log-add merging."""
     import flashlight.lib.text.decoder as fl
 
+    o = s.options
     sil, blank = vocab.delimiter, vocab.blank
     keep_alive: list = []
     # flashlight prunes tokens by count, not by log-prob: keep all (token_min_logp has no peer).
     token_beam = vocab.size
     if s.lm_file is None:
-        opts = fl.LexiconFreeDecoderOptions(s.beam_width, token_beam, -s.beam_prune_logp, 0.0, 0.0,
+        opts = fl.LexiconFreeDecoderOptions(o.beam_width, token_beam, -o.beam_prune_logp, 0.0, 0.0,
                                             True, fl.CriterionType.CTC)
         dec = fl.LexiconFreeDecoder(opts, fl.ZeroLM(), sil, blank, [])
     else:
@@ -96,7 +104,7 @@ def flashlight(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
         from flashlight.lib.text.dictionary import Dictionary
 
         spell = {lab: i for i, lab in enumerate(vocab.labels)}
-        words = [w for w in load_unigrams(None, s.lm_file) if all(c in spell for c in w)]
+        words = [w for w in load_word_list(s.lm_file) if all(c in spell for c in w)]
         word_dict = Dictionary()
         for w in [*words, "<unk>"]:
             word_dict.add_entry(w)
@@ -108,8 +116,8 @@ def flashlight(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
             _, score = lm.score(start, index)
             trie.insert([spell[c] for c in w] + [sil], index, score)
         trie.smear(fl.SmearingMode.MAX)
-        opts = fl.LexiconDecoderOptions(s.beam_width, token_beam, -s.beam_prune_logp, s.alpha,
-                                        s.beta, s.unk_score_offset, 0.0, True,
+        opts = fl.LexiconDecoderOptions(o.beam_width, token_beam, -o.beam_prune_logp, o.alpha,
+                                        o.beta, o.unk_score_offset, 0.0, True,
                                         fl.CriterionType.CTC)
         unk = word_dict.get_index("<unk>")
         dec = fl.LexiconDecoder(opts, trie, lm, sil, blank, unk, [], False)

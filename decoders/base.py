@@ -6,14 +6,17 @@ import math
 import multiprocessing
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
 from ctclab.core.hypothesis import Hypothesis
+from ctclab.core.options import field_names
 from ctclab.core.validation import validate_log_probs
 from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders.options import LMOptions
+from ctclab.lm.loaded import LoadedLM, load_lm
 
 OptionsT = TypeVar("OptionsT")
 
@@ -41,6 +44,12 @@ class Decoder(ABC, Generic[OptionsT]):
         self.vocab = vocab
         self.options = options  # type: ignore[assignment]  # checked against self.Options above
         self.frame_shift_s = float(frame_shift_s)
+
+    @property
+    def batch_size(self) -> int:
+        """Utterances this decoder searches together in one pass (1: one at a time). Chunks of
+        work handed to it (decode_many's workers, eval's runner) hold at least this many."""
+        return 1
 
     @abstractmethod
     def decode(self, log_probs: np.ndarray) -> Hypothesis:
@@ -126,7 +135,7 @@ def _parallel_decode(decoder: Decoder, emissions: Sequence[np.ndarray], jobs: in
     jobs = min(jobs, len(emissions), os.cpu_count() or 1) or 1
     # ~4 chunks per worker balance the load; a batching decoder (beam) keeps up to batch_size
     # utterances per chunk, since its per-step overhead is paid once per batch.
-    cap = getattr(decoder.options, "batch_size", MAX_CHUNK_UTTERANCES)
+    cap = decoder.batch_size if decoder.batch_size > 1 else MAX_CHUNK_UTTERANCES
     chunk = max(1, min(cap, len(emissions) // (jobs * 4)))
     return fork_map_chunks(decoder._decode_chunk, emissions, jobs, chunk, on_done)
 
@@ -164,17 +173,22 @@ def decoder_class(name: str) -> type[Decoder]:
                          ) from None
 
 
-def options_from_mapping(options_cls: type, values: Mapping[str, Any]) -> Any:
-    """Build an Options dataclass from the keys of ``values`` it has fields for (None = default)."""
-    names = {f.name for f in dataclasses.fields(options_cls)}
-    return options_cls(**{k: v for k, v in values.items() if k in names and v is not None})
+def fused_lm(options: LMOptions, lm: LoadedLM | None) -> LoadedLM | None:
+    """The LM a decoder fuses: ``lm`` when given (then the options must not name another),
+    else the one ``options.lm_path`` names, loaded once per process (lm.loaded.load_lm)."""
+    if lm is not None:
+        if options.lm_path is not None or options.unigrams_path is not None:
+            raise ValueError("give the language model once: a loaded lm= or options.lm_path / "
+                             "unigrams_path, not both")
+        return lm
+    return None if options.lm_path is None else load_lm(options.lm_path, options.unigrams_path)
 
 
 def create_decoder(name: str, vocab: Vocabulary, *, frame_shift_s: float = 0.02,
                    **options: Any) -> Decoder:
     """Instantiate decoder ``name``; ``options`` must be fields of its Options dataclass."""
     cls = decoder_class(name)
-    names = {f.name for f in dataclasses.fields(cls.Options)}
+    names = field_names(cls.Options)
     unknown = sorted(set(options) - names)
     if unknown:
         raise ValueError(f"decoder {name!r} has no option(s) {unknown}; valid: {sorted(names)}")

@@ -32,22 +32,10 @@ import numpy as np
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.lm_fusion import WordScorer
+from ctclab.decoders.options import BeamOptions
 from ctclab.decoders.timestamps import word_timestamps
 
 NEG_INF = -math.inf
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Search parameters the engine needs (a subset of BeamOptions, already validated)."""
-
-    beam_width: int
-    token_min_logp: float
-    token_top_k: int | None
-    beam_prune_logp: float
-    blank_skip_threshold: float | None
-    nbest: int
-    max_word_gain: float   # upper bound of the score a word step can add (for early pruning)
 
 
 # Rows of the packed beam state. Floats (ln scores):
@@ -117,11 +105,13 @@ class _Nodes:
 
 
 class BatchSearch:
-    """One search over a batch of validated (T_i, V) float32 log-prob arrays."""
+    """One search over a batch of validated (T_i, V) float32 log-prob arrays, with the ``beam``
+    decoder's (validated) options: beam_width, token_min_logp, token_top_k, beam_prune_logp,
+    blank_skip_threshold and nbest are read here; the word options went into ``scorer``."""
 
     def __init__(self, emissions: Sequence[np.ndarray], vocab: Vocabulary,
-                 settings: SearchSettings, scorer: WordScorer | None, frame_shift_s: float):
-        self.vocab, self.settings, self.frame_shift_s = vocab, settings, frame_shift_s
+                 options: BeamOptions, scorer: WordScorer | None, frame_shift_s: float):
+        self.vocab, self.options, self.frame_shift_s = vocab, options, frame_shift_s
         self.scorer = scorer if scorer is not None and scorer.active else None
         self.lengths = np.array([len(e) for e in emissions], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -136,7 +126,7 @@ class BatchSearch:
     # ----------------------------------------------------------------------------- schedule
     def _schedule(self) -> None:
         """Active frames per step, blank mass of skipped gaps, and token candidates per step."""
-        vocab, st = self.vocab, self.settings
+        vocab, st = self.vocab, self.options
         n_utt = len(self.lengths)
         blank = self.x[:, vocab.blank].astype(np.float64)
         # Blank mass of frame ranges [a, b) from prefix sums; a -inf blank (p = 0, valid input)
@@ -253,7 +243,7 @@ class BatchSearch:
 
     def _step(self, s: int, b: _Beams, n_utt: int) -> _Beams:
         # Few, fused numpy calls: arrays hold ~100s of beams, so per-call overhead dominates.
-        st, w, delim = self.settings, self.width, self.delim
+        st, w, delim = self.options, self.width, self.delim
         f, i = b.f, b.i
         u, last, n = i[UTT], i[LAST], f.shape[1]
         ti = self.tab_i[s].take(u, axis=1)   # (4, n) arow, cand_start, cand_count, has_gap
@@ -317,7 +307,7 @@ class BatchSearch:
                 # extensions that cannot reach the threshold: dropped before any word scoring
                 best = self.neg_utt.copy()
                 np.maximum.at(best, u, stay_score)
-                keep &= base + f[LM].take(src) >= (best - st.max_word_gain + st.beam_prune_logp)[
+                keep &= base + f[LM].take(src) >= (best - self.scorer.max_word_gain + st.beam_prune_logp)[
                     u.take(src)]
             sel = keep.nonzero()[0]
             e = len(sel)
@@ -369,7 +359,7 @@ class BatchSearch:
                stay_score: np.ndarray, stay_best: np.ndarray | None) -> _Beams:
         """Threshold and beam-width pruning of stays + extensions. stay_score: (n_stays,) scores
         of the stays (already computed); stay_best: their best per utterance, or None."""
-        st = self.settings
+        st = self.options
         f, i = pool.f, pool.i
         total = f.shape[1]
         if total > n_stays:
@@ -455,7 +445,7 @@ class BatchSearch:
         ranked = np.lexsort((-g_total, g_utt))
         group_first = np.searchsorted(g_utt[ranked], np.arange(n_utt))
         rank = np.arange(len(ranked)) - group_first[g_utt[ranked]]
-        chosen = ranked[rank < max(1, self.settings.nbest)]
+        chosen = ranked[rank < max(1, self.options.nbest)]
         per_utt: list[list[Hypothesis]] = [[] for _ in range(n_utt)]
         paths = self._paths(node[rep[chosen]], i[END, rep[chosen]])
         for gi, (tokens, start_rows, end_rows) in zip(chosen.tolist(), paths, strict=True):

@@ -5,21 +5,16 @@ Vectorized over a whole batch: utterances are padded into one (B, T_max, V) arra
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.decoders.base import Decoder, register
+from ctclab.decoders.options import GreedyOptions
 from ctclab.decoders.timestamps import word_timestamps
 
 # Utterances padded together per batch; bounds the padded array at ~BATCH * T_max * V floats.
 GREEDY_BATCH_UTTERANCES = 64
-
-
-@dataclass(frozen=True)
-class GreedyOptions:
-    """Greedy decoding has no tunable options."""
 
 
 @register("greedy")

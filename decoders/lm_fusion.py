@@ -48,6 +48,10 @@ class WordScorer:
         self.vocab, self.lm, self.mapper = vocab, lm, mapper
         self.alpha, self.beta = float(alpha), float(beta)
         self.penalty = float(unknown_prefix_penalty)
+        # The most a finished word can add to a beam's score (the search prunes candidates against
+        # the best beam before their words are scored, allowing for this much).
+        self.max_word_gain = (max(self.beta, 0.0) if lm is not None else 0.0) + (
+            max(float(hotword_weight), 0.0) if hotwords else 0.0)
         words: list[str] = []
         spellings: list[list[int]] = []
         if unigrams is not None and lexicon_mode != "none":

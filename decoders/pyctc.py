@@ -17,101 +17,39 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ctclab.core.hypothesis import Hypothesis, WordTimestamp
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.decoders import constants as C
-from ctclab.decoders.base import Decoder, register
+from ctclab.decoders.base import Decoder, fused_lm, register
 from ctclab.decoders.hotwords import hotword_spellings
+from ctclab.decoders.options import PyctcdecodeOptions
 from ctclab.decoders.pyctc_support import pyctc_language_model
 from ctclab.lm.casing import make_word_mapper
-from ctclab.lm.language_model import KenLMLanguageModel, LanguageModel
-from ctclab.lm.shared import load_lm_and_unigrams
+from ctclab.lm.loaded import LoadedLM
+
+__all__ = ["PyctcdecodeDecoder", "PyctcdecodeOptions"]
 
 # pyctcdecode's alphabet normalisation logs at INFO for every decoder built; keep it quiet.
 logging.getLogger("pyctcdecode").setLevel(logging.WARNING)
 
 
-@dataclass(frozen=True)
-class PyctcdecodeOptions:
-    """Options for pyctcdecode; names shared with the ``beam`` decoder mean the same thing.
-
-    Defaults are pyctcdecode's own, the same values as the ``beam`` decoder's (decoders/constants.py;
-    unk_score_offset is its unknown_prefix_penalty), so both at defaults are matched settings.
-
-    beam_width: beams kept per frame. token_min_logp: per-frame token pruning (ln prob).
-    beam_prune_logp: drop beams scoring this far below the best (ln). prune_history: pyctcdecode's
-    dedup of beams sharing the LM-visible history (faster, but loses n-best diversity and deviates
-    from exact prefix search; off by default so results match the ``beam`` decoder's semantics).
-    lm_path: KenLM .arpa / .arpa.gz / .binary or a known LM name (see lm.files). unigrams_path:
-    word list, lexicon or ARPA giving the known words (default: the LM's own ARPA unigrams).
-    alpha, beta: LM weight and word bonus. unk_score_offset: ln penalty for unknown words and
-    partial words. lm_score_boundary: score <s> and </s>. hotwords / hotword_weight: words to boost
-    (written in either casing). nbest: alternatives returned in ``Hypothesis.nbest``.
-    """
-
-    beam_width: int = C.DEFAULT_BEAM_WIDTH
-    token_min_logp: float = C.DEFAULT_TOKEN_MIN_LOGP
-    beam_prune_logp: float = C.DEFAULT_BEAM_PRUNE_LOGP
-    prune_history: bool = False
-    lm_path: str | None = None
-    unigrams_path: str | None = None
-    alpha: float = C.DEFAULT_ALPHA
-    beta: float = C.DEFAULT_BETA
-    unk_score_offset: float = C.DEFAULT_UNKNOWN_PREFIX_PENALTY
-    lm_score_boundary: bool = True
-    hotwords: tuple[str, ...] = ()
-    hotword_weight: float = C.DEFAULT_HOTWORD_WEIGHT
-    nbest: int = 1
-
-    def __post_init__(self) -> None:
-        if isinstance(self.hotwords, str):
-            raise TypeError("hotwords must be a sequence of words, e.g. ('ravi',), not one string")
-        object.__setattr__(self, "hotwords", tuple(str(w) for w in self.hotwords))
-        if self.lm_path is not None:
-            object.__setattr__(self, "lm_path", str(self.lm_path))
-        if self.unigrams_path is not None:
-            object.__setattr__(self, "unigrams_path", str(self.unigrams_path))
-        if isinstance(self.beam_width, bool) or not isinstance(self.beam_width, (int, np.integer)) \
-                or self.beam_width < 1:
-            raise ValueError(f"beam_width must be an integer >= 1, got {self.beam_width!r}")
-        if isinstance(self.nbest, bool) or not isinstance(self.nbest, (int, np.integer)) \
-                or not 1 <= self.nbest <= self.beam_width:
-            raise ValueError(f"nbest must be an integer in [1, beam_width={self.beam_width}], "
-                             f"got {self.nbest!r}")
-        for name in ("token_min_logp", "beam_prune_logp"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value > 0:
-                raise ValueError(f"{name} is a ln-probability threshold and must be finite and "
-                                 f"<= 0, got {value!r}")
-        for name in ("alpha", "beta", "unk_score_offset", "hotword_weight"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        if self.alpha < 0:
-            raise ValueError(f"alpha (LM weight) must be >= 0, got {self.alpha}")
-        if self.unigrams_path is not None and self.lm_path is None:
-            raise ValueError("unigrams_path only applies with a language model; set lm_path too")
-        if any(not w.strip() for w in self.hotwords):
-            raise ValueError(f"hotwords must be non-empty words, got {self.hotwords!r}")
-
-
 @register("pyctcdecode")
 class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
-    """CTC prefix beam search by pyctcdecode, optionally fused with a KenLM word n-gram."""
+    """CTC prefix beam search by pyctcdecode, optionally fused with a KenLM word n-gram.
+
+    lm: an already loaded LM (lm.loaded.LoadedLM over a KenLM model) instead of
+    ``options.lm_path``, which is otherwise loaded once per process; pyctcdecode's unigram trie is
+    built once per LM and shared by decoders that differ only in their weights.
+    """
 
     Options = PyctcdecodeOptions
 
     def __init__(self, vocab: Vocabulary, options: PyctcdecodeOptions | None = None, *,
-                 frame_shift_s: float = 0.02, language_model: LanguageModel | None = None):
-        """``language_model``: an already loaded KenLMLanguageModel to share (its KenLM model is
-        reused, not reloaded); otherwise ``options.lm_path`` is loaded (once per process)."""
+                 frame_shift_s: float = 0.02, lm: LoadedLM | None = None):
         super().__init__(vocab, options, frame_shift_s=frame_shift_s)
         try:
             import pyctcdecode
@@ -119,34 +57,25 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
             raise ImportError("the pyctcdecode decoder needs pyctcdecode: "
                               "pip install pyctcdecode==0.5.0 kenlm") from exc
         opts = self.options
-        if language_model is not None and not isinstance(language_model, KenLMLanguageModel):
-            raise TypeError("pyctcdecode fuses a KenLM model only: pass a KenLMLanguageModel "
-                            f"(lm.language_model), not {type(language_model).__name__}, or "
-                            "set lm_path")
-        loaded, unigrams = load_lm_and_unigrams(opts.lm_path, opts.unigrams_path, language_model)
-        assert loaded is None or isinstance(loaded, KenLMLanguageModel)  # what lm.shared loads
-        language_model = loaded
-        self.lm_file: Path | None = None if language_model is None else Path(language_model.path)
-        if language_model is None:
-            unigrams = None  # pyctcdecode uses a word list only through its LM
+        self.lm = fused_lm(opts, lm)
         # acoustic word -> LM word (identity without an LM); raises on an all-OOV setup, also for
         # a binary LM without a word list (its casing is probed with common words).
-        self.word_mapper: Callable[[str], str] = make_word_mapper(vocab, unigrams, language_model)
+        self.word_mapper: Callable[[str], str] = (
+            make_word_mapper(vocab, None) if self.lm is None else self.lm.word_mapper(vocab))
         self._columns = np.array([i for i in range(vocab.size) if i not in vocab.unused], np.int64)
         self._labels = [self._pyctc_label(int(i)) for i in self._columns]
         self._label_to_id = _check_labels(self._labels, self._columns, vocab)
         self._max_label_len = max(len(lab) for lab in self._labels)
         self._hotwords = [self._to_pyctc_text(w) for w in opts.hotwords]
-        if unigrams is None and self.lm_file is not None:
-            warnings.warn(f"{self.lm_file}: no word list for this binary LM, so pyctcdecode "
-                          "penalises every partial word; pass unigrams_path=<word list or ARPA>",
-                          stacklevel=2)
+        if self.lm is not None and self.lm.unigrams is None:
+            warnings.warn(f"{self.lm.path or 'the LM'}: no word list for this binary LM, so "
+                          "pyctcdecode penalises every partial word; pass unigrams_path=<word "
+                          "list or ARPA>", stacklevel=2)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pyctcdecode warns about small test LMs
             alphabet = pyctcdecode.Alphabet.build_alphabet(self._labels)
-            lm = None if language_model is None else pyctc_language_model(
-                language_model.kenlm_model, unigrams, opts)
-            self._decoder = pyctcdecode.BeamSearchDecoderCTC(alphabet, lm)
+            fused = None if self.lm is None else pyctc_language_model(self.lm, opts)
+            self._decoder = pyctcdecode.BeamSearchDecoderCTC(alphabet, fused)
         if alphabet.labels != self._labels:  # pyctcdecode re-normalises labels; ours must stand
             raise ValueError(f"pyctcdecode rewrote the labels {self._labels} to {alphabet.labels}; "
                              "the vocabulary has labels pyctcdecode treats specially (e.g. '<pad>' "

@@ -1,37 +1,30 @@
-"""pyctcdecode LM wrappers shared per process: the unigram set and trie (the slow, large part of
-pyctcdecode's LanguageModel) are built once per (KenLM model, word list) while tuning alpha/beta.
-Loading the KenLM model and the word list itself is shared with ``beam`` (lm.shared).
+"""pyctcdecode's LanguageModel over our loaded LM: its unigram set and trie (the slow, large part
+of pyctcdecode's LanguageModel) are built once per LM (``LoadedLM.derived``) while decoders that
+differ only in their weights (tuning alpha and beta) share it.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+import copy
 from typing import Any
 
-from ctclab.lm.shared import remember
+from ctclab.decoders.options import PyctcdecodeOptions
+from ctclab.lm.language_model import KenLMLanguageModel
+from ctclab.lm.loaded import LoadedLM
 
-_PYCTC_LM: OrderedDict[tuple, Any] = OrderedDict()
 
-
-def pyctc_language_model(kenlm_model: Any, unigrams: list[str] | None, options: Any) -> Any:
-    """A pyctcdecode LanguageModel with ``options``' alpha/beta/unk_score_offset/boundary.
-
-    The unigram set and trie (the slow, large part) are built once per (model, word list) and
-    shared by shallow copies that differ only in the weights. ``unigrams`` is the list
-    load_unigrams returns (one object per file version, so an edited word list is a new key).
-    """
-    import copy
-
+def pyctc_language_model(lm: LoadedLM, options: PyctcdecodeOptions) -> Any:
+    """A pyctcdecode LanguageModel over ``lm``'s KenLM model and known words, with ``options``'
+    alpha / beta / unk_score_offset / lm_score_boundary (a shallow copy of the shared one)."""
     import pyctcdecode
 
-    # The entry keeps the model and the list alive, so their ids cannot be reused by others.
-    key = (id(kenlm_model), id(unigrams))
-    entry = _PYCTC_LM.get(key)
-    if entry is None:
-        entry = remember(_PYCTC_LM, key, (kenlm_model, unigrams,
-                                           pyctcdecode.LanguageModel(kenlm_model, unigrams)))
-    base = entry[2]
-    lm = copy.copy(base)
-    lm.alpha, lm.beta = float(options.alpha), float(options.beta)
-    lm.unk_score_offset = float(options.unk_score_offset)
-    lm.score_boundary = bool(options.lm_score_boundary)
-    return lm
+    if not isinstance(lm.model, KenLMLanguageModel):
+        raise TypeError("pyctcdecode fuses a KenLM model only: give a LoadedLM whose model is a "
+                        f"KenLMLanguageModel (lm.load_lm), not {type(lm.model).__name__}")
+    model = lm.model
+    base = lm.derived("pyctcdecode", lambda: pyctcdecode.LanguageModel(model.kenlm_model,
+                                                                        lm.unigrams))
+    fused = copy.copy(base)
+    fused.alpha, fused.beta = float(options.alpha), float(options.beta)
+    fused.unk_score_offset = float(options.unk_score_offset)
+    fused.score_boundary = bool(options.lm_score_boundary)
+    return fused

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import inspect
 import itertools
 import sys
 import time
@@ -27,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from ctclab.core.normalize import NORMALIZERS, TextNormalizer, get_normalizer
-from ctclab.decoders.base import Decoder, available_decoders, decoder_class, options_from_mapping
+from ctclab.core.options import add_option_flags, field_names, flag_of, given_options
+from ctclab.decoders.base import Decoder, available_decoders, decoder_class
+from ctclab.decoders.options import LMOptions
 from ctclab.emission.audio_sources import SOURCE_NAMES
 from ctclab.emission.cache import (
     EmissionCache,
@@ -69,10 +70,6 @@ DECODER_MODULES = ("ctclab.decoders.greedy", "ctclab.decoders.beam", "ctclab.dec
 # decoder's batch_size (beam searches that many utterances together: chunks of 16 made its
 # no-LM decoding of the 94 QuartzNet utterances 1.4x slower than chunks of 256).
 CHUNK_PER_JOB = 16
-# CLI flag -> Options field name (the cross-team contract); None values mean "decoder default".
-OPTION_FLAGS = ("beam_width", "alpha", "beta", "token_min_logp", "token_top_k", "beam_prune_logp",
-                "blank_skip_threshold", "hotwords", "hotword_weight", "lexicon_mode",
-                "unknown_prefix_penalty", "unk_score_offset", "nbest", "batch_size")
 NO_LM = "none"
 
 
@@ -171,13 +168,18 @@ def lm_label(lm: str) -> str:
     return name
 
 
-def cli_option_values(args: argparse.Namespace) -> dict[str, Any]:
-    """Decoder option values given on the command line, by Options field name."""
-    values = {name: getattr(args, name) for name in OPTION_FLAGS}
-    if values["hotwords"] is not None:
-        values["hotwords"] = tuple(values["hotwords"])
-    values["unigrams_path"] = args.unigrams
-    return values
+def decoder_options() -> dict[str, type]:
+    """Every registered decoder's options class, by name (the decoder flags are made of them)."""
+    import_decoders()
+    return {name: decoder_class(name).Options for name in available_decoders()}
+
+
+def _flag(name: str) -> str:
+    for cls in decoder_options().values():
+        for f in dataclasses.fields(cls):
+            if f.name == name and flag_of(f):
+                return flag_of(f)
+    return name
 
 
 def build_systems(args: argparse.Namespace, tuned: TunedParams | None) -> list[System]:
@@ -186,27 +188,27 @@ def build_systems(args: argparse.Namespace, tuned: TunedParams | None) -> list[S
     ``tuned`` values replace the command line's for the systems with the same label.
     """
     lms = [None if x.lower() == NO_LM else x for x in (args.lm or [NO_LM])]
-    values = cli_option_values(args)
-    taken = {f.name for name in args.decoder for f in dataclasses.fields(
-        decoder_class(name).Options)}
-    unused = sorted(k for k, v in values.items() if v is not None and k not in taken)
+    values = given_options(args, decoder_options())
+    taken = set().union(*(field_names(decoder_class(d).Options) for d in args.decoder))
+    unused = sorted(k for k in values if k not in taken)
     if unused:
-        flags = ", ".join("--" + k.replace("_", "-").replace("-path", "") for k in unused)
-        raise ValueError(f"{flags}: not an option of any chosen decoder ({', '.join(args.decoder)})"
-                         "; drop it or add a decoder that has it")
+        raise ValueError(f"{', '.join(map(_flag, unused))}: not an option of any chosen decoder "
+                         f"({', '.join(args.decoder)}); drop it or add a decoder that has it")
     systems: list[System] = []
     for name in args.decoder:
         cls = decoder_class(name)
-        fields = {f.name for f in dataclasses.fields(cls.Options)}
-        for lm in (lms if "lm_path" in fields else [None]):
+        fields = field_names(cls.Options)
+        for lm in (lms if issubclass(cls.Options, LMOptions) else [None]):
             label = name if lm is None else f"{name}+{lm_label(lm)}"
-            mapping = {**values, "lm_path": lm}
+            mapping = {k: v for k, v in values.items() if k in fields}
             if lm is None:
-                mapping["unigrams_path"] = None
+                mapping.pop("unigrams_path", None)
+            else:
+                mapping["lm_path"] = lm
             if tuned is not None and label in tuned.systems:
                 mapping.update(tuned.systems[label])
             try:
-                options = options_from_mapping(cls.Options, mapping)
+                options = cls.Options(**mapping)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"decoder {name!r}: {exc}") from exc
             if label in {s.label for s in systems}:
@@ -220,23 +222,10 @@ def build_systems(args: argparse.Namespace, tuned: TunedParams | None) -> list[S
 
 
 class DecoderFactory:
-    """Builds decoders, loading each LM once for decoders that accept ``language_model=``."""
+    """Builds decoders (LMs are loaded once per process by the decoders themselves)."""
 
     def __init__(self) -> None:
-        self._lms: dict[str, Any] = {}
         self._decoders: dict[tuple, Decoder] = {}
-
-    def _shared_lm(self, lm: str) -> Any:
-        if lm not in self._lms:
-            from ctclab.lm.files import (
-                resolve_lm_path,  # .gz decompressed once, known names fetched
-            )
-            from ctclab.lm.shared import (
-                shared_language_model,  # the decoders' own per-process cache
-            )
-
-            self._lms[lm] = shared_language_model(resolve_lm_path(lm))
-        return self._lms[lm]
 
     def build(self, system: System, vocab_dict: dict, frame_shift_s: float,
               options: Any = None) -> tuple[Decoder, float]:
@@ -249,11 +238,8 @@ class DecoderFactory:
         if key in self._decoders:
             return self._decoders[key], 0.0
         start = time.perf_counter()
-        kwargs: dict[str, Any] = {"frame_shift_s": frame_shift_s}
-        if system.lm is not None and "language_model" in inspect.signature(
-                system.cls.__init__).parameters:
-            kwargs["language_model"] = self._shared_lm(system.lm)
-        decoder = system.cls(Vocabulary.from_dict(vocab_dict), options, **kwargs)
+        decoder = system.cls(Vocabulary.from_dict(vocab_dict), options,
+                             frame_shift_s=frame_shift_s)
         self._decoders[key] = decoder
         return decoder, time.perf_counter() - start
 
@@ -272,7 +258,7 @@ def decode_records(decoder: Decoder, cache: EmissionCache, records: Sequence[Any
     decode_seconds of an utterance = its share, by frames, of its chunk's wall time.
     """
     out: list[UtteranceResult] = []
-    chunk = max(CHUNK_PER_JOB * max(1, jobs), getattr(decoder.options, "batch_size", 1))
+    chunk = max(CHUNK_PER_JOB * max(1, jobs), decoder.batch_size)
     for start in range(0, len(records), chunk):
         part = records[start:start + chunk]
         arrays = [cache.log_probs(r.id) for r in part]
@@ -397,7 +383,7 @@ def tune_plan(args: argparse.Namespace,
         raise ValueError("--tune needs a system with a language model: add --lm FILE and a "
                          "decoder that takes one (beam, pyctcdecode)")
     for s in targets:
-        fields = {f.name for f in dataclasses.fields(s.cls.Options)}
+        fields = field_names(s.cls.Options)
         missing = sorted(set(grids) - fields)
         if missing:
             raise ValueError(f"decoder {s.cls.name!r} has no option(s) {missing} to tune; "
@@ -492,22 +478,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--manifest", help="audio manifest for the emission stage")
     p.add_argument("--import-emissions", metavar="DIR",
                    help="import <DIR>/<split>/<id>.npy + labels.json + manifest.tsv as the cache")
-    g = p.add_argument_group("decoder options (passed to decoders that have them)")
-    g.add_argument("--beam-width", type=int)
-    g.add_argument("--alpha", type=float, help="LM weight")
-    g.add_argument("--beta", type=float, help="word insertion bonus")
-    g.add_argument("--token-min-logp", type=float)
-    g.add_argument("--token-top-k", type=int)
-    g.add_argument("--beam-prune-logp", type=float)
-    g.add_argument("--blank-skip-threshold", type=float)
-    g.add_argument("--hotwords", nargs="+")
-    g.add_argument("--hotword-weight", type=float)
-    g.add_argument("--lexicon-mode", choices=("none", "soft", "hard"))
-    g.add_argument("--unknown-prefix-penalty", type=float)
-    g.add_argument("--unk-score-offset", type=float)
-    g.add_argument("--nbest", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--unigrams", help="word list / lexicon / ARPA of known words")
+    add_option_flags(p.add_argument_group("decoder options (generated from decoders/options.py; "
+                                          "each goes to the decoders in brackets)"),
+                     decoder_options())
     p.add_argument("--jobs", type=int, default=1, help="decoding processes")
     p.add_argument("--out", help="results folder (default results/<UTC time>)")
     p.add_argument("--normalizer", default="default", choices=sorted(NORMALIZERS))

@@ -43,13 +43,14 @@ class LanguageModel(ABC):
 
 
 class KenLMLanguageModel(LanguageModel):
-    """KenLM model (ARPA or binary) behind :class:`LanguageModel`, with a score cache.
+    """KenLM model (ARPA or binary) behind :class:`LanguageModel`.
 
-    path: .arpa, .arpa.gz is not read by KenLM (decompress first), .binary/.klm.
-    The cache maps (state, word) -> (ln prob, next state); KenLM states are hashable.
+    path: .arpa, .arpa.gz is not read by KenLM (decompress first), .binary/.klm. Scores are not
+    cached here: the beam search caches whole word scores per (history, word) itself
+    (decoders.lm_fusion), the one score cache. KenLM states are hashable.
     """
 
-    def __init__(self, path: str | Path, cache_size: int = 1_000_000):
+    def __init__(self, path: str | Path):
         try:
             import kenlm
         except ImportError as exc:  # pragma: no cover - kenlm is a hard dependency
@@ -69,8 +70,6 @@ class KenLMLanguageModel(LanguageModel):
         self._kenlm = kenlm
         self.path = path
         self.order = int(self._model.order)
-        self._cache: dict[tuple[Any, str], tuple[float, Any]] = {}
-        self._cache_size = cache_size
 
     @property
     def kenlm_model(self) -> Any:
@@ -83,17 +82,8 @@ class KenLMLanguageModel(LanguageModel):
         return state
 
     def score(self, state: Any, word: str) -> tuple[float, Any]:
-        key = (state, word)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
         out = self._kenlm.State()
-        log10 = self._model.BaseScore(state, word, out)
-        result = (log10 * LOG10_TO_LN, out)
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        self._cache[key] = result
-        return result
+        return self._model.BaseScore(state, word, out) * LOG10_TO_LN, out
 
     def end_score(self, state: Any) -> float:
         out = self._kenlm.State()

@@ -8,6 +8,7 @@ from decoding_fixtures import frames, quartznet_vocab, random_peaky, write_arpa
 from ctclab.decoders import Hypothesis, Vocabulary, create_decoder
 from ctclab.decoders.beam import BeamOptions, BeamSearchDecoder
 from ctclab.lm.language_model import KenLMLanguageModel, LanguageModel
+from ctclab.lm.loaded import LoadedLM
 
 WORDS = {"the": 0.3, "cat": 0.2, "cap": 0.0005, "sat": 0.1, "a": 0.1}
 BIGRAMS = {("the", "cat"): 0.5, ("cat", "sat"): 0.5}
@@ -157,7 +158,7 @@ def test_a_loaded_language_model_can_be_passed_in_and_its_scores_are_cached():
     vocab = quartznet_vocab()
     lm = CountingLM()
     dec = BeamSearchDecoder(vocab, BeamOptions(alpha=1.0, beta=0.0, lexicon_mode="none"),
-                            language_model=lm)
+                            lm=LoadedLM.of(lm))
     x = the_ca_x(vocab, {"p": 0.6, "t": 0.38})
     assert dec.decode(x).text == "the cat"
     first = lm.calls
@@ -172,7 +173,7 @@ def test_lexicon_modes_fall_back_to_the_lms_own_words_without_a_word_list():
 
     def text(mode: str) -> str:
         options = BeamOptions(alpha=0.0, beta=0.0, lexicon_mode=mode)  # LM scores play no part
-        return BeamSearchDecoder(vocab, options, language_model=CountingLM()).decode(x).text
+        return BeamSearchDecoder(vocab, options, lm=LoadedLM.of(CountingLM())).decode(x).text
 
     assert text("none") == "the cap"
     assert text("soft") == "the cat"   # "cap" pays the unknown-word penalty

@@ -12,7 +12,7 @@ from decoding_fixtures import frames, quartznet_vocab, spell, write_arpa
 
 from ctclab.decoders import Vocabulary, create_decoder
 from ctclab.decoders.pyctc import PyctcdecodeDecoder, PyctcdecodeOptions
-from ctclab.lm.shared import load_unigrams
+from ctclab.lm.loaded import LoadedLM, load_lm, load_word_list
 
 LM_WORDS = {"hello": 0.3, "world": 0.3, "word": 0.001, "cat": 0.05}
 
@@ -102,21 +102,21 @@ def test_binary_lm_without_word_list_gets_its_casing_probed(wav2vec2_vocab, tmp_
 
 def test_unigrams_from_arpa_gz_and_lexicon(tiny_arpa, tmp_path, wav2vec2_vocab, monkeypatch):
     monkeypatch.setenv("CTCLAB_CACHE_DIR", str(tmp_path / "cache"))  # the .gz is decompressed there
-    assert sorted(load_unigrams(None, tiny_arpa)) == sorted(LM_WORDS)
+    assert sorted(load_lm(tiny_arpa).unigrams) == sorted(LM_WORDS)
     gz = tmp_path / "tiny.arpa.gz"
     gz.write_bytes(gzip.compress(tiny_arpa.read_bytes()))
-    assert sorted(load_unigrams(None, gz)) == sorted(LM_WORDS)
+    assert sorted(load_lm(gz).unigrams) == sorted(LM_WORDS)
     renamed = tmp_path / "tiny.lm"   # an ARPA is known by its content, not by its name
     renamed.write_bytes(tiny_arpa.read_bytes())
-    assert sorted(load_unigrams(None, renamed)) == sorted(LM_WORDS)
+    assert sorted(load_lm(renamed).unigrams) == sorted(LM_WORDS)
     lexicon = tmp_path / "lexicon.txt"
     lexicon.write_text("hello HH AH L OW\nword W ER D\ncat K AE T\n", encoding="utf-8")
-    assert load_unigrams(str(lexicon), tiny_arpa) == ["hello", "word", "cat"]
+    assert load_lm(tiny_arpa, str(lexicon)).unigrams == ["hello", "word", "cat"]
     # Without "world" among the known words pyctcdecode charges it the OOV offset: no flip.
     dec = create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(gz), alpha=1.0, beta=0.0,
                          unigrams_path=str(lexicon))
     assert dec.decode(hello_wor_l_d(wav2vec2_vocab)).text == "HELLO WORD"
-    assert dec.lm_file.parent == tmp_path / "cache" / "lm" and dec.lm_file.suffix == ".arpa"
+    assert dec.lm.path.parent == tmp_path / "cache" / "lm" and dec.lm.path.suffix == ".arpa"
     # an edited word list is read again, and pyctcdecode's shared LM wrapper rebuilt with it
     lexicon.write_text("hello HH AH L OW\nworld W ER L D\n", encoding="utf-8")
     dec = create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(gz), alpha=1.0, beta=0.0,
@@ -203,11 +203,11 @@ def test_lm_is_loaded_once_and_shared(wav2vec2_vocab, tiny_arpa):
     assert lm_a._kenlm_model is lm_b._kenlm_model and lm_a._char_trie is lm_b._char_trie
     assert (lm_a.alpha, lm_b.alpha) == (1.0, 0.0)          # weights are per decoder
     assert (a.decode(x).text, b.decode(x).text) == ("HELLO WORLD", "HELLO WORD")
-    # an already loaded KenLMLanguageModel (as eval/run.py shares it) is reused, not reloaded
+    # an LM loaded by the caller is used as given, not reloaded
     shared = KenLMLanguageModel(tiny_arpa)
-    c = PyctcdecodeDecoder(v, PyctcdecodeOptions(lm_path=str(tiny_arpa), alpha=1.0, beta=0.0),
-                           language_model=shared)
-    assert c._decoder._language_model._kenlm_model is shared._model
+    c = PyctcdecodeDecoder(v, PyctcdecodeOptions(alpha=1.0, beta=0.0),
+                           lm=LoadedLM.of(shared, load_word_list(tiny_arpa)))
+    assert c._decoder._language_model._kenlm_model is shared.kenlm_model
     assert c.decode(x).text == "HELLO WORLD"
     # pyctcdecode's class-level LM container does not keep dropped decoders' LMs
     before = len(BeamSearchDecoderCTC.model_container)

@@ -2,7 +2,6 @@
 import pytest
 
 from ctclab.decoders import available_decoders, create_decoder, decoder_class
-from ctclab.decoders.base import options_from_mapping
 
 
 def test_core_decoders_registered():
@@ -19,11 +18,16 @@ def test_unknown_option_is_named(wav2vec2_vocab):
         create_decoder("greedy", wav2vec2_vocab, beam_width=3)
 
 
-def test_options_from_mapping_ignores_foreign_and_none_fields():
-    cls = decoder_class("beam").Options
-    # prune_history is pyctcdecode's only; alpha None keeps the default; beam_width is taken
-    got = options_from_mapping(cls, {"beam_width": 5, "alpha": None, "prune_history": True})
-    assert got == cls(beam_width=5) and got.alpha == cls().alpha
+def test_options_both_prefix_searches_have_are_declared_once():
+    import dataclasses
+
+    from ctclab.decoders.options import PrefixSearchOptions
+
+    beam, pyctc = decoder_class("beam").Options, decoder_class("pyctcdecode").Options
+    shared = {f.name for f in dataclasses.fields(beam)} & {f.name for f in dataclasses.fields(pyctc)}
+    assert shared == {f.name for f in dataclasses.fields(PrefixSearchOptions)}
+    assert {"beam_width", "alpha", "beta", "hotwords", "nbest", "lm_path"} <= shared
+    assert issubclass(beam, PrefixSearchOptions) and issubclass(pyctc, PrefixSearchOptions)
 
 
 @pytest.mark.parametrize("shift", [0, -0.02, float("nan"), float("inf")])

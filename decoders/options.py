@@ -1,0 +1,157 @@
+"""Every decoder option, declared once: frozen dataclasses whose fields carry their help text.
+
+The command lines (eval/run.py, bench/decode_speed.py) generate their flags, help and shown defaults
+from these fields (ctclab.core.options), and the options object a decoder is built with is the one
+its search reads. Options that ``beam`` and ``pyctcdecode`` share are declared once, in the base
+classes, so they mean the same thing in both:
+
+    LMOptions                 lm_path, unigrams_path, alpha, beta          (decoders that fuse an LM)
+    └─ PrefixSearchOptions    beam_width, token_min_logp, beam_prune_logp, hotwords, hotword_weight,
+       │                      nbest                                         (CTC prefix beam searches)
+       ├─ BeamOptions         token_top_k, blank_skip_threshold, lexicon_mode,
+       │                      unknown_prefix_penalty, batch_size            (``beam``)
+       └─ PyctcdecodeOptions  prune_history, unk_score_offset, lm_score_boundary (``pyctcdecode``)
+    GreedyOptions             (none)
+
+Defaults, and why they are what they are: decoders/constants.py. Scores are natural logs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ctclab.core.options import NO_FLAG, option
+from ctclab.decoders import constants as C
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _finite(name: str, value: float) -> None:
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _ln_threshold(name: str, value: float) -> None:
+    value = float(value)
+    if math.isnan(value) or value > 0:
+        raise ValueError(f"{name} is a ln probability / penalty and must be <= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class GreedyOptions:
+    """Greedy decoding has no options."""
+
+
+@dataclass(frozen=True)
+class LMOptions:
+    """Word n-gram shallow fusion: total = acoustic + alpha * ln P_LM(words) + beta * words."""
+
+    # Given on the command line as --lm (one system per LM), so it has no flag of its own here.
+    lm_path: str | None = option(None, "KenLM .arpa / .arpa.gz / .binary or a known LM name",
+                                 flag=NO_FLAG)
+    unigrams_path: str | None = option(
+        None, "known words: a word list, lexicon or ARPA (none: the LM's own ARPA unigrams)",
+        flag="unigrams")
+    alpha: float = option(C.DEFAULT_ALPHA, "LM weight")
+    beta: float = option(C.DEFAULT_BETA, "word insertion bonus")
+
+    def __post_init__(self) -> None:
+        for name in ("lm_path", "unigrams_path"):
+            if getattr(self, name) is not None:  # a Path is accepted and recorded as text
+                object.__setattr__(self, name, str(getattr(self, name)))
+        _finite("alpha", self.alpha)
+        _finite("beta", self.beta)
+        if self.alpha < 0:
+            raise ValueError(f"alpha (LM weight) must be >= 0, got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class PrefixSearchOptions(LMOptions):
+    """What every CTC prefix beam search here takes (``beam`` and ``pyctcdecode``)."""
+
+    beam_width: int = option(C.DEFAULT_BEAM_WIDTH, "beams kept per utterance after every frame")
+    token_min_logp: float = option(
+        C.DEFAULT_TOKEN_MIN_LOGP, "labels below this ln prob in a frame are not tried there (the "
+        "frame's best label always is)")
+    beam_prune_logp: float = option(
+        C.DEFAULT_BEAM_PRUNE_LOGP, "drop beams this far (ln) below the utterance's best")
+    hotwords: tuple[str, ...] = option((), "words to boost, in any casing")
+    hotword_weight: float = option(C.DEFAULT_HOTWORD_WEIGHT, "ln bonus of a finished hotword")
+    nbest: int = option(C.DEFAULT_NBEST, "alternatives returned in Hypothesis.nbest")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.hotwords, str):
+            raise TypeError("hotwords must be a sequence of words, e.g. ('ravi',), not one string")
+        object.__setattr__(self, "hotwords", tuple(str(w) for w in self.hotwords))
+        if any(not w.strip() for w in self.hotwords):
+            raise ValueError(f"hotwords must be non-empty words, got {self.hotwords!r}")
+        _positive_int("beam_width", self.beam_width)
+        _positive_int("nbest", self.nbest)
+        if self.nbest > self.beam_width:
+            raise ValueError(f"nbest ({self.nbest}) cannot exceed beam_width ({self.beam_width})")
+        _ln_threshold("token_min_logp", self.token_min_logp)
+        _ln_threshold("beam_prune_logp", self.beam_prune_logp)
+        _finite("hotword_weight", self.hotword_weight)
+
+
+@dataclass(frozen=True)
+class BeamOptions(PrefixSearchOptions):
+    """Options of the ``beam`` decoder (decoders/beam.py)."""
+
+    token_top_k: int | None = option(
+        C.DEFAULT_TOKEN_TOP_K, "at most this many labels per frame tried as extensions (none: "
+        "no limit)")
+    blank_skip_threshold: float | None = option(
+        C.DEFAULT_BLANK_SKIP_THRESHOLD, "skip frames whose blank probability is at least this "
+        "(none: only frames with no usable label)")
+    lexicon_mode: str = option(
+        C.DEFAULT_LEXICON_MODE, "unknown partial words: penalised (soft), forbidden (hard) or "
+        "ignored (none)", choices=C.LEXICON_MODES)
+    unknown_prefix_penalty: float = option(
+        C.DEFAULT_UNKNOWN_PREFIX_PENALTY, "ln penalty of a partial word that no known word starts "
+        "with, and of an unknown finished word (soft lexicon)")
+    batch_size: int = option(C.DEFAULT_BATCH_SIZE, "utterances searched together")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int("batch_size", self.batch_size)
+        if self.token_top_k is not None:
+            try:
+                _positive_int("token_top_k", self.token_top_k)
+            except ValueError:
+                raise ValueError(f"token_top_k must be a positive integer or None, got "
+                                 f"{self.token_top_k!r}") from None
+        _ln_threshold("unknown_prefix_penalty", self.unknown_prefix_penalty)
+        if self.blank_skip_threshold is not None and not 0.5 < self.blank_skip_threshold <= 1:
+            raise ValueError("blank_skip_threshold is a blank probability in (0.5, 1] (or None to "
+                             f"never skip), got {self.blank_skip_threshold}")
+        if self.lexicon_mode not in C.LEXICON_MODES:
+            raise ValueError(f"unknown lexicon_mode {self.lexicon_mode!r}; valid: "
+                             f"{', '.join(C.LEXICON_MODES)}")
+
+
+@dataclass(frozen=True)
+class PyctcdecodeOptions(PrefixSearchOptions):
+    """Options of the ``pyctcdecode`` adapter (decoders/pyctc.py). Its defaults are pyctcdecode's
+    own, which the shared ones above match, so both decoders at defaults are matched settings."""
+
+    # Off by default so that results keep the ``beam`` decoder's exact prefix-search semantics.
+    prune_history: bool = option(
+        False, "pyctcdecode's dedup of beams that share the LM-visible history (faster, fewer "
+        "distinct n-best)")
+    unk_score_offset: float = option(
+        C.DEFAULT_UNKNOWN_PREFIX_PENALTY, "pyctcdecode's penalty of unknown and partial words "
+        "(log10 inside its LM term for finished words)")
+    lm_score_boundary: bool = option(True, "score <s> and </s> with the LM")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _finite("unk_score_offset", self.unk_score_offset)
+        if self.unigrams_path is not None and self.lm_path is None:
+            raise ValueError("unigrams_path only applies with a language model; set lm_path too")

@@ -1,0 +1,122 @@
+"""The LM a decoder fuses, as one object: resolved from what the user named, loaded once per
+process, and handed to every decoder that names the same files.
+
+    lm = load_lm("../shared/lm/en-us-70k-3gram.arpa.gz")   # -> LoadedLM (memoised per process)
+    lm.model.score(lm.model.start_state(), "the")           # the scoring interface (natural logs)
+    lm.unigrams                                             # known words (the ARPA's, or a list)
+    lm.word_mapper(vocab)                                   # acoustic word -> LM word (casing)
+
+Building many decoders over one LM (comparing decoders, tuning alpha and beta) therefore loads the
+KenLM model and reads its words once; structures that decoders derive from the LM (pyctcdecode's
+unigram trie, the casing mapping per vocabulary) live on the object too (``LoadedLM.derived``) and
+go away with it.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.lm.arpa import looks_like_arpa
+from ctclab.lm.casing import WordMapper, make_word_mapper
+from ctclab.lm.files import resolve_lm_path
+from ctclab.lm.language_model import KenLMLanguageModel, LanguageModel
+from ctclab.lm.unigrams import read_unigrams
+
+T = TypeVar("T")
+
+# Loaded LMs (and word lists) kept per process. Two is enough for a run comparing two LMs; older
+# entries are dropped (and freed once no decoder holds them).
+SHARED_LM_SLOTS = 2
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedLM:
+    """A loaded word LM with what decoders need beside it.
+
+    source: what the user named (a file or a known name; None for a model built in memory).
+    path: the file KenLM read (an .arpa.gz is read from its decompressed copy), or None.
+    model: the scoring interface. unigrams: the known words in the LM's casing (from
+    ``unigrams_path``, else the LM's own ARPA unigrams; None for a KenLM binary without a list).
+    """
+
+    source: str | None
+    path: Path | None
+    model: LanguageModel
+    unigrams: list[str] | None
+    _derived: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, model: LanguageModel, unigrams: list[str] | None = None) -> LoadedLM:
+        """An LM made in memory (a test double, a custom LanguageModel), with its known words."""
+        path = model.path if isinstance(model, KenLMLanguageModel) else None
+        return cls(None, path, model, unigrams)
+
+    def derived(self, key: Hashable, build: Callable[[], T]) -> T:
+        """``build()`` once per ``key`` for this LM (what a decoder derives from it and may share
+        with other decoders over the same LM)."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
+
+    def word_mapper(self, vocab: Vocabulary) -> WordMapper:
+        """acoustic word -> LM word for ``vocab``'s labels (lm.casing), chosen once per vocabulary;
+        ValueError when no casing lets any LM word be spelled."""
+        return self.derived(("word_mapper", vocab),
+                            lambda: make_word_mapper(vocab, self.unigrams, self.model))
+
+
+_LMS: OrderedDict[tuple, LoadedLM] = OrderedDict()
+_WORD_LISTS: OrderedDict[tuple, list[str]] = OrderedDict()
+
+
+def _remember(table: OrderedDict, key: Any, value: T) -> T:
+    table[key] = value
+    while len(table) > SHARED_LM_SLOTS:
+        table.popitem(last=False)
+    return value
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def load_word_list(path: str | Path) -> list[str]:
+    """The words of a word list, lexicon or ARPA (lm.unigrams.read_unigrams), read once per
+    process per file version (size and mtime). FileNotFoundError naming a missing file."""
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"unigram/lexicon file not found: {source} (unigrams_path)")
+    key = _file_key(source)
+    if key in _WORD_LISTS:
+        return _WORD_LISTS[key]
+    return _remember(_WORD_LISTS, key, read_unigrams(source))
+
+
+def load_lm(source: str | Path, unigrams_path: str | Path | None = None,
+            cache_root: str | Path | None = None) -> LoadedLM:
+    """The LM named by ``source`` (.arpa / .arpa.gz / .binary or a known name, see
+    lm.files.resolve_lm_path), loaded once per process per (LM file, word list).
+
+    Known words come from ``unigrams_path`` (word list, lexicon, ARPA) when given, else from the
+    LM's own ARPA; a binary LM without ``unigrams_path`` has none. Errors name the file and, for
+    a broken ARPA, the bad line.
+    """
+    lm_file = resolve_lm_path(source, cache_root)
+    words_file = Path(unigrams_path) if unigrams_path is not None else (
+        lm_file if looks_like_arpa(lm_file) else None)
+    if words_file is not None and not words_file.is_file():
+        raise FileNotFoundError(f"unigram/lexicon file not found: {words_file} (unigrams_path)")
+    key = (_file_key(lm_file), None if words_file is None else _file_key(words_file))
+    if key in _LMS:
+        return _LMS[key]
+    # The same LM file with another word list keeps its loaded model.
+    model = next((lm.model for k, lm in _LMS.items() if k[0] == key[0]), None)
+    if model is None:
+        model = KenLMLanguageModel(lm_file)
+    words = None if words_file is None else load_word_list(words_file)
+    return _remember(_LMS, key, LoadedLM(str(source), lm_file, model, words))
