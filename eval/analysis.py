@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,13 @@ from typing import Any
 import numpy as np
 
 from ctclab.emission.cache import EmissionCache
-from ctclab.eval.results import ResultsFolder, SystemSummary
+from ctclab.eval.caches import open_cache
+from ctclab.eval.records import SystemSummary
+from ctclab.eval.results import ResultsFolder
 from ctclab.eval.tune import load_params
+
+__all__ = ["EmissionStat", "SystemRow", "TrialRow", "emission_stats", "find_results_folders",
+           "open_cache", "pareto_front", "system_rows", "tuning_trials"]
 
 
 @dataclass(frozen=True)
@@ -140,18 +144,3 @@ def emission_stats(cache: EmissionCache, limit: int | None = None) -> list[Emiss
                                 float(is_blank.mean()), peak, float(conf.mean()),
                                 float(conf.min())))
     return out
-
-
-def open_cache(path: str | Path) -> EmissionCache:
-    """A cache directory, or the first (sorted by path) complete cache below a cache root."""
-    path = Path(path)
-    if (path / "meta.json").is_file():
-        return EmissionCache.open(path)
-    if not path.exists():
-        raise FileNotFoundError(f"cache path {path} does not exist; make one with eval/emit.py "
-                                "or eval/run.py --import-emissions DIR")
-    found = sorted(p.parent for p in path.rglob("meta.json")
-                   if json.loads(p.read_text("utf-8")).get("complete"))
-    if not found:
-        raise FileNotFoundError(f"no complete emission cache under {path}")
-    return EmissionCache.open(found[0])

@@ -22,167 +22,17 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ctclab.core.atomic import atomic_write_text
-from ctclab.eval.metrics import ErrorCounts
+from ctclab.eval.records import RunSettings, Summary, UtteranceResult
+from ctclab.eval.report import summary_markdown, summary_tsv
 
-SCHEMA_VERSION = 1
 # Packages whose versions can change a WER or a timing; recorded in settings.json.
 TRACKED_PACKAGES = ("ctclab", "numpy", "torch", "transformers", "pyctcdecode", "kenlm", "jiwer",
                     "rapidfuzz", "datasets", "flashlight-text", "ctc-beam-decoder")
-
-
-@dataclass(frozen=True)
-class UtteranceResult:
-    """One decoded utterance. Texts as produced; ``*_norm`` after the shared normaliser.
-
-    Word counts: substitutions, deletions, insertions against ref_words normalised reference words;
-    char_* likewise against ref_chars characters. score: the decoder's ranking score (natural log).
-    decode_seconds: this utterance's share (by frames) of its chunk's wall-clock decode time.
-    """
-
-    id: str
-    ref: str
-    hyp: str
-    ref_norm: str
-    hyp_norm: str
-    substitutions: int
-    deletions: int
-    insertions: int
-    ref_words: int
-    char_substitutions: int
-    char_deletions: int
-    char_insertions: int
-    ref_chars: int
-    score: float
-    decode_seconds: float
-    audio_seconds: float
-    num_frames: int
-
-    @property
-    def word_counts(self) -> ErrorCounts:
-        return ErrorCounts(self.substitutions, self.deletions, self.insertions, self.ref_words)
-
-    @property
-    def char_counts(self) -> ErrorCounts:
-        return ErrorCounts(self.char_substitutions, self.char_deletions, self.char_insertions,
-                           self.ref_chars)
-
-    @property
-    def word_errors(self) -> int:
-        return self.substitutions + self.deletions + self.insertions
-
-    def to_json(self) -> str:
-        data = dataclasses.asdict(self)
-        if not math.isfinite(data["score"]):
-            data["score"] = None  # JSON has no NaN/inf
-        return json.dumps(data, ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, line: str) -> UtteranceResult:
-        data = json.loads(line)
-        if data.get("score") is None:
-            data["score"] = float("nan")
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class SystemSpec:
-    """A decoder configuration evaluated under one label (e.g. ``beam+en-us-70k-3gram``)."""
-
-    label: str
-    decoder: str
-    options: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything needed to trace and re-make a run (stored as settings.json)."""
-
-    command: list[str]
-    systems: list[SystemSpec]
-    splits: dict[str, dict[str, Any]]
-    normalizer: dict[str, Any]
-    bootstrap_resamples: int
-    jobs: int
-    versions: dict[str, str] = field(default_factory=dict)
-    git_commit: str = ""
-    python: str = ""
-    platform: str = ""
-    created: str = ""
-    schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunSettings:
-        data = dict(data)
-        data["systems"] = [SystemSpec(**s) for s in data.get("systems", [])]
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class SystemSummary:
-    """Corpus figures of one system on one split. Rates are fractions (0.034 = 3.4 %).
-
-    rtf: decode_seconds / audio_seconds (decode wall time only; LM/decoder loading is load_seconds).
-    """
-
-    split: str
-    system: str
-    decoder: str
-    utterances: int
-    wer: float
-    wer_low: float
-    wer_high: float
-    cer: float
-    substitutions: int
-    deletions: int
-    insertions: int
-    words: int
-    chars: int
-    ser: float
-    audio_seconds: float
-    decode_seconds: float
-    rtf: float
-    load_seconds: float
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Paired bootstrap of system_a vs system_b on one split; delta = WER(b) - WER(a)."""
-
-    split: str
-    system_a: str
-    system_b: str
-    wer_a: float
-    wer_b: float
-    delta: float
-    delta_low: float
-    delta_high: float
-    p_value: float
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What summary.json holds."""
-
-    systems: list[SystemSummary]
-    comparisons: list[Comparison]
-    schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Summary:
-        """Inverse of writing summary.json: the None that JSON holds for NaN (no bootstrap
-        interval, no audio seconds) becomes NaN again, so every rate field is a float."""
-        def floats(row: dict[str, Any]) -> dict[str, Any]:
-            return {k: float("nan") if v is None else v for k, v in row.items()}
-
-        return cls([SystemSummary(**floats(s)) for s in data["systems"]],
-                   [Comparison(**floats(c)) for c in data["comparisons"]],
-                   data.get("schema_version", SCHEMA_VERSION))
 
 
 def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
@@ -355,34 +205,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-SUMMARY_COLUMNS = ("split", "system", "utterances", "wer", "wer_low", "wer_high", "cer",
-                   "substitutions", "deletions", "insertions", "words", "ser", "audio_seconds",
-                   "decode_seconds", "rtf", "load_seconds")
-
-
-def summary_tsv(summary: Summary) -> str:
-    """Machine-readable table, one row per (split, system); rates as fractions."""
-    lines = ["\t".join(SUMMARY_COLUMNS)]
-    for s in summary.systems:
-        lines.append("\t".join(str(getattr(s, c)) for c in SUMMARY_COLUMNS))
-    return "\n".join(lines) + "\n"
-
-
-def summary_markdown(summary: Summary) -> str:
-    """Human-readable tables: WER/CER in percent with the bootstrap interval, then paired tests."""
-    out = ["| split | system | WER % | 95% CI | CER % | S | D | I | words | RTF |",
-           "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for s in summary.systems:
-        ci = "" if math.isnan(s.wer_low) else f"{100 * s.wer_low:.2f}–{100 * s.wer_high:.2f}"
-        out.append(f"| {s.split} | {s.system} | {100 * s.wer:.2f} | {ci} | {100 * s.cer:.2f} | "
-                   f"{s.substitutions} | {s.deletions} | {s.insertions} | {s.words} | "
-                   f"{s.rtf:.4f} |")
-    if summary.comparisons:
-        out += ["", "| split | A | B | WER(B) − WER(A) % | 95% CI | p |",
-                "|---|---|---|---:|---|---:|"]
-        for c in summary.comparisons:
-            out.append(f"| {c.split} | {c.system_a} | {c.system_b} | {100 * c.delta:+.2f} | "
-                       f"{100 * c.delta_low:+.2f}…{100 * c.delta_high:+.2f} | {c.p_value:.3f} |")
-    return "\n".join(out) + "\n"

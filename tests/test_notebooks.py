@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from eval_fixtures import write_tiny_arpa, write_tiny_emissions
 
+from ctclab.decoders import available_decoders
 from ctclab.eval import run as run_mod
 from ctclab.eval.analysis import (
     emission_stats,
@@ -28,9 +29,8 @@ def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("nb")
     emissions, lm = write_tiny_emissions(root), write_tiny_arpa(root / "tiny.arpa")
     cache, results = root / "cache", root / "results"
-    run_mod.import_decoders()
     lm_decoder = next(d for d in ("beam", "pyctcdecode")
-                      if d in run_mod.available_decoders())
+                      if d in available_decoders())
     common = ["--import-emissions", str(emissions), "--cache-dir", str(cache), "--quiet",
               "--bootstrap", "100", "--split", "dev-a", "test-a"]
     run_mod.run([*common, "--decoder", "greedy", lm_decoder, "--lm", "none", str(lm),

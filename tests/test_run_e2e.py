@@ -12,11 +12,10 @@ from eval_fixtures import GREEDY_ERRORS, UTTERANCES, write_tiny_arpa, write_tiny
 
 from ctclab.decoders.base import available_decoders
 from ctclab.eval import run as run_mod
+from ctclab.eval import runner
 from ctclab.eval.results import ResultsFolder
-from ctclab.eval.run import import_decoders
 
 REPO = Path(__file__).resolve().parents[1]
-import_decoders()
 # Every registered decoder that can run over the cache (greedy always; beam/pyctcdecode when in).
 DECODERS = [d for d in ("greedy", "beam", "pyctcdecode") if d in available_decoders()]
 LM_DECODER = next(d for d in ("beam", "pyctcdecode") if d in available_decoders())
@@ -73,13 +72,13 @@ def test_resume_decodes_only_missing_utterances(tiny, tmp_path, monkeypatch):
     path.write_text(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
     finished = {json.loads(x)["id"] for x in lines[:2]}
     decoded = []
-    original = run_mod.decode_records
+    original = runner.decode_records
 
     def counting(decoder, cache, records, *a, **k):
         decoded.extend(r.id for r in records)
         return original(decoder, cache, records, *a, **k)
 
-    monkeypatch.setattr(run_mod, "decode_records", counting)
+    monkeypatch.setattr(runner, "decode_records", counting)
     second = run_mod.run(base_args(tiny, out, "--decoder", "greedy", "--split", "dev-a"))
     assert sorted(decoded) == sorted({u[0] for u in UTTERANCES["dev-a"]} - finished)
     assert second.systems[0].wer == first.systems[0].wer
@@ -253,7 +252,7 @@ def test_find_cache_picks_a_revision_among_several(tmp_path):
     import shutil
 
     from ctclab.emission.cache import cache_dir_for, import_emissions
-    from ctclab.eval.run import find_cache
+    from ctclab.eval.caches import find_cache
 
     emissions = write_tiny_emissions(tmp_path / "em")
     first = import_emissions(emissions, tmp_path / "root", split="test-a", model="m").path

@@ -1,0 +1,189 @@
+"""The decode-and-score loop: every system over every split's cache, scored per utterance, summed
+per corpus, compared in pairs, and written to a results folder that a re-run resumes.
+
+    settings = EvalSettings(jobs=4, bootstrap=1000, normalizer=DEFAULT_NORMALIZER)
+    summary = evaluate(systems, {"test-clean": cache}, ResultsFolder("results/x"), settings,
+                       command=["eval/run.py", ...])
+
+Utterances already in the folder are not decoded again; finished chunks are appended as they
+complete, so an interrupted run loses at most one chunk.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ctclab.core.normalize import DEFAULT_NORMALIZER, TextNormalizer
+from ctclab.decoders.base import Decoder
+from ctclab.emission.cache import EmissionCache
+from ctclab.eval.metrics import corpus_from_counts, score_utterance
+from ctclab.eval.progress import DecodeProgress
+from ctclab.eval.records import Comparison, RunSettings, Summary, SystemSummary, UtteranceResult
+from ctclab.eval.results import ResultsFolder, environment_fields
+from ctclab.eval.stats import DEFAULT_RESAMPLES, bootstrap_wer, paired_bootstrap
+from ctclab.eval.systems import DecoderFactory, System
+
+# Utterances decoded between two appends to the JSONL, per --jobs: small enough that an interrupt
+# loses little, large enough that the fork pool stays busy. A chunk is never smaller than a batched
+# decoder's batch_size (beam searches that many utterances together: chunks of 16 made its
+# no-LM decoding of the 94 QuartzNet utterances 1.4x slower than chunks of 256).
+CHUNK_PER_JOB = 16
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How systems are run and scored (the same for every system of a run).
+
+    jobs: decoding processes. bootstrap: resamples for intervals and paired tests (0: none).
+    normalizer: applied to references and hypotheses before scoring. progress: draw bars.
+    """
+
+    jobs: int = 1
+    bootstrap: int = DEFAULT_RESAMPLES
+    normalizer: TextNormalizer = DEFAULT_NORMALIZER
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.bootstrap < 0:
+            raise ValueError(f"--bootstrap must be >= 0, got {self.bootstrap}")
+
+
+def decode_records(decoder: Decoder, cache: EmissionCache, records: Sequence[Any], jobs: int,
+                   normalizer: TextNormalizer, progress: DecodeProgress | None = None,
+                   sink: Callable[[list[UtteranceResult]], None] | None = None
+                   ) -> list[UtteranceResult]:
+    """Decode ``records`` of ``cache`` chunk by chunk, scoring each utterance.
+
+    sink(results) is called after each chunk (the results folder appends it).
+    decode_seconds of an utterance = its share, by frames, of its chunk's wall time.
+    """
+    out: list[UtteranceResult] = []
+    chunk = max(CHUNK_PER_JOB * max(1, jobs), decoder.batch_size)
+    for start in range(0, len(records), chunk):
+        part = records[start:start + chunk]
+        arrays = [cache.log_probs(r.id) for r in part]
+        began = time.perf_counter()
+        hyps = decoder.decode_many(arrays, jobs=jobs)
+        wall = time.perf_counter() - began
+        frames = sum(max(1, r.num_frames) for r in part)
+        results = []
+        for r, hyp in zip(part, hyps, strict=True):
+            s = score_utterance(r.text, hyp.text, normalizer)
+            results.append(UtteranceResult(
+                id=r.id, ref=r.text, hyp=hyp.text, ref_norm=s.ref, hyp_norm=s.hyp,
+                substitutions=s.words.substitutions, deletions=s.words.deletions,
+                insertions=s.words.insertions, ref_words=s.words.ref_len,
+                char_substitutions=s.chars.substitutions, char_deletions=s.chars.deletions,
+                char_insertions=s.chars.insertions, ref_chars=s.chars.ref_len,
+                score=float(hyp.score), decode_seconds=wall * max(1, r.num_frames) / frames,
+                audio_seconds=float(r.audio_seconds), num_frames=int(r.num_frames)))
+        if sink is not None:
+            sink(results)
+        out.extend(results)
+        if progress is not None:
+            progress(results, wall)
+    return out
+
+
+def evaluate_system(system: System, cache: EmissionCache, split: str, folder: ResultsFolder,
+                    factory: DecoderFactory, settings: EvalSettings
+                    ) -> tuple[list[UtteranceResult], float]:
+    """Decode the utterances of ``split`` not yet in the results folder; all results in cache
+    order and the decoder build seconds (0 when nothing was left to decode)."""
+    done = {r.id: r for r in folder.read_utterances(split, system.label)}
+    stale = sorted(set(done) - set(cache.ids))
+    if stale:
+        raise ValueError(f"{folder.utterance_path(split, system.label)} holds ids not in the "
+                         f"cache of {split} (e.g. {stale[:3]}); use a new --out folder")
+    todo = [r for r in cache.records if r.id not in done]
+    load_seconds = 0.0
+    if todo:
+        decoder, load_seconds = factory.build(system, cache.meta.vocabulary, cache.frame_shift_s)
+        # One untimed warm-up decode (lazy imports, first-call allocations, LM page-in) so that
+        # RTF measures steady-state decoding; its time is reported with load_seconds.
+        began = time.perf_counter()
+        decoder.decode(cache.log_probs(todo[0].id))
+        load_seconds += time.perf_counter() - began
+        with DecodeProgress(len(cache), len(done), f"{split} {system.label}",
+                            settings.progress) as bar:
+            new = decode_records(decoder, cache, todo, settings.jobs, settings.normalizer, bar,
+                                 lambda rs: folder.append_utterances(split, system.label, rs))
+        done.update((r.id, r) for r in new)
+    return [done[i] for i in cache.ids], load_seconds
+
+
+def summarise(split: str, system: System, results: list[UtteranceResult], load_seconds: float,
+              resamples: int) -> SystemSummary:
+    """Corpus sums, bootstrap interval and real-time factor of one system on one split."""
+    total = corpus_from_counts([r.word_counts for r in results], [r.char_counts for r in results])
+    low = high = float("nan")
+    if resamples > 0 and total.words.ref_len > 0:
+        ci = bootstrap_wer([r.word_errors for r in results], [r.ref_words for r in results],
+                           resamples=resamples)
+        low, high = ci.low, ci.high
+    audio = sum(r.audio_seconds for r in results)
+    decode = sum(r.decode_seconds for r in results)
+    return SystemSummary(
+        split=split, system=system.label, decoder=system.cls.name, utterances=total.utterances,
+        wer=total.wer, wer_low=low, wer_high=high, cer=total.cer,
+        substitutions=total.words.substitutions, deletions=total.words.deletions,
+        insertions=total.words.insertions, words=total.words.ref_len, chars=total.chars.ref_len,
+        ser=total.ser, audio_seconds=audio, decode_seconds=decode,
+        rtf=decode / audio if audio > 0 else float("nan"), load_seconds=load_seconds)
+
+
+def compare(split: str, labelled: list[tuple[str, list[UtteranceResult]]],
+            resamples: int) -> list[Comparison]:
+    """Paired bootstrap between every pair of systems on ``split`` (in the order given)."""
+    out = []
+    for (la, ra), (lb, rb) in itertools.combinations(labelled, 2):
+        words = [r.ref_words for r in ra]
+        if sum(words) == 0 or resamples <= 0:
+            continue
+        t = paired_bootstrap([r.word_errors for r in ra], [r.word_errors for r in rb], words,
+                             resamples=resamples)
+        out.append(Comparison(split, la, lb, t.wer_a, t.wer_b, t.delta, t.delta_low,
+                              t.delta_high, t.p_value))
+    return out
+
+
+def run_settings(systems: Sequence[System], caches: Mapping[str, EmissionCache],
+                 settings: EvalSettings, command: Sequence[str]) -> RunSettings:
+    """What settings.json records for this run (enough to trace and re-make every number)."""
+    return RunSettings(
+        command=list(command), systems=[s.spec() for s in systems],
+        splits={k: {"cache": str(c.path), "model": c.meta.model, "revision": c.meta.revision,
+                    "source": c.meta.source, "utterances": len(c),
+                    "audio_seconds": c.total_audio_seconds} for k, c in caches.items()},
+        normalizer=settings.normalizer.to_dict(), bootstrap_resamples=settings.bootstrap,
+        jobs=settings.jobs, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **environment_fields())
+
+
+def evaluate(systems: Sequence[System], caches: Mapping[str, EmissionCache],
+             folder: ResultsFolder, settings: EvalSettings, command: Sequence[str],
+             factory: DecoderFactory | None = None) -> Summary:
+    """Every system on every split (the order given), resuming what ``folder`` holds; writes
+    settings.json first and summary.{json,tsv,md} at the end. ValueError when the folder holds
+    results made with other options, normaliser or emissions (resuming would mix them)."""
+    factory = factory or DecoderFactory()
+    record = run_settings(systems, caches, settings, command)
+    folder.check_resumable(record)
+    folder.write_settings(record)
+    summaries, comparisons = [], []
+    for split, cache in caches.items():
+        labelled = []
+        for system in systems:
+            results, load_s = evaluate_system(system, cache, split, folder, factory, settings)
+            summaries.append(summarise(split, system, results, load_s, settings.bootstrap))
+            labelled.append((system.label, results))
+        comparisons += compare(split, labelled, settings.bootstrap)
+    summary = Summary(summaries, comparisons)
+    folder.write_summary(summary)
+    return summary
