@@ -1,7 +1,7 @@
 """The decoder registry: names feed the CLI, unknown names list the valid ones, options validated."""
 import pytest
 
-from ctclab.decoders import available_decoders, create_decoder, decoder_class
+from ctclab.decoders import available_decoders, create_decoder
 
 
 def test_core_decoders_registered():
@@ -16,18 +16,6 @@ def test_unknown_name_lists_valid_names(wav2vec2_vocab):
 def test_unknown_option_is_named(wav2vec2_vocab):
     with pytest.raises(ValueError, match="no option"):
         create_decoder("greedy", wav2vec2_vocab, beam_width=3)
-
-
-def test_options_both_prefix_searches_have_are_declared_once():
-    import dataclasses
-
-    from ctclab.decoders.options import PrefixSearchOptions
-
-    beam, pyctc = decoder_class("beam").Options, decoder_class("pyctcdecode").Options
-    shared = {f.name for f in dataclasses.fields(beam)} & {f.name for f in dataclasses.fields(pyctc)}
-    assert shared == {f.name for f in dataclasses.fields(PrefixSearchOptions)}
-    assert {"beam_width", "alpha", "beta", "hotwords", "nbest", "lm_path"} <= shared
-    assert issubclass(beam, PrefixSearchOptions) and issubclass(pyctc, PrefixSearchOptions)
 
 
 @pytest.mark.parametrize("shift", [0, -0.02, float("nan"), float("inf")])
