@@ -18,7 +18,7 @@ from pathlib import Path
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.emission.cache import EmissionCache
 from ctclab.lm.casing import OovReport, make_word_mapper, oov_rate
-from ctclab.lm.corpus import NormalizeStats, TextNormalizer, load_vocabulary
+from ctclab.lm.corpus import CorpusNormalizer, NormalizeStats, load_vocabulary
 from ctclab.lm.unigrams import read_unigrams
 
 
@@ -43,7 +43,7 @@ def report(lm: str | Path, texts: list[str], vocab: Vocabulary
     """OOV report of ``texts`` against the words of ``lm``, the casing mapping used, and what
     normalisation did. Texts are first spelled as the decoder would (lm.corpus: the labels'
     case, apostrophes, punctuation); words the labels cannot spell are not counted."""
-    normalizer, stats = TextNormalizer.for_vocabulary(vocab), NormalizeStats()
+    normalizer, stats = CorpusNormalizer.for_vocabulary(vocab), NormalizeStats()
     spelled = [normalizer.normalize_line(t, stats) for t in texts]
     words = read_unigrams(lm)
     mapper = make_word_mapper(vocab, words, sample_words=[w for t in spelled for w in t.split()])

@@ -27,7 +27,7 @@ from ctclab.core.atomic import publish
 from ctclab.core.table import Table
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.lm.arpa import open_text, read_arpa_header
-from ctclab.lm.corpus import NormalizeStats, TextNormalizer, load_vocabulary
+from ctclab.lm.corpus import CorpusNormalizer, NormalizeStats, load_vocabulary
 from ctclab.lm.tools import KENLM_MAX_ORDER, find_tool
 
 BINARY_TYPES = ("probing", "trie")
@@ -116,7 +116,7 @@ def normalize_corpus(text_paths: Sequence[Path], out_path: Path, vocab: Vocabula
     """Write the normalised sentences of all ``text_paths`` (UTF-8, gzip allowed) to out_path."""
     from tqdm import tqdm
 
-    normalizer = TextNormalizer.for_vocabulary(vocab)
+    normalizer = CorpusNormalizer.for_vocabulary(vocab)
     stats = NormalizeStats()
     with open(out_path, "w", encoding="utf-8", newline="\n") as out:
         for path in text_paths:

@@ -23,7 +23,3 @@ TOP_OOV_WORDS = 10
 # Default acoustic alphabet for lm/build.py when no --vocab is given: the upper-case English
 # letters plus apostrophe of wav2vec2-base-960h (the most common English CTC vocabulary).
 DEFAULT_ENGLISH_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
-
-# Apostrophe look-alikes that real text uses in place of ASCII "'" (right single quote,
-# modifier letter apostrophe, back-tick, acute accent); build.py maps them to "'".
-APOSTROPHE_VARIANTS = "\u2019\u2018\u02bc`\u00b4"

@@ -1,22 +1,22 @@
-"""Text normalisation for LM training: make corpus words spellable by the acoustic vocabulary.
+"""Text normalisation for LM training and OOV reports: make corpus words spellable by the
+acoustic vocabulary.
 
 An LM word the CTC model cannot spell is dead weight, and a casing mismatch makes every word OOV.
-So before lmplz sees the text we fold case to the labels' case, unify apostrophes, strip accents,
-turn punctuation into word breaks and drop words that still hold unspellable characters (digits,
-foreign letters), counting what was dropped.
+So before lmplz sees the text, the one text normaliser (ctclab.core.normalize, the one scoring
+uses) unifies apostrophe variants, folds case to the labels' case and strips accents; then the
+vocabulary's word filter turns punctuation into word breaks and drops words that still hold
+unspellable characters (digits, foreign letters), counting what was dropped.
 """
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ctclab.core.normalize import TextNormalizer
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.lm.constants import APOSTROPHE_VARIANTS, DEFAULT_ENGLISH_LETTERS
-
-_APOSTROPHE_TABLE = str.maketrans({c: "'" for c in APOSTROPHE_VARIANTS})
+from ctclab.lm.constants import DEFAULT_ENGLISH_LETTERS
 
 
 def default_vocabulary() -> Vocabulary:
@@ -71,32 +71,34 @@ class NormalizeStats:
     dropped_examples: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class TextNormalizer:
-    """Maps raw text lines to LM sentences spelled with ``vocab``'s characters.
+def spelling_normalizer(case: str) -> TextNormalizer:
+    """The text steps (core.normalize) that bring text to acoustic labels of ``case``: apostrophe
+    variants unified, case folded ('upper' / 'lower'; kept for 'mixed' / 'none'), accents
+    stripped (café -> cafe)."""
+    fold = (case,) if case in ("upper", "lower") else ()
+    return TextNormalizer(f"lm-corpus-{case}", ("unify_apostrophes", *fold, "strip_accents"))
 
-    Build with :meth:`for_vocabulary`. ``letters``: the characters a word may contain; ``case``:
-    'upper' / 'lower' / 'none' (fold to it) or 'mixed' (keep).
+
+@dataclass(frozen=True)
+class CorpusNormalizer:
+    """Maps raw text lines to LM sentences spelled with a vocabulary's characters.
+
+    Build with :meth:`for_vocabulary`. ``text``: the shared normaliser's steps for the labels'
+    case (:func:`spelling_normalizer`); ``letters``: the characters a word may contain.
     """
 
+    text: TextNormalizer
     letters: frozenset[str]
-    case: str
 
     @classmethod
-    def for_vocabulary(cls, vocab: Vocabulary) -> TextNormalizer:
+    def for_vocabulary(cls, vocab: Vocabulary) -> CorpusNormalizer:
         if not vocab.word_characters:
             raise ValueError("the vocabulary has no letters to spell words with")
-        return cls(vocab.word_characters, vocab.case)
+        return cls(spelling_normalizer(vocab.case), vocab.word_characters)
 
     def normalize_line(self, line: str, stats: NormalizeStats | None = None) -> str:
         """One raw line -> space-separated words (possibly empty)."""
-        text = line.translate(_APOSTROPHE_TABLE)
-        if self.case == "upper":
-            text = text.upper()
-        elif self.case == "lower":
-            text = text.lower()
-        text = "".join(c for c in unicodedata.normalize("NFKD", text)
-                       if not unicodedata.combining(c))  # café -> cafe
+        text = self.text(line)
         # Punctuation and symbols separate words ("well-known" -> "well known").
         text = "".join(c if c in self.letters or c.isalnum() else " " for c in text)
         out = []

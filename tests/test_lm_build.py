@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from decoding_fixtures import quartznet_vocab
 
+from ctclab.core.normalize import APOSTROPHE_VARIANTS, DEFAULT_NORMALIZER
 from ctclab.lm.arpa import ArpaFormatError, iter_section, read_arpa_header
 from ctclab.lm.build import BuildOptions, build, build_binary, main
-from ctclab.lm.corpus import TextNormalizer, default_vocabulary, load_vocabulary
+from ctclab.lm.corpus import CorpusNormalizer, default_vocabulary, load_vocabulary
 from ctclab.lm.language_model import KenLMLanguageModel
 from ctclab.lm.tools import ToolNotFoundError, find_tool, find_tools
 from ctclab.lm.unigrams import read_unigrams
@@ -49,13 +51,23 @@ def built(tools, tmp_path_factory):
 
 
 def _sentences() -> list[list[str]]:
-    normalizer = TextNormalizer.for_vocabulary(default_vocabulary())
+    normalizer = CorpusNormalizer.for_vocabulary(default_vocabulary())
     return [s.split() for s in normalizer.normalize_lines(CORPUS.splitlines())]
 
 
 def test_normalisation_matches_the_acoustic_labels():
     assert _sentences()[2] == ["THE", "CAT'S", "TOY", "IS", "WELL", "KNOWN"]
     assert _sentences()[4] == ["THE", "DOG", "AND", "THE", "CAT", "RAN", "TIMES"]  # "3" dropped
+
+
+@pytest.mark.parametrize("variant", list(APOSTROPHE_VARIANTS))
+def test_lm_text_and_scored_text_agree_on_every_apostrophe_variant(variant):
+    """One list of variants (core.normalize) for LM text, OOV reports and scoring: a word the LM
+    learnt as DON'T is the word the scorer compares, whichever apostrophe the text used."""
+    text = f"Don{variant}t   stop"
+    lm_text = CorpusNormalizer.for_vocabulary(default_vocabulary()).normalize_line(text)
+    assert lm_text == DEFAULT_NORMALIZER(text) == "DON'T STOP"
+    assert CorpusNormalizer.for_vocabulary(quartznet_vocab()).normalize_line(text) == "don't stop"
 
 
 def test_counts_are_the_distinct_ngrams_of_the_padded_text(built):
