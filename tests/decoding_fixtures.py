@@ -1,4 +1,5 @@
-"""Synthetic emissions and tiny ARPA language models shared by the decoder tests."""
+"""Test data defined once: the QuartzNet label layout, synthetic emissions, and the one writer of
+tiny ARPA language models (used by the decoder, LM and evaluation tests)."""
 from __future__ import annotations
 
 import math
@@ -61,27 +62,47 @@ def random_peaky(rng: np.random.Generator, length: int, vocab_size: int, blank: 
     return log_softmax(logits)
 
 
+# The NeMo QuartzNet labels (the real emissions in ../shared use them): space delimiter first,
+# lower-case letters, apostrophe, blank last.
+QUARTZNET_LABELS = (" ", *"abcdefghijklmnopqrstuvwxyz", "'", "<blank>")
+
+
 def quartznet_vocab() -> Vocabulary:
     """The NeMo QuartzNet layout: space delimiter first, lower case, apostrophe, blank last."""
-    labels = [" ", *"abcdefghijklmnopqrstuvwxyz", "'", "<blank>"]
-    return Vocabulary.from_labels(labels, blank=len(labels) - 1, delimiter=" ")
+    return Vocabulary.from_labels(QUARTZNET_LABELS, blank=len(QUARTZNET_LABELS) - 1, delimiter=" ")
+
+
+def arpa_text(unigrams: Mapping[str, float | tuple[float, float]],
+              bigrams: Mapping[str, float] | None = None) -> str:
+    """The text of a unigram or bigram ARPA file, entries in the order given, numbers as given.
+
+    unigrams: word -> log10 P, or (log10 P, log10 backoff); bigrams: "a b" -> log10 P. Nothing
+    is added: list ``<s>``, ``</s>`` and ``<unk>`` as the test needs them.
+    """
+    counts = [f"ngram 1={len(unigrams)}"] + ([f"ngram 2={len(bigrams)}"] if bigrams else [])
+    lines = ["\\data\\", *counts, "", "\\1-grams:"]
+    for word, value in unigrams.items():
+        logp, backoff = value if isinstance(value, tuple) else (value, None)
+        lines.append(f"{logp}\t{word}" + ("" if backoff is None else f"\t{backoff}"))
+    if bigrams:
+        lines += ["", "\\2-grams:", *(f"{logp}\t{pair}" for pair, logp in bigrams.items())]
+    return "\n".join([*lines, "", "\\end\\", ""])
 
 
 def write_arpa(path: Path, unigrams: Mapping[str, float],
                bigrams: Mapping[tuple[str, str], float] | None = None) -> Path:
     """Write a tiny bigram ARPA: ``unigrams`` word -> P (probability, not log), bigrams likewise.
 
-    ``<s>``, ``</s>`` and ``<unk>`` are added; every unigram gets a backoff weight of 0.
+    ``<s>``, ``</s>`` and ``<unk>`` are added, and ``<s> w`` for every word; every unigram gets a
+    backoff weight of 0.
     """
-    bigrams = dict(bigrams or {})
+    def log10(p: float) -> float:
+        return round(math.log10(p), 6)
+
     words = {"<unk>": 1e-6, "</s>": 0.1, **unigrams}
     pairs = {("<s>", w): p for w, p in unigrams.items()}
-    pairs.update(bigrams)
-    lines = ["\\data\\", f"ngram 1={len(words) + 1}", f"ngram 2={len(pairs)}",
-             "", "\\1-grams:", "-99\t<s>\t0"]
-    lines += [f"{math.log10(p):.6f}\t{w}\t0" for w, p in words.items()]
-    lines += ["", "\\2-grams:"]
-    lines += [f"{math.log10(p):.6f}\t{a} {b}" for (a, b), p in pairs.items()]
-    lines += ["", "\\end\\", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    pairs.update(bigrams or {})
+    text = arpa_text({"<s>": (-99, 0), **{w: (log10(p), 0) for w, p in words.items()}},
+                     {f"{a} {b}": log10(p) for (a, b), p in pairs.items()})
+    path.write_text(text, encoding="utf-8")
     return path

@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from decoding_fixtures import QUARTZNET_LABELS, arpa_text
 
-LABELS = [" ", *"abcdefghijklmnopqrstuvwxyz", "'", "<blank>"]
+LABELS = list(QUARTZNET_LABELS)
 BLANK = len(LABELS) - 1
 FRAME_SHIFT_S = 0.02
 # (id, reference, text the emission spells), deliberately not in id order (so a cache that mixes
@@ -75,13 +76,7 @@ def write_tiny_arpa(path: Path) -> Path:
     words = ["<unk>", "<s>", "</s>", *LM_WORDS]
     bigrams = ["<s> the", "<s> a", "the cat", "cat sat", "a dog", "dog ran", "ran home",
                "hello world", "good day", "sat </s>", "home </s>", "day </s>", "world </s>"]
-    logp = -float(np.log10(len(words) - 1))
-    lines = ["", "\\data\\", f"ngram 1={len(words)}", f"ngram 2={len(bigrams)}", "",
-             "\\1-grams:"]
-    for w in words:
-        lines.append(f"{-99.0 if w == '<s>' else logp:.4f}\t{w}\t-0.3000")
-    lines += ["", "\\2-grams:"]
-    lines += [f"-0.3000\t{b}" for b in bigrams]
-    lines += ["", "\\end\\", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    logp = round(-float(np.log10(len(words) - 1)), 4)
+    path.write_text(arpa_text({w: (-99.0 if w == "<s>" else logp, -0.3) for w in words},
+                              dict.fromkeys(bigrams, -0.3)), encoding="utf-8")
     return path

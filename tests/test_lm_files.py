@@ -14,13 +14,13 @@ import urllib.error
 
 import pytest
 from conftest import require_shared
+from decoding_fixtures import arpa_text
 
 from ctclab.lm import fetch
 from ctclab.lm import files as lm_files
 from ctclab.lm.files import decompressed_name, resolve_lm_path
 
-ARPA_TEXT = ("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t<unk>\t0\n0\t<s>\t0\n-0.5\t</s>\t0\n\n"
-             "\\end\\\n")
+ARPA_TEXT = arpa_text({"<unk>": (-1.0, 0), "<s>": (0, 0), "</s>": (-0.5, 0)})
 
 
 @pytest.fixture

@@ -6,28 +6,15 @@ import time
 
 import pytest
 from conftest import require_shared
+from decoding_fixtures import arpa_text
 
 from ctclab.lm.arpa import ArpaFormatError, read_arpa_header, validate_arpa
 from ctclab.lm.unigrams import read_unigrams, write_unigrams
 
-SMALL_ARPA = """\\data\\
-ngram 1=5
-ngram 2=3
-
-\\1-grams:
--1.0\t<unk>\t0
-0\t<s>\t-0.3
--0.5\t</s>\t0
--0.6\thello\t-0.2
--0.7\tworld\t-0.1
-
-\\2-grams:
--0.2\t<s> hello
--0.3\thello world
--0.1\tworld </s>
-
-\\end\\
-"""
+# Line numbers matter to the tests below: line 9 is "hello", line 14 "hello world".
+SMALL_ARPA = arpa_text({"<unk>": (-1.0, 0), "<s>": (0, -0.3), "</s>": (-0.5, 0),
+                        "hello": (-0.6, -0.2), "world": (-0.7, -0.1)},
+                       {"<s> hello": -0.2, "hello world": -0.3, "world </s>": -0.1})
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Vocabulary layouts (wav2vec2, blank-last lower case) and their validation."""
 import numpy as np
 import pytest
+from decoding_fixtures import QUARTZNET_LABELS
 
 from ctclab.decoders import Vocabulary
 
@@ -17,8 +18,7 @@ def test_wav2vec2_layout():
 
 
 def test_blank_last_lower_case_layout():
-    labels = [" ", *"abcdefghijklmnopqrstuvwxyz", "'", "<blank>"]
-    vocab = Vocabulary.from_labels(labels, blank=-1)
+    vocab = Vocabulary.from_labels(QUARTZNET_LABELS, blank=-1)
     assert vocab.blank == 28 and vocab.delimiter == 0 and vocab.case == "lower"
     assert vocab.decode_tokens([8, 9, 0, 0, 9]) == "hi i"
 
