@@ -4,5 +4,8 @@
 - ctclab.core.hypothesis: Hypothesis, WordTimestamp (what every decoder returns)
 - ctclab.core.validation: validate_log_probs (what every decoder accepts)
 - ctclab.core.normalize: TextNormalizer (the one text normaliser: scoring, LM text, OOV reports)
+- ctclab.core.options: option() fields with help text; add_option_flags / given_options turn
+  options dataclasses into command-line flags (the one source of truth per option)
+- ctclab.core.table: Table, the one renderer of tables (aligned text, Markdown, TSV)
 - ctclab.core.atomic: atomic file writes; ctclab.core.paths: the cache root
 """

@@ -1,8 +1,11 @@
 """CTC decoders over cached log-probabilities: one protocol, a registry by name.
 
     from ctclab.decoders import Vocabulary, create_decoder, available_decoders
-    dec = create_decoder("beam", vocab, beam_width=100)
+    dec = create_decoder("beam", vocab, beam_width=100, lm_path="4gram.arpa", alpha=0.5)
     hyp = dec.decode(log_probs)          # log_probs: (T, V) float32, natural-log softmax
+
+Every option of every decoder is declared once in ctclab.decoders.options (frozen dataclasses
+with help text); the command lines generate their flags from there.
 """
 # Importing the implementations registers them with the registry in decoders.base.
 from ctclab.core.hypothesis import Hypothesis, WordTimestamp

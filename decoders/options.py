@@ -61,9 +61,11 @@ class LMOptions:
     beta: float = option(C.DEFAULT_BETA, "word insertion bonus")
 
     def __post_init__(self) -> None:
-        for name in ("lm_path", "unigrams_path"):
-            if getattr(self, name) is not None:  # a Path is accepted and recorded as text
-                object.__setattr__(self, name, str(getattr(self, name)))
+        # A Path is accepted and recorded as text (settings.json, labels).
+        if self.lm_path is not None:
+            object.__setattr__(self, "lm_path", str(self.lm_path))
+        if self.unigrams_path is not None:
+            object.__setattr__(self, "unigrams_path", str(self.unigrams_path))
         _finite("alpha", self.alpha)
         _finite("beta", self.beta)
         if self.alpha < 0:

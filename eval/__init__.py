@@ -1,1 +1,9 @@
-"""Emission cache, audio sources, model loading and evaluation of CTC decoders."""
+"""Evaluation of CTC decoders over cached emissions: systems, the decode-and-score loop, tuning,
+results folders and reports. One module per job:
+
+- run (python eval/run.py): the command line only; emit (python eval/emit.py): the emission CLI
+- systems: System, build_systems, DecoderFactory      - runner: EvalSettings, evaluate
+- tuning: tune_plan, tune_systems (search: tune)      - report: console_table, summary_markdown/tsv
+- records: the result types; results: ResultsFolder   - progress: DecodeProgress
+- caches: find_cache, open_split_cache, open_cache    - metrics, stats, analysis, oov
+"""
