@@ -42,7 +42,6 @@ from ctclab.decoders import Vocabulary, available_decoders
 from ctclab.decoders.options import PyctcdecodeOptions
 from ctclab.eval.metrics import corpus_score, score_utterance
 from ctclab.lm.files import resolve_lm_path
-from ctclab.lm.loaded import load_word_list
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CTCLAB_SHARED", REPO.parent / "shared"))
@@ -157,7 +156,7 @@ def peaky_lexicon(lm_runs: list[tuple[str, Path | None]]) -> list[str] | None:
     lm_file = next((f for _, f in lm_runs if f is not None), None)
     if lm_file is None:
         return None
-    words = load_word_list(lm_file)
+    words = peers.known_words(lm_file) or []
     return sorted(w for w in words if 2 <= len(w) <= 10 and w.isalpha() and w.isascii()
                   and w.islower())
 

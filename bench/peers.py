@@ -20,6 +20,7 @@ from ctclab.core.options import field_names
 from ctclab.decoders import Vocabulary, decoder_class
 from ctclab.decoders.base import fork_map_chunks
 from ctclab.decoders.options import PyctcdecodeOptions
+from ctclab.lm.arpa import looks_like_arpa
 from ctclab.lm.loaded import load_word_list
 
 # The matched search settings of a run are pyctcdecode's options (the reference every peer is
@@ -48,6 +49,12 @@ def pyctc_labels(vocab: Vocabulary) -> list[str]:
             for i, lab in enumerate(vocab.labels)]
 
 
+def known_words(lm_file: Path | None) -> list[str] | None:
+    """The LM's own unigrams when it is an ARPA (read once per process), else None: a KenLM
+    binary keeps no word list (as for the ctclab decoders without unigrams_path)."""
+    return load_word_list(lm_file) if lm_file is not None and looks_like_arpa(lm_file) else None
+
+
 def matched_options(options_cls: type, matched: PyctcdecodeOptions) -> object:
     """``matched`` as options of another ctclab decoder: the fields they share as they are, and
     pyctcdecode's unk_score_offset as the beam's unknown_prefix_penalty (same value, see
@@ -72,7 +79,7 @@ def ctc_beam_decoder(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
     import ctc_beam_decoder as cbd
 
     o = s.options
-    words = None if s.lm_file is None else load_word_list(s.lm_file)
+    words = known_words(s.lm_file)
     dec = cbd.build_ctcdecoder(pyctc_labels(vocab),
                                kenlm_model_path=None if s.lm_file is None else str(s.lm_file),
                                unigrams=words, alpha=o.alpha, beta=o.beta,
@@ -104,7 +111,7 @@ def flashlight(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
         from flashlight.lib.text.dictionary import Dictionary
 
         spell = {lab: i for i, lab in enumerate(vocab.labels)}
-        words = [w for w in load_word_list(s.lm_file) if all(c in spell for c in w)]
+        words = [w for w in known_words(s.lm_file) or [] if all(c in spell for c in w)]
         word_dict = Dictionary()
         for w in [*words, "<unk>"]:
             word_dict.add_entry(w)
