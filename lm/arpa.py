@@ -139,6 +139,15 @@ def _iter_entries(path: Path, max_order: int | None = None
     Checks each section's count against the header as it closes, and the final ``\\end\\``.
     Stops early (without those end checks) once the sections up to ``max_order`` are read.
     """
+    for _, order, prob, words, backoff in iter_numbered_entries(path, max_order):
+        yield order, prob, words, backoff
+
+
+def iter_numbered_entries(path: str | Path, max_order: int | None = None
+                          ) -> Iterator[tuple[int, int, float, tuple[str, ...], float]]:
+    """Like the entries of :func:`validate_arpa`, with the line number first:
+    (line_no, order, log10 prob, words, log10 backoff or 0.0). Stops after ``max_order``."""
+    path = Path(path)
     with open_text(path) as f:
         numbered = _Lines(path, f)
         lines = iter(numbered)
@@ -174,7 +183,7 @@ def _iter_entries(path: Path, max_order: int | None = None
             if order == 0:
                 raise ArpaFormatError(path, numbered.line_no,
                                       f"an entry before the first section: {line[:60]!r}")
-            yield (order, *_parse_entry(path, numbered.line_no, line, order))
+            yield (numbered.line_no, order, *_parse_entry(path, numbered.line_no, line, order))
             found += 1
         raise ArpaFormatError(path, None, f"the file ends inside the '\\{order}-grams:' section "
                               f"after {found} entries, with no '\\end\\': truncated")
