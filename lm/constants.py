@@ -23,3 +23,36 @@ TOP_OOV_WORDS = 10
 # Default acoustic alphabet for lm/build.py when no --vocab is given: the upper-case English
 # letters plus apostrophe of wav2vec2-base-960h (the most common English CTC vocabulary).
 DEFAULT_ENGLISH_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
+
+# Both spellings KenLM reads as its unknown word (vocabulary id 0).
+UNKNOWN_WORDS = frozenset({"<unk>", "<UNK>"})
+
+# log10 probability KenLM gives <unk> when an ARPA lacks it (its Config.unknown_missing_logprob):
+# the array LM must score unknown words exactly as KenLM does.
+KENLM_UNKNOWN_MISSING_LOG10 = -100.0
+
+# ARPA lines parsed per bulk step while building the array LM: big enough that Python's per-chunk
+# work vanishes, small enough that a chunk's split lines (~200 bytes each) stay ~40 MB.
+ARPA_READ_CHUNK_LINES = 200_000
+
+# Word-at-a-time LMs (KenLM) behind the array interface (lm.scalar_batch): scores cached per
+# (history, word), ~100 bytes an entry; interned histories and words (~100 bytes each) are
+# forgotten between searches once there are more than these, so a long corpus cannot grow memory
+# without bound. Array LMs need neither.
+LM_SCORE_CACHE_SIZE = 2_000_000
+LM_CONTEXT_LIMIT = 1_000_000
+LM_WORD_LIMIT = 1_000_000
+
+# Forms of an LM a decoder can fuse (lm.shared): the array LM, KenLM, or arrays when possible.
+LM_BACKENDS = ("auto", "arrays", "kenlm")
+
+# Slots (log2) of the array LM's memo of recent (history, word) answers: 2^16 slots take 1.5 MB,
+# small enough to stay in a core's L2 cache between search steps, where a lookup in the full
+# arrays (100 MB for the shared 3-gram) misses the cache at every level of its binary search; a
+# beam search over a corpus asks far fewer distinct pairs than that between repeats.
+ARRAY_LM_MEMO_BITS = 16
+
+# From this many searches in one array LM query on, the keys are searched in sorted order, so
+# that neighbouring binary searches share cache lines: 4x faster at 100k (shared 3-gram); for the
+# ~50 searches of a beam search step, sorting costs more than it saves.
+ARRAY_LM_SORTED_SEARCH = 2048

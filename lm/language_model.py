@@ -1,4 +1,5 @@
-"""The scoring interface decoders fuse with, and its KenLM implementation.
+"""The scoring interfaces decoders fuse with (one word at a time, or arrays of words), and the
+KenLM implementation. The array implementation is lm.array_lm.
 
 All scores are natural logs (KenLM reports log10; we convert once, here).
 """
@@ -6,9 +7,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ctclab.lm.arpa import ArpaFormatError, is_gzip, looks_like_arpa, validate_arpa
 from ctclab.lm.files import resolve_lm_path
@@ -42,12 +45,48 @@ class LanguageModel(ABC):
         """True when ``word`` is not in the LM vocabulary."""
 
 
+class BatchLanguageModel(ABC):
+    """A word language model scored for many (history, word) pairs per call, as array searches
+    need it: histories are int64 *context ids* handed out by the model (``start_context`` and the
+    contexts ``score_batch`` returns), words are int64 ids from ``word_ids``. Natural logs.
+    """
+
+    order: int = 0
+
+    @property
+    @abstractmethod
+    def start_context(self) -> int:
+        """Context id of the history ``<s>``."""
+
+    @abstractmethod
+    def word_ids(self, words: Sequence[str]) -> np.ndarray:
+        """(n,) int64 ids of ``words`` (in the LM's casing); unknown words get ids too."""
+
+    @abstractmethod
+    def known(self, word_ids: np.ndarray) -> np.ndarray:
+        """(n,) bool: the LM's vocabulary has the word (it is not scored as ``<unk>``)."""
+
+    @abstractmethod
+    def score_batch(self, contexts: np.ndarray, word_ids: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """((n,) float64 ln P(word | history), (n,) int64 context ids after the word)."""
+
+    @abstractmethod
+    def end_score_batch(self, contexts: np.ndarray) -> np.ndarray:
+        """(n,) float64 ln P(</s> | history)."""
+
+    def trim(self) -> bool:
+        """Between searches: drop what was remembered for them once it outgrows its limits.
+        True when context and word ids handed out before are no longer valid."""
+        return False
+
+
 class KenLMLanguageModel(LanguageModel):
     """KenLM model (ARPA or binary) behind :class:`LanguageModel`.
 
     path: .arpa, .arpa.gz is not read by KenLM (decompress first), .binary/.klm. Scores are not
-    cached here: the beam search caches whole word scores per (history, word) itself
-    (decoders.lm_fusion), the one score cache. KenLM states are hashable.
+    cached here: the beam search reaches KenLM through lm.scalar_batch, whose cache per
+    (history, word) is the one score cache. KenLM states are hashable.
     """
 
     def __init__(self, path: str | Path):

@@ -1,4 +1,5 @@
-"""lm.loaded: the LM resolved and loaded once per process into one object that decoders share."""
+"""lm.loaded: the LM resolved and loaded once per process (per form: KenLM or arrays) into one
+object that decoders share."""
 from __future__ import annotations
 
 import pytest
@@ -16,18 +17,24 @@ def arpa(tmp_path):
     return write_arpa(tmp_path / "tiny.arpa", WORDS, {("hello", "world"): 0.6})
 
 
-def test_loaded_once_and_shared_by_every_decoder(arpa, monkeypatch):
-    made = []
-    real = loaded.KenLMLanguageModel
+def test_loaded_once_per_form_and_shared_by_every_decoder(arpa, monkeypatch):
+    made, arrays_made = [], []
+    real, real_arrays = loaded.KenLMLanguageModel, loaded.load_array_lm
     monkeypatch.setattr(loaded, "KenLMLanguageModel", lambda path: made.append(path) or real(path))
+    monkeypatch.setattr(loaded, "load_array_lm",
+                        lambda *a, **k: arrays_made.append(a) or real_arrays(*a, **k))
     loaded._LMS.clear()
+    loaded._ARRAY_MODELS.clear()
     vocab = Vocabulary.wav2vec2_english()
-    beam = create_decoder("beam", vocab, lm_path=str(arpa), alpha=1.0)
-    pyctc = create_decoder("pyctcdecode", vocab, lm_path=str(arpa), alpha=0.5)
+    beam = create_decoder("beam", vocab, lm_path=str(arpa), alpha=1.0)   # the array form
+    pyctc = create_decoder("pyctcdecode", vocab, lm_path=str(arpa), alpha=0.5)  # KenLM
     again = create_decoder("beam", vocab, lm_path=str(arpa), alpha=0.0)
-    assert len(made) == 1
-    assert beam.lm is pyctc.lm is again.lm is load_lm(arpa)
-    assert sorted(beam.lm.unigrams) == sorted(WORDS) and beam.lm.path == arpa
+    beam_kenlm = create_decoder("beam", vocab, lm_path=str(arpa), lm_backend="kenlm")
+    assert len(made) == 1 and len(arrays_made) == 1
+    assert beam.lm is again.lm is load_lm(arpa, backend="auto")
+    assert pyctc.lm is beam_kenlm.lm is load_lm(arpa)
+    assert sorted(beam.lm.unigrams) == sorted(pyctc.lm.unigrams) == sorted(WORDS)
+    assert beam.lm.path == pyctc.lm.path == arpa
     assert beam.lm.word_mapper(vocab).mode == "lower"          # upper-case labels, lower-case LM
 
 
