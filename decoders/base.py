@@ -173,15 +173,20 @@ def decoder_class(name: str) -> type[Decoder]:
                          ) from None
 
 
-def fused_lm(options: LMOptions, lm: LoadedLM | None) -> LoadedLM | None:
+def fused_lm(options: LMOptions, lm: LoadedLM | None, backend: str = "kenlm",
+             arrays_max_mib: float | None = None) -> LoadedLM | None:
     """The LM a decoder fuses: ``lm`` when given (then the options must not name another),
-    else the one ``options.lm_path`` names, loaded once per process (lm.loaded.load_lm)."""
+    else the one ``options.lm_path`` names, loaded once per process (lm.loaded.load_lm) in the
+    form ``backend`` asks for ('kenlm', 'arrays' or 'auto', see lm.loaded)."""
     if lm is not None:
         if options.lm_path is not None or options.unigrams_path is not None:
             raise ValueError("give the language model once: a loaded lm= or options.lm_path / "
                              "unigrams_path, not both")
         return lm
-    return None if options.lm_path is None else load_lm(options.lm_path, options.unigrams_path)
+    if options.lm_path is None:
+        return None
+    return load_lm(options.lm_path, options.unigrams_path, backend=backend,
+                   arrays_max_mib=arrays_max_mib)
 
 
 def create_decoder(name: str, vocab: Vocabulary, *, frame_shift_s: float = 0.02,

@@ -1,4 +1,4 @@
-"""``beam``: our CTC prefix beam search in vectorized numpy, with KenLM shallow fusion.
+"""``beam``: our CTC prefix beam search in vectorized numpy, with word n-gram shallow fusion.
 
     dec = create_decoder("beam", vocab, beam_width=100, lm_path="lm.arpa", alpha=0.5, beta=1.5)
     hyps = dec.decode_many(emissions)     # many utterances searched together (batch_size at once)
@@ -35,7 +35,9 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
     """CTC prefix beam search, vectorized over (beam, label) candidates and over utterances.
 
     lm: an already loaded LM (lm.loaded.LoadedLM, e.g. a test double made with LoadedLM.of)
-    instead of ``options.lm_path``, which is otherwise loaded once per process. Forked workers of
+    instead of ``options.lm_path``, which is otherwise loaded once per process, as the array LM
+    unless ``options.lm_backend`` says otherwise (lm.array_lm: KenLM's scores, every word a search
+    step finishes scored in one call; an array LM's pages are shared, being mmap'd). Forked workers of
     ``decode_many(jobs=N)`` inherit it. Options: decoders/options.py (BeamOptions); the search
     engine reads the same object.
     """
@@ -46,7 +48,7 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
                  frame_shift_s: float = 0.02, lm: LoadedLM | None = None):
         super().__init__(vocab, options, frame_shift_s=frame_shift_s)
         opts = self.options
-        self.lm = fused_lm(opts, lm)
+        self.lm = fused_lm(opts, lm, opts.lm_backend, opts.lm_arrays_max_mib)
         if self.lm is not None:
             unigrams, mapper = self.lm.unigrams, self.lm.word_mapper(vocab)
         else:  # a lexicon without an LM (unigrams_path alone), or neither

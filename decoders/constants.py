@@ -66,12 +66,22 @@ DEFAULT_NBEST = 1
 # 100 beams is ~25k candidates per step, still cheap. Bounds memory at ~batch * T_max small tables.
 DEFAULT_BATCH_SIZE = 256
 
-# Cache sizes: LM word scores keyed by (LM context, word). ~100 bytes per entry.
-LM_SCORE_CACHE_SIZE = 2_000_000
-# Between batches, partial words made during search (trie rows of V int32 each, ~120 bytes) and
-# interned LM histories (~100 bytes each) are forgotten once there are more than these: they are
-# only needed within a batch, and keeping them lets a long corpus grow memory without bound.
+# Between batches, partial words made during search (trie rows of V int32 each, ~120 bytes) are
+# forgotten once there are more than this: they are only needed within a batch, and keeping them
+# would let a long corpus grow memory without bound. (The LM's own limits: lm/constants.py.)
 SEARCH_NODE_LIMIT = 500_000
-LM_CONTEXT_LIMIT = 1_000_000
+
+# Which form of the LM the beam fuses (lm.shared, lm.constants.LM_BACKENDS): "auto" = the array LM
+# for ARPA files (KenLM's scores, a search step's words in one array call, no per-word Python),
+# KenLM for binaries and for LMs over the memory limit below; "arrays" = the array LM or an error;
+# "kenlm" = KenLM (the reference).
+DEFAULT_LM_BACKEND = "auto"
+
+# Largest array LM (MiB of arrays) "auto" builds; larger LMs are scored with KenLM. Building holds
+# about 4x this in memory while sorting (the arrays, the parsed n-grams, sort permutations), so
+# 2 GiB needs ~8 GiB of RAM once; a 3-gram of 4M n-grams takes 100 MiB. The arrays take
+# 13 + 12 * (order - 1) bytes per middle n-gram: beyond this size KenLM's binaries (trie,
+# quantised) are the better fit.
+DEFAULT_LM_ARRAYS_MAX_MIB = 2048.0
 
 NEG_INF = -math.inf

@@ -1,9 +1,11 @@
 """Word-level scoring for the beam search: LM shallow fusion, lexicon checks and hotword bonuses.
 
 The search names every partial word by a WordTrie node id and every LM history by an integer
-context id (an interned LanguageModel state), so that it can keep both in numpy arrays. Word
-completions are scored here, at word boundaries only, through a cache keyed by (context, word):
-the same word after the same history is looked up in the LM once per decoder.
+context id of the LM (lm.language_model.BatchLanguageModel), so that it can keep both in numpy
+arrays. Every trie node that ends a word carries that word's LM word id and its additive score
+terms, computed once per node; finishing words is then one vectorized LM call per search step
+(an array LM: a fixed number of array operations; a word-at-a-time LM such as a KenLM binary: a
+per-(history, word) cache in front of it, lm.scalar_batch).
 
 Score of a finished word (natural log):
     alpha * ln P_LM(word | history) + beta          (only with an LM)
@@ -15,23 +17,19 @@ binary LM and no unigrams_path) "known" means known to the LM.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.decoders.constants import (
-    AVG_WORD_LABELS,
-    LM_CONTEXT_LIMIT,
-    LM_SCORE_CACHE_SIZE,
-    SEARCH_NODE_LIMIT,
-)
+from ctclab.decoders.constants import AVG_WORD_LABELS, SEARCH_NODE_LIMIT
 from ctclab.decoders.hotwords import HotwordBonus, hotword_spellings
 from ctclab.decoders.prefix_trie import WordTrie, spell
-from ctclab.lm.language_model import LanguageModel
+from ctclab.lm.language_model import BatchLanguageModel, LanguageModel
+from ctclab.lm.scalar_batch import as_batch
 
-# Key packing for the completion cache: context id in the high bits, trie node in the low 32.
-_NODE_BITS = 32
+# _node_word value of a trie node whose word was not looked up yet.
+_UNSET = -1
 
 
 class WordScorer:
@@ -45,7 +43,8 @@ class WordScorer:
                  mapper: Callable[[str], str], *, alpha: float, beta: float, lexicon_mode: str,
                  unknown_prefix_penalty: float, hotwords: Sequence[str] = (),
                  hotword_weight: float = 0.0):
-        self.vocab, self.lm, self.mapper = vocab, lm, mapper
+        self.vocab, self.mapper = vocab, mapper
+        self.lm: BatchLanguageModel | None = as_batch(lm) if lm is not None else None
         self.alpha, self.beta = float(alpha), float(beta)
         self.penalty = float(unknown_prefix_penalty)
         # The most a finished word can add to a beam's score (the search prunes candidates against
@@ -82,39 +81,77 @@ class WordScorer:
         self.trie = WordTrie(vocab.size, spellings, words)
         self.hot = HotwordBonus.build(self.trie, [ids for _, ids in hot], hotword_weight) if hot \
             else None
-        self._states: list[Hashable] = []
-        self._state_ids: dict[Hashable, int] = {}
-        self.start_context = self._intern(lm.start_state()) if lm is not None else 0
-        self._cache: dict[int, tuple[float, int]] = {}
-        self._end_cache: dict[int, float] = {}
         self._partial = np.zeros(0, np.float64)   # partial_scores per trie node
         self._partial_size = 0                    # nodes [0, size) of it are filled
+        self._build_word_tables()
 
     @property
     def active(self) -> bool:
         """True when words change scores at all (else the search skips word tracking)."""
         return self.lm is not None or self.lexicon or self.hot is not None
 
+    @property
+    def start_context(self) -> int:
+        """LM context id of the sentence start (0 without an LM)."""
+        return self.lm.start_context if self.lm is not None else 0
+
     def trim(self) -> None:
-        """Between batches: forget partial words made during search, and the LM histories and cache
-        entries that name them, once they grow past their limits (memory stays bounded)."""
-        if (self.trie.size - self.trie.static_size > SEARCH_NODE_LIMIT
-                or len(self._states) > LM_CONTEXT_LIMIT):
+        """Between batches: forget the partial words made during search once there are more than
+        SEARCH_NODE_LIMIT, and let the LM forget what it remembered for the search (memory stays
+        bounded over a long corpus)."""
+        forget = self.trie.size - self.trie.static_size > SEARCH_NODE_LIMIT
+        if self.lm is not None and self.lm.trim():  # its word ids changed: look all up again
+            forget = True
+        if forget:
             self.trie.forget_search_nodes()
             self._partial_size = min(self._partial_size, self.trie.size)
-            self._cache.clear()
-            self._end_cache.clear()
-            if self.lm is not None:
-                self._states, self._state_ids = [], {}
-                self.start_context = self._intern(self.lm.start_state())
+            self._build_word_tables()
 
-    def _intern(self, state: Hashable) -> int:
-        ident = self._state_ids.get(state)
-        if ident is None:
-            ident = len(self._states)
-            self._states.append(state)
-            self._state_ids[state] = ident
-        return ident
+    # ----------------------------------------------------------------------------- word tables
+    def _build_word_tables(self) -> None:
+        """Per trie node: the LM word id of the word it spells (_node_word) and what finishing it
+        adds besides the LM (_node_extra: unknown-word penalty or -inf, hotword bonus). Filled
+        here for the lexicon and hotword nodes, later (_fill) for other nodes as they end words."""
+        trie = self.trie
+        capacity = len(trie.parent)
+        self._node_word = np.full(capacity, _UNSET, np.int64)
+        self._node_extra = np.zeros(capacity, np.float64)
+        words = np.flatnonzero(trie.word_index[: trie.static_size] >= 0)
+        if len(words):
+            lm_words = [trie.words[i] for i in trie.word_index[words].tolist()]
+            self._node_word[words] = self.lm.word_ids(lm_words) if self.lm is not None else 0
+            if self.hot is not None:  # known words: no penalty; hotwords: their bonus
+                self._node_extra[words] = self.hot.lookup(self.hot.word, words)
+
+    def _fill(self, nodes: np.ndarray) -> None:
+        """Word tables of ``nodes`` (unique; not lexicon words): spelled, mapped to the LM's
+        casing and looked up once per node."""
+        labels = self.vocab.labels
+        lm_words = [self.mapper("".join(labels[i] for i in self.trie.spelling(node)))
+                    for node in nodes.tolist()]
+        known = np.zeros(len(nodes), bool)
+        if self.lm is not None:
+            ids = self.lm.word_ids(lm_words)
+            self._node_word[nodes] = ids
+            if not self.lexicon:  # no word list: the LM's own vocabulary decides
+                known = self.lm.known(ids)
+        else:
+            self._node_word[nodes] = 0
+        if self.hard or (self.lm is not None and self.forbid_lm_oov):
+            unknown = -math.inf
+        elif self.soft or (self.lm is not None and self.penalise_lm_oov):
+            unknown = self.penalty
+        else:
+            unknown = 0.0
+        self._node_extra[nodes] = np.where(known, 0.0, unknown)
+
+    def _grow_word_tables(self) -> None:
+        capacity = len(self.trie.parent)
+        word = np.full(capacity, _UNSET, np.int64)
+        extra = np.zeros(capacity, np.float64)
+        word[: len(self._node_word)] = self._node_word
+        extra[: len(self._node_extra)] = self._node_extra
+        self._node_word, self._node_extra = word, extra
 
     # ----------------------------------------------------------------------------- partial words
     def partial_scores(self, nodes: np.ndarray) -> np.ndarray:
@@ -151,50 +188,28 @@ class WordScorer:
 
     # ----------------------------------------------------------------------------- finished words
     def complete(self, contexts: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Score words ``nodes`` finished after LM histories ``contexts``: (delta, new contexts)."""
-        keys = ((contexts << _NODE_BITS) | nodes).tolist()
-        cache = self._cache
-        results = [cache.get(k) or self._complete_one(k) for k in keys]
-        delta = np.fromiter((r[0] for r in results), np.float64, len(results))
-        new_ctx = np.fromiter((r[1] for r in results), np.int64, len(results))
-        return delta, new_ctx
+        """Score words ``nodes`` finished after LM histories ``contexts``: (delta, new contexts).
 
-    def _complete_one(self, key: int) -> tuple[float, int]:
-        context, node = key >> _NODE_BITS, key & ((1 << _NODE_BITS) - 1)
-        index = int(self.trie.word_index[node])
-        known = index >= 0
-        if known:
-            lm_word = self.trie.words[index]
-        else:
-            lm_word = self.mapper("".join(self.vocab.labels[i] for i in self.trie.spelling(node)))
-        score, new_context = 0.0, context
-        if self.lm is not None:
-            ln_prob, state = self.lm.score(self._states[context], lm_word)
-            score += self.alpha * ln_prob + self.beta
-            new_context = self._intern(state)
-            if not self.lexicon and not known:  # no word list: the LM's own vocabulary decides
-                known = not self.lm.is_oov(lm_word)
-        if not known:
-            if self.hard or (self.lm is not None and self.forbid_lm_oov):
-                score = -math.inf
-            elif self.soft or (self.lm is not None and self.penalise_lm_oov):
-                score += self.penalty
-        if self.hot is not None and node < len(self.hot.word):
-            score += float(self.hot.word[node])
-        if len(self._cache) >= LM_SCORE_CACHE_SIZE:
-            self._cache.clear()
-        self._cache[key] = (score, new_context)
-        return score, new_context
+        contexts, nodes: (n,) int64, n >= 1. One LM call for all n words; no Python loop over them
+        (only over nodes that end a word for the first time).
+        """
+        if len(self._node_word) < len(self.trie.parent):
+            self._grow_word_tables()
+        ids = self._node_word.take(nodes)
+        if ids.min() < 0:
+            self._fill(np.unique(nodes[ids < 0]))
+            ids = self._node_word.take(nodes)
+        extra = self._node_extra.take(nodes)
+        if self.lm is None:
+            return extra, contexts
+        ln_prob, after = self.lm.score_batch(contexts, ids)
+        delta = ln_prob * self.alpha
+        delta += self.beta
+        delta += extra  # one term at most: 0, the penalty, -inf or a (known) hotword's bonus
+        return delta, after
 
     def end(self, contexts: np.ndarray) -> np.ndarray:
         """(n,) alpha * ln P(</s> | history) for each context (0 without an LM)."""
         if self.lm is None:
             return np.zeros(len(contexts), np.float64)
-        out = np.empty(len(contexts), np.float64)
-        for i, context in enumerate(contexts.tolist()):
-            value = self._end_cache.get(context)
-            if value is None:
-                value = self.alpha * self.lm.end_score(self._states[context])
-                self._end_cache[context] = value
-            out[i] = value
-        return out
+        return self.alpha * self.lm.end_score_batch(contexts)

@@ -9,7 +9,8 @@ classes, so they mean the same thing in both:
     └─ PrefixSearchOptions    beam_width, token_min_logp, beam_prune_logp, hotwords, hotword_weight,
        │                      nbest                                         (CTC prefix beam searches)
        ├─ BeamOptions         token_top_k, blank_skip_threshold, lexicon_mode,
-       │                      unknown_prefix_penalty, batch_size            (``beam``)
+       │                      unknown_prefix_penalty, batch_size, lm_backend,
+       │                      lm_arrays_max_mib                             (``beam``)
        └─ PyctcdecodeOptions  prune_history, unk_score_offset, lm_score_boundary (``pyctcdecode``)
     GreedyOptions             (none)
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from ctclab.core.options import NO_FLAG, option
 from ctclab.decoders import constants as C
+from ctclab.lm.constants import LM_BACKENDS
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -119,10 +121,23 @@ class BeamOptions(PrefixSearchOptions):
         C.DEFAULT_UNKNOWN_PREFIX_PENALTY, "ln penalty of a partial word that no known word starts "
         "with, and of an unknown finished word (soft lexicon)")
     batch_size: int = option(C.DEFAULT_BATCH_SIZE, "utterances searched together")
+    lm_backend: str = option(
+        C.DEFAULT_LM_BACKEND, "how the LM is scored, with the same results: the array LM "
+        "(arrays; auto = arrays for ARPA files, KenLM for binaries and oversized LMs) or KenLM",
+        choices=LM_BACKENDS)
+    lm_arrays_max_mib: float = option(
+        C.DEFAULT_LM_ARRAYS_MAX_MIB, "largest array LM to build and hold (MiB); larger ones are "
+        "scored with KenLM (auto) or refused (arrays)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive_int("batch_size", self.batch_size)
+        if self.lm_backend not in LM_BACKENDS:
+            raise ValueError(f"unknown lm_backend {self.lm_backend!r}; valid: "
+                             f"{', '.join(LM_BACKENDS)}")
+        if not float(self.lm_arrays_max_mib) > 0:
+            raise ValueError(f"lm_arrays_max_mib must be a positive number of MiB, got "
+                             f"{self.lm_arrays_max_mib!r}")
         if self.token_top_k is not None:
             try:
                 _positive_int("token_top_k", self.token_top_k)

@@ -194,3 +194,50 @@ def test_search_state_is_forgotten_between_batches_without_changing_results(arpa
     assert after == before
     dec.scorer.trim()
     assert dec.scorer.trie.size == dec.scorer.trie.static_size
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"lexicon_mode": "none"},
+    {"lexicon_mode": "hard"},
+    {"hotwords": ("sat", "dog"), "hotword_weight": 2.0},
+    {"unigrams_path": "WORDS", "lexicon_mode": "soft"},
+    {"nbest": 4, "alpha": 1.3, "beta": -0.5},
+], ids=["default", "no-lexicon", "hard", "hotwords", "word-list", "nbest"])
+def test_array_lm_and_kenlm_give_the_same_texts_and_scores(tmp_path, options):
+    """The beam's result does not depend on the LM backend: the array LM reproduces KenLM's
+    float32 scores, so texts, token paths, scores and n-best lists are equal, not merely close."""
+    from arpa_fixtures import random_arpa
+
+    vocab = quartznet_vocab()
+    rng = np.random.default_rng(7)
+    arpa = random_arpa(tmp_path / "lm.arpa", rng, 3, per_order=40,
+                       vocab=["the", "cat", "cap", "sat", "a", "at", "ta", "act", "tea", "eat"])
+    (tmp_path / "words.txt").write_text("the\ncat\nsat\n")
+    options = {k: (str(tmp_path / "words.txt") if v == "WORDS" else v) for k, v in options.items()}
+    xs = [random_peaky(rng, 40, vocab.size, vocab.blank, sharpness=2.5) for _ in range(8)]
+    xs.append(the_ca_x(vocab, {"p": 0.6, "t": 0.38}))
+    runs = {backend: create_decoder("beam", vocab, beam_width=16, lm_path=str(arpa),
+                                    lm_backend=backend, **options).decode_many(xs)
+            for backend in ("arrays", "kenlm")}
+    for a, k in zip(runs["arrays"], runs["kenlm"], strict=True):
+        assert (a.text, a.tokens, a.score, a.lm_score) == (k.text, k.tokens, k.score, k.lm_score)
+        assert [(h.text, h.score) for h in a.nbest] == [(h.text, h.score) for h in k.nbest]
+
+
+def test_the_backend_option_picks_the_lm_form_and_a_given_lm_is_used_as_it_is(arpa):
+    from ctclab.lm.array_lm import ArrayLanguageModel
+
+    vocab = quartznet_vocab()
+    arrays = create_decoder("beam", vocab, lm_path=arpa)
+    kenlm = create_decoder("beam", vocab, lm_path=arpa, lm_backend="kenlm")
+    assert isinstance(arrays.lm.model, ArrayLanguageModel)
+    assert isinstance(kenlm.lm.model, KenLMLanguageModel)
+    given = BeamSearchDecoder(vocab, BeamOptions(), lm=LoadedLM.of(KenLMLanguageModel(arpa)))
+    assert isinstance(given.lm.model, KenLMLanguageModel)
+    x = the_ca_x(vocab, {"p": 0.6, "t": 0.38})
+    assert arrays.decode(x) == kenlm.decode(x)
+    with pytest.raises(ValueError, match="lm_backend.*valid: auto, arrays, kenlm"):
+        BeamOptions(lm_backend="fast")
+    with pytest.raises(ValueError, match="lm_arrays_max_mib"):
+        BeamOptions(lm_arrays_max_mib=0)
