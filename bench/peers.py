@@ -1,6 +1,7 @@
 """Peer decoders for the benchmark, behind one tiny interface: ``decode_texts(emissions) -> texts``.
 
-- ours: any registered ctclab decoder (``beam``, ``pyctcdecode``, ``greedy``) via decode_many.
+- ours: any registered ctclab decoder (``beam``, ``pyctcdecode``, ``greedy``) via decode_many;
+  ``beam-kenlm`` is ``beam`` scoring with KenLM instead of its default array LM (lm.array_lm).
 - ctc-beam-decoder: the C++ prefix beam search that reproduces pyctcdecode (pip ctc-beam-decoder,
   imported as ``ctc_beam_decoder``).
 - flashlight: flashlight-text's ``LexiconFreeDecoder`` (no LM, ZeroLM) and ``LexiconDecoder``
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,13 @@ def matched_options(options_cls: type, matched: PyctcdecodeOptions) -> object:
     return options_cls(**values)
 
 
-def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
-    """A registered ctclab decoder with the matched settings."""
+def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int, **extra: object) -> Decode:
+    """A registered ctclab decoder with the matched settings (and ``extra`` options)."""
     cls = decoder_class(name)
-    dec = cls(vocab, matched_options(cls.Options, s.options))  # frame shift: texts only here
+    options = matched_options(cls.Options, s.options)
+    if extra:
+        options = replace(options, **extra)  # type: ignore[type-var]
+    dec = cls(vocab, options)  # frame shift: texts only here
     return lambda emissions: [h.text for h in dec.decode_many(emissions, jobs=jobs)]
 
 
@@ -149,7 +153,12 @@ def fork_map(fn: Callable[[np.ndarray], str], emissions: Sequence[np.ndarray], j
                            len(emissions) // (jobs * 4))
 
 
-PEERS = {"ctc-beam-decoder": ctc_beam_decoder, "flashlight": flashlight}
+def beam_kenlm(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
+    """Our beam with the LM scored by KenLM (the reference) instead of the array LM."""
+    return ours("beam", vocab, s, jobs, lm_backend="kenlm")
+
+
+PEERS = {"ctc-beam-decoder": ctc_beam_decoder, "flashlight": flashlight, "beam-kenlm": beam_kenlm}
 
 
 def build(name: str, vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
