@@ -26,17 +26,27 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_HELP, _CHOICES, _FLAG = "help", "choices", "flag"
+_HELP, _CHOICES, _FLAG, _NEUTRAL = "help", "choices", "flag", "neutral"
 # Marks a field that gets no generated flag (the command spells it its own way, e.g. --lm).
 NO_FLAG = ""
 
 
 def option(default: T, help: str, *, choices: Sequence[str] | None = None,
-           flag: str | None = None) -> T:
+           flag: str | None = None, neutral: bool = False) -> T:
     """A dataclass field with its help text (and allowed values, and the flag name when it is not
-    the field name with dashes; ``NO_FLAG`` for none). Use as the field's default."""
-    metadata = {_HELP: help, _CHOICES: tuple(choices) if choices else None, _FLAG: flag}
+    the field name with dashes; ``NO_FLAG`` for none). Use as the field's default.
+
+    neutral: the field changes how a result is computed (speed, memory), never the result, so
+    results made with another value are still the same results (a results folder resumes).
+    """
+    metadata = {_HELP: help, _CHOICES: tuple(choices) if choices else None, _FLAG: flag,
+                _NEUTRAL: neutral}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def neutral_fields(options_cls: type) -> frozenset[str]:
+    """Names of the fields of an options dataclass declared ``neutral`` (see :func:`option`)."""
+    return frozenset(f.name for f in dataclasses.fields(options_cls) if f.metadata.get(_NEUTRAL))
 
 
 def flag_of(field: dataclasses.Field) -> str:

@@ -124,10 +124,10 @@ class BeamOptions(PrefixSearchOptions):
     lm_backend: str = option(
         C.DEFAULT_LM_BACKEND, "how the LM is scored, with the same results: the array LM "
         "(arrays; auto = arrays for ARPA files, KenLM for binaries and oversized LMs) or KenLM",
-        choices=LM_BACKENDS)
+        choices=LM_BACKENDS, neutral=True)
     lm_arrays_max_mib: float = option(
         C.DEFAULT_LM_ARRAYS_MAX_MIB, "largest array LM to build and hold (MiB); larger ones are "
-        "scored with KenLM (auto) or refused (arrays)")
+        "scored with KenLM (auto) or refused (arrays)", neutral=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()

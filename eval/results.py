@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ctclab.core.atomic import atomic_write_text
+from ctclab.core.options import neutral_fields
+from ctclab.decoders.base import available_decoders, decoder_class
 from ctclab.eval.records import RunSettings, Summary, UtteranceResult
 from ctclab.eval.report import summary_markdown, summary_tsv
 
@@ -118,8 +120,12 @@ class ResultsFolder:
         previous = {s.label: s for s in old.systems}
         for spec in settings.systems:
             earlier = previous.get(spec.label)
-            if earlier is not None and (earlier.decoder, _jsonable(earlier.options)) != (
-                    spec.decoder, _jsonable(spec.options)):
+            # Options that never change a result (e.g. how the LM is scored) may differ, or be
+            # absent from a folder made before they existed.
+            ignored = (neutral_fields(decoder_class(spec.decoder).Options)
+                       if spec.decoder in available_decoders() else frozenset())
+            if earlier is not None and (earlier.decoder, _comparable(earlier.options, ignored)) != (
+                    spec.decoder, _comparable(spec.options, ignored)):
                 raise ValueError(
                     f"{self.path} already holds results for {spec.label!r} made with options "
                     f"{earlier.options}, now {spec.options}; use a new --out folder (or delete "
@@ -192,6 +198,11 @@ class ResultsFolder:
             raise FileNotFoundError(f"no summary.json in {self.path}; run eval/run.py --out "
                                     f"{self.path} first")
         return Summary.from_dict(json.loads(path.read_text("utf-8")))
+
+
+def _comparable(options: dict[str, Any], ignored: frozenset[str]) -> Any:
+    """Stored or fresh options as compared for resuming: JSON values, ``ignored`` fields left out."""
+    return _jsonable({k: v for k, v in options.items() if k not in ignored})
 
 
 def _jsonable(value: Any) -> Any:

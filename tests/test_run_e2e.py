@@ -98,6 +98,22 @@ def test_resume_with_other_options_is_refused(tiny, tmp_path):
                               "--beam-width", "5"))
 
 
+def test_resume_ignores_options_that_never_change_results(tiny, tmp_path):
+    """How the LM is scored (arrays or KenLM: identical results) may change between runs, and a
+    folder made before those options existed resumes too."""
+    out = tmp_path / "r"
+    args = ["--decoder", "beam", "--lm", str(tiny["lm"]), "--split", "test-a", "--beam-width", "4"]
+    run_mod.run(base_args(tiny, out, *args))
+    run_mod.run(base_args(tiny, out, *args, "--lm-backend", "kenlm"))
+    settings = json.loads((out / "settings.json").read_text())
+    for system in settings["systems"]:
+        del system["options"]["lm_backend"], system["options"]["lm_arrays_max_mib"]
+    (out / "settings.json").write_text(json.dumps(settings))
+    run_mod.run(base_args(tiny, out, *args))
+    with pytest.raises(ValueError, match="new --out"):  # a result-changing option still counts
+        run_mod.run(base_args(tiny, out, *args[:-1], "5"))
+
+
 def test_resume_with_emissions_of_another_model_is_refused(tiny, tmp_path):
     out = tmp_path / "r"
     run_mod.run(base_args(tiny, out, "--decoder", "greedy", "--split", "test-a"))
