@@ -71,7 +71,7 @@ DEFAULT_BATCH_SIZE = 256
 # would let a long corpus grow memory without bound. (The LM's own limits: lm/constants.py.)
 SEARCH_NODE_LIMIT = 500_000
 
-# Which form of the LM the beam fuses (lm.shared, lm.constants.LM_BACKENDS): "auto" = the array LM
+# Which form of the LM the beam fuses (lm.loaded, lm.constants.LM_BACKENDS): "auto" = the array LM
 # for ARPA files (KenLM's scores, a search step's words in one array call, no per-word Python),
 # KenLM for binaries and for LMs over the memory limit below; "arrays" = the array LM or an error;
 # "kenlm" = KenLM (the reference).

@@ -16,7 +16,7 @@ in the sorted keys, then where/add along KenLM's backoff chain.
 The arrays are saved in the LM cache (``<cache root>/lm``) under a name keyed by the ARPA's path,
 size and mtime, so an edited ARPA is read again, and the file is checked against the ARPA's
 identity when it is loaded. Files KenLM reads but the arrays cannot represent exactly (ARPAs with
-pruned suffixes) raise ArrayLMUnsupported; lm.shared then falls back to KenLM.
+pruned suffixes) raise ArrayLMUnsupported; lm.loaded then falls back to KenLM.
 """
 from __future__ import annotations
 

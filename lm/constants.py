@@ -43,7 +43,7 @@ LM_SCORE_CACHE_SIZE = 2_000_000
 LM_CONTEXT_LIMIT = 1_000_000
 LM_WORD_LIMIT = 1_000_000
 
-# Forms of an LM a decoder can fuse (lm.shared): the array LM, KenLM, or arrays when possible.
+# Forms of an LM a decoder can fuse (lm.loaded): the array LM, KenLM, or arrays when possible.
 LM_BACKENDS = ("auto", "arrays", "kenlm")
 
 # Slots (log2) of the array LM's memo of recent (history, word) answers: 2^16 slots take 1.5 MB,
