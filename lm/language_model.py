@@ -102,7 +102,8 @@ class KenLMLanguageModel(LanguageModel):
                              f"{path}), or load it with load_language_model, which does")
         try:
             self._model = kenlm.Model(str(path))
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, UnicodeDecodeError) as exc:
+            # Random bytes make KenLM's own error message undecodable: UnicodeDecodeError.
             _raise_precise_arpa_error(path)
             raise ValueError(f"{path}: KenLM could not load it ({exc}); the file may be corrupt or "
                              "truncated; rebuild it with lm/build.py or download it again") from exc

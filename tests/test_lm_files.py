@@ -12,6 +12,7 @@ import math
 import os
 import urllib.error
 
+import numpy as np
 import pytest
 from conftest import require_shared
 from decoding_fixtures import arpa_text
@@ -87,6 +88,17 @@ def test_kenlm_model_refuses_gzip_by_content(tmp_path, gz_lm):
     disguised.write_bytes(gz_lm.read_bytes())
     with pytest.raises(ValueError, match="cannot read gzip.*load_language_model"):
         KenLMLanguageModel(disguised)
+
+
+@pytest.mark.parametrize("name", ["random.binary", "random.arpa"])
+def test_kenlm_model_of_random_bytes_names_the_file(tmp_path, name):
+    from ctclab.lm.language_model import KenLMLanguageModel
+
+    path = tmp_path / name
+    # KenLM quotes the first bad line in its error, which is then not UTF-8 (UnicodeDecodeError).
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(ValueError, match=f"{name}: KenLM could not load it.*corrupt"):
+        KenLMLanguageModel(path)
 
 
 def test_unknown_name_lists_known_ones(tmp_path):
