@@ -1,7 +1,9 @@
 """Audio sources: one interface over a LibriSpeech (OpenSLR) folder, a Hugging Face dataset, or a
 manifest file. Each yields utterance id, 16 kHz mono float32 waveform and reference text.
 
-Listing (:meth:`AudioSource.entries`) reads only file headers, so utterances can be sorted by length
+Listing (:meth:`AudioSource.listing`) reads only the transcripts/manifest and each file's size and
+modification time, so a cache can tell whether its source changed before anything heavy loads.
+Probing (:meth:`AudioSource.probe`) reads file headers, so utterances can be sorted by length
 before any audio is decoded. Reading (:meth:`AudioSource.load`) decodes with soundfile, downmixes
 stereo by averaging channels and resamples with soxr. A missing, empty, corrupt or unreadable file
 raises :class:`AudioReadError` naming it.
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from ctclab.emission.hub import hub_unreachable, use_offline_mode
+from ctclab.emission.options import SOURCE_NAMES
 
 # Rate every model in this project expects (wav2vec2, HuBERT, ...): 16 kHz.
 TARGET_SAMPLE_RATE = 16_000
 # soxr "HQ" is its default high quality setting: transparent for ASR, fast enough for real time.
 RESAMPLE_QUALITY = "HQ"
-SOURCE_NAMES = ("openslr", "hf", "manifest")
 # LibriSpeech split names -> (HF config, HF split) of openslr/librispeech_asr.
 HF_LIBRISPEECH_SPLITS = {
     "test-clean": ("clean", "test"), "test-other": ("other", "test"),
@@ -43,6 +46,24 @@ class AudioReadError(ValueError):
                          "(fix or remove the file, or pass --skip-bad to skip it and list it in "
                          "the cache meta)")
         self.utt_id, self.path, self.reason = utt_id, path, reason
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One listed utterance, nothing decoded: id, reference text, where its audio is (a path or
+    a ``dataset[row]`` description), and the audio's size in bytes and modification time in ns
+    (-1 and 0 for a missing file; mtime 0 for audio held in a dataset)."""
+
+    id: str
+    text: str
+    path: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def stat(self) -> tuple[int, int]:
+        """(size, mtime_ns): what a cache compares to tell that the audio changed."""
+        return (self.size, self.mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,26 @@ def _probe_seconds(data: str | Path | bytes, utt_id: str, where: str) -> float:
     return info.frames / info.samplerate
 
 
+def read_utf8(file: Path, what: str) -> str:
+    """The text of ``file``; a ValueError naming it when it is not UTF-8."""
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {file} is not UTF-8 text ({exc}); re-save it as UTF-8 (e.g. "
+                         f"iconv -f latin1 -t utf-8)") from None
+
+
+def _stat(data: str | Path | bytes) -> tuple[int, int]:
+    """(size, mtime_ns) of a path, (-1, 0) when it is missing; (len, 0) of raw bytes."""
+    if isinstance(data, bytes):
+        return len(data), 0
+    try:
+        info = os.stat(data)
+    except OSError:
+        return -1, 0
+    return int(info.st_size), int(info.st_mtime_ns)
+
+
 class AudioSource(ABC):
     """A corpus split. ``name`` ("openslr", "hf", "manifest": the --source value) goes into the
     cache directory name; ``location`` says where the data is (recorded in the cache meta);
@@ -136,11 +177,10 @@ class AudioSource(ABC):
     def _raw_entries(self) -> Iterator[tuple[str, str, str, Any]]:
         """Yield (id, text, where, data) with data a path or raw bytes (no decoding)."""
 
-    def entries(self, skip_bad: bool = False) -> tuple[list[SourceEntry], list[AudioReadError]]:
-        """List utterances with durations from headers. Unreadable ones raise AudioReadError,
-        or with ``skip_bad`` are returned in the second list instead. A repeated id is a
-        ValueError."""
-        good, bad = [], []
+    def listing(self) -> list[SourceRow]:
+        """All utterances with their audio's size and mtime, nothing decoded (cheap: a stat per
+        file). A repeated id is a ValueError naming both places."""
+        rows = []
         self._data: dict[str, Any] = {}
         seen: dict[str, str] = {}
         for utt, text, where, data in self._raw_entries():
@@ -148,16 +188,38 @@ class AudioSource(ABC):
                 raise ValueError(f"utterance id {utt!r} appears twice in {self.location} ({seen[utt]}"
                                  f" and {where}); ids must be unique within a split")
             seen[utt] = where
-            try:
-                seconds = _probe_seconds(data, utt, where)
-            except AudioReadError as exc:
-                if not skip_bad:
-                    raise
-                bad.append(exc)
-                continue
             self._data[utt] = data
-            good.append(SourceEntry(utt, text, where, seconds))
+            rows.append(SourceRow(utt, text, where, *_stat(data)))
+        return rows
+
+    def probe(self, rows: Sequence[SourceRow], skip_bad: bool = False
+              ) -> tuple[list[SourceEntry], list[AudioReadError]]:
+        """Durations of ``rows`` (from :meth:`listing`) from their headers. Unreadable ones raise
+        AudioReadError, or with ``skip_bad`` are returned in the second list instead. Results
+        are remembered per (id, size, mtime), so probing again costs nothing."""
+        data = getattr(self, "_data", {})
+        memo: dict[tuple[str, int, int], float | AudioReadError] = self.__dict__.setdefault(
+            "_probed", {})
+        good, bad = [], []
+        for row in rows:
+            key = (row.id, *row.stat)
+            if key not in memo:
+                try:
+                    memo[key] = _probe_seconds(data.get(row.id, row.path), row.id, row.path)
+                except AudioReadError as exc:
+                    memo[key] = exc
+            found = memo[key]
+            if isinstance(found, AudioReadError):
+                if not skip_bad:
+                    raise found
+                bad.append(found)
+                continue
+            good.append(SourceEntry(row.id, row.text, row.path, found))
         return good, bad
+
+    def entries(self, skip_bad: bool = False) -> tuple[list[SourceEntry], list[AudioReadError]]:
+        """:meth:`probe` of the whole :meth:`listing`."""
+        return self.probe(self.listing(), skip_bad)
 
     def load(self, entry: SourceEntry) -> np.ndarray:
         """(S,) float32 16 kHz mono audio of ``entry`` (from :meth:`entries`)."""
@@ -187,6 +249,9 @@ class OpenSLRSource(AudioSource):
         folder = root / split
         if not folder.is_dir():
             present = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+            if present == ["LibriSpeech"]:  # the tarball's parent folder: list the splits inside
+                root = root / "LibriSpeech"
+                present = sorted(p.name for p in root.iterdir() if p.is_dir())
             raise FileNotFoundError(
                 f"no split folder {folder} (OpenSLR layout <data-dir>/<split>/<speaker>/<chapter>);"
                 f" folders in {root}: {present or 'none (does --data-dir exist?)'}")
@@ -196,7 +261,7 @@ class OpenSLRSource(AudioSource):
     def _raw_entries(self) -> Iterator[tuple[str, str, str, Any]]:
         rows = []
         for trans in sorted(self.folder.glob("*/*/*.trans.txt")):
-            for number, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+            for number, line in enumerate(read_utf8(trans, "transcript").splitlines(), 1):
                 if not line.strip():
                     continue
                 utt, _, text = line.strip().partition(" ")
@@ -232,7 +297,7 @@ class ManifestSource(AudioSource):
         self.data_key = self.location
 
     def _rows(self) -> list[dict]:
-        text = self.file.read_text(encoding="utf-8")
+        text = read_utf8(self.file, "manifest")
         if self.file.suffix.lower() in (".jsonl", ".json"):
             rows = []
             for number, line in enumerate(text.splitlines(), 1):

@@ -4,6 +4,9 @@ Layout of one cache directory (one per model, revision, source, split)::
 
     meta.json        CacheMeta (model, revision, vocabulary, frame shift, dtype, ..., complete flag)
     manifest.tsv     one line per utterance: id, num_frames, audio_seconds, shard, offset, text
+    source.tsv       the audio source as last seen: id, size, mtime_ns, path of every listed
+                     utterance (cached, skipped or pending); a later run compares the source
+                     with it to tell new, removed and changed audio apart
     shards/NNNNNN.npy  (N_frames, V) float16/float32 arrays, the frames of several utterances
                      concatenated; memory-mapped on read
 
@@ -11,10 +14,18 @@ Crash safety: a shard is written to a temp name, fsynced and renamed; only then 
 manifest lines appended (and fsynced). A killed run therefore leaves at worst an orphan shard (never
 referenced, overwritten later) or a torn last manifest line (dropped on resume). Resuming skips the
 ids already in the manifest; ``complete`` is set in meta.json (atomically) only once all are done.
+Temp files of a write cut short (``.meta.json.*.tmp``, ``shards/.NNNNNN.npy.*.tmp``) are removed
+when a writer next opens the directory (it holds the lock, so no other write is in flight).
+
+Tolerance. Two caches of the same model and audio (one resumed, or made with other batch sizes)
+agree within :func:`storage_tolerance`: float32 storage within BATCH_TOLERANCE (the float32
+compute's summation-order noise); float16 storage within that plus one float16 step of the value,
+since a value near a rounding boundary may round either way (up to 1/64 for log-probs in [-32, -16]).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -27,23 +38,24 @@ import numpy as np
 
 from ctclab.core.atomic import atomic_open, atomic_write_bytes
 from ctclab.core.paths import default_cache_root  # noqa: F401 - re-exported: one root for all stages
-from ctclab.core.validation import validate_log_probs
 from ctclab.core.vocabulary import Vocabulary
+from ctclab.emission.options import STORAGE_DTYPES
 
 # Bumped when the on-disk layout changes; recorded in meta.json.
 TOOL_VERSION = "ctclab-cache/1"
 # float16 halves disk and page-cache use; log-probs only need ~3 significant digits for decoding
 # (rounding error ~1e-3 relative, far below any beam-pruning threshold).
 DEFAULT_DTYPE = "float16"
-STORAGE_DTYPES = ("float16", "float32")
-# Imported shards are cut at about this many frames (~17 min of audio at 20 ms): few files, each
-# small enough to write atomically without holding much in memory.
-IMPORT_SHARD_FRAMES = 50_000
+# float32 compute on a CPU: a batched and a one-at-a-time run of the same utterance differ by less
+# than this (summation order in the kernels; tests/test_extract.py measures it).
+BATCH_TOLERANCE = 1e-4
 META_FILE = "meta.json"
 MANIFEST_FILE = "manifest.tsv"
+SOURCE_FILE = "source.tsv"
 SHARD_DIR = "shards"
 LOCK_FILE = ".lock"
 MANIFEST_COLUMNS = ("id", "num_frames", "audio_seconds", "shard", "offset", "text")
+SOURCE_COLUMNS = ("id", "size", "mtime_ns", "path")
 # Fields of CacheMeta that must agree before new utterances may be added to an existing cache.
 IDENTITY_FIELDS = ("model", "revision", "source", "split", "vocabulary", "frame_shift_s",
                    "sample_rate", "dtype", "tool_version", "data_key")
@@ -54,6 +66,17 @@ def slug(text: str) -> str:
     text = str(text).strip().replace("/", "--").replace(":", "-")
     text = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._")
     return text or "_"
+
+
+def storage_tolerance(dtype: str, values: np.ndarray) -> np.ndarray:
+    """Per-value bound on the difference between two caches of the same model and audio stored
+    in ``dtype`` (see the module docstring): BATCH_TOLERANCE, plus one float16 step at each value
+    for float16 storage. values: log-probs (any shape); returns float32 of the same shape."""
+    values = np.asarray(values, dtype=np.float32)
+    bound = np.full(values.shape, BATCH_TOLERANCE, dtype=np.float32)
+    if dtype == "float16":
+        bound += np.spacing(np.abs(values).astype(np.float16)).astype(np.float32)
+    return bound
 
 
 def cache_dir_for(root: str | Path, model: str, revision: str, source: str, split: str) -> Path:
@@ -118,6 +141,33 @@ class CacheMeta:
             raise ValueError(f"{where} is not a valid ctclab cache meta file ({exc}); delete the "
                              "cache directory and run eval/emit.py again") from exc
 
+    @classmethod
+    def read(cls, path: str | Path) -> CacheMeta | None:
+        """The meta of the cache directory ``path``; None when it has none."""
+        file = Path(path) / META_FILE
+        if not file.is_file():
+            return None
+        return cls.from_json(file.read_text(encoding="utf-8"), file)
+
+
+@dataclass(frozen=True)
+class CacheIdentity:
+    """What a cache is, for a results folder to record and compare: model, revision, source,
+    split, and ``content_key``, a hash of everything the emissions were made from and hold
+    (vocabulary, frame shift, sample rate, storage dtype, data key, and every utterance's id,
+    frame count, audio seconds and reference text, and the skipped ids). Two caches with equal
+    identities hold the same utterances and references from the same model and data; the key
+    changes when a reference is corrected or the cache is extended."""
+
+    model: str
+    revision: str
+    source: str
+    split: str
+    content_key: str
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
 
 @dataclass(frozen=True)
 class UtteranceRecord:
@@ -157,6 +207,23 @@ def _read_manifest(path: Path) -> list[UtteranceRecord]:
     return records
 
 
+def _read_snapshot(path: Path) -> dict[str, tuple[int, int]] | None:
+    """source.tsv as id -> (size, mtime_ns); None when the cache has none (made before ctclab
+    recorded its source)."""
+    if not path.is_file():
+        return None
+    out = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines()[1:], start=2):
+        parts = line.split("\t", 3)
+        try:
+            out[parts[0]] = (int(parts[1]), int(parts[2]))
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}:{number} is malformed (expected {', '.join(SOURCE_COLUMNS)})"
+                             "; delete the file and run again (the next run records the source "
+                             "anew)") from None
+    return out
+
+
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as handle:
         np.save(handle, array)
@@ -177,6 +244,7 @@ class EmissionCache:
         self._records = sorted(records, key=lambda r: r.id)
         self._index = {r.id: i for i, r in enumerate(self._records)}
         self._shards: dict[str, np.ndarray] = {}
+        self._identity: CacheIdentity | None = None
 
     @classmethod
     def open(cls, path: str | Path, *, allow_incomplete: bool = False) -> EmissionCache:
@@ -220,6 +288,32 @@ class EmissionCache:
     @property
     def is_complete(self) -> bool:
         return bool(self.meta.complete)
+
+    @property
+    def skipped(self) -> tuple[SkippedItem, ...]:
+        """Listed utterances whose audio could not be read (``--skip-bad``): not in the cache.
+        A run retries one once its file changes."""
+        return tuple(s for s in self.meta.skipped if s.id not in self._index)
+
+    @property
+    def identity(self) -> CacheIdentity:
+        """Model, revision, source, split and a content key (see :class:`CacheIdentity`)."""
+        if self._identity is None:
+            digest = hashlib.sha256()
+            meta = {name: getattr(self.meta, name) for name in IDENTITY_FIELDS}
+            digest.update(json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
+            for r in self._records:  # sorted by id
+                digest.update(f"{r.id}\t{r.num_frames}\t{r.audio_seconds:.6f}\t"
+                              f"{' '.join(r.text.split())}\n".encode())
+            for s in sorted(s.id for s in self.skipped):
+                digest.update(f"skipped\t{s}\n".encode())
+            self._identity = CacheIdentity(self.meta.model, self.meta.revision, self.meta.source,
+                                           self.meta.split, digest.hexdigest()[:32])
+        return self._identity
+
+    def source_snapshot(self) -> dict[str, tuple[int, int]] | None:
+        """The audio source as last seen, id -> (size, mtime_ns); None when not recorded."""
+        return _read_snapshot(self.path / SOURCE_FILE)
 
     @property
     def total_audio_seconds(self) -> float:
@@ -271,8 +365,9 @@ class EmissionCache:
 class CacheWriter:
     """Create or resume a cache directory and add utterances batch by batch.
 
-    Holds an exclusive lock (one writer per directory). Opening an existing directory made with
-    a different model, vocabulary, dtype, ... raises ValueError naming the differing field.
+    Holds an exclusive lock (one writer per directory) and, holding it, removes the temp files
+    of writes a kill cut short. Opening an existing directory made with a different model,
+    vocabulary, dtype, ... raises ValueError naming the differing field.
     Use as a context manager; :meth:`finish` marks the cache complete.
     """
 
@@ -281,6 +376,7 @@ class CacheWriter:
         (self.path / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire_lock()
         try:
+            self._remove_temp_files()
             meta_file = self.path / META_FILE
             if meta_file.exists():
                 old = CacheMeta.from_json(meta_file.read_text(encoding="utf-8"), meta_file)
@@ -310,6 +406,12 @@ class CacheWriter:
                                "wait for it to finish (or stop it) and run again") from None
         return handle
 
+    def _remove_temp_files(self) -> None:
+        """Delete ``.<name>.*.tmp`` files (core.atomic's temp names) left by a killed write."""
+        for folder in (self.path, self.path / SHARD_DIR):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
     def _repair_manifest(self) -> None:
         """Rewrite the manifest without a torn last line, so appends start on a fresh line."""
         file = self.path / MANIFEST_FILE
@@ -327,6 +429,57 @@ class CacheWriter:
     def done_ids(self) -> set[str]:
         """Ids already stored (skip these when resuming)."""
         return set(self._done)
+
+    @property
+    def records(self) -> list[UtteranceRecord]:
+        """The stored utterances, in the order they were added."""
+        return list(self._records)
+
+    @property
+    def snapshot(self) -> dict[str, tuple[int, int]] | None:
+        """The source as last recorded (source.tsv), id -> (size, mtime_ns); None if never."""
+        return _read_snapshot(self.path / SOURCE_FILE)
+
+    def record_source(self, rows: Iterable[tuple[str, int, int, str]]) -> None:
+        """Record the source as now listed: rows of (id, size, mtime_ns, path); atomic, and
+        nothing is written when it is unchanged."""
+        lines = ["\t".join(SOURCE_COLUMNS) + "\n"]
+        lines += [f"{utt}\t{size}\t{mtime}\t{' '.join(path.split())}\n"
+                  for utt, size, mtime, path in rows]
+        data = "".join(lines).encode("utf-8")
+        file = self.path / SOURCE_FILE
+        if not file.is_file() or file.read_bytes() != data:
+            atomic_write_bytes(file, data)
+
+    def update_texts(self, texts: dict[str, str]) -> None:
+        """Replace the reference text of stored utterances (id -> new text): the emissions do not
+        depend on it. Rewrites manifest.tsv atomically."""
+        if not texts:
+            return
+        self._records = [dataclasses.replace(r, text=texts[r.id]) if r.id in texts else r
+                         for r in self._records]
+        self._repair_manifest()
+
+    def forget_skipped(self, ids: Iterable[str]) -> None:
+        """Drop ids from the skipped list (their audio is to be tried again, or left the source)."""
+        drop = set(ids)
+        kept = tuple(s for s in self.meta.skipped if s.id not in drop)
+        if len(kept) != len(self.meta.skipped):
+            self.meta = dataclasses.replace(self.meta, skipped=kept)
+            self._write_meta()
+
+    def rekey(self, data_key: str, details: dict) -> None:
+        """Record a new data key and details for the same emissions (an import whose content was
+        verified equal to the cache's)."""
+        self.meta = dataclasses.replace(self.meta, data_key=data_key, details=details)
+        self._write_meta()
+
+    def reopen(self) -> None:
+        """Mark a complete cache incomplete before adding to it, so that a kill in between leaves
+        a cache that the next run resumes rather than one that looks finished."""
+        if self.meta.complete:
+            self.meta = dataclasses.replace(self.meta, complete=False)
+            self._write_meta()
 
     @property
     def is_complete(self) -> bool:
@@ -399,150 +552,3 @@ def check_compatible(old: CacheMeta, new: CacheMeta, path: Path) -> None:
                 f"the emission cache at {path} was made with a different {name} ({shown_a}) than "
                 f"this run ({shown_b}); refusing to mix them. Use another --cache-dir, or delete "
                 f"{path} to rebuild it.")
-
-
-# ----------------------------------------------------------------------------- import
-@dataclass(frozen=True)
-class _ImportRow:
-    id: str
-    text: str
-    num_frames: int | None
-    audio_seconds: float | None
-
-
-def _read_import_manifest(file: Path, split: str) -> list[_ImportRow]:
-    """Rows of a TSV with a header naming at least ``id`` and a text column (``reference`` or
-    ``text``); optional ``split``, ``num_frames``, ``audio_seconds``."""
-    lines = file.read_text(encoding="utf-8").splitlines()
-    if not lines:
-        raise ValueError(f"{file} is empty; expected a TSV header with id and reference columns")
-    header = lines[0].split("\t")
-    text_col = next((c for c in ("reference", "text", "transcript") if c in header), None)
-    if "id" not in header or text_col is None:
-        raise ValueError(f"{file} must have a header with 'id' and 'reference' (or 'text') "
-                         f"columns; found {header}")
-    rows = []
-    seen: dict[str, int] = {}  # id -> line number
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        values = line.split("\t")
-        if len(values) != len(header):
-            raise ValueError(f"{file}:{number} has {len(values)} fields, the header {len(header)}")
-        row = dict(zip(header, values, strict=True))
-        if "split" in row and row["split"] != split:
-            continue
-        if row["id"] in seen:
-            raise ValueError(f"{file}:{number} repeats the id {row['id']!r} of line "
-                             f"{seen[row['id']]}; ids must be unique within a split")
-        seen[row["id"]] = number
-        rows.append(_ImportRow(
-            row["id"], row[text_col],
-            int(row["num_frames"]) if row.get("num_frames") else None,
-            float(row["audio_seconds"]) if row.get("audio_seconds") else None))
-    return rows
-
-
-def import_emissions(
-    src_dir: str | Path,
-    dest_root: str | Path,
-    *,
-    split: str,
-    model: str | None = None,
-    labels: Sequence[str] | None = None,
-    blank: int | str | None = None,
-    delimiter: int | str | None = None,
-    manifest: str | Path | None = None,
-    frame_shift_s: float | None = None,
-    dtype: str = "float32",
-) -> EmissionCache:
-    """Import per-utterance ``<src_dir>/<split>/<id>.npy`` log-probs (T, V) into a cache.
-
-    labels/blank/delimiter default to ``<src_dir>/labels.json`` (keys ``labels``,
-    ``blank_index``, ``word_delimiter``, ``frame_shift_seconds``); manifest defaults to
-    ``<src_dir>/manifest.tsv`` (id, reference, optional split/num_frames/audio_seconds).
-    frame_shift_s: seconds per frame; default from labels.json, else total audio seconds / total
-    frames of the manifest (rounded to 0.1 ms). dtype: storage dtype (float32 keeps the source
-    values exactly). The cache lands at ``cache_dir_for(dest_root, model or src_dir.name,
-    "imported", "imported", split)``; an existing complete cache is returned as is.
-    """
-    src = Path(src_dir)
-    if not src.is_dir():
-        raise FileNotFoundError(f"emissions folder {src} does not exist (--import-emissions DIR)")
-    info: dict = {}
-    labels_file = src / "labels.json"
-    if labels_file.is_file():
-        try:
-            info = json.loads(labels_file.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ValueError(f"{labels_file} is not valid JSON ({exc})") from None
-        if isinstance(info, list):
-            info = {"labels": info}
-    if labels is None:
-        if "labels" not in info:
-            raise FileNotFoundError(f"{labels_file} is missing: pass labels=[...] (and blank=) or "
-                                    "write a labels.json with 'labels' and 'blank_index'")
-        labels = info["labels"]
-    if blank is None:
-        blank = info.get("blank_index", info.get("blank"))
-    if delimiter is None:
-        delimiter = info.get("word_delimiter", info.get("delimiter"))
-    vocab = Vocabulary.from_labels(labels, blank=blank, delimiter=delimiter)
-    manifest_file = Path(manifest) if manifest is not None else src / "manifest.tsv"
-    if not manifest_file.is_file():
-        raise FileNotFoundError(f"manifest {manifest_file} not found; pass manifest= a TSV with "
-                                "id and reference columns")
-    rows = _read_import_manifest(manifest_file, split)
-    split_dir = src / split
-    if not rows or not split_dir.is_dir():
-        found = sorted(p.name for p in src.iterdir() if p.is_dir())
-        raise ValueError(f"no utterances of split {split!r} in {src} (manifest {manifest_file}); "
-                         f"splits present: {found}")
-    if frame_shift_s is None:
-        frame_shift_s = info.get("frame_shift_seconds")
-    if frame_shift_s is None:
-        known = [r for r in rows if r.num_frames and r.audio_seconds]
-        if not known:
-            raise ValueError("cannot tell the frame shift: pass frame_shift_s= (seconds per frame)")
-        frame_shift_s = round(sum(r.audio_seconds or 0.0 for r in known)
-                              / sum(r.num_frames or 0 for r in known), 4)
-    name = model or src.name
-    meta = CacheMeta(model=name, revision="imported", source="imported", split=split,
-                     vocabulary=vocab.to_dict(), frame_shift_s=float(frame_shift_s),
-                     dtype=dtype, details={"imported_from": str(src.resolve())})
-    path = cache_dir_for(dest_root, name, "imported", "imported", split)
-    if (path / META_FILE).is_file():
-        try:
-            existing = EmissionCache.open(path)
-            check_compatible(existing.meta, meta, path)
-            return existing
-        except FileNotFoundError:
-            pass  # incomplete: resume below
-    with CacheWriter(path, meta) as writer:
-        pending: list[tuple[str, str, float, np.ndarray]] = []
-        frames = 0
-        done = writer.done_ids  # a copy: taken once, not per row
-        for row in rows:
-            if row.id in done:
-                continue
-            file = split_dir / f"{row.id}.npy"
-            if not file.is_file():
-                raise FileNotFoundError(f"{file} is listed in {manifest_file} but missing")
-            try:
-                arr = np.load(file)
-            except (ValueError, OSError, EOFError) as exc:  # truncated, pickled or not .npy
-                raise ValueError(f"{file} is not a readable .npy array ({exc}); export it again "
-                                 "with numpy.save") from None
-            arr = validate_log_probs(arr, vocab.size, name=str(file))
-            if row.num_frames is not None and arr.shape[0] != row.num_frames:
-                raise ValueError(f"{file} has {arr.shape[0]} frames but {manifest_file} says "
-                                 f"{row.num_frames}")
-            seconds = row.audio_seconds if row.audio_seconds is not None \
-                else arr.shape[0] * frame_shift_s
-            pending.append((row.id, row.text, seconds, arr))
-            frames += arr.shape[0]
-            if frames >= IMPORT_SHARD_FRAMES:
-                writer.add_batch(pending)
-                pending, frames = [], 0
-        writer.add_batch(pending)
-        return writer.finish()

@@ -16,89 +16,44 @@ thread with a small decode pool, overlapping the model; libsndfile, soxr and tor
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ctclab.emission.audio_sources import AudioReadError, AudioSource, SourceEntry
-from ctclab.emission.cache import CacheMeta, CacheWriter, EmissionCache, SkippedItem, cache_dir_for
+from ctclab.core.progress import progress_bar
+from ctclab.emission.audio_sources import AudioReadError, AudioSource, SourceEntry, SourceRow
+from ctclab.emission.cache import (
+    DEFAULT_DTYPE,
+    CacheMeta,
+    CacheWriter,
+    EmissionCache,
+    SkippedItem,
+    cache_dir_for,
+)
 from ctclab.emission.models import CTCModel, conv_output_length
+from ctclab.emission.options import (  # noqa: F401 - re-exported: extraction's option names
+    COMPUTE_DTYPES,
+    DEFAULT_LOADER_THREADS,
+    DEVICES,
+    PREFETCH_BATCHES,
+    ExtractOptions,
+)
+from ctclab.emission.sync import ExtractStats, FillReport, fill
 
-COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 # Padded audio seconds per batch. CPU: larger batches do not run faster, only use more memory
 # (bench/emit_throughput.py, 2 cores: 16 s 1.4 audio-s/s, 64 s 1.0, one at a time 1.2).
 # GPU: ~400 s keeps an H100-class GPU busy with wav2vec2-base in fp16 at a few GiB (estimate:
 # not measured in this project yet; run the bench with --device cuda to tune it).
 DEFAULT_BATCH_SECONDS_CPU = 16.0
 DEFAULT_BATCH_SECONDS_GPU = 400.0
-# Batches prepared ahead by the loader thread (each holds only its padded waveforms).
-PREFETCH_BATCHES = 3
-# FLAC decoding runs at very roughly 500-1000x real time per core: one thread cannot feed a GPU
-# doing 10 h of audio a minute, so decoding uses a small pool (libsndfile/soxr release the GIL).
-DEFAULT_LOADER_THREADS = max(1, min(8, (os.cpu_count() or 2) - 1))
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
-class ExtractOptions:
-    """device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:N", "mps".
-    dtype: compute dtype; float16/bfloat16 run under autocast (norms and softmax stay float32).
-    store_dtype: dtype of the cached log-probs ("float16" or "float32").
-    batch_seconds: padded audio seconds per batch (None = per-device default).
-    skip_bad: unreadable audio is logged and listed in the cache meta instead of raising."""
-
-    device: str = "auto"
-    dtype: str = "float32"
-    store_dtype: str = "float16"
-    batch_seconds: float | None = None
-    skip_bad: bool = False
-    prefetch: int = PREFETCH_BATCHES
-    loader_threads: int = DEFAULT_LOADER_THREADS
-
-    def __post_init__(self) -> None:
-        if self.device.split(":")[0] not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; valid: {', '.join(DEVICES)} "
-                             "(or cuda:N)")
-        if self.dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"unknown compute dtype {self.dtype!r}; valid: {COMPUTE_DTYPES}")
-        if self.store_dtype not in ("float16", "float32"):
-            raise ValueError(f"store_dtype must be float16 or float32, got {self.store_dtype!r}")
-        if self.batch_seconds is not None and not self.batch_seconds > 0:
-            raise ValueError(f"batch_seconds must be positive, got {self.batch_seconds}")
-        if self.prefetch < 1:
-            raise ValueError(f"prefetch must be >= 1, got {self.prefetch}")
-        if self.loader_threads < 1:
-            raise ValueError(f"loader_threads must be >= 1, got {self.loader_threads}")
-
-
-@dataclass(frozen=True)
-class ExtractStats:
-    """What one extraction run did. audio_seconds/frames count utterances computed in this run;
-    resumed: utterances already in the cache; wall_seconds: extraction time incl. I/O."""
-
-    utterances: int
-    audio_seconds: float
-    frames: int
-    wall_seconds: float
-    device: str
-    dtype: str
-    resumed: int
-    skipped: tuple[SkippedItem, ...] = field(default_factory=tuple)
-    peak_memory_bytes: int | None = None
-
-    @property
-    def speed(self) -> float:
-        """Audio seconds per wall second."""
-        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
 
 def select_device(device: str = "auto") -> Any:
@@ -269,87 +224,117 @@ def _loader(source: AudioSource, model: CTCModel, entries: list[SourceEntry],
         out.put(exc)
 
 
-def extract(model: CTCModel, source: AudioSource, cache_root: str | Path, *,
-            options: ExtractOptions | None = None, progress: bool = True,
-            on_batch: Callable[[int], None] | None = None) -> tuple[EmissionCache, ExtractStats]:
-    """Compute and cache the log-probs of every utterance of ``source`` (resuming if partial).
+def source_split(source: AudioSource) -> str:
+    """The split name a source's cache is filed under ("all" for a source without splits)."""
+    return str(getattr(source, "split", None) or "all")
 
-    The cache lands at ``cache_dir_for(cache_root, model.name, model.revision, source.name,
-    source.split)``. A complete cache returns at once (no-op). on_batch(n) is called after each
-    stored batch of n utterances (tests use it to simulate a kill).
-    """
-    from tqdm import tqdm
 
-    options = options or ExtractOptions()
-    start = time.perf_counter()
-    device = select_device(options.device)
-    split = str(getattr(source, "split", None) or "all")
-    path = cache_dir_for(cache_root, model.name, model.revision, source.name, split)
-    meta = CacheMeta(model=model.name, revision=model.revision, source=source.name, split=split,
-                     vocabulary=model.vocabulary.to_dict(), frame_shift_s=model.frame_shift_s,
-                     sample_rate=model.sample_rate, dtype=options.store_dtype,
-                     data_key=source.data_key,
+def model_meta(model: CTCModel, source: AudioSource, store_dtype: str) -> CacheMeta:
+    """The CacheMeta of ``model`` run over ``source``, stored as ``store_dtype``."""
+    return CacheMeta(model=model.name, revision=model.revision, source=source.name,
+                     split=source_split(source), vocabulary=model.vocabulary.to_dict(),
+                     frame_shift_s=model.frame_shift_s, sample_rate=model.sample_rate,
+                     dtype=store_dtype, data_key=source.data_key,
                      details={"data": source.location,
                               # torchaudio bundles run one utterance at a time instead
                               "masked_group_norm": model.group_norm and model.kind == "hf"})
-    with CacheWriter(path, meta) as writer:
-        if writer.is_complete:
-            cache = EmissionCache.open(path)
-            return cache, ExtractStats(0, 0.0, 0, time.perf_counter() - start, str(device),
-                                       options.dtype, len(cache), cache.meta.skipped)
-        entries, bad = source.entries(skip_bad=options.skip_bad)
-        writer.add_skipped(SkippedItem(e.utt_id, e.path, e.reason) for e in bad)
-        done = writer.done_ids
-        resumed = sum(e.id in done for e in entries)
-        entries = [e for e in entries if e.id not in done]
-        batch_seconds = options.batch_seconds or (
-            DEFAULT_BATCH_SECONDS_GPU if device.type == "cuda" else DEFAULT_BATCH_SECONDS_CPU)
-        batches = plan_batches([e.seconds for e in entries], batch_seconds)
-        runner = _Runner(model, device, options.dtype)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        work: queue.Queue = queue.Queue(maxsize=options.prefetch)
-        stop = threading.Event()
-        thread = threading.Thread(target=_loader, daemon=True, args=(
-            source, model, entries, batches, work, options.skip_bad, stop, options.loader_threads,
-            device.type == "cuda"))
-        thread.start()
-        count, seconds, frames = 0, 0.0, 0
-        bar = tqdm(total=sum(e.seconds for e in entries), unit="audio-s", unit_scale=True,
-                   disable=not progress, desc=f"{model.name} {split}", dynamic_ncols=True)
-        try:
-            while True:
-                item = work.get()
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                ok, padded, lengths, skipped = item
-                if skipped:
-                    for s in skipped:
-                        bar.write(f"skipped {s.id}: {s.path}: {s.reason}")
-                    writer.add_skipped(skipped)
-                if ok:
-                    outputs = runner(padded, lengths)
-                    writer.add_batch([(e.id, e.text, len_ / model.sample_rate, lp) for e, len_, lp
-                                      in zip(ok, lengths, outputs, strict=True)])
-                    count += len(ok)
-                    seconds += float(lengths.sum()) / model.sample_rate
-                    frames += int(sum(lp.shape[0] for lp in outputs))
-                    bar.update(sum(e.seconds for e in ok))
-                if on_batch is not None:
-                    on_batch(len(ok))
-        finally:
-            stop.set()
-            bar.close()
-            while thread.is_alive():  # unblock a loader waiting on a full queue
-                try:
-                    work.get_nowait()
-                except queue.Empty:
-                    thread.join(timeout=0.05)
-        cache = writer.finish()
-    peak = None
+
+
+def extract(model: CTCModel, source: AudioSource, cache_root: str | Path, *,
+            options: ExtractOptions | None = None, progress: bool = True,
+            on_batch: Callable[[int], None] | None = None,
+            listing: list[SourceRow] | None = None) -> tuple[EmissionCache, ExtractStats]:
+    """Compute and cache the log-probs of every utterance of ``source`` (resuming if partial,
+    extending a complete cache by new utterances, refusing a source whose cached audio changed:
+    see emission/sync.py).
+
+    The cache lands at ``cache_dir_for(cache_root, model.name, model.revision, source.name,
+    source.split)``. listing: ``source.listing()`` when the caller already has it. on_batch(n) is
+    called after each stored batch of n utterances (tests use it to simulate a kill).
+    """
+    options = options or ExtractOptions()
+    cache, report = extract_report(model, source, cache_root, options=options, progress=progress,
+                                   on_batch=on_batch, listing=listing)
+    stats = report.stats or ExtractStats(0, 0.0, 0, report.wall_seconds, "-", options.dtype, 0)
+    return cache, dataclasses.replace(stats, resumed=report.resumed, skipped=report.newly_skipped,
+                                      wall_seconds=report.wall_seconds)
+
+
+def extract_report(model: CTCModel, source: AudioSource, cache_root: str | Path, *,
+                   options: ExtractOptions, progress: bool = True,
+                   on_batch: Callable[[int], None] | None = None,
+                   listing: list[SourceRow] | None = None) -> tuple[EmissionCache, FillReport]:
+    """:func:`extract` with the full report of what changed (for emission.stage)."""
+    path = cache_dir_for(cache_root, model.name, model.revision, source.name, source_split(source))
+    existing = CacheMeta.read(path)
+    store = options.store_dtype or (existing.dtype if existing else DEFAULT_DTYPE)
+    rows = listing if listing is not None else source.listing()
+    with CacheWriter(path, model_meta(model, source, store)) as writer:
+        return fill(writer, source, rows, skip_bad=options.skip_bad, compute=lambda e: (
+            run_model(model, source, writer, e, options, progress=progress, on_batch=on_batch)))
+
+
+def run_model(model: CTCModel, source: AudioSource, writer: CacheWriter,
+              entries: list[SourceEntry], options: ExtractOptions, *, progress: bool = True,
+              on_batch: Callable[[int], None] | None = None) -> ExtractStats:
+    """Run ``model`` over ``entries`` (probed, not yet cached) in length-sorted batches and add
+    each batch to ``writer``. Audio unreadable at decode time is skipped with
+    ``options.skip_bad`` (returned in ``skipped``), else raises AudioReadError."""
+    start = time.perf_counter()
+    device = select_device(options.device)
+    batch_seconds = options.batch_seconds or (
+        DEFAULT_BATCH_SECONDS_GPU if device.type == "cuda" else DEFAULT_BATCH_SECONDS_CPU)
+    batches = plan_batches([e.seconds for e in entries], batch_seconds)
+    runner = _Runner(model, device, options.dtype)
     if device.type == "cuda":
-        peak = int(torch.cuda.max_memory_allocated(device))
-    return cache, ExtractStats(count, seconds, frames, time.perf_counter() - start, str(device),
-                               options.dtype, resumed, cache.meta.skipped, peak)
+        torch.cuda.reset_peak_memory_stats(device)
+    work: queue.Queue = queue.Queue(maxsize=options.prefetch)
+    stop = threading.Event()
+    thread = threading.Thread(target=_loader, daemon=True, args=(
+        source, model, entries, batches, work, options.skip_bad, stop, options.loader_threads,
+        device.type == "cuda"))
+    thread.start()
+    count, seconds, frames = 0, 0.0, 0
+    skipped: list[SkippedItem] = []
+    short: list[str] = []
+    bar = progress_bar(sum(e.seconds for e in entries), f"{model.name} {source_split(source)}",
+                       "audio-s", enabled=progress)
+    try:
+        while True:
+            item = work.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            ok, padded, lengths, bad = item
+            if bad:
+                writer.add_skipped(bad)
+                skipped += bad
+            if ok:
+                outputs = runner(padded, lengths)
+                writer.add_batch([(e.id, e.text, len_ / model.sample_rate, lp) for e, len_, lp
+                                  in zip(ok, lengths, outputs, strict=True)])
+                count += len(ok)
+                seconds += float(lengths.sum()) / model.sample_rate
+                frames += int(sum(lp.shape[0] for lp in outputs))
+                short += [e.id for e, lp in zip(ok, outputs, strict=True) if lp.shape[0] == 0]
+                bar.update(sum(e.seconds for e in ok))
+            if on_batch is not None:
+                on_batch(len(ok))
+    finally:
+        stop.set()
+        bar.close()
+        while thread.is_alive():  # unblock a loader waiting on a full queue
+            try:
+                work.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+    warnings: tuple[str, ...] = ()
+    if short:
+        ms = 1000 * model.min_samples / model.sample_rate
+        warnings = (f"{len(short)} utterance(s) shorter than the model's receptive field "
+                    f"({model.min_samples} samples = {ms:g} ms) have no frames, so any decoder "
+                    f"gives them an empty hypothesis: {', '.join(sorted(short)[:5])}",)
+    peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    return ExtractStats(count, seconds, frames, time.perf_counter() - start, str(device),
+                        options.dtype, 0, tuple(skipped), peak, warnings)

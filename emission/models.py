@@ -7,6 +7,9 @@ The result is a :class:`CTCModel`: the torch module, the per-utterance input nor
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,9 @@ from ctclab.emission.hub import hub_unreachable, model_in_hf_cache
 TORCHAUDIO_PREFIX = "torchaudio:"
 # Hashing this much of each weights file (head and tail) identifies a local model quickly.
 LOCAL_HASH_BYTES = 1 << 20
+# A hub commit id; HF cache folders are .../snapshots/<commit>/ (transformers reads the commit of a
+# model from that path the same way).
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 def conv_output_length(num_samples: Any, kernels: Sequence[int], strides: Sequence[int]) -> Any:
@@ -119,6 +125,56 @@ def _local_revision(path: Path) -> str:
     return "local-" + digest.hexdigest()[:12]
 
 
+def _snapshot_commit(folder: Path) -> str | None:
+    match = re.search(r"snapshots/([^/]+)/", (folder / "config.json").as_posix())
+    return match.group(1) if match and COMMIT_RE.match(match.group(1)) else None
+
+
+def local_model_revision(path: Path) -> str:
+    """The revision of a model directory: the hub commit when it is an HF cache snapshot, else
+    ``local-<hash>`` of its config and weights."""
+    return _snapshot_commit(path) or _local_revision(path)
+
+
+def resolve_revision(name: str, revision: str | None = None) -> str | None:
+    """The revision :func:`load_ctc_model` would record for ``name``, told without torch,
+    transformers or the weights (so a run whose cache is complete can stop before loading them).
+
+    A local directory: its hash (or snapshot commit); ``torchaudio:``: the installed torchaudio
+    version; a hub id: ``revision`` when it is a commit, else the commit the local HF cache holds
+    for it (main by default). None when that cannot be told here (a hub model not downloaded):
+    the caller then looks for any cached revision, or loads the model.
+    """
+    if name.startswith(TORCHAUDIO_PREFIX):
+        try:
+            return "torchaudio-" + importlib.metadata.version("torchaudio")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return local_model_revision(path)
+    if revision and COMMIT_RE.match(revision):
+        return revision
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - a malformed id: no cached revision to tell
+        return None
+    return _snapshot_commit(Path(found).parent) if isinstance(found, str) else None
+
+
+def _quiet_progress_off_terminal() -> None:
+    """Hub downloads and weight loading draw tqdm bars; off a terminal those are \r spam."""
+    if sys.stderr.isatty():
+        return
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
 def _offline_message(name: str, exc: Exception) -> str:
     return (f"cannot load model {name!r} from the Hugging Face hub ({type(exc).__name__}: "
             f"{str(exc)[:300]}). Offline? Download it on a connected machine "
@@ -141,6 +197,7 @@ def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
     if unreachable is not None:
         raise RuntimeError(_offline_message(name, unreachable))
     where = str(path) if local else name
+    _quiet_progress_off_terminal()
     try:
         config = AutoConfig.from_pretrained(where, revision=revision)
         extractor = AutoFeatureExtractor.from_pretrained(where, revision=revision)
@@ -156,7 +213,7 @@ def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
         raise RuntimeError(_offline_message(name, exc)) from None
     module.eval()
     commit = getattr(config, "_commit_hash", None) or getattr(module.config, "_commit_hash", None)
-    rev = commit or (_local_revision(path) if local else (revision or "unknown"))
+    rev = commit or (local_model_revision(path) if local else (revision or "unknown"))
     kernels = tuple(int(k) for k in getattr(config, "conv_kernel", ()))
     strides = tuple(int(s) for s in getattr(config, "conv_stride", ()))
     if not kernels or getattr(config, "add_adapter", False):
@@ -196,7 +253,7 @@ def _load_torchaudio(bundle_name: str) -> CTCModel:
     # torchaudio's wav2vec2 feature extractor: same conv stack as HF wav2vec2.
     kernels, strides = (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)
     return CTCModel(module=module, name=TORCHAUDIO_PREFIX + bundle_name, revision="torchaudio-"
-                    + torchaudio.__version__, vocabulary=vocab, sample_rate=rate,
+                    + importlib.metadata.version("torchaudio"), vocabulary=vocab, sample_rate=rate,
                     frame_shift_s=320 / rate, kernels=kernels, strides=strides,
                     normalize=_as_float32,
                     takes_attention_mask=False, group_norm=True, kind="torchaudio")

@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ctclab.emission.cache import EmissionCache, default_cache_root, import_emissions, slug
+from ctclab.emission.cache import EmissionCache, default_cache_root, slug
+from ctclab.emission.importer import import_emissions
 
 
 def find_cache(root: Path, model: str, split: str, source: str | None = None,

@@ -48,6 +48,39 @@ def test_missing_split_lists_what_is_there(corpus):
         open_source("kaldi", "x")
 
 
+def test_missing_split_under_a_librispeech_parent_lists_the_splits(tmp_path):
+    make_openslr_corpus(tmp_path / "LibriSpeech", "dev-clean", num_utterances=1, stereo_8k=False,
+                        bad_files=False)
+    with pytest.raises(FileNotFoundError, match=r"in .*LibriSpeech: \['dev-clean'\]"):
+        OpenSLRSource(tmp_path, "test-other")  # the tarball's parent folder, as unpacked
+
+
+def test_non_utf8_transcripts_and_manifests_name_the_file(corpus, tmp_path):
+    trans = next(corpus.root.rglob("*.trans.txt"))
+    saved = trans.read_bytes()
+    trans.write_bytes(saved + "11-100-0099 CAF\xc9\n".encode("latin-1"))
+    try:
+        with pytest.raises(ValueError, match=f"transcript {trans} is not UTF-8.*iconv"):
+            OpenSLRSource(corpus.root, corpus.split).listing()
+    finally:
+        trans.write_bytes(saved)
+    for name in ("m.tsv", "m.jsonl"):
+        manifest = tmp_path / name
+        manifest.write_bytes("id\tpath\ttext\nx\tx.flac\tCAF\xc9\n".encode("latin-1"))
+        with pytest.raises(ValueError, match=f"manifest {manifest} is not UTF-8"):
+            ManifestSource(manifest).listing()
+
+
+def test_listing_stats_files_without_decoding(corpus):
+    source = OpenSLRSource(corpus.root, corpus.split)
+    rows = source.listing()
+    assert sorted(r.id for r in rows) == sorted([*corpus.good_ids, *corpus.bad])
+    empty = next(r for r in rows if r.id == corpus.bad[1])
+    assert empty.size == 0 and empty.mtime_ns > 0
+    good, bad = source.probe([r for r in rows if r.id in corpus.bad], skip_bad=True)
+    assert good == [] and sorted(b.utt_id for b in bad) == sorted(corpus.bad)
+
+
 def test_stereo_is_averaged_and_8k_is_resampled(tmp_path):
     rate, seconds = 8000, 1.0
     t = np.arange(int(rate * seconds)) / rate

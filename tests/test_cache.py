@@ -20,8 +20,8 @@ from ctclab.emission.cache import (
     SkippedItem,
     cache_dir_for,
     default_cache_root,
-    import_emissions,
 )
+from ctclab.emission.importer import import_emissions
 
 VOCAB = Vocabulary.wav2vec2_english()
 
@@ -50,6 +50,10 @@ def test_round_trip_records_arrays_and_order(tmp_path):
     assert cache.is_complete and len(cache) == 5 and cache.ids == list(arrays)
     assert cache.vocabulary == VOCAB and cache.frame_shift_s == 0.02
     assert cache.meta.skipped == (SkippedItem("bad", "/x/bad.flac", "empty"),)
+    assert cache.skipped == cache.meta.skipped  # (a skipped id that got cached is not listed)
+    identity = cache.identity  # stable across opens; what a results folder records
+    assert identity == EmissionCache.open(tmp_path / "c").identity
+    assert (identity.model, identity.split, len(identity.content_key)) == ("m", "test-clean", 32)
     assert cache.record("u3").text == "TAB AND NEWLINE"
     assert cache.records[1].num_frames == 8 and cache.records[1].audio_seconds == pytest.approx(0.2)
     assert cache.total_audio_seconds == pytest.approx(0.1 + 0.2 + 0.3 + 2.0)

@@ -80,6 +80,32 @@ def test_offline_hub_model_gives_a_clear_message(setup, capsys, monkeypatch):
     tmp, corpus, _ = setup
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network retries
     code = main(["--model", "facebook/wav2vec2-base-960h", "--split", corpus.split,
-                 "--data-dir", str(corpus.root), "--cache-dir", str(tmp / "c4")])
+                 "--data-dir", str(corpus.root), "--cache-dir", str(tmp / "c4"), "--skip-bad"])
     err = capsys.readouterr().err
     assert code == 2 and "--model DIR" in err and "Traceback" not in err
+
+
+def test_flags_are_generated_from_the_option_dataclasses():
+    import dataclasses
+
+    from ctclab.core.flags import field_comments
+    from ctclab.emission.options import EmissionSpec, ExtractOptions, SourceOptions
+    from ctclab.eval.emit import build_parser, spec_from_args
+
+    parser = build_parser()
+    by_dest = {a.dest: a for a in parser._actions}
+    for cls in (EmissionSpec, SourceOptions, ExtractOptions):
+        comments = field_comments(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("flags", True):  # every option field has a flag, helped by its comment
+                assert by_dest[f.name].help.startswith(comments[f.name]), f.name
+    assert by_dest["import_dir"].option_strings == ["--import-emissions"]
+    spec = spec_from_args(parser.parse_args(
+        ["--split", "s", "--model", "m", "--prefetch", "5", "--skip-bad", "--manifest", "x.tsv"]))
+    assert spec.extract == ExtractOptions(prefetch=5, skip_bad=True)
+    assert spec.source == SourceOptions(manifest="x.tsv") and spec.model == "m"
+
+
+def test_bad_option_values_are_clean_errors(capsys):
+    assert main(["--split", "s", "--model", "m", "--device", "tpu"]) == 2
+    assert "error: unknown device 'tpu'" in capsys.readouterr().err

@@ -267,7 +267,8 @@ def test_without_bootstrap_summary_reads_back_as_floats(tiny, tmp_path):
 def test_find_cache_picks_a_revision_among_several(tmp_path):
     import shutil
 
-    from ctclab.emission.cache import cache_dir_for, import_emissions
+    from ctclab.emission.cache import cache_dir_for
+    from ctclab.emission.importer import import_emissions
     from ctclab.eval.caches import find_cache
 
     emissions = write_tiny_emissions(tmp_path / "em")
