@@ -1,18 +1,21 @@
-"""The options of the emission stage, declared once. Command lines generate their flags from these
-dataclasses (the comment above a field is its help; ``metadata`` gives choices, a flag name or a
-metavar where the field name alone is not enough). Nothing here imports torch.
+"""The options of the emission stage, declared once (core.options: each field carries its help;
+eval/emit.py and eval/run.py generate their flags from these classes). Nothing here imports torch.
 
 - :class:`EmissionSpec`: which emissions (a model or an import folder), the cache root, and
   the two groups below.
 - :class:`SourceOptions`: where the audio is.
 - :class:`ExtractOptions`: how the model runs and how the cache stores its output.
+
+:func:`add_emission_flags` and :func:`spec_from_flags` are the two commands' shared glue.
 """
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from ctclab.core.options import NO_FLAG, add_option_flags, given_options, option
 from ctclab.core.paths import default_cache_root
 
 SOURCE_NAMES = ("openslr", "hf", "manifest")
@@ -31,15 +34,15 @@ class SourceOptions:
     """Where the audio of a split is. All None: no audio source (only existing caches are used,
     unless EmissionSpec.default_source names one)."""
 
-    # Audio source: openslr (a LibriSpeech-layout folder), hf (a Hugging Face dataset) or
-    # manifest (a TSV/JSONL file). Default: manifest with --manifest, openslr with --data-dir,
-    # else the hub's openslr/librispeech_asr.
-    source: str | None = field(default=None, metadata={"choices": SOURCE_NAMES})
-    # OpenSLR folder holding <split>/ (or its LibriSpeech/ parent), or a local Hugging Face
-    # dataset saved with save_to_disk.
-    data_dir: str | None = field(default=None, metadata={"metavar": "DIR"})
-    # TSV (with a header) or JSONL manifest with id, audio path and text columns.
-    manifest: str | None = field(default=None, metadata={"metavar": "FILE"})
+    source: str | None = option(
+        None, "audio source: openslr (a LibriSpeech-layout folder), hf (a Hugging Face dataset) "
+        "or manifest (a TSV/JSONL file); none: manifest with --manifest, openslr with "
+        "--data-dir, else (eval/emit.py) the hub's openslr/librispeech_asr", choices=SOURCE_NAMES)
+    data_dir: str | None = option(
+        None, "OpenSLR folder holding <split>/ (or its LibriSpeech/ parent), or a local Hugging "
+        "Face dataset saved with save_to_disk")
+    manifest: str | None = option(
+        None, "TSV (with a header) or JSONL manifest with id, audio path and text columns")
 
     def __post_init__(self) -> None:
         if self.source is not None and self.source not in SOURCE_NAMES:
@@ -62,22 +65,21 @@ class SourceOptions:
 class ExtractOptions:
     """How the acoustic model runs over the audio and how its output is stored."""
 
-    # Device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.
-    device: str = "auto"
-    # Compute dtype; float16/bfloat16 run under autocast (norms and softmax stay float32).
-    dtype: str = field(default="float32", metadata={"choices": COMPUTE_DTYPES})
-    # dtype of the cached log-probs: float16 (default for a new cache) or float32. Unset, an
-    # existing cache keeps its own; set, a cache stored in the other dtype is an error.
-    store_dtype: str | None = field(default=None, metadata={"choices": STORAGE_DTYPES})
-    # Padded audio seconds per batch (default 16 on CPU, 400 on GPU).
-    batch_seconds: float | None = None
-    # Log and skip unreadable audio (listed in the cache meta, retried once the file changes)
-    # instead of stopping.
-    skip_bad: bool = False
-    # Batches the loader thread prepares ahead of the model.
-    prefetch: int = PREFETCH_BATCHES
-    # Threads decoding audio ahead of the model.
-    loader_threads: int = DEFAULT_LOADER_THREADS
+    device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps")
+    dtype: str = option("float32", "compute dtype; float16/bfloat16 run under autocast (norms "
+                        "and softmax stay float32)", choices=COMPUTE_DTYPES)
+    store_dtype: str | None = option(
+        None, "dtype of the cached log-probs; none: float16 for a new cache, an existing cache's "
+        "own otherwise (a cache stored in another dtype than the one given is an error)",
+        choices=STORAGE_DTYPES)
+    batch_seconds: float | None = option(
+        None, "padded audio seconds per batch; none: 16 on CPU, 400 on GPU")
+    skip_bad: bool = option(
+        False, "log and skip unreadable audio (listed in the cache meta, tried again once the "
+        "file changes) instead of stopping")
+    prefetch: int = option(PREFETCH_BATCHES, "batches the loader thread prepares ahead")
+    loader_threads: int = option(DEFAULT_LOADER_THREADS, "threads decoding audio ahead of the "
+                                 "model")
 
     def __post_init__(self) -> None:
         if self.device.split(":")[0] not in DEVICES:
@@ -97,28 +99,43 @@ class ExtractOptions:
 
 @dataclass(frozen=True)
 class EmissionSpec:
-    """Which emissions to get and where the caches live; ``source`` and ``extract`` are only used
+    """Which emissions to get and where the caches live; ``audio`` and ``extract`` are only used
     when the model has to run."""
 
-    # Acoustic model: a Hugging Face id, a local model directory, or torchaudio:BUNDLE. With
-    # --import-emissions, the name to import under (default: the folder's name).
-    model: str | None = None
-    # Model revision (hub branch, tag or commit); picks among cached revisions too.
-    revision: str | None = None
-    # Import per-utterance <DIR>/<split>/<id>.npy log-probs (with labels.json and manifest.tsv in
-    # DIR) instead of running a model.
-    import_dir: str | None = field(default=None, metadata={"flag": "--import-emissions",
-                                                           "metavar": "DIR"})
-    # Emission cache root (default $CTCLAB_CACHE_DIR, else ctclab in the user cache folder).
-    cache_dir: str | None = field(default=None, metadata={"metavar": "DIR"})
-    # Audio source options (used when the model has to run).
-    source: SourceOptions = field(default_factory=SourceOptions, metadata={"flags": False})
-    # Extraction options (used when the model has to run).
-    extract: ExtractOptions = field(default_factory=ExtractOptions, metadata={"flags": False})
-    # Source to read when none is named: "hf" (eval/emit.py: the hub's LibriSpeech) or None
-    # (eval/run.py: without a named source only existing caches are used).
-    default_source: str | None = field(default="hf", metadata={"flags": False})
+    model: str | None = option(
+        None, "acoustic model: a Hugging Face id, a local model directory, or torchaudio:BUNDLE; "
+        "with --import-emissions, the name to import under (none: the folder's name)")
+    revision: str | None = option(
+        None, "model revision (hub branch, tag or commit); also picks among cached revisions")
+    import_dir: str | None = option(
+        None, "import per-utterance <DIR>/<split>/<id>.npy log-probs (with labels.json and "
+        "manifest.tsv in DIR) instead of running a model", flag="import-emissions")
+    cache_dir: str | None = option(
+        None, "emission cache root (none: $CTCLAB_CACHE_DIR, else ctclab in the user cache "
+        "folder)")
+    audio: SourceOptions = option(SourceOptions(), "where the audio is", flag=NO_FLAG)
+    extract: ExtractOptions = option(ExtractOptions(), "how the model runs", flag=NO_FLAG)
+    default_source: str | None = option(
+        "hf", "source to read when none is named: hf (eval/emit.py: the hub's LibriSpeech) or "
+        "None (eval/run.py: only existing caches are used)", flag=NO_FLAG)
 
     def cache_root(self) -> Path:
         """The cache root: cache_dir, else the default root."""
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_root()
+
+
+def add_emission_flags(parser: argparse.ArgumentParser) -> None:
+    """The emission stage's flags in three groups (generated from the classes above)."""
+    add_option_flags(parser.add_argument_group("emissions"), {"emission": EmissionSpec})
+    add_option_flags(parser.add_argument_group("audio source"), {"source": SourceOptions})
+    add_option_flags(parser.add_argument_group("extraction (when the model runs)"),
+                     {"extract": ExtractOptions})
+
+
+def spec_from_flags(args: argparse.Namespace, default_source: str | None) -> EmissionSpec:
+    """The EmissionSpec of flags made by :func:`add_emission_flags` (flags not given keep the
+    classes' defaults)."""
+    return EmissionSpec(**given_options(args, {"emission": EmissionSpec}),
+                        audio=SourceOptions(**given_options(args, {"source": SourceOptions})),
+                        extract=ExtractOptions(**given_options(args, {"extract": ExtractOptions})),
+                        default_source=default_source)

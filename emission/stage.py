@@ -4,7 +4,7 @@
     from ctclab.emission.stage import ModelLoader, open_emissions
 
     spec = EmissionSpec(model="facebook/wav2vec2-base-960h",
-                        source=SourceOptions(data_dir="/data/LibriSpeech"))
+                        audio=SourceOptions(data_dir="/data/LibriSpeech"))
     models = ModelLoader()                       # several splits load the model once
     result = open_emissions(spec, "test-clean", models=models)
     result.cache                                 # the complete EmissionCache
@@ -100,6 +100,13 @@ class EmissionResult:
             return f"extended by {computed}"
         return self.action
 
+    def messages(self) -> list[str]:
+        """Lines worth printing (newly skipped audio, what changed in the source, warnings)."""
+        split = self.cache.meta.split
+        return ([f"skipped {s.id}: {s.path}: {s.reason}" for s in self.newly_skipped]
+                + [f"{split}: {line}" for line in self.changes]
+                + [f"{split}: warning: {line}" for line in self.warnings])
+
     @property
     def device(self) -> str:
         return self.stats.device if self.stats is not None else "-"
@@ -131,9 +138,9 @@ def open_emissions(spec: EmissionSpec, split: str, *, models: ModelLoader | None
                          "facebook/wav2vec2-base-960h, a local model directory, or "
                          "torchaudio:BUNDLE), unless --import-emissions DIR is given")
     models = models or ModelLoader()
-    name = spec.source.source_name(spec.default_source)
-    source = open_source(name, split, data_dir=spec.source.data_dir,
-                         manifest=spec.source.manifest) if name else None
+    name = spec.audio.source_name(spec.default_source)
+    source = open_source(name, split, data_dir=spec.audio.data_dir,
+                         manifest=spec.audio.manifest) if name else None
     listing, unlisted = _list(source)
     path = _locate(spec, root, split, name)
     meta = CacheMeta.read(path) if path is not None else None

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ctclab.core.flags import add_flags, from_flags
-from ctclab.emission.options import EmissionSpec, ExtractOptions, SourceOptions
+from ctclab.core.table import Table
+from ctclab.emission.options import add_emission_flags, spec_from_flags
 from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
 
 
@@ -22,28 +22,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", nargs="+", required=True,
                    help="split name(s), e.g. test-clean test-other")
-    add_flags(p.add_argument_group("emissions"), EmissionSpec)
-    add_flags(p.add_argument_group("audio source"), SourceOptions)
-    add_flags(p.add_argument_group("extraction"), ExtractOptions)
+    add_emission_flags(p)
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     return p
 
 
-def spec_from_args(args: argparse.Namespace) -> EmissionSpec:
-    return from_flags(EmissionSpec, args, source=from_flags(SourceOptions, args),
-                      extract=from_flags(ExtractOptions, args))
-
-
 def run(args: argparse.Namespace) -> list[EmissionResult]:
     """Get the cache of every split (one model load for all); returns one result per split."""
-    spec, models = spec_from_args(args), ModelLoader()
+    spec, models = spec_from_flags(args, default_source="hf"), ModelLoader()
     results = []
     for split in args.split:
         result = open_emissions(spec, split, models=models, progress=not args.no_progress)
-        for item in result.newly_skipped:
-            print(f"skipped {item.id}: {item.path}: {item.reason}", file=sys.stderr)
-        for line in (*result.changes, *(f"warning: {w}" for w in result.warnings)):
-            print(f"{split}: {line}", file=sys.stderr)
+        for line in result.messages():
+            print(line, file=sys.stderr)
         results.append(result)
     return results
 
@@ -52,18 +43,12 @@ def format_table(results: list[EmissionResult]) -> str:
     """The closing table, one row per split, then where each cache is."""
     header = ("split", "utts", "hours", "frames", "time s", "speed x", "device", "skipped",
               "status")
-    rows = [header]
-    for r in results:
-        c = r.cache
-        speed = f"{r.speed:.1f}" if r.speed is not None else "-"
-        rows.append((c.meta.split, str(len(c)), f"{c.total_audio_seconds / 3600:.3f}",
-                     str(c.total_frames), f"{r.wall_seconds:.1f}", speed, r.device,
-                     str(len(c.skipped)), r.note))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + [f"cache {r.cache.meta.split}: {r.cache.path}" for r in results])
+    rows = [(r.cache.meta.split, str(len(r.cache)), f"{r.cache.total_audio_seconds / 3600:.3f}",
+             str(r.cache.total_frames), f"{r.wall_seconds:.1f}",
+             f"{r.speed:.1f}" if r.speed is not None else "-", r.device,
+             str(len(r.cache.skipped)), r.note) for r in results]
+    return "\n".join([Table(header, rows).text(),
+                      *(f"cache {r.cache.meta.split}: {r.cache.path}" for r in results)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -236,7 +236,7 @@ def test_library_entry_serves_both_commands(model, corpus, tmp_path):
     """eval/run.py's use: no audio source named, the cache found by model and split."""
     audio, rows = corpus
     spec = EmissionSpec(model=str(model), cache_dir=str(tmp_path / "c"),
-                        source=SourceOptions(manifest=str(_manifest(audio, rows))),
+                        audio=SourceOptions(manifest=str(_manifest(audio, rows))),
                         extract=ExtractOptions(device="cpu"))
     models = ModelLoader()
     made = open_emissions(spec, "s", models=models, progress=False)
@@ -250,7 +250,7 @@ def test_library_entry_serves_both_commands(model, corpus, tmp_path):
         open_emissions(reader, "other-split")
     with pytest.raises(ValueError, match="different dtype"):
         open_emissions(EmissionSpec(model=str(model), cache_dir=str(tmp_path / "c"),
-                                    source=spec.source,
+                                    audio=spec.audio,
                                     extract=ExtractOptions(store_dtype="float32")), "s")
 
 
@@ -267,7 +267,7 @@ def test_float16_caches_from_two_batch_sizes_agree_within_the_documented_toleran
     for store in ("float16", "float32"):
         for batch in (0.5, 30.0):
             spec = EmissionSpec(model=str(model), cache_dir=str(tmp_path / f"{store}-{batch}"),
-                                source=SourceOptions(manifest=str(manifest)),
+                                audio=SourceOptions(manifest=str(manifest)),
                                 extract=ExtractOptions(device="cpu", batch_seconds=batch,
                                                        store_dtype=store))
             caches[store, batch] = open_emissions(spec, "s", models=models, progress=False).cache

@@ -88,22 +88,24 @@ def test_offline_hub_model_gives_a_clear_message(setup, capsys, monkeypatch):
 def test_flags_are_generated_from_the_option_dataclasses():
     import dataclasses
 
-    from ctclab.core.flags import field_comments
+    from ctclab.core.options import flag_of
     from ctclab.emission.options import EmissionSpec, ExtractOptions, SourceOptions
-    from ctclab.eval.emit import build_parser, spec_from_args
+    from ctclab.emission.options import spec_from_flags as from_flags
+    from ctclab.eval.emit import build_parser
+    from ctclab.eval.run import build_parser as run_parser
 
+    for parser in (build_parser(), run_parser()):  # both commands: the same generated flags
+        by_flag = {o: a for a in parser._actions for o in a.option_strings}
+        for cls in (EmissionSpec, SourceOptions, ExtractOptions):
+            for f in dataclasses.fields(cls):
+                if flag_of(f):  # every option field has a flag, helped by its declared text
+                    assert by_flag[flag_of(f)].help.startswith(f.metadata["help"]), f.name
     parser = build_parser()
-    by_dest = {a.dest: a for a in parser._actions}
-    for cls in (EmissionSpec, SourceOptions, ExtractOptions):
-        comments = field_comments(cls)
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("flags", True):  # every option field has a flag, helped by its comment
-                assert by_dest[f.name].help.startswith(comments[f.name]), f.name
-    assert by_dest["import_dir"].option_strings == ["--import-emissions"]
-    spec = spec_from_args(parser.parse_args(
-        ["--split", "s", "--model", "m", "--prefetch", "5", "--skip-bad", "--manifest", "x.tsv"]))
+    assert "--import-emissions" in {o for a in parser._actions for o in a.option_strings}
+    spec = from_flags(parser.parse_args(["--split", "s", "--model", "m", "--prefetch", "5",
+                                         "--skip-bad", "--manifest", "x.tsv"]), "hf")
     assert spec.extract == ExtractOptions(prefetch=5, skip_bad=True)
-    assert spec.source == SourceOptions(manifest="x.tsv") and spec.model == "m"
+    assert spec.audio == SourceOptions(manifest="x.tsv") and spec.model == "m"
 
 
 def test_bad_option_values_are_clean_errors(capsys):
