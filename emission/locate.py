@@ -32,7 +32,7 @@ def find_cache(root: str | Path, model: str, split: str, source: str | None = No
     return complete[0][0] if complete else None
 
 
-def open_cache_at(path: str | Path) -> EmissionCache:
+def open_cache(path: str | Path) -> EmissionCache:
     """A cache directory, or the first (sorted by path) complete cache below a cache root."""
     path = Path(path)
     if (path / META_FILE).is_file():

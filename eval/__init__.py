@@ -5,5 +5,5 @@ results folders and reports. One module per job:
 - systems: System, build_systems, DecoderFactory      - runner: EvalSettings, evaluate
 - tuning: tune_plan, tune_systems (search: tune)      - report: console_table, summary_markdown/tsv
 - records: the result types; results: ResultsFolder   - progress: DecodeProgress
-- caches: find_cache, open_split_cache, open_cache    - metrics, stats, analysis, oov
+- metrics, stats, analysis, oov (the caches come from ctclab.emission.stage.open_emissions)
 """

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ctclab.emission.cache import EmissionCache
-from ctclab.eval.caches import open_cache
+from ctclab.emission.locate import open_cache
 from ctclab.eval.records import SystemSummary
 from ctclab.eval.results import ResultsFolder
 from ctclab.eval.tune import load_params

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from ctclab.core.normalize import NORMALIZERS, get_normalizer
 from ctclab.core.options import add_option_flags, given_options
-from ctclab.emission.audio_sources import SOURCE_NAMES
-from ctclab.eval.caches import open_split_cache
+from ctclab.emission.cache import EmissionCache
+from ctclab.emission.options import add_emission_flags, spec_from_flags
+from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
 from ctclab.eval.records import Summary
 from ctclab.eval.report import console_table
 from ctclab.eval.results import ResultsFolder
@@ -46,16 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lm", nargs="+", help="KenLM .arpa/.arpa.gz/.binary or a known name; "
                    f"'{NO_LM}' for a run without LM; several give one system each")
     p.add_argument("--split", nargs="+", default=list(DEFAULT_SPLITS))
-    p.add_argument("--cache-dir", help="emission cache root (default $CTCLAB_CACHE_DIR or "
-                   "~/.cache/ctclab)")
-    p.add_argument("--model", help="acoustic model whose cached emissions to decode (or emit)")
-    p.add_argument("--revision", help="model revision when emitting")
-    p.add_argument("--source", choices=SOURCE_NAMES,
-                   help="audio source when emitting / to pick among caches")
-    p.add_argument("--data-dir", help="audio folder for the emission stage (LibriSpeech layout)")
-    p.add_argument("--manifest", help="audio manifest for the emission stage")
-    p.add_argument("--import-emissions", metavar="DIR",
-                   help="import <DIR>/<split>/<id>.npy + labels.json + manifest.tsv as the cache")
+    add_emission_flags(p)  # generated from emission/options.py
     add_option_flags(p.add_argument_group(
         "decoder options (generated from decoders/options.py; each goes to the decoders in "
         "brackets)"), decoder_options())
@@ -78,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def report_emission(result: EmissionResult) -> None:
+    """Say what the emission stage did when it did more than find a cache."""
+    if result.action != "cached":
+        print(f"[emit] {result.cache.meta.split}: {result.note} ({result.cache.path})")
+    for line in result.messages():
+        print(f"[emit] {line}", file=sys.stderr)
+
+
 def run(argv: Sequence[str] | None = None) -> Summary:
     """Everything ``main`` does, returning the Summary (for tests and notebooks)."""
     args = build_parser().parse_args(argv)
@@ -93,10 +93,18 @@ def run(argv: Sequence[str] | None = None) -> Summary:
     plan = tune_plan(args.tune, args.tune_values or [], args.tune_split, systems) \
         if args.tune else None
     # Every cache before any decoding: a missing one fails now, not after a long tuning run.
-    caches = {split: open_split_cache(args, split) for split in args.split}
+    # Without --data-dir/--manifest/--source only existing caches are used (no hub download).
+    spec, models = spec_from_flags(args, default_source=None), ModelLoader()
+
+    def cache_of(split: str) -> EmissionCache:
+        result = open_emissions(spec, split, models=models, progress=not args.quiet)
+        report_emission(result)
+        return result.cache
+
+    caches = {split: cache_of(split) for split in args.split}
     factory = DecoderFactory()
     if plan is not None:
-        dev = [caches.get(t) or open_split_cache(args, t) for t in plan.splits]
+        dev = [caches.get(t) or cache_of(t) for t in plan.splits]
         tuned = tune_systems(plan, dev, args.tune_method, args.tune_trials, factory, settings)
         params_path = Path(args.params_out) if args.params_out else out / "params.json"
         save_params(params_path, tuned)
@@ -115,7 +123,8 @@ def run(argv: Sequence[str] | None = None) -> Summary:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(argv)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, RuntimeError, OSError, ImportError) as exc:
+        # RuntimeError: a locked cache or an unreachable hub; OSError: files, disk space.
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

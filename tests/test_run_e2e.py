@@ -269,7 +269,7 @@ def test_find_cache_picks_a_revision_among_several(tmp_path):
 
     from ctclab.emission.cache import cache_dir_for
     from ctclab.emission.importer import import_emissions
-    from ctclab.eval.caches import find_cache
+    from ctclab.emission.locate import find_cache
 
     emissions = write_tiny_emissions(tmp_path / "em")
     first = import_emissions(emissions, tmp_path / "root", split="test-a", model="m").path
