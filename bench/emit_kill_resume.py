@@ -10,6 +10,7 @@ stored, then the final check: ids, values, no temp files left, every manifest li
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import random
 import signal
@@ -21,12 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ctclab.emission.cache import BATCH_TOLERANCE, EmissionCache
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the fixture builders (a bench script, not library code)
-
-from fixtures_audio import make_openslr_corpus, make_tiny_model  # noqa: E402
-
-from ctclab.emission.cache import BATCH_TOLERANCE, EmissionCache  # noqa: E402
+# The tests' builders of a tiny random wav2vec2 and a FLAC corpus, loaded from their file.
+_spec = importlib.util.spec_from_file_location("fixtures_audio", REPO / "tests" / "fixtures_audio.py")
+assert _spec is not None and _spec.loader is not None
+fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fixtures)
+make_openslr_corpus, make_tiny_model = fixtures.make_openslr_corpus, fixtures.make_tiny_model
 
 
 def emit_command(model: Path, data: Path, cache: Path) -> list[str]:
