@@ -7,5 +7,6 @@
 - ctclab.core.options: option() fields with help text; add_option_flags / given_options turn
   options dataclasses into command-line flags (the one source of truth per option)
 - ctclab.core.table: Table, the one renderer of tables (aligned text, Markdown, TSV)
+- ctclab.core.progress: progress_bar (a tqdm bar on a terminal, plain lines in logs and pipes)
 - ctclab.core.atomic: atomic file writes; ctclab.core.paths: the cache root
 """
