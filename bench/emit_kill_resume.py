@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The tests' builders of a tiny random wav2vec2 and a FLAC corpus, loaded from their file.
 _spec = importlib.util.spec_from_file_location("fixtures_audio", REPO / "tests" / "fixtures_audio.py")
 assert _spec is not None and _spec.loader is not None
-fixtures = importlib.util.module_from_spec(_spec)
+fixtures = sys.modules["fixtures_audio"] = importlib.util.module_from_spec(_spec)  # dataclasses
 _spec.loader.exec_module(fixtures)
 make_openslr_corpus, make_tiny_model = fixtures.make_openslr_corpus, fixtures.make_tiny_model
 

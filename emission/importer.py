@@ -136,7 +136,7 @@ def import_emissions(
     delimiter: int | str | None = None,
     manifest: str | Path | None = None,
     frame_shift_s: float | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> EmissionCache:
     """Import per-utterance ``<src_dir>/<split>/<id>.npy`` log-probs (T, V); see
     :func:`import_split` (this returns only the cache)."""
@@ -156,7 +156,7 @@ def import_split(
     delimiter: int | str | None = None,
     manifest: str | Path | None = None,
     frame_shift_s: float | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> tuple[EmissionCache, bool]:
     """Import one split; returns (cache, True when this call wrote it, False for a no-op).
 
@@ -164,10 +164,11 @@ def import_split(
     ``blank_index``, ``word_delimiter``, ``frame_shift_seconds``); manifest defaults to
     ``<src_dir>/manifest.tsv`` (id, reference, optional split/num_frames/audio_seconds).
     frame_shift_s: seconds per frame; default from labels.json, else total audio seconds / total
-    frames of the manifest (rounded to 0.1 ms). dtype: storage dtype (float32 keeps the source
-    values exactly). The cache lands at ``cache_dir_for(dest_root, model or src_dir.name,
-    "imported", "imported", split)``. A complete cache of the same content is returned as is;
-    one of other content is refused (ValueError saying what differs).
+    frames of the manifest (rounded to 0.1 ms). dtype: storage dtype; None: an existing cache's,
+    else float32 (which keeps the source values exactly). The cache lands at
+    ``cache_dir_for(dest_root, model or src_dir.name, "imported", "imported", split)``. A
+    complete cache of the same content is returned as is; one of other content is refused
+    (ValueError saying what differs).
     """
     src = Path(src_dir)
     if not src.is_dir():
@@ -212,6 +213,7 @@ def import_split(
     path = cache_dir_for(dest_root, name, IMPORTED, IMPORTED, split)
     stat_key = _keys(vocab, frame_shift_s, rows, files, content=False)
     existing = CacheMeta.read(path)
+    dtype = dtype or (existing.dtype if existing is not None else "float32")
     if existing is not None and existing.complete and existing.dtype == dtype \
             and existing.details.get("import_stat") == stat_key:
         return EmissionCache.open(path), False  # same files as last time: no hashing

@@ -130,7 +130,8 @@ def open_emissions(spec: EmissionSpec, split: str, *, models: ModelLoader | None
     start = time.perf_counter()
     root = spec.cache_root()
     if spec.import_dir:
-        cache, wrote = import_split(spec.import_dir, root, split=split, model=spec.model)
+        cache, wrote = import_split(spec.import_dir, root, split=split, model=spec.model,
+                                    dtype=spec.extract.store_dtype)
         return EmissionResult(cache, "imported" if wrote else "cached",
                               time.perf_counter() - start)
     if not spec.model:

@@ -318,3 +318,8 @@ def test_import_folders_are_keyed_by_content(tmp_path, capsys):
     assert not wrote and again.identity == cache.identity
     other, wrote = import_split(b, root, split="test-a", model="em-b")
     assert wrote and other.identity.content_key != cache.identity.content_key
+    with pytest.raises(ValueError, match="different dtype"):  # an accepted option does something
+        import_split(b, root, split="test-a", model="em-b", dtype="float16")
+    half = import_split(b, tmp_path / "root16", split="test-a", dtype="float16")[0]
+    assert half.meta.dtype == "float16" and import_split(b, tmp_path / "root16",
+                                                         split="test-a")[0].meta.dtype == "float16"
