@@ -11,6 +11,11 @@ class WordTimestamp:
     start_frame: first frame (inclusive) of the word's first token.
     end_frame: frame after the word's last token (exclusive).
     start_s / end_s: the same in seconds (frame * frame_shift_s).
+    confidence: probability in [0, 1] that the word is right, as the decoder estimates it
+        (decoders/confidence.py: n-best posterior x frame posterior; greedy: frame posterior);
+        NaN when not computed. Uncalibrated: eval/calibration.py maps it to calibrated values.
+    frame_confidence: the acoustic part of it, in [0, 1]: the least certain of the word's labels,
+        each label counted by its highest frame probability within the word (NaN if unknown).
     """
 
     word: str
@@ -18,6 +23,10 @@ class WordTimestamp:
     end_frame: int
     start_s: float
     end_s: float
+    # Not compared: two results are the same words at the same times whatever their confidence
+    # (and NaN never equals itself).
+    confidence: float = field(default=float("nan"), compare=False)
+    frame_confidence: float = field(default=float("nan"), compare=False)
 
 
 @dataclass(frozen=True)

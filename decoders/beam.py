@@ -22,6 +22,7 @@ from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.base import Decoder, fused_lm, register
 from ctclab.decoders.beam_search import BatchSearch
+from ctclab.decoders.confidence import with_confidence
 from ctclab.decoders.lm_fusion import WordScorer
 from ctclab.decoders.options import BeamOptions
 from ctclab.lm.casing import make_word_mapper
@@ -95,8 +96,11 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
 
 
 def _with_nbest(hyps: list[Hypothesis], nbest: int) -> Hypothesis:
+    """The best hypothesis; with nbest >= 2 carrying the list and word confidences (n-best
+    posterior x frame posterior, decoders/confidence.py). With nbest = 1 words have only their
+    frame_confidence: one entry gives no posterior."""
     best = hyps[0]
     if nbest <= 1:
         return best
-    return Hypothesis(best.text, best.score, best.tokens, best.words, tuple(hyps),
-                      best.acoustic_score, best.lm_score)
+    return with_confidence(Hypothesis(best.text, best.score, best.tokens, best.words, tuple(hyps),
+                                      best.acoustic_score, best.lm_score))

@@ -452,7 +452,8 @@ class BatchSearch:
             ut = int(g_utt[gi])
             off = int(self.offsets[ut])
             words = word_timestamps(tokens, [x - off for x in start_rows],
-                                    [x - off for x in end_rows], self.vocab, self.frame_shift_s)
+                                    [x - off for x in end_rows], self.vocab, self.frame_shift_s,
+                                    self.x[off:off + int(self.lengths[ut])])
             score, ac = float(g_total[gi]), float(g_acoustic[gi])
             per_utt[ut].append(Hypothesis(
                 text=" ".join(w.word for w in words), score=score, tokens=tuple(tokens),

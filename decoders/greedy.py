@@ -10,6 +10,7 @@ import numpy as np
 
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.decoders.base import Decoder, register
+from ctclab.decoders.confidence import with_frame_confidence
 from ctclab.decoders.options import GreedyOptions
 from ctclab.decoders.timestamps import word_timestamps
 
@@ -73,9 +74,11 @@ class GreedyDecoder(Decoder[GreedyOptions]):
             kept = keep[b, starts_all]
             tokens = best[b, starts_all[kept]]
             words = word_timestamps(tokens, starts_all[kept], ends_all[kept], self.vocab,
-                                    self.frame_shift_s)
+                                    self.frame_shift_s, log_probs[b, : lengths[b]])
             score = float(scores[b])
-            hyps.append(Hypothesis(text=" ".join(w.word for w in words), score=score,
-                                   tokens=tuple(int(t) for t in tokens), words=words,
-                                   acoustic_score=score, lm_score=0.0))
+            # greedy's word confidence is its frame posterior (no alternatives to weigh)
+            hyps.append(with_frame_confidence(Hypothesis(
+                text=" ".join(w.word for w in words), score=score,
+                tokens=tuple(int(t) for t in tokens), words=words, acoustic_score=score,
+                lm_score=0.0)))
         return hyps

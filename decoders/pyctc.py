@@ -25,6 +25,7 @@ import numpy as np
 from ctclab.core.hypothesis import Hypothesis, WordTimestamp
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.base import Decoder, fused_lm, register
+from ctclab.decoders.confidence import with_confidence, word_frame_confidence
 from ctclab.decoders.hotwords import hotword_spellings
 from ctclab.decoders.options import PyctcdecodeOptions
 from ctclab.decoders.pyctc_support import pyctc_language_model
@@ -121,7 +122,7 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
     # ----------------------------------------------------------------------------- decoding
     def decode(self, log_probs: np.ndarray) -> Hypothesis:
         """Decode one utterance. log_probs: (T, V) float32 natural-log probabilities."""
-        arr = self._check(log_probs)
+        arr = full = self._check(log_probs)
         if arr.shape[0] == 0:
             return Hypothesis.empty()
         if len(self._columns) != arr.shape[1]:
@@ -142,7 +143,7 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
         hyps: list[Hypothesis] = []
         seen: set[str] = set()
         for text, _state, word_frames, logit_score, combined_score in beams:
-            hyp = self._to_hypothesis(text, word_frames, logit_score, combined_score)
+            hyp = self._to_hypothesis(text, word_frames, logit_score, combined_score, full)
             if hyp.text not in seen:
                 seen.add(hyp.text)
                 hyps.append(hyp)
@@ -150,14 +151,17 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
                 break
         if not hyps:  # pyctcdecode always keeps a beam; defensive for future versions
             return Hypothesis.empty()
-        if opts.nbest > 1:
+        if opts.nbest > 1:  # word confidence: n-best posterior x frame posterior
             best = hyps[0]
-            return Hypothesis(best.text, best.score, best.tokens, best.words, tuple(hyps),
-                              best.acoustic_score, best.lm_score)
+            return with_confidence(Hypothesis(best.text, best.score, best.tokens, best.words,
+                                              tuple(hyps), best.acoustic_score, best.lm_score))
         return hyps[0]
 
     def _to_hypothesis(self, text: str, word_frames: list[tuple[str, tuple[int, int]]],
-                       logit_score: float, combined_score: float) -> Hypothesis:
+                       logit_score: float, combined_score: float,
+                       log_probs: np.ndarray) -> Hypothesis:
+        """log_probs: (T, V) all columns (frame confidence: each label's highest probability
+        within the word's frames, the least of them for the word)."""
         tokens: list[int] = []
         words: list[WordTimestamp] = []
         pieces = text.split()
@@ -169,9 +173,12 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
             tokens.extend(word_tokens)
             start, end = frames[index] if index < len(frames) else (-1, -1)
             word = "".join(self.vocab.token_text(t) for t in word_tokens)
+            frame_conf = float(word_frame_confidence(log_probs, [word_tokens],
+                                                     [(int(start), int(end))])[0])
             words.append(WordTimestamp(word, int(start), int(end),
                                        round(start * self.frame_shift_s, 4),
-                                       round(end * self.frame_shift_s, 4)))
+                                       round(end * self.frame_shift_s, 4),
+                                       frame_confidence=frame_conf))
         return Hypothesis(text=self.vocab.decode_tokens(tokens), score=float(combined_score),
                           tokens=tuple(tokens), words=tuple(words),
                           acoustic_score=float(logit_score),

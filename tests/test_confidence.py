@@ -1,0 +1,103 @@
+"""Word confidence of every decoder (decoders/confidence.py): frame posterior, n-best posterior."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from decoding_fixtures import frames, quartznet_vocab
+
+from ctclab.core.hypothesis import Hypothesis, WordTimestamp
+from ctclab.decoders.base import create_decoder
+from ctclab.decoders.confidence import (
+    token_peak_probs,
+    with_confidence,
+    word_frame_confidence,
+    word_posteriors,
+)
+
+
+def test_token_peak_probs_takes_the_max_over_each_range():
+    probs = np.full((6, 3), 0.1)
+    probs[:, 0] = [0.2, 0.9, 0.3, 0.1, 0.6, 0.5]
+    lp = np.log(probs)
+    peaks = token_peak_probs(lp, np.array([0, 0, 1]), np.array([0, 2, 3]), np.array([2, 6, 3]))
+    # [0, 2) -> 0.9; [2, 6) -> 0.6; the empty range [3, 3) reads frame 3
+    assert peaks == pytest.approx([0.9, 0.6, 0.1])
+
+
+def test_word_frame_confidence_is_the_least_certain_label():
+    probs = np.full((4, 3), 0.05)
+    probs[:, 1] = [0.9, 0.2, 0.1, 0.1]
+    probs[:, 2] = [0.05, 0.7, 0.8, 0.1]
+    conf = word_frame_confidence(np.log(probs), [[1, 2], [2], []], [(0, 3), (3, 4), (0, 4)])
+    assert conf[:2] == pytest.approx([0.8, 0.1])
+    assert math.isnan(conf[2])           # no labels: unknown
+
+
+def _entry(words, score):
+    ws = tuple(WordTimestamp(w, s, e, s * 0.02, e * 0.02, frame_confidence=f)
+               for w, s, e, f in words)
+    return Hypothesis(" ".join(w.word for w in ws), score, words=ws)
+
+
+def test_nbest_posterior_sums_entries_with_the_same_word_at_overlapping_times():
+    a = _entry([("the", 0, 5, 1.0), ("cat", 5, 10, 0.9)], math.log(0.6))
+    b = _entry([("the", 0, 5, 1.0), ("cap", 5, 10, 0.5)], math.log(0.3))
+    # "the" again, but far later: not the same word occurrence
+    c = _entry([("a", 0, 5, 1.0), ("the", 20, 25, 1.0)], math.log(0.1))
+    posts = word_posteriors([a, b, c])
+    assert posts[0] == pytest.approx([0.9, 0.6])
+    assert posts[1] == pytest.approx([0.9, 0.3])
+    assert posts[2] == pytest.approx([0.1, 0.1])
+    hyp = with_confidence(Hypothesis(a.text, a.score, words=a.words, nbest=(a, b, c)))
+    assert [w.confidence for w in hyp.words] == pytest.approx([0.9, 0.6 * 0.9])
+    assert [w.confidence for w in hyp.nbest[1].words] == pytest.approx([0.9, 0.3 * 0.5])
+
+
+def test_bad_inputs_are_clear_errors():
+    a = _entry([("the", 0, 5, 1.0)], 0.0)
+    with pytest.raises(ValueError, match="nbest >= 2"):
+        with_confidence(a)                       # not an n-best hypothesis
+    untimed = Hypothesis("the", 0.0, words=(WordTimestamp("the", -1, -1, -0.02, -0.02),))
+    with pytest.raises(ValueError, match="no timestamps"):
+        with_confidence(Hypothesis("the", 0.0, words=untimed.words, nbest=(untimed, a)))
+
+
+# "ab ba" with the second word's "a" in doubt (0.55 against "b" 0.4)
+DOUBT = ["_", "a", "_", "b", "_", " ", "_", "b", "_", {"a": 0.55, "b": 0.4}, "_"]
+
+
+@pytest.mark.parametrize("name", ["greedy", "beam", "pyctcdecode"])
+def test_every_decoder_gives_probabilities_and_a_doubtful_word_scores_lower(name):
+    vocab = quartznet_vocab()
+    lp = frames(vocab, DOUBT)
+    options = {} if name == "greedy" else {"nbest": 4, "beam_width": 8}
+    hyp = create_decoder(name, vocab, **options).decode(lp)
+    assert [w.word for w in hyp.words] == ["ab", "ba"]
+    conf = [w.confidence for w in hyp.words]
+    assert all(0.0 <= c <= 1.0 for c in conf)
+    assert conf[0] > 0.9 and conf[1] < 0.6
+    assert conf[1] <= 0.55 + 1e-6           # never surer than the doubtful label
+    if name != "greedy":   # the alternative "bb" takes posterior mass from "ba"
+        assert len(hyp.nbest) >= 2 and conf[1] < hyp.words[1].frame_confidence
+        assert all(0 <= w.confidence <= 1 for e in hyp.nbest for w in e.words)
+
+
+def test_beam_and_pyctcdecode_agree_on_confidence():
+    vocab = quartznet_vocab()
+    lp = frames(vocab, ["_", "a", {"b": 0.6, "c": 0.3}, "c", "_", " ", "c", "a", "_",
+                        {"b": 0.5, "a": 0.3}])
+    hyps = [create_decoder(n, vocab, nbest=5, beam_width=16).decode(lp)
+            for n in ("beam", "pyctcdecode")]
+    assert hyps[0].text == hyps[1].text
+    for wa, wb in zip(hyps[0].words, hyps[1].words, strict=True):
+        assert wa.frame_confidence == pytest.approx(wb.frame_confidence, abs=1e-6)
+        assert wa.confidence == pytest.approx(wb.confidence, abs=0.05)
+
+
+def test_nbest_of_one_leaves_the_posterior_unset():
+    vocab = quartznet_vocab()
+    lp = frames(vocab, ["_", "a", "_", "b"])
+    hyp = create_decoder("beam", vocab).decode(lp)
+    assert math.isnan(hyp.words[0].confidence) and hyp.words[0].frame_confidence > 0.9
