@@ -87,7 +87,8 @@ class ConfidenceStats:
     bins: int
 
 
-def _arrays(confidence: Sequence[float], correct: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
     c = np.asarray(confidence, np.float64)
     y = np.asarray(correct, bool)
     if c.shape != y.shape or c.ndim != 1:
@@ -103,7 +104,7 @@ def bin_index(confidence: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
     return np.minimum((np.asarray(confidence) * bins).astype(np.int64), bins - 1)
 
 
-def reliability(confidence: Sequence[float], correct: Sequence[bool],
+def reliability(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray,
                 bins: int = DEFAULT_BINS) -> list[ReliabilityBin]:
     """The reliability diagram's bins (empty bins included, with NaN confidence and accuracy)."""
     c, y = _arrays(confidence, correct)
@@ -147,14 +148,14 @@ def _weighted_auc(c: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
         return (pos * (below + 0.5 * tied)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
-def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool],
+def expected_calibration_error(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray,
                                bins: int = DEFAULT_BINS) -> float:
     """ECE with ``bins`` equal-width bins (NaN for no words)."""
     c, y = _arrays(confidence, correct)
     return float(_weighted_ece(c, y, np.ones((1, len(c))), bins)[0]) if len(c) else math.nan
 
 
-def auc(confidence: Sequence[float], correct: Sequence[bool]) -> float:
+def auc(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray) -> float:
     """Rank AUC of confidence for right vs wrong words (NaN without both kinds)."""
     c, y = _arrays(confidence, correct)
     if y.all() or not y.any():
@@ -162,8 +163,8 @@ def auc(confidence: Sequence[float], correct: Sequence[bool]) -> float:
     return float(_weighted_auc(c, y, np.ones((1, len(c))))[0])
 
 
-def confidence_stats(confidence: Sequence[float], correct: Sequence[bool],
-                     utterance: Sequence[int], bins: int = DEFAULT_BINS,
+def confidence_stats(confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray,
+                     utterance: Sequence[int] | np.ndarray, bins: int = DEFAULT_BINS,
                      resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
                      seed: int = DEFAULT_SEED) -> ConfidenceStats:
     """ECE and AUC with bootstrap intervals. utterance: (n,) utterance index of each word (the
@@ -174,9 +175,11 @@ def confidence_stats(confidence: Sequence[float], correct: Sequence[bool],
         raise ValueError(f"utterance gives {len(u)} words, confidence {len(c)}")
     n = len(c)
     if n == 0:
-        return ConfidenceStats(0, 0, *[math.nan] * 8, bins)
+        nan = math.nan
+        return ConfidenceStats(0, 0, nan, nan, nan, nan, nan, nan, nan, nan, bins)
     ece, auc_value = expected_calibration_error(c, y, bins), auc(c, y)
-    ece_ci = auc_ci = (math.nan, math.nan)
+    ece_ci: tuple[float, ...] = (math.nan, math.nan)
+    auc_ci: tuple[float, ...] = (math.nan, math.nan)
     if resamples > 0:
         rng = np.random.default_rng(seed)
         n_utt = int(u.max()) + 1
@@ -196,5 +199,5 @@ def confidence_stats(confidence: Sequence[float], correct: Sequence[bool],
             ece_ci = tuple(np.percentile(e, [tail, 100 - tail]).tolist())
         if len(a) and math.isfinite(auc_value):
             auc_ci = tuple(np.percentile(a, [tail, 100 - tail]).tolist())
-    return ConfidenceStats(n, int((~y).sum()), float(c.mean()), float(y.mean()), ece, *ece_ci,
-                           auc_value, *auc_ci, bins)
+    return ConfidenceStats(n, int((~y).sum()), float(c.mean()), float(y.mean()), ece, ece_ci[0],
+                           ece_ci[1], auc_value, auc_ci[0], auc_ci[1], bins)
