@@ -45,11 +45,17 @@ class Calibrator:
     """A fitted map raw confidence -> calibrated probability.
 
     method: 'temperature' (params {'temperature': T}) or 'isotonic' (params {'x': step starts,
-    'y': step values}).
+    'y': step values}). fitted_on: the dev split(s) it was fitted on ('+'-joined).
     """
 
     method: str
     params: dict[str, Any]
+    fitted_on: str = ""
+
+    def describe(self) -> str:
+        """E.g. 'temperature (T=1.88) fit on dev-clean+dev-other'."""
+        detail = f" (T={self.params['temperature']:.2f})" if self.method == "temperature" else ""
+        return f"{self.method}{detail} fit on {self.fitted_on or '?'}"
 
     def apply(self, confidence: Sequence[float] | np.ndarray) -> np.ndarray:
         """(n,) calibrated probabilities; NaN stays NaN (a word without confidence)."""
@@ -67,8 +73,8 @@ class Calibrator:
         return out
 
 
-def fit_calibrator(method: str, confidence: Sequence[float], correct: Sequence[bool]
-                   ) -> Calibrator:
+def fit_calibrator(method: str, confidence: Sequence[float] | np.ndarray,
+                   correct: Sequence[bool] | np.ndarray) -> Calibrator:
     """Fit ``method`` on raw confidences and right/wrong labels of dev words.
 
     ValueError for an unknown method, no words, or words that are all right or all wrong (the fit
@@ -167,7 +173,7 @@ class CalibrationFile:
             raise ValueError(f"the calibration of {label!r} was fitted for another system ({diff}); "
                              "a calibration holds only for the system that made the confidences: "
                              "refit it with --calibrate-split on dev data")
-        return entry.calibrator
+        return replace(entry.calibrator, fitted_on=self.split)
 
 
 def _flat(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:

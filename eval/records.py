@@ -42,6 +42,13 @@ class UtteranceResult:
     decode_seconds: float
     audio_seconds: float
     num_frames: int
+    # Added with word confidence and n-best output (absent in older files: the defaults).
+    # words: eval.word_records.word_records (word, times, confidence, correct, ...);
+    # nbest: eval.word_records.nbest_records (text, score, errors); oracle_errors: the fewest word
+    # errors of any n-best entry (None without an n-best list).
+    words: list[dict[str, Any]] = field(default_factory=list)
+    nbest: list[dict[str, Any]] = field(default_factory=list)
+    oracle_errors: int | None = None
 
     @property
     def word_counts(self) -> ErrorCounts:
@@ -128,6 +135,8 @@ class SystemSummary:
     decode_seconds: float
     rtf: float
     load_seconds: float
+    # the n-best oracle: corpus WER if every utterance took its best n-best entry (NaN: no n-best)
+    oracle_wer: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -146,12 +155,61 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class ConfidenceRow:
+    """How well one system's word confidence did on one split (eval.confidence_metrics).
+
+    calibration: what the confidences went through ('none' = the decoder's own, or e.g.
+    'temperature (T=1.89) fit on dev-clean+dev-other'); in_sample: the split was part of that fit
+    (its figures are then not a held-out measurement). Rates are fractions; NaN where undefined.
+    """
+
+    split: str
+    system: str
+    calibration: str
+    in_sample: bool
+    words: int
+    wrong: int
+    mean_confidence: float
+    accuracy: float
+    ece: float
+    ece_low: float
+    ece_high: float
+    auc: float
+    auc_low: float
+    auc_high: float
+    bins: int
+
+
+@dataclass(frozen=True)
+class RescoreRow:
+    """Did re-ranking the n-best of ``base`` with a second LM change its WER on ``split``?
+
+    delta = WER(rescored) - WER(base), its 95% paired-bootstrap interval and p; significant when
+    p < 0.05. oracle_wer: the n-best oracle, the floor any re-ranking of these lists can reach.
+    """
+
+    split: str
+    base: str
+    rescored: str
+    wer_base: float
+    wer_rescored: float
+    oracle_wer: float
+    delta: float
+    delta_low: float
+    delta_high: float
+    p_value: float
+    significant: bool
+
+
+@dataclass(frozen=True)
 class Summary:
-    """What summary.json holds."""
+    """What summary.json holds (confidence and rescoring rows when the run has them)."""
 
     systems: list[SystemSummary]
     comparisons: list[Comparison]
     schema_version: int = SCHEMA_VERSION
+    confidence: list[ConfidenceRow] = field(default_factory=list)
+    rescoring: list[RescoreRow] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
@@ -162,4 +220,6 @@ class Summary:
 
         return cls([SystemSummary(**floats(s)) for s in data["systems"]],
                    [Comparison(**floats(c)) for c in data["comparisons"]],
-                   data.get("schema_version", SCHEMA_VERSION))
+                   data.get("schema_version", SCHEMA_VERSION),
+                   [ConfidenceRow(**floats(c)) for c in data.get("confidence", [])],
+                   [RescoreRow(**floats(c)) for c in data.get("rescoring", [])])

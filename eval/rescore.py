@@ -5,28 +5,33 @@
 
 Each entry's new score is its decoder score plus ``weight`` x ln P_rescorer(text) plus ``bonus`` per
 word (the first pass's alpha x n-gram and beta stay in it: the second LM corrects the first, and
-its weight is tuned on dev together with alpha and beta, eval/tune.py). The list is sorted by
+its weight is tuned on dev together with alpha and beta, eval/tuning.py). The list is sorted by
 the new score and the word confidences are recomputed from the new n-best posteriors. The best a
 re-ranking can reach is the n-best oracle (eval/oracle.py).
+
+How a rescored evaluation system re-ranks is declared once, in :class:`RescoreOptions` (its
+command-line flags --rescore-weight, --rescore-bonus and --rescore-case are generated from it).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ctclab.core.hypothesis import Hypothesis
+from ctclab.core.options import NO_FLAG, option
 from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders.base import Decoder
 from ctclab.decoders.confidence import with_confidence
-from ctclab.eval.causal_lm import DEFAULT_CASE, CausalLMScorer
+from ctclab.eval.causal_lm import CASES, DEFAULT_CASE, CausalLMScorer
 from ctclab.lm.arpa import looks_like_arpa
-from ctclab.lm.casing import make_word_mapper
 from ctclab.lm.fetch import KNOWN_RESOURCES
+from ctclab.lm.loaded import load_lm
 from ctclab.lm.sentence import KenLMSentenceScorer, SentenceScorer
-from ctclab.lm.shared import load_lm_and_unigrams
 
 # Weight of the second LM's ln P: the same scale as alpha (a natural-log word LM probability),
 # and tuned on dev (grid eval/tune.py DEFAULT_GRIDS["rescore_weight"], 0 = no rescoring).
@@ -44,21 +49,12 @@ def is_kenlm(spec: str) -> bool:
     return path.is_file() and (path.name.endswith(KENLM_SUFFIXES) or looks_like_arpa(path))
 
 
-def rescorer_name(spec: str) -> str:
-    """Short name for system labels: the file stem or the model id's last part."""
-    name = Path(spec.rstrip("/")).name or spec
-    for suffix in (".gz", ".arpa", ".binary", ".klm", ".bin"):
-        name = name.removesuffix(suffix)
-    return name
-
-
 def open_rescorer(spec: str, vocab: Vocabulary, case: str = DEFAULT_CASE) -> SentenceScorer:
     """A KenLM sentence scorer (file / known name; words mapped to its casing) or a causal LM
     (hub id / directory; text in ``case``)."""
     if is_kenlm(spec):
-        lm, unigrams = load_lm_and_unigrams(spec, None)
-        assert lm is not None
-        return KenLMSentenceScorer(lm, make_word_mapper(vocab, unigrams, lm), rescorer_name(spec))
+        lm = load_lm(spec)   # the one loaded object: shared with decoders that fuse the same file
+        return KenLMSentenceScorer(lm.model, lm.word_mapper(vocab), Path(spec).name)
     return CausalLMScorer.load(spec, case=case)
 
 
@@ -106,3 +102,61 @@ def rescore_many(hyps: Sequence[Hypothesis], scorer: SentenceScorer, weight: flo
         out.append(rerank(h, scores[at:at + n], weight, bonus))
         at += n
     return out
+
+
+@dataclass(frozen=True)
+class RescoreOptions:
+    """A second-pass LM and how its score enters a rescored system's ranking.
+
+    The tunable values (--tune rescore_weight rescore_bonus) have the names of their flags.
+    """
+
+    # Given on the command line as --rescore MODEL (one rescored system each), so no flag here.
+    rescore_lm: str = option(
+        "", "KenLM file / known LM name, or a causal LM hub id / directory", flag=NO_FLAG)
+    rescore_weight: float = option(
+        DEFAULT_RESCORE_WEIGHT, "weight of the second LM's ln P (tune it with --tune "
+        "rescore_weight)")
+    rescore_bonus: float = option(DEFAULT_RESCORE_BONUS, "per-word bonus with rescoring")
+    rescore_case: str = option(DEFAULT_CASE, "case of the words a causal LM reads", choices=CASES)
+
+    def __post_init__(self) -> None:
+        for name in ("rescore_weight", "rescore_bonus"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        if self.rescore_weight < 0:
+            raise ValueError(f"--rescore-weight must be >= 0, got {self.rescore_weight}")
+        if self.rescore_case not in CASES:
+            raise ValueError(f"unknown --rescore-case {self.rescore_case!r}; valid: "
+                             f"{', '.join(CASES)}")
+
+
+# The RescoreOptions values that --tune takes (the others name a model and a case).
+RESCORE_TUNABLE = ("rescore_weight", "rescore_bonus")
+
+
+class RescoringDecoder:
+    """A decoder followed by n-best re-ranking: what the evaluation decodes a rescored system
+    with (eval.systems.DecoderFactory builds it).
+
+    Has what the evaluation needs of a decoder (``options``, ``batch_size``, ``decode``,
+    ``decode_many``); the base decoder must return n-best lists (nbest >= 2).
+    """
+
+    def __init__(self, base: Decoder, scorer: SentenceScorer, rescore: RescoreOptions):
+        check_nbest(int(getattr(base.options, "nbest", 1)))
+        self.base, self.scorer, self.rescore = base, scorer, rescore
+        self.options = base.options
+
+    @property
+    def batch_size(self) -> int:
+        return self.base.batch_size
+
+    def decode(self, log_probs: np.ndarray) -> Hypothesis:
+        return self.decode_many([log_probs])[0]
+
+    def decode_many(self, emissions: Sequence[np.ndarray], jobs: int = 1,
+                    on_done: Callable[[int], None] | None = None) -> list[Hypothesis]:
+        hyps = self.base.decode_many(emissions, jobs=jobs, on_done=on_done)
+        return rescore_many(hyps, self.scorer, self.rescore.rescore_weight,
+                            self.rescore.rescore_bonus)

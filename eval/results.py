@@ -4,8 +4,12 @@ Layout of ``results/NAME/``:
 
     settings.json              RunSettings: command, systems and their options, normaliser, caches,
                                package versions, git commit (enough to trace and re-make any number)
-    <split>/<system>.jsonl     one UtteranceResult per line (id, ref, hyp, counts, score, times)
-    summary.json / .tsv / .md  one SystemSummary per (split, system) + the paired comparisons
+    <split>/<system>.jsonl     one UtteranceResult per line (id, ref, hyp, counts, score, times;
+                               words with timestamps and confidence, n-best lists with their errors)
+    summary.json / .tsv / .md  one SystemSummary per (split, system) + the paired comparisons,
+                               word-confidence rows and rescoring rows when the run has them
+    params.json                tuned values (--tune; eval/tune.py)
+    calibration.json           word-confidence calibration (--calibrate-split; eval/calibration.py)
 
 JSONL lines are appended and fsync'ed after each decoded chunk; a run that is interrupted leaves
 at most one torn last line, which :meth:`ResultsFolder.read_utterances` cuts off, so a re-run
@@ -183,6 +187,13 @@ class ResultsFolder:
             f.write("".join(r.to_json() + "\n" for r in results))
             f.flush()
             os.fsync(f.fileno())
+
+    # ----------------------------------------------------------------------------- calibration
+    @property
+    def calibration_path(self) -> Path:
+        """Where --calibrate-split saves the calibration by default (eval/calibration.py reads
+        and writes the file)."""
+        return self.path / "calibration.json"
 
     # ----------------------------------------------------------------------------- summary
     def write_summary(self, summary: Summary) -> None:

@@ -4,13 +4,17 @@
         --import-emissions ../shared/emissions/quartznet15x5-base-en --split test-clean \
         --out results/demo
     python eval/run.py ... --tune alpha beta --tune-split dev-clean      # then --params FILE
+    python eval/run.py ... --nbest 10 --calibrate-split dev-clean        # then --calibration FILE
+    python eval/run.py ... --nbest 10 --rescore 4gram.arpa --tune rescore_weight   # or a causal LM
 
 Every (decoder, LM) pair is a *system* labelled ``decoder`` or ``decoder+<lm name>``; decoder
 options go to the decoders that have them (greedy has none and runs once). Per split and system it
 prints WER (with a bootstrap interval), CER, S, D, I, words and RTF, then paired bootstrap tests
 between systems, and writes a results folder (eval/results.py) that a re-run with the same --out
-resumes. This module only parses arguments: the work is eval/systems.py, eval/runner.py,
-eval/tuning.py and eval/report.py.
+resumes. With n-best lists it adds the n-best oracle WER and word-confidence figures (ECE, AUC;
+calibrated on dev with --calibrate-split), and with --rescore re-ranked systems and whether they
+changed the WER. This module only parses arguments: the work is eval/systems.py, eval/runner.py,
+eval/tuning.py, eval/calibrating.py and eval/report.py.
 """
 from __future__ import annotations
 
@@ -25,8 +29,16 @@ from ctclab.core.options import add_option_flags, given_options
 from ctclab.emission.cache import EmissionCache
 from ctclab.emission.options import add_emission_flags, spec_from_flags
 from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
+from ctclab.eval.calibrating import calibrate_systems, check_calibration_split, with_calibration
+from ctclab.eval.calibration import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_METHOD,
+    load_calibration,
+    save_calibration,
+)
 from ctclab.eval.records import Summary
-from ctclab.eval.report import console_table
+from ctclab.eval.report import calibration_table, console_table
+from ctclab.eval.rescore import RescoreOptions
 from ctclab.eval.results import ResultsFolder
 from ctclab.eval.runner import EvalSettings, evaluate
 from ctclab.eval.stats import DEFAULT_RESAMPLES
@@ -37,6 +49,8 @@ from ctclab.eval.tuning import tune_plan, tune_systems
 DEFAULT_SPLITS = ("test-clean", "test-other")
 DEFAULT_DECODERS = ("greedy",)
 DEFAULT_TUNE_SPLITS = ("dev-clean",)
+# The options of rescored systems (flags generated from eval/rescore.py's RescoreOptions).
+RESCORE_OPTIONS = {"rescore": RescoreOptions}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tune-trials", type=int, default=DEFAULT_OPTUNA_TRIALS)
     t.add_argument("--params", help="JSON written by --tune: apply its values per system")
     t.add_argument("--params-out", help="where --tune saves (default <out>/params.json)")
+    c = p.add_argument_group("word confidence and rescoring (decode with --nbest 10)")
+    c.add_argument("--calibrate-split", nargs="+", metavar="SPLIT",
+                   help="fit a word-confidence calibration per system on these dev splits "
+                   "(pooled; never test) and apply it")
+    c.add_argument("--calibration-method", choices=CALIBRATION_METHODS,
+                   default=DEFAULT_CALIBRATION_METHOD)
+    c.add_argument("--calibration", metavar="FILE",
+                   help="calibration.json written by --calibrate-split: apply it")
+    c.add_argument("--calibration-out", help="where --calibrate-split saves (default "
+                   "<out>/calibration.json)")
+    c.add_argument("--rescore", nargs="+", metavar="MODEL",
+                   help="re-rank n-best lists with a second LM: a KenLM file or name, or a causal "
+                   "LM (hub id or directory); one extra system each")
+    add_option_flags(c, RESCORE_OPTIONS)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -83,13 +111,20 @@ def run(argv: Sequence[str] | None = None) -> Summary:
     args = build_parser().parse_args(argv)
     if args.tune and args.params:
         raise ValueError("--tune and --params exclude each other: tune first, then pass the file")
+    if args.calibrate_split and args.calibration:
+        raise ValueError("--calibrate-split and --calibration exclude each other: fit on dev "
+                         "first, then pass the file")
+    for split in args.calibrate_split or []:
+        check_calibration_split(split)
+    calibration = load_calibration(args.calibration) if args.calibration else None
     settings = EvalSettings(jobs=args.jobs, bootstrap=args.bootstrap,
                             normalizer=get_normalizer(args.normalizer), progress=not args.quiet)
     out = Path(args.out or Path("results") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
     lms = [None if x.lower() == NO_LM else x for x in (args.lm or [NO_LM])]
     values = given_options(args, decoder_options())
     tuned = load_params(args.params) if args.params else None
-    systems = build_systems(args.decoder, lms, values, tuned)
+    rescore = (args.rescore or [], given_options(args, RESCORE_OPTIONS))
+    systems = build_systems(args.decoder, lms, values, tuned, *rescore)
     plan = tune_plan(args.tune, args.tune_values or [], args.tune_split, systems) \
         if args.tune else None
     # Every cache before any decoding: a missing one fails now, not after a long tuning run.
@@ -102,6 +137,7 @@ def run(argv: Sequence[str] | None = None) -> Summary:
         return result.cache
 
     caches = {split: cache_of(split) for split in args.split}
+    calibrate_on = [caches.get(t) or cache_of(t) for t in args.calibrate_split or []]
     factory = DecoderFactory()
     if plan is not None:
         dev = [caches.get(t) or cache_of(t) for t in plan.splits]
@@ -111,9 +147,19 @@ def run(argv: Sequence[str] | None = None) -> Summary:
         print(f"[tune] best on {tuned.split}: " + "; ".join(
             f"{k}: {v} (WER {100 * tuned.wer[k]:.2f}%)" for k, v in tuned.systems.items())
             + f"\n[tune] saved to {params_path} (reuse with --params {params_path})")
-        systems = build_systems(args.decoder, lms, values, tuned)
+        systems = build_systems(args.decoder, lms, values, tuned, *rescore)
+    folder = ResultsFolder(out)
+    if calibrate_on:
+        calibration = calibrate_systems(systems, calibrate_on, args.calibration_method, factory,
+                                        settings)
+        path = Path(args.calibration_out) if args.calibration_out else folder.calibration_path
+        save_calibration(path, calibration)
+        print(calibration_table(calibration) + f"\n[calibrate] saved to {path} (reuse on test "
+              f"with --calibration {path})")
+    if calibration is not None:
+        systems = with_calibration(systems, calibration)
     command = list(sys.argv if argv is None else ["eval/run.py", *argv])
-    summary = evaluate(systems, caches, ResultsFolder(out), settings, command, factory)
+    summary = evaluate(systems, caches, folder, settings, command, factory)
     print(console_table(summary))
     print(f"\nresults: {out}/ (summary.md, summary.tsv, summary.json, settings.json, "
           "<split>/<system>.jsonl)")

@@ -6,7 +6,10 @@ per corpus, compared in pairs, and written to a results folder that a re-run res
                        command=["eval/run.py", ...])
 
 Utterances already in the folder are not decoded again; finished chunks are appended as they
-complete, so an interrupted run loses at most one chunk.
+complete, so an interrupted run loses at most one chunk. Each utterance keeps its words (timestamps,
+confidence, right/wrong; calibrated when the system carries a calibrator) and its n-best list
+(eval/word_records.py); the summary adds the n-best oracle WER, word-confidence figures (ECE, AUC)
+and, for rescored systems, a paired test against the system they re-rank.
 """
 from __future__ import annotations
 
@@ -18,14 +21,25 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ctclab.core.normalize import DEFAULT_NORMALIZER, TextNormalizer
-from ctclab.decoders.base import Decoder
 from ctclab.emission.cache import EmissionCache
+from ctclab.eval.calibration import Calibrator
+from ctclab.eval.confidence_metrics import confidence_stats
 from ctclab.eval.metrics import corpus_from_counts, score_utterance
+from ctclab.eval.oracle import oracle_wer
 from ctclab.eval.progress import DecodeProgress
-from ctclab.eval.records import Comparison, RunSettings, Summary, SystemSummary, UtteranceResult
+from ctclab.eval.records import (
+    Comparison,
+    ConfidenceRow,
+    RescoreRow,
+    RunSettings,
+    Summary,
+    SystemSummary,
+    UtteranceResult,
+)
 from ctclab.eval.results import ResultsFolder, environment_fields
 from ctclab.eval.stats import DEFAULT_RESAMPLES, bootstrap_wer, paired_bootstrap
-from ctclab.eval.systems import DecoderFactory, System
+from ctclab.eval.systems import DecoderFactory, System, SystemDecoder
+from ctclab.eval.word_records import has_confidence, nbest_records, scored_words, word_records
 
 # Utterances decoded between two appends to the JSONL, per --jobs: small enough that an interrupt
 # loses little, large enough that the fork pool stays busy. A chunk is never smaller than a batched
@@ -54,14 +68,16 @@ class EvalSettings:
             raise ValueError(f"--bootstrap must be >= 0, got {self.bootstrap}")
 
 
-def decode_records(decoder: Decoder, cache: EmissionCache, records: Sequence[Any], jobs: int,
-                   normalizer: TextNormalizer, progress: DecodeProgress | None = None,
-                   sink: Callable[[list[UtteranceResult]], None] | None = None
-                   ) -> list[UtteranceResult]:
+def decode_records(decoder: SystemDecoder, cache: EmissionCache, records: Sequence[Any],
+                   jobs: int, normalizer: TextNormalizer, progress: DecodeProgress | None = None,
+                   sink: Callable[[list[UtteranceResult]], None] | None = None,
+                   calibrator: Calibrator | None = None) -> list[UtteranceResult]:
     """Decode ``records`` of ``cache`` chunk by chunk, scoring each utterance.
 
     sink(results) is called after each chunk (the results folder appends it).
-    decode_seconds of an utterance = its share, by frames, of its chunk's wall time.
+    decode_seconds of an utterance = its share, by frames, of its chunk's wall time. Words go
+    with their timestamps and confidence (``calibrator`` adds calibrated values), n-best lists
+    with each entry's word errors and the oracle (eval/word_records.py).
     """
     out: list[UtteranceResult] = []
     chunk = max(CHUNK_PER_JOB * max(1, jobs), decoder.batch_size)
@@ -75,6 +91,7 @@ def decode_records(decoder: Decoder, cache: EmissionCache, records: Sequence[Any
         results = []
         for r, hyp in zip(part, hyps, strict=True):
             s = score_utterance(r.text, hyp.text, normalizer)
+            nbest = nbest_records(hyp, r.text, normalizer)
             results.append(UtteranceResult(
                 id=r.id, ref=r.text, hyp=hyp.text, ref_norm=s.ref, hyp_norm=s.hyp,
                 substitutions=s.words.substitutions, deletions=s.words.deletions,
@@ -82,7 +99,9 @@ def decode_records(decoder: Decoder, cache: EmissionCache, records: Sequence[Any
                 char_substitutions=s.chars.substitutions, char_deletions=s.chars.deletions,
                 char_insertions=s.chars.insertions, ref_chars=s.chars.ref_len,
                 score=float(hyp.score), decode_seconds=wall * max(1, r.num_frames) / frames,
-                audio_seconds=float(r.audio_seconds), num_frames=int(r.num_frames)))
+                audio_seconds=float(r.audio_seconds), num_frames=int(r.num_frames),
+                words=word_records(hyp, s, normalizer, calibrator), nbest=nbest,
+                oracle_errors=min(e["errors"] for e in nbest) if nbest else None))
         if sink is not None:
             sink(results)
         out.extend(results)
@@ -113,7 +132,8 @@ def evaluate_system(system: System, cache: EmissionCache, split: str, folder: Re
         with DecodeProgress(len(cache), len(done), f"{split} {system.label}",
                             settings.progress) as bar:
             new = decode_records(decoder, cache, todo, settings.jobs, settings.normalizer, bar,
-                                 lambda rs: folder.append_utterances(split, system.label, rs))
+                                 lambda rs: folder.append_utterances(split, system.label, rs),
+                                 system.calibrator)
         done.update((r.id, r) for r in new)
     return [done[i] for i in cache.ids], load_seconds
 
@@ -135,7 +155,8 @@ def summarise(split: str, system: System, results: list[UtteranceResult], load_s
         substitutions=total.words.substitutions, deletions=total.words.deletions,
         insertions=total.words.insertions, words=total.words.ref_len, chars=total.chars.ref_len,
         ser=total.ser, audio_seconds=audio, decode_seconds=decode,
-        rtf=decode / audio if audio > 0 else float("nan"), load_seconds=load_seconds)
+        rtf=decode / audio if audio > 0 else float("nan"), load_seconds=load_seconds,
+        oracle_wer=oracle_wer(results))
 
 
 def compare(split: str, labelled: list[tuple[str, list[UtteranceResult]]],
@@ -151,6 +172,34 @@ def compare(split: str, labelled: list[tuple[str, list[UtteranceResult]]],
         out.append(Comparison(split, la, lb, t.wer_a, t.wer_b, t.delta, t.delta_low,
                               t.delta_high, t.p_value))
     return out
+
+
+def confidence_row(split: str, system: System, results: Sequence[UtteranceResult],
+                   resamples: int) -> ConfidenceRow | None:
+    """ECE / AUC of one system's word confidence on one split, calibrated when the system
+    carries a calibrator (None when its words have no confidence)."""
+    if not has_confidence(results):
+        return None
+    cal = system.calibrator
+    conf, right, utt = scored_words(results, cal)
+    s = confidence_stats(conf, right, utt, resamples=resamples)
+    in_sample = cal is not None and split in cal.fitted_on.split("+")
+    return ConfidenceRow(split, system.label, cal.describe() if cal else "none", in_sample,
+                         s.words, s.wrong, s.mean_confidence, s.accuracy, s.ece, s.ece_low,
+                         s.ece_high, s.auc, s.auc_low, s.auc_high, s.bins)
+
+
+def rescore_row(split: str, base: str, base_results: Sequence[UtteranceResult], rescored: str,
+                results: Sequence[UtteranceResult], resamples: int) -> RescoreRow | None:
+    """Paired bootstrap of a rescored system against its base on one split (None when there
+    are no reference words or no resamples)."""
+    words = [r.ref_words for r in base_results]
+    if sum(words) == 0 or resamples <= 0:
+        return None
+    t = paired_bootstrap([r.word_errors for r in base_results], [r.word_errors for r in results],
+                         words, resamples=resamples)
+    return RescoreRow(split, base, rescored, t.wer_a, t.wer_b, oracle_wer(base_results),
+                      t.delta, t.delta_low, t.delta_high, t.p_value, t.significant)
 
 
 def run_settings(systems: Sequence[System], caches: Mapping[str, EmissionCache],
@@ -177,13 +226,23 @@ def evaluate(systems: Sequence[System], caches: Mapping[str, EmissionCache],
     folder.check_resumable(record)
     folder.write_settings(record)
     summaries, comparisons = [], []
+    confidence: list[ConfidenceRow] = []
+    rescoring: list[RescoreRow] = []
     for split, cache in caches.items():
         labelled = []
         for system in systems:
             results, load_s = evaluate_system(system, cache, split, folder, factory, settings)
             summaries.append(summarise(split, system, results, load_s, settings.bootstrap))
             labelled.append((system.label, results))
+            row = confidence_row(split, system, results, settings.bootstrap)
+            if row is not None:
+                confidence.append(row)
+            if system.base is not None:
+                rescored = rescore_row(split, system.base, dict(labelled)[system.base],
+                                       system.label, results, settings.bootstrap)
+                if rescored is not None:
+                    rescoring.append(rescored)
         comparisons += compare(split, labelled, settings.bootstrap)
-    summary = Summary(summaries, comparisons)
+    summary = Summary(summaries, comparisons, confidence=confidence, rescoring=rescoring)
     folder.write_summary(summary)
     return summary

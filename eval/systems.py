@@ -9,22 +9,33 @@
 Option values go to the decoders whose options have them (greedy has none, so it runs once); a
 value no chosen decoder takes is an error. The LM is part of the options (``lm_path``): decoders
 load it once per process (ctclab.lm.loaded), so nothing here loads or keeps one.
+
+With second-pass LMs (``rescore_models``), every system that makes n-best lists gets a *rescored*
+twin per LM, labelled ``<system>+rescore-<lm name>``, decoded by the same decoder and re-ranked
+(eval/rescore.py). A system may carry a word-confidence calibrator (eval/calibration.py; fitted on
+dev by eval/calibrating.py), which is then part of what its results were made with.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
+
+from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.options import field_names, flag_of
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.base import Decoder, available_decoders, decoder_class
-from ctclab.decoders.options import LMOptions
+from ctclab.decoders.options import LMOptions, PrefixSearchOptions
+from ctclab.eval.calibration import Calibrator
 from ctclab.eval.records import SystemSpec
+from ctclab.eval.rescore import RescoreOptions, RescoringDecoder, check_nbest, open_rescorer
 from ctclab.eval.tune import TunedParams
+from ctclab.lm.sentence import SentenceScorer
 
 # What --lm takes for "this system has no LM".
 NO_LM = "none"
@@ -36,26 +47,63 @@ def decoder_options() -> dict[str, type]:
     return {name: decoder_class(name).Options for name in available_decoders()}
 
 
+class SystemDecoder(Protocol):
+    """What the evaluation needs of a system's decoder: a Decoder, or a RescoringDecoder."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    def decode(self, log_probs: np.ndarray) -> Hypothesis: ...
+
+    def decode_many(self, emissions: Sequence[np.ndarray], jobs: int = 1,
+                    on_done: Callable[[int], None] | None = None) -> list[Hypothesis]: ...
+
+
 @dataclass(frozen=True)
 class System:
-    """A decoder class with its options under a label."""
+    """A decoder class with its options under a label.
+
+    rescore: the second-pass LM re-ranking its n-best lists, if any; base: the label of the
+    system it re-ranks. calibrator: maps its word confidences to calibrated ones, if any.
+    """
 
     label: str
     cls: type[Decoder]
     options: Any
+    rescore: RescoreOptions | None = None
+    base: str | None = None
+    calibrator: Calibrator | None = None
 
     @property
     def lm(self) -> str | None:
         """The LM this system fuses (as named by the user), or None."""
         return self.options.lm_path if isinstance(self.options, LMOptions) else None
 
+    @property
+    def nbest(self) -> int:
+        """Entries of its n-best lists (1: none)."""
+        return int(getattr(self.options, "nbest", 1))
+
+    def identity(self) -> dict[str, Any]:
+        """What makes its hypotheses and confidences (what a calibration is valid for)."""
+        return {"decoder": self.cls.name, "options": dataclasses.asdict(self.options),
+                "rescore": dataclasses.asdict(self.rescore) if self.rescore else None}
+
     def spec(self) -> SystemSpec:
-        return SystemSpec(self.label, self.cls.name, dataclasses.asdict(self.options))
+        """For settings.json; rescoring and calibration are part of the options, so a results
+        folder made with others is not resumed."""
+        options = dataclasses.asdict(self.options)
+        if self.rescore is not None:
+            options["rescore"] = dataclasses.asdict(self.rescore)
+        if self.calibrator is not None:
+            options["calibration"] = dataclasses.asdict(self.calibrator)
+        return SystemSpec(self.label, self.cls.name, options)
 
 
 def lm_label(lm: str) -> str:
-    """``../x/en-us-70k-3gram.arpa.gz`` -> ``en-us-70k-3gram`` (the LM part of a system label)."""
-    name = Path(lm).name
+    """``../x/en-us-70k-3gram.arpa.gz`` -> ``en-us-70k-3gram``, ``org/model/`` -> ``model`` (the
+    LM part of a system label)."""
+    name = Path(lm.rstrip("/")).name or lm
     for suffix in (".gz", ".arpa", ".binary", ".klm", ".bin"):
         name = name.removesuffix(suffix)
     return name
@@ -71,11 +119,15 @@ def _flag(name: str) -> str:
 
 
 def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
-                  values: Mapping[str, Any], tuned: TunedParams | None = None) -> list[System]:
-    """One System per (decoder, LM) pair; decoders without LM options get one system.
+                  values: Mapping[str, Any], tuned: TunedParams | None = None,
+                  rescore_models: Sequence[str] = (),
+                  rescore_values: Mapping[str, Any] | None = None) -> list[System]:
+    """One System per (decoder, LM) pair; decoders without LM options get one system; then one
+    rescored system per (system with n-best lists, second LM in ``rescore_models``).
 
     values: option values by field name, given to every decoder whose options have the field.
     tuned: values found by tuning replace those of the systems with the same label.
+    rescore_values: RescoreOptions values (rescore_weight, ...) for every rescored system.
     ValueError for an unknown decoder, a value no chosen decoder takes, or a bad value.
     """
     unknown = [d for d in decoders if d not in available_decoders()]
@@ -107,6 +159,7 @@ def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
             if label in {s.label for s in systems}:
                 raise ValueError(f"system {label!r} is listed twice; give each --decoder/--lm once")
             systems.append(System(label, cls, options))
+    systems += rescored_systems(systems, rescore_models, rescore_values or {}, tuned)
     if tuned is not None and not set(tuned.systems) & {s.label for s in systems}:
         raise ValueError(f"the --params file has values for {sorted(tuned.systems)}, none of "
                          f"this run's systems {[s.label for s in systems]}; pass the same "
@@ -114,18 +167,72 @@ def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
     return systems
 
 
+def rescored_systems(systems: Sequence[System], models: Sequence[str],
+                     values: Mapping[str, Any], tuned: TunedParams | None) -> list[System]:
+    """One system per (system of ``systems`` with n-best lists, second LM), labelled
+    ``<system>+rescore-<lm name>``; tuned values of that label (decoder options and
+    rescore_weight / rescore_bonus) apply to it."""
+    if not models:
+        if values:
+            flag = "--" + sorted(values)[0].replace("_", "-")
+            raise ValueError(f"{flag} without --rescore: name the second LM (--rescore "
+                             "4gram.arpa or a causal LM)")
+        return []
+    bases = [s for s in systems if issubclass(s.cls.Options, PrefixSearchOptions)]
+    if not bases:
+        raise ValueError("--rescore re-ranks n-best lists: add a decoder that makes them (beam, "
+                         "pyctcdecode) with --nbest 10")
+    rescore_fields = field_names(RescoreOptions)
+    out: list[System] = []
+    for base in bases:
+        check_nbest(base.nbest)
+        for model in models:
+            label = f"{base.label}+rescore-{lm_label(model)}"
+            found = dict(tuned.systems.get(label, {})) if tuned is not None else {}
+            own = {k: v for k, v in found.items() if k not in rescore_fields}
+            options = dataclasses.replace(base.options, **own) if own else base.options
+            try:
+                rescore = RescoreOptions(model, **{**values, **{
+                    k: v for k, v in found.items() if k in rescore_fields}})
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"--rescore {model}: {exc}") from exc
+            if label in {s.label for s in systems} | {s.label for s in out}:
+                raise ValueError(f"system {label!r} is listed twice; give each --rescore once")
+            out.append(System(label, base.cls, options, rescore, base.label))
+    return out
+
+
 class DecoderFactory:
     """Builds the decoder of a system for a cache's vocabulary, once per (system, options,
-    vocabulary, frame shift): a later split with the same vocabulary reuses it."""
+    vocabulary, frame shift): a later split with the same vocabulary reuses it. A rescored
+    system's decoder is its base decoder followed by the re-ranking (second LM loaded once)."""
 
     def __init__(self) -> None:
         self._decoders: dict[tuple, Decoder] = {}
+        self._rescorers: dict[tuple, SentenceScorer] = {}
+
+    def rescorer(self, rescore: RescoreOptions, vocab_dict: dict) -> SentenceScorer:
+        """The second-pass LM of ``rescore`` (eval.rescore.open_rescorer), loaded once per run."""
+        key = (rescore.rescore_lm, rescore.rescore_case, repr(vocab_dict))
+        if key not in self._rescorers:
+            self._rescorers[key] = open_rescorer(rescore.rescore_lm, Vocabulary.from_dict(vocab_dict),
+                                                 rescore.rescore_case)
+        return self._rescorers[key]
 
     def build(self, system: System, vocab_dict: dict, frame_shift_s: float,
-              options: Any = None) -> tuple[Decoder, float]:
+              options: Any = None) -> tuple[SystemDecoder, float]:
         """(decoder, seconds this call spent building it incl. LM loading: 0.0 when it is
         memoised). ``options`` replace the system's (tuning tries many)."""
         options = options or system.options
+        if system.rescore is None:
+            return self._decoder(system, vocab_dict, frame_shift_s, options)
+        start = time.perf_counter()   # the base decoder, then the re-ranking
+        base, _ = self._decoder(system, vocab_dict, frame_shift_s, options)
+        scorer = self.rescorer(system.rescore, vocab_dict)
+        return RescoringDecoder(base, scorer, system.rescore), time.perf_counter() - start
+
+    def _decoder(self, system: System, vocab_dict: dict, frame_shift_s: float,
+                 options: Any) -> tuple[Decoder, float]:
         key = (system.label, repr(options), repr(vocab_dict), frame_shift_s)
         if key in self._decoders:
             return self._decoders[key], 0.0

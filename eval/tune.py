@@ -24,6 +24,9 @@ from ctclab.core.atomic import atomic_write_text
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
     "alpha": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0),
     "beta": (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
+    # Second-pass LM weight (eval/rescore.py), on alpha's scale; 0 = the first pass unchanged, so
+    # tuning can say that rescoring does not help.
+    "rescore_weight": (0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
 }
 TUNE_METHODS = ("grid", "optuna")
 # optuna's TPE needs a few dozen trials to beat a coarse grid on two parameters.
