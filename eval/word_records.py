@@ -74,3 +74,15 @@ def scored_words(results: Sequence[Any], calibrator: Calibrator | None = None
 def has_confidence(results: Sequence[Any]) -> bool:
     """True when any word of ``results`` carries a decoder confidence."""
     return any(w.get("confidence") is not None for r in results for w in r.words)
+
+
+def word_table(results: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The scored words of ``results`` with a confidence, as arrays for plots: confidence (the
+    decoder's), calibrated (NaN where the run applied no calibration), correct, utterance."""
+    rows = [(w["confidence"], w.get("calibrated"), bool(w["correct"]), i)
+            for i, r in enumerate(results) for w in r.words
+            if w.get("confidence") is not None and w.get("correct") is not None]
+    return {"confidence": np.array([r[0] for r in rows], np.float64),
+            "calibrated": np.array([np.nan if r[1] is None else r[1] for r in rows], np.float64),
+            "correct": np.array([r[2] for r in rows], bool),
+            "utterance": np.array([r[3] for r in rows], np.int64)}
