@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ctclab.emission.hub import hub_unreachable, model_in_hf_cache, use_offline_mode
 
@@ -124,6 +125,9 @@ class CausalLMScorer:
             encoded = {t: self.encode(t) for t in todo}
             todo.sort(key=lambda t: len(encoded[t]))
             start = 0
+            # a bar on a terminal only (tqdm's disable=None): scoring on a CPU takes a while
+            bar = tqdm(total=len(todo), desc=f"[rescore] {self.name}", unit="text",
+                       disable=None, leave=False)
             while start < len(todo):
                 longest = len(encoded[todo[start]])
                 stop = start + 1
@@ -134,7 +138,9 @@ class CausalLMScorer:
                 for t, value in zip(batch, self._score_batch([encoded[t] for t in batch]),
                                     strict=True):
                     self._cache[t] = value
+                bar.update(stop - start)
                 start = stop
+            bar.close()
         return np.array([self._cache[t] for t in texts], np.float64)
 
     def _score_batch(self, sequences: list[list[int]]) -> list[float]:
