@@ -18,6 +18,7 @@ observed accuracy on dev data (never on test) and measures ECE and AUC.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -56,18 +57,23 @@ def word_frame_confidence(log_probs: np.ndarray, word_tokens: Sequence[Sequence[
     log_probs: (T, V) of the utterance. word_tokens: label ids per word; spans: frames per word.
     A word without labels or frames gets NaN.
     """
-    sizes = np.array([len(t) if e > s >= 0 else 0 for t, (s, e) in zip(word_tokens, spans,
-                                                                        strict=True)], np.int64)
-    out = np.full(len(sizes), np.nan)
-    has = sizes > 0
-    if not has.any():
+    n = len(word_tokens)
+    out = np.full(n, np.nan)
+    if not n:
         return out
-    tokens = np.concatenate([np.asarray(t, np.int64) for t, k in zip(word_tokens, sizes,
-                                                                      strict=True) if k])
-    starts = np.repeat([s for (s, _), k in zip(spans, sizes, strict=True) if k], sizes[has])
-    ends = np.repeat([e for (_, e), k in zip(spans, sizes, strict=True) if k], sizes[has])
-    peaks = token_peak_probs(log_probs, tokens, starts, ends)
-    out[has] = np.minimum.reduceat(peaks, np.cumsum(sizes[has]) - sizes[has])
+    sizes = np.fromiter((len(t) for t in word_tokens), np.int64, n)
+    se = np.asarray(spans, np.int64).reshape(n, 2)
+    valid = (sizes > 0) & (se[:, 0] >= 0) & (se[:, 1] > se[:, 0])
+    if not valid.all():
+        sizes = np.where(valid, sizes, 0)
+        word_tokens = [t for t, v in zip(word_tokens, valid.tolist(), strict=True) if v]
+        if not word_tokens:
+            return out
+    counts = sizes[valid]
+    tokens = np.fromiter(itertools.chain.from_iterable(word_tokens), np.int64, int(counts.sum()))
+    peaks = token_peak_probs(log_probs, tokens, np.repeat(se[valid, 0], counts),
+                             np.repeat(se[valid, 1], counts))
+    out[valid] = np.minimum.reduceat(peaks, np.cumsum(counts) - counts)
     return out
 
 
