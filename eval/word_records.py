@@ -29,8 +29,13 @@ def _number(x: float) -> float | None:
 
 def word_records(hyp: Hypothesis, score: UtteranceScore, normalizer: TextNormalizer,
                  calibrator: Calibrator | None = None) -> list[dict[str, Any]]:
-    """The JSONL word records of ``hyp`` (scored as ``score``)."""
-    correct = word_correctness([w.word for w in hyp.words], score.alignment, normalizer)
+    """The JSONL word records of ``hyp`` (scored as ``score``). Words that do not spell the
+    scored text (a decoder whose words and text disagree) get ``correct`` null: they are written
+    but never scored."""
+    try:
+        correct = word_correctness([w.word for w in hyp.words], score.alignment, normalizer)
+    except ValueError:
+        correct = [None] * len(hyp.words)
     calibrated = calibrator.apply([w.confidence for w in hyp.words]) if calibrator else None
     out = []
     for k, (w, ok) in enumerate(zip(hyp.words, correct, strict=True)):

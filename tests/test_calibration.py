@@ -117,3 +117,12 @@ def test_oracle_picks_the_entry_with_fewest_errors():
     assert oracle_errors("A B", ["x y", "x y"], DEFAULT_NORMALIZER) == (2, 0)
     with pytest.raises(ValueError):
         oracle_errors("A", [], DEFAULT_NORMALIZER)
+
+
+def test_word_records_of_words_that_do_not_spell_the_text_are_not_scored():
+    from ctclab.core.hypothesis import Hypothesis, WordTimestamp
+    from ctclab.eval.word_records import word_records
+
+    hyp = Hypothesis("ab c", 0.0, words=(WordTimestamp("abc", 0, 2, 0.0, 0.04, 0.9, 0.9),))
+    rec, = word_records(hyp, score_utterance("AB C", hyp.text), DEFAULT_NORMALIZER)
+    assert rec["correct"] is None and rec["confidence"] == 0.9 and rec["end_frame"] == 2
