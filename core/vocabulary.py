@@ -164,6 +164,11 @@ class Vocabulary:
         """Label string -> index."""
         return {lab: i for i, lab in enumerate(self.labels)}
 
+    @cached_property
+    def token_texts(self) -> tuple[str, ...]:
+        """token_text of every label id (one lookup per label where many are turned to text)."""
+        return tuple(self.token_text(i) for i in range(len(self.labels)))
+
     def token_text(self, token: int) -> str:
         """The text a label contributes: a space for the delimiter, '' for blank/unused."""
         if token == self.delimiter:

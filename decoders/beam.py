@@ -22,7 +22,7 @@ from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.base import Decoder, fused_lm, register
 from ctclab.decoders.beam_search import BatchSearch
-from ctclab.decoders.confidence import with_confidence
+from ctclab.decoders.confidence import with_confidence_many
 from ctclab.decoders.lm_fusion import WordScorer
 from ctclab.decoders.options import BeamOptions
 from ctclab.lm.casing import make_word_mapper
@@ -88,19 +88,20 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
             self.scorer.trim()
             results = BatchSearch([checked[i] for i in part], self.vocab, self.options,
                                   self.scorer, self.frame_shift_s).run()
-            for i, hyps in zip(part, results, strict=True):
-                out[i] = _with_nbest(hyps, self.options.nbest)
+            for i, hyp in zip(part, _with_nbest(results, self.options.nbest), strict=True):
+                out[i] = hyp
             if on_done:
                 on_done(len(part))
         return out  # type: ignore[return-value]
 
 
-def _with_nbest(hyps: list[Hypothesis], nbest: int) -> Hypothesis:
-    """The best hypothesis; with nbest >= 2 carrying the list and word confidences (n-best
-    posterior x frame posterior, decoders/confidence.py). With nbest = 1 words have only their
-    frame_confidence: one entry gives no posterior."""
-    best = hyps[0]
+def _with_nbest(results: list[list[Hypothesis]], nbest: int) -> list[Hypothesis]:
+    """The best hypothesis of each utterance; with nbest >= 2 carrying the list and word
+    confidences (n-best posterior x frame posterior, decoders/confidence.py, all utterances in
+    one pass). With nbest = 1 words have only their frame_confidence: one entry gives no
+    posterior."""
     if nbest <= 1:
-        return best
-    return with_confidence(Hypothesis(best.text, best.score, best.tokens, best.words, tuple(hyps),
-                                      best.acoustic_score, best.lm_score))
+        return [hyps[0] for hyps in results]
+    return with_confidence_many([
+        Hypothesis(h[0].text, h[0].score, h[0].tokens, h[0].words, tuple(h), h[0].acoustic_score,
+                   h[0].lm_score) for h in results])

@@ -31,9 +31,10 @@ import numpy as np
 
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders.confidence import word_frame_confidence
 from ctclab.decoders.lm_fusion import WordScorer
 from ctclab.decoders.options import BeamOptions
-from ctclab.decoders.timestamps import word_timestamps
+from ctclab.decoders.timestamps import make_words, word_spans
 
 NEG_INF = -math.inf
 
@@ -448,12 +449,20 @@ class BatchSearch:
         chosen = ranked[rank < max(1, self.options.nbest)]
         per_utt: list[list[Hypothesis]] = [[] for _ in range(n_utt)]
         paths = self._paths(node[rep[chosen]], i[END, rep[chosen]])
-        for gi, (tokens, start_rows, end_rows) in zip(chosen.tolist(), paths, strict=True):
+        spans = [word_spans(tokens, start_rows, end_rows, self.vocab)
+                 for tokens, start_rows, end_rows in paths]
+        # Frame confidence of every word of every hypothesis in one pass over the batch's rows
+        # (a pass per hypothesis cost more than the n-best search itself).
+        flat = [s for ws in spans for s in ws]
+        conf = word_frame_confidence(self.x, [s.tokens for s in flat],
+                                     [(s.start, s.end) for s in flat]).tolist()
+        at = 0
+        for gi, (tokens, _, _), ws in zip(chosen.tolist(), paths, spans, strict=True):
             ut = int(g_utt[gi])
             off = int(self.offsets[ut])
-            words = word_timestamps(tokens, [x - off for x in start_rows],
-                                    [x - off for x in end_rows], self.vocab, self.frame_shift_s,
-                                    self.x[off:off + int(self.lengths[ut])])
+            words = make_words([s._replace(start=s.start - off, end=s.end - off) for s in ws],
+                               self.frame_shift_s, conf[at:at + len(ws)])
+            at += len(ws)
             score, ac = float(g_total[gi]), float(g_acoustic[gi])
             per_utt[ut].append(Hypothesis(
                 text=" ".join(w.word for w in words), score=score, tokens=tuple(tokens),

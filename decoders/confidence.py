@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -96,6 +95,25 @@ def nbest_posteriors(scores: Sequence[float]) -> np.ndarray:
     return p / p.sum()
 
 
+def same_word_pairs(word: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair (i, j) of positions with word[i] == word[j] (i == j included).
+
+    word: (n,) integer word ids. Returns two (P,) index arrays, P = sum of squared group sizes:
+    the positions are sorted by word and each is paired with every position of its group.
+    """
+    n = len(word)
+    order = np.argsort(word, kind="stable")
+    ws = word[order]
+    first = np.flatnonzero(np.r_[True, ws[1:] != ws[:-1]])    # group starts, in sorted order
+    size = np.diff(np.r_[first, n])
+    group = np.repeat(np.arange(len(first)), size)              # group of each sorted position
+    reps = size[group]                                          # partners of each position
+    a = np.repeat(np.arange(n), reps)
+    within = np.arange(len(a)) - np.repeat(np.cumsum(reps) - reps, reps)
+    b = first[group][a] + within
+    return order[a], order[b]
+
+
 def word_posteriors(entries: Sequence[Hypothesis]) -> list[np.ndarray]:
     """Per entry, (words,) the n-best posterior of each of its words.
 
@@ -103,21 +121,39 @@ def word_posteriors(entries: Sequence[Hypothesis]) -> list[np.ndarray]:
     entry f when f has the same word over overlapping frames; its posterior is the summed
     posterior of the supporting entries (e itself included), so it lies in (0, 1].
     """
-    for e in entries:
-        check_word_times(e.words, "n-best entry")
-    post = nbest_posteriors([e.score for e in entries])
-    # word -> list of (entry index, start, end), one table for all entries
-    spans: dict[str, list[tuple[int, int, int]]] = {}
-    for k, e in enumerate(entries):
-        for w in e.words:
-            spans.setdefault(w.word, []).append((k, w.start_frame, w.end_frame))
-    out = []
-    for e in entries:
-        values = np.empty(len(e.words))
-        for j, w in enumerate(e.words):
-            support = {k for k, s, t in spans[w.word] if s < w.end_frame and w.start_frame < t}
-            values[j] = min(1.0, float(post[list(support)].sum()))
-        out.append(values)
+    return word_posteriors_many([entries])[0]
+
+
+def word_posteriors_many(lists: Sequence[Sequence[Hypothesis]]) -> list[list[np.ndarray]]:
+    """:func:`word_posteriors` of many n-best lists in one vectorised pass: every word of every
+    entry is flattened, and only occurrences of the same word in the same list are paired."""
+    post = np.concatenate([nbest_posteriors([e.score for e in entries]) for entries in lists]
+                          + [np.zeros(0)])
+    entries = [e for es in lists for e in es]
+    sizes = [len(e.words) for e in entries]
+    n = sum(sizes)
+    values = np.zeros(n)
+    if n:
+        ids: dict[tuple[int, str], int] = {}
+        flat = [(ids.setdefault((k, w.word), len(ids)), w.start_frame, w.end_frame)
+                for k, es in enumerate(lists) for e in es for w in e.words]
+        word, start, end = np.array(flat, np.int64).T
+        bad = np.flatnonzero((start < 0) | (end <= start))
+        if len(bad):
+            k = int(np.searchsorted(np.cumsum(sizes), bad[0], side="right"))
+            check_word_times(entries[k].words, "n-best entry")
+        entry = np.repeat(np.arange(len(entries)), sizes)
+        i, j = same_word_pairs(word)
+        overlap = (start[i] < end[j]) & (start[j] < end[i])
+        # each supporting entry counts once, however many of its words overlap
+        pair = np.unique(i[overlap] * len(entries) + entry[j[overlap]])
+        values = np.minimum(1.0, np.bincount(pair // len(entries),
+                                             weights=post[pair % len(entries)], minlength=n))
+    per_entry = np.split(values, np.cumsum(sizes)[:-1]) if entries else []
+    out, at = [], 0
+    for es in lists:
+        out.append(per_entry[at:at + len(es)])
+        at += len(es)
     return out
 
 
@@ -129,27 +165,34 @@ def with_confidence(hyp: Hypothesis) -> Hypothesis:
     or a word has no timestamps. A list that the search left with one entry is valid: every word
     then has posterior 1.
     """
-    entries = hyp.nbest
-    if not entries:
+    return with_confidence_many([hyp])[0]
+
+
+def with_confidence_many(hyps: Sequence[Hypothesis]) -> list[Hypothesis]:
+    """:func:`with_confidence` of many hypotheses, their posteriors in one pass."""
+    if any(not h.nbest for h in hyps):
         raise ValueError("n-best word confidence needs the n-best list: decode with nbest >= 2 "
                          "(an n-best of one has posterior 1 for every word and says nothing)")
-    posts = word_posteriors(entries)
-    scored = tuple(dataclasses.replace(e, words=_scored_words(e.words, p), nbest=())
-                   for e, p in zip(entries, posts, strict=True))
-    best = scored[0]
-    return dataclasses.replace(hyp, words=best.words, nbest=scored)
+    posts = word_posteriors_many([h.nbest for h in hyps])
+    out = []
+    for hyp, per_entry in zip(hyps, posts, strict=True):
+        scored = tuple(dataclasses.replace(e, words=_scored_words(e.words, p), nbest=())
+                       for e, p in zip(hyp.nbest, per_entry, strict=True))
+        out.append(dataclasses.replace(hyp, words=scored[0].words, nbest=scored))
+    return out
 
 
 def with_frame_confidence(hyp: Hypothesis) -> Hypothesis:
     """``hyp`` with confidence = frame_confidence on every word (greedy's confidence)."""
-    words = tuple(dataclasses.replace(w, confidence=w.frame_confidence) for w in hyp.words)
+    words = tuple(WordTimestamp(w.word, w.start_frame, w.end_frame, w.start_s, w.end_s,
+                                w.frame_confidence, w.frame_confidence) for w in hyp.words)
     return dataclasses.replace(hyp, words=words)
 
 
 def _scored_words(words: Sequence[WordTimestamp], posterior: np.ndarray
                   ) -> tuple[WordTimestamp, ...]:
-    out = []
-    for w, p in zip(words, posterior.tolist(), strict=True):
-        frame = w.frame_confidence if math.isfinite(w.frame_confidence) else 1.0
-        out.append(dataclasses.replace(w, confidence=min(1.0, max(0.0, p * frame))))
-    return tuple(out)
+    frame = np.fromiter((w.frame_confidence for w in words), np.float64, len(words))
+    conf = np.clip(posterior * np.where(np.isfinite(frame), frame, 1.0), 0.0, 1.0).tolist()
+    # built directly: dataclasses.replace per word cost more than the posterior itself
+    return tuple(WordTimestamp(w.word, w.start_frame, w.end_frame, w.start_s, w.end_s, c,
+                               w.frame_confidence) for w, c in zip(words, conf, strict=True))

@@ -163,7 +163,8 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
         """log_probs: (T, V) all columns (frame confidence: each label's highest probability
         within the word's frames, the least of them for the word)."""
         tokens: list[int] = []
-        words: list[WordTimestamp] = []
+        spelled: list[list[int]] = []
+        spans: list[tuple[int, int]] = []
         pieces = text.split()
         frames = [f for _, f in word_frames]
         for index, piece in enumerate(pieces):
@@ -172,15 +173,15 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
             word_tokens = self._word_tokens(piece)
             tokens.extend(word_tokens)
             start, end = frames[index] if index < len(frames) else (-1, -1)
-            word = "".join(self.vocab.token_text(t) for t in word_tokens)
-            frame_conf = float(word_frame_confidence(log_probs, [word_tokens],
-                                                     [(int(start), int(end))])[0])
-            words.append(WordTimestamp(word, int(start), int(end),
-                                       round(start * self.frame_shift_s, 4),
-                                       round(end * self.frame_shift_s, 4),
-                                       frame_confidence=frame_conf))
+            spelled.append(word_tokens)
+            spans.append((int(start), int(end)))
+        conf = word_frame_confidence(log_probs, spelled, spans).tolist()  # all words at once
+        words = tuple(WordTimestamp("".join(self.vocab.token_text(t) for t in word_tokens),
+                                    start, end, round(start * self.frame_shift_s, 4),
+                                    round(end * self.frame_shift_s, 4), frame_confidence=c)
+                      for word_tokens, (start, end), c in zip(spelled, spans, conf, strict=True))
         return Hypothesis(text=self.vocab.decode_tokens(tokens), score=float(combined_score),
-                          tokens=tuple(tokens), words=tuple(words),
+                          tokens=tuple(tokens), words=words,
                           acoustic_score=float(logit_score),
                           lm_score=float(combined_score - logit_score))
 

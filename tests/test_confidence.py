@@ -12,8 +12,10 @@ from ctclab.decoders.base import create_decoder
 from ctclab.decoders.confidence import (
     token_peak_probs,
     with_confidence,
+    with_confidence_many,
     word_frame_confidence,
     word_posteriors,
+    word_posteriors_many,
 )
 
 
@@ -53,6 +55,41 @@ def test_nbest_posterior_sums_entries_with_the_same_word_at_overlapping_times():
     hyp = with_confidence(Hypothesis(a.text, a.score, words=a.words, nbest=(a, b, c)))
     assert [w.confidence for w in hyp.words] == pytest.approx([0.9, 0.6 * 0.9])
     assert [w.confidence for w in hyp.nbest[1].words] == pytest.approx([0.9, 0.3 * 0.5])
+
+
+def _posteriors_by_hand(entries):
+    """Per word of every entry: the summed posterior of the entries (each once) holding the
+    same word over overlapping frames."""
+    scores = np.array([e.score for e in entries])
+    post = np.exp(scores - scores.max())
+    post /= post.sum()
+    return [[min(1.0, sum(post[k] for k, f in enumerate(entries) if any(
+        v.word == w.word and v.start_frame < w.end_frame and w.start_frame < v.end_frame
+        for v in f.words))) for w in e.words] for e in entries]
+
+
+def test_many_lists_in_one_pass_match_the_definition():
+    rng = np.random.default_rng(3)
+    lists = []
+    for _ in range(30):   # random lists over a small vocabulary: many repeats and overlaps
+        entries = []
+        for _ in range(int(rng.integers(1, 7))):
+            at, words = 0, []
+            for _ in range(int(rng.integers(0, 6))):
+                start = at + int(rng.integers(0, 3))
+                at = start + int(rng.integers(1, 5))
+                words.append((str(rng.choice(["a", "b", "ab", "the"])), start, at, 1.0))
+            entries.append(_entry(words, float(rng.normal(0, 2))))
+        lists.append(entries)
+    lists.append([_entry([], 0.0), _entry([], -1.0)])        # empty entries
+    for entries, got in zip(lists, word_posteriors_many(lists), strict=True):
+        for mine, theirs in zip(got, _posteriors_by_hand(entries), strict=True):
+            assert mine == pytest.approx(theirs, abs=1e-12)
+    hyps = [Hypothesis(es[0].text, es[0].score, words=es[0].words, nbest=tuple(es))
+            for es in lists]
+    for one, many in zip(map(with_confidence, hyps), with_confidence_many(hyps), strict=True):
+        assert [w.confidence for e in one.nbest for w in e.words] == [
+            w.confidence for e in many.nbest for w in e.words]
 
 
 def test_bad_inputs_are_clear_errors():
