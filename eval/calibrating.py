@@ -55,16 +55,18 @@ def calibrate_systems(systems: Sequence[System], caches: Sequence[EmissionCache]
         if not has_confidence(results):
             raise ValueError(f"system {system.label!r} gives no word confidence to calibrate: a "
                              "beam decoder needs n-best lists (--nbest 10)")
-        conf, right, _ = scored_words(results)
+        words = scored_words(results)
         try:
-            cal = fit_calibrator(method, conf, right)
+            cal = fit_calibrator(method, words.confidence, words.correct, words.frame,
+                                 words.utterance)
         except ValueError as exc:
             raise ValueError(f"calibrating {system.label!r} on {split_name}: {exc}") from None
         cal = dataclasses.replace(cal, fitted_on=split_name)
+        right = words.correct
         out[system.label] = SystemCalibration(
-            cal, system.identity(), len(conf), int((~right).sum()),
-            expected_calibration_error(conf, right),
-            expected_calibration_error(cal.apply(conf), right))
+            cal, system.identity(), len(right), int((~right).sum()),
+            expected_calibration_error(words.confidence, right),
+            expected_calibration_error(cal.apply(words.confidence, words.frame), right))
     return CalibrationFile(split_name, out)
 
 

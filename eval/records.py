@@ -160,7 +160,8 @@ class ConfidenceRow:
 
     calibration: what the confidences went through ('none' = the decoder's own, or e.g.
     'temperature (T=1.89) fit on dev-clean+dev-other'); in_sample: the split was part of that fit
-    (its figures are then not a held-out measurement). Rates are fractions; NaN where undefined.
+    (its figures are then not a held-out measurement); ece_raw: the ECE the decoder's own
+    confidence had on these words. Rates are fractions; NaN where undefined.
     """
 
     split: str
@@ -178,6 +179,8 @@ class ConfidenceRow:
     auc_low: float
     auc_high: float
     bins: int
+    # ECE of the decoder's own confidence on the same words (= ece without calibration)
+    ece_raw: float = float("nan")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from ctclab.core.table import Table
-from ctclab.eval.calibration import CalibrationFile
+from ctclab.eval.calibration import AUTO_CANDIDATES, CalibrationFile
 from ctclab.eval.records import Summary
 
 SUMMARY_COLUMNS = ("split", "system", "utterances", "wer", "wer_low", "wer_high", "cer",
@@ -60,10 +60,10 @@ def _systems_table(summary: Summary, ci_sep: str, titles: tuple[str, ...], ci_al
 def _confidence_table(summary: Summary, sep: str) -> Table:
     rows = [(r.split, r.system, r.calibration + (" (in-sample)" if r.in_sample else ""),
              str(r.words), str(r.wrong), f"{r.mean_confidence:.3f}", f"{r.accuracy:.3f}",
-             _num(r.ece), _interval(r.ece_low, r.ece_high, sep), _num(r.auc),
+             _num(r.ece), _interval(r.ece_low, r.ece_high, sep), _num(r.ece_raw), _num(r.auc),
              _interval(r.auc_low, r.auc_high, sep)) for r in summary.confidence]
     return Table(("split", "system", "calibration", "words", "wrong", "mean conf.", "accuracy",
-                  "ECE", "95% CI", "AUC", "95% CI"), rows, align="<<<>>>>><><")
+                  "ECE", "95% CI", "raw ECE", "AUC", "95% CI"), rows, align="<<<>>>>><>><")
 
 
 def _rescoring_table(summary: Summary, interval: str) -> Table:
@@ -137,8 +137,13 @@ def console_table(summary: Summary) -> str:
 
 def calibration_table(data: CalibrationFile) -> str:
     """What a calibration fit did per system: the calibrator, the dev words it saw and their ECE
-    before and after (in-sample: the held-out figures are in the confidence table)."""
+    before and after (in-sample: the held-out figures are in the confidence table), and the
+    cross-validated Brier score of each candidate when ``auto`` chose."""
+    candidates = sorted({m for e in data.systems.values() for m in e.calibrator.cv_brier},
+                        key=AUTO_CANDIDATES.index)
+    rows = [(label, e.calibrator.describe(), str(e.words), str(e.wrong), f"{e.ece_before:.3f}",
+             f"{e.ece_after:.3f}", *(f"{e.calibrator.cv_brier.get(m, math.nan):.4f}"
+                                     for m in candidates)) for label, e in data.systems.items()]
     return f"[calibrate] fitted on {data.split}:\n" + Table(
-        ("system", "calibration", "words", "wrong", "ECE before", "ECE after"),
-        [(label, e.calibrator.describe(), str(e.words), str(e.wrong), f"{e.ece_before:.3f}",
-          f"{e.ece_after:.3f}") for label, e in data.systems.items()], align="<<>>>>").text()
+        ("system", "calibration", "words", "wrong", "ECE before", "ECE after",
+         *(f"CV Brier {m}" for m in candidates)), rows, align="<<>>>>>>>").text()

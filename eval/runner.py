@@ -23,7 +23,7 @@ from typing import Any
 from ctclab.core.normalize import DEFAULT_NORMALIZER, TextNormalizer
 from ctclab.emission.cache import EmissionCache
 from ctclab.eval.calibration import Calibrator
-from ctclab.eval.confidence_metrics import confidence_stats
+from ctclab.eval.confidence_metrics import confidence_stats, expected_calibration_error
 from ctclab.eval.metrics import corpus_from_counts, score_utterance
 from ctclab.eval.oracle import oracle_wer
 from ctclab.eval.progress import DecodeProgress
@@ -181,12 +181,14 @@ def confidence_row(split: str, system: System, results: Sequence[UtteranceResult
     if not has_confidence(results):
         return None
     cal = system.calibrator
-    conf, right, utt = scored_words(results, cal)
-    s = confidence_stats(conf, right, utt, resamples=resamples)
+    words = scored_words(results, cal)
+    s = confidence_stats(words.confidence, words.correct, words.utterance, resamples=resamples)
+    raw = expected_calibration_error(scored_words(results).confidence, words.correct) \
+        if cal is not None else s.ece
     in_sample = cal is not None and split in cal.fitted_on.split("+")
     return ConfidenceRow(split, system.label, cal.describe() if cal else "none", in_sample,
                          s.words, s.wrong, s.mean_confidence, s.accuracy, s.ece, s.ece_low,
-                         s.ece_high, s.auc, s.auc_low, s.auc_high, s.bins)
+                         s.ece_high, s.auc, s.auc_low, s.auc_high, s.bins, raw)
 
 
 def rescore_row(split: str, base: str, base_results: Sequence[UtteranceResult], rescored: str,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,7 +36,8 @@ def word_records(hyp: Hypothesis, score: UtteranceScore, normalizer: TextNormali
         correct = word_correctness([w.word for w in hyp.words], score.alignment, normalizer)
     except ValueError:
         correct = [None] * len(hyp.words)
-    calibrated = calibrator.apply([w.confidence for w in hyp.words]) if calibrator else None
+    calibrated = calibrator.apply([w.confidence for w in hyp.words],
+                                  [w.frame_confidence for w in hyp.words]) if calibrator else None
     out = []
     for k, (w, ok) in enumerate(zip(hyp.words, correct, strict=True)):
         rec: dict[str, Any] = {
@@ -57,23 +58,33 @@ def nbest_records(hyp: Hypothesis, ref: str, normalizer: TextNormalizer
              "errors": score_utterance(ref, e.text, normalizer).words.errors} for e in hyp.nbest]
 
 
-def scored_words(results: Sequence[Any], calibrator: Calibrator | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(confidence, correct, utterance index) of every scored word of ``results``
-    (UtteranceResult with ``words``) that has a confidence: through ``calibrator`` when given,
-    else the decoder's own. Words without confidence or correctness are left out."""
-    conf, right, utt = [], [], []
+class ScoredWords(NamedTuple):
+    """Every scored word with a confidence, as arrays: confidence (the decoder's, or calibrated),
+    frame (its frame confidence; NaN where unknown), correct, utterance (index in the results)."""
+
+    confidence: np.ndarray
+    frame: np.ndarray
+    correct: np.ndarray
+    utterance: np.ndarray
+
+
+def scored_words(results: Sequence[Any], calibrator: Calibrator | None = None) -> ScoredWords:
+    """The words of ``results`` (UtteranceResult with ``words``) that have a confidence and are
+    scored: through ``calibrator`` when given, else the decoder's own."""
+    conf, frame, right, utt = [], [], [], []
     for i, r in enumerate(results):
         for w in r.words:
             if w.get("confidence") is None or w.get("correct") is None:
                 continue
             conf.append(w["confidence"])
+            f = w.get("frame_confidence")
+            frame.append(math.nan if f is None else f)
             right.append(bool(w["correct"]))
             utt.append(i)
-    c = np.asarray(conf, np.float64)
+    c, f = np.asarray(conf, np.float64), np.asarray(frame, np.float64)
     if calibrator is not None and len(c):
-        c = calibrator.apply(c)
-    return c, np.asarray(right, bool), np.asarray(utt, np.int64)
+        c = calibrator.apply(c, f)
+    return ScoredWords(c, f, np.asarray(right, bool), np.asarray(utt, np.int64))
 
 
 def has_confidence(results: Sequence[Any]) -> bool:

@@ -11,9 +11,11 @@ from ctclab.core.normalize import DEFAULT_NORMALIZER
 from ctclab.eval.calibration import (
     CalibrationFile,
     SystemCalibration,
+    cross_validated_brier,
     fit_calibrator,
     load_calibration,
     save_calibration,
+    word_features,
 )
 from ctclab.eval.confidence_metrics import (
     auc,
@@ -84,11 +86,61 @@ def test_temperature_recovers_an_overconfident_scale():
     assert math.isnan(cal.apply([math.nan])[0])
 
 
+def test_platt_weighs_frame_and_posterior_separately():
+    rng = np.random.default_rng(0)
+    n = 2000
+    frame, post = rng.uniform(0.5, 0.9999, n), rng.uniform(0.3, 0.999, n)
+    # right words follow mostly the n-best posterior, a little the frame part; the decoder's
+    # confidence (their product) over-trusts the frame part
+    truth = 1 / (1 + np.exp(-(0.2 * _logit(frame) + 1.0 * _logit(post))))
+    right = rng.uniform(0, 1, n) < truth
+    raw = frame * post
+    cal = fit_calibrator("auto", raw, right, frame, np.arange(n) // 10)
+    assert cal.method == "platt" and cal.params["features"] == ["frame", "posterior"]
+    assert cal.params["weights"] == pytest.approx([0.2, 1.0], abs=0.15)
+    assert cal.cv_brier["platt"] < min(cal.cv_brier["none"], cal.cv_brier["temperature"])
+    fixed = cal.apply(raw, frame)
+    assert expected_calibration_error(fixed, right) < expected_calibration_error(raw, right) / 2
+    assert auc(fixed, right) > auc(raw, right)
+    assert cal.describe().startswith("auto: platt frame 0.")
+    with pytest.raises(ValueError, match="frame confidences"):
+        cal.apply(raw)
+
+
+def test_auto_keeps_the_raw_confidence_unless_calibrating_helps_on_held_out_folds():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.3, 0.999, 2000)
+    right = rng.uniform(0, 1, 2000) < p                     # calibrated already
+    utterance = np.arange(2000) // 10
+    cal = fit_calibrator("auto", p, right, np.ones(2000), utterance)
+    assert set(cal.cv_brier) == {"none", "temperature", "platt"}
+    assert np.abs(cal.apply(p, np.ones(2000)) - p).max() < 0.02
+    over = 1 / (1 + np.exp(-2.0 * _logit(p)))              # twice as sure as it should be
+    cal = fit_calibrator("auto", over, right, np.ones(2000), utterance)
+    assert cal.method == "temperature" and cal.params["temperature"] == pytest.approx(2, rel=0.2)
+    none = fit_calibrator("none", over, right)
+    assert none.apply(over) == pytest.approx(over) and not none.cv_brier
+    # a fold whose training part has no wrong word keeps the raw values instead of failing
+    few = np.r_[np.ones(50, bool), False]
+    assert math.isfinite(cross_validated_brier("temperature", np.full(51, 0.9), few,
+                                               np.ones(51), np.arange(51)))
+
+
+def test_word_features_split_the_confidence_into_frame_and_posterior():
+    f = word_features(np.array([0.45, 0.8, 0.3]), np.array([0.9, 0.8, math.nan]))
+    assert f["frame"] == pytest.approx([0.9, 0.8, 1.0])        # unknown frame part: 1
+    assert f["posterior"] == pytest.approx([0.5, 1.0, 0.3])
+
+
+def _logit(p):
+    return np.log(p / (1 - p))
+
+
 def test_fit_needs_right_and_wrong_words():
     with pytest.raises(ValueError, match="right and words that are wrong"):
         fit_calibrator("temperature", [0.9, 0.8], [True, True])
     with pytest.raises(ValueError, match="unknown calibration method"):
-        fit_calibrator("platt", [0.9, 0.1], [True, False])
+        fit_calibrator("histogram", [0.9, 0.1], [True, False])
 
 
 def test_calibration_file_round_trip_and_system_check(tmp_path):
@@ -99,6 +151,15 @@ def test_calibration_file_round_trip_and_system_check(tmp_path):
         "beam+lm": SystemCalibration(cal, identity, 4, 2, 0.3, 0.2)}))
     loaded = load_calibration(path)
     assert loaded.for_system("beam+lm", identity).apply([0.7]) == pytest.approx(cal.apply([0.7]))
+    assert loaded.for_system("beam+lm", identity).fitted_on == "dev-clean"
+    platt = fit_calibrator("auto", [0.9, 0.8, 0.3, 0.95, 0.2, 0.99], [True, True, False, True,
+                                                                     False, True],
+                           [0.95, 0.9, 0.6, 0.96, 0.5, 0.99])
+    save_calibration(path, CalibrationFile("dev-clean", {
+        "beam+lm": SystemCalibration(platt, identity, 6, 2, 0.1, 0.1)}))
+    again = load_calibration(path).for_system("beam+lm", identity)
+    assert again.cv_brier == pytest.approx(platt.cv_brier) and again.method == platt.method
+    assert again.apply([0.7], [0.8]) == pytest.approx(platt.apply([0.7], [0.8]))
     with pytest.raises(ValueError, match="alpha.*fitted 0.5, now 1.0"):
         loaded.for_system("beam+lm", {"decoder": "beam", "options": {"alpha": 1.0,
                                                                      "hotwords": ()}})

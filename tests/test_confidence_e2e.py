@@ -34,11 +34,13 @@ def test_calibrate_on_dev_then_reuse_on_test(tiny, tmp_path, capsys):
     cal = json.loads((out / "calibration.json").read_text())
     assert cal["split"] == "dev-a+dev-b" and set(cal["systems"]) == {"greedy", "beam",
                                                                       "beam+tiny"}
+    for entry in cal["systems"].values():
+        assert set(entry["calibrator"]["cv_brier"]) == {"none", "temperature", "platt"}
     rows = {r.system: r for r in summary.confidence}
     assert set(rows) == {"greedy", "beam", "beam+tiny"}
     for r in rows.values():
         assert r.words == 7 and r.wrong == 1 and not r.in_sample     # "dot" for "dog"
-        assert 0 <= r.ece <= 1 and "temperature" in r.calibration
+        assert 0 <= r.ece <= 1 and r.calibration.startswith("auto: ")   # the default
     for s in summary.systems:       # the oracle is never worse than the 1-best
         assert math.isnan(s.oracle_wer) if s.system == "greedy" else s.oracle_wer <= s.wer
     lines = (out / "test-a" / "beam+tiny.jsonl").read_text().splitlines()
