@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit a word-confidence calibration per system on these dev splits "
                    "(pooled; never test) and apply it")
     c.add_argument("--calibration-method", choices=CALIBRATION_METHODS,
-                   default=DEFAULT_CALIBRATION_METHOD)
+                   default=DEFAULT_CALIBRATION_METHOD,
+                   help="auto: none, temperature or platt, whichever predicts held-out dev words "
+                   "best (eval/calibration.py)")
     c.add_argument("--calibration", metavar="FILE",
                    help="calibration.json written by --calibrate-split: apply it")
     c.add_argument("--calibration-out", help="where --calibrate-split saves (default "
