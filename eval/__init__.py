@@ -5,5 +5,8 @@ results folders and reports. One module per job:
 - systems: System, build_systems, DecoderFactory      - runner: EvalSettings, evaluate
 - tuning: tune_plan, tune_systems (search: tune)      - report: console_table, summary_markdown/tsv
 - records: the result types; results: ResultsFolder   - progress: DecodeProgress
+- word confidence: word_records (per-word JSONL records), confidence_metrics (right/wrong, ECE,
+  AUC), calibration (calibrators, calibration.json), calibrating (fit per system on dev)
+- n-best lists: oracle (oracle WER), rescore (+ causal_lm: re-ranking with a second LM)
 - metrics, stats, analysis, oov (the caches come from ctclab.emission.stage.open_emissions)
 """

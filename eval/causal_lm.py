@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from ctclab.core.progress import progress_bar
 from ctclab.emission.hub import hub_unreachable, model_in_hf_cache, use_offline_mode
 
 # Case the acoustic words are given to the LM in. Decoders give one case (QuartzNet lower,
@@ -125,9 +125,8 @@ class CausalLMScorer:
             encoded = {t: self.encode(t) for t in todo}
             todo.sort(key=lambda t: len(encoded[t]))
             start = 0
-            # a bar on a terminal only (tqdm's disable=None): scoring on a CPU takes a while
-            bar = tqdm(total=len(todo), desc=f"[rescore] {self.name}", unit="text",
-                       disable=None, leave=False)
+            # scoring on a CPU takes a while: a bar on a terminal, plain lines elsewhere
+            bar = progress_bar(len(todo), f"[rescore] {self.name}", "text", leave=False)
             while start < len(todo):
                 longest = len(encoded[todo[start]])
                 stop = start + 1

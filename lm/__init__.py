@@ -7,6 +7,7 @@
 - ctclab.lm.scalar_batch: a word-at-a-time LM (KenLM) behind the array interface, with its cache
 - ctclab.lm.loaded: load_lm -> LoadedLM (path, model, known words, casing), once per process and
   form (backend 'kenlm', 'arrays' or 'auto')
+- ctclab.lm.sentence: SentenceScorer, KenLMSentenceScorer (whole sentences, for n-best rescoring)
 - ctclab.lm.files: resolve_lm_path (.arpa.gz -> cached .arpa, known names -> download)
 - ctclab.lm.unigrams: read_unigrams / write_unigrams (ARPA streamed, word lists, lexicons)
 - ctclab.lm.casing: WordMapper, make_word_mapper, oov_rate (acoustic words -> LM words)
