@@ -17,6 +17,10 @@ where texts differ). Inputs:
 - real: the QuartzNet emissions in ../shared/emissions/quartznet15x5-base-en (plain numpy reads).
 - peaky: synthetic random words, one dominant label per frame (like real acoustic models).
 - random: log_softmax of unit normal logits, the worst case for token pruning.
+- hama: the hama IPA phoneme emissions in ../shared/emissions/hama-phoneme (a second, unrelated
+  model, V = 191), decoded into words through the IPA lexicon ../shared/lm/en-us-70k-3gram
+  .ipa-lexicon.tsv; the reference peer there is flashlight-text's LexiconDecoder (pyctcdecode
+  decodes no phonemes), and only decoders that take a lexicon run (beam, flashlight).
 """
 from __future__ import annotations
 
@@ -47,6 +51,8 @@ from ctclab.lm.files import resolve_lm_path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CTCLAB_SHARED", REPO.parent / "shared"))
 EMISSIONS_DIR = SHARED / "emissions" / "quartznet15x5-base-en"
+HAMA_DIR = SHARED / "emissions" / "hama-phoneme"
+HAMA_LEXICON = SHARED / "lm" / "en-us-70k-3gram.ipa-lexicon.tsv"
 DEFAULT_LM = SHARED / "lm" / "en-us-70k-3gram.arpa.gz"
 OUT_FILE = REPO / "bench" / "out" / "decode_speed.json"
 FRAME_SHIFT_S = 0.02  # QuartzNet: 20 ms per frame; synthetic inputs use the same
@@ -58,11 +64,16 @@ PEAKY_SHARPNESS = 8.0        # logit boost of the frame's label: p ~ 0.98, like 
 RANDOM_UTTERANCES = 3
 RANDOM_FRAMES = 100
 REFERENCE = "pyctcdecode"
-INPUT_KINDS = ("real", "peaky", "random")
+INPUT_KINDS = ("real", "peaky", "random", "hama")
+DEFAULT_INPUTS = ("real", "peaky", "random")
 # beam-kenlm: our beam scoring through KenLM instead of the array LM (LM runs only, as greedy
 # only runs without an LM).
 DEFAULT_DECODERS = ("beam", "beam-kenlm", "pyctcdecode", "ctc-beam-decoder", "flashlight",
                     "greedy")
+# Per input set: the peer the speed ratio and agreement are taken against (default pyctcdecode),
+# and on sets spelled through a lexicon the decoders that take one.
+REFERENCES = {"hama": "flashlight"}
+LEXICON_DECODERS = ("beam", "beam-kenlm", "flashlight")
 
 
 @dataclass
@@ -73,6 +84,8 @@ class InputSet:
     emissions: list[np.ndarray]
     references: list[str] | None
     audio_seconds: float
+    vocab: Vocabulary | None = None      # None: the QuartzNet letters
+    lexicon: Path | None = None          # pronunciation lexicon the words are spelled through
 
 
 @dataclass
@@ -113,6 +126,20 @@ def load_real(root: Path) -> InputSet:
                  for split, utt, *_ in rows]
     return InputSet("real", emissions, [r[4].strip() for r in rows],
                     sum(float(r[3]) for r in rows))
+
+
+def load_hama(root: Path, lexicon: Path) -> InputSet:
+    """The shared hama phoneme emissions (labels.json: blank last, <wb> between words)."""
+    meta = json.loads((root / "labels.json").read_text(encoding="utf-8"))
+    vocab = Vocabulary.from_labels(meta["labels"], blank=meta["blank_index"],
+                                   delimiter=meta["word_delimiter"], unused=meta.get("unused"),
+                                   units="phonemes")
+    rows = [line.split("\t") for line in
+            (root / "manifest.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    emissions = [np.load(root / split / f"{utt}.npy").astype(np.float32)
+                 for split, utt, *_ in rows]
+    return InputSet("hama", emissions, [r[4].strip() for r in rows],
+                    sum(float(r[3]) for r in rows), vocab, lexicon)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -192,7 +219,9 @@ def _measure(name: str, input_name: str, settings: peers.Settings, repeat: int, 
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     try:
         start = time.perf_counter()
-        decode = peers.build(name, quartznet_vocab(), settings, jobs)
+        if data.lexicon is not None:
+            settings = replace(settings, lexicon=data.lexicon)
+        decode = peers.build(name, data.vocabulary, settings, jobs)
         result.load_s = time.perf_counter() - start
         shortest = min(data.emissions, key=len)
         decode([shortest])  # warm-up: imports, first-call allocations
@@ -269,11 +298,12 @@ def score(measures: list[Measure]) -> None:
     for m in measures:
         groups.setdefault((m.inputs, m.lm), []).append(m)
     for (input_name, lm_label), group in groups.items():
-        ref = next((m for m in group if m.decoder == REFERENCE and not m.error), None)
+        ref = next((m for m in group if m.decoder == _INPUTS[input_name].reference
+                    and not m.error), None)
         refs = _INPUTS[input_name].references
         emissions = _INPUTS[input_name].emissions
         ref_ln_p = None
-        if ref is not None and lm_label == "none":
+        if ref is not None and lm_label == "none" and _INPUTS[input_name].lexicon is None:
             ref_ln_p = ctc_ln_p(quartznet_vocab(), emissions, ref.texts)
         for m in group:
             if m.error:
@@ -294,7 +324,7 @@ def score(measures: list[Measure]) -> None:
 
 def print_table(measures: list[Measure]) -> None:
     header = ("inputs", "LM", "decoder", "utts", "audio s", "load s", "ms/aud-s", "1st pass",
-              "best", "median", "x pyctc", "x median", "agree %", "WER %", "peak MiB", "d ln p")
+              "best", "median", "x ref", "x median", "agree %", "WER %", "peak MiB", "d ln p")
     rows = []
     for m in measures:
         if m.error:
@@ -322,13 +352,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                           "given to every decoder)"),
                      {REFERENCE: PyctcdecodeOptions}, only=peers.MATCHED)
     p.add_argument("--repeat", type=int, default=3, help="passes over each set (timed together)")
-    p.add_argument("--inputs", nargs="+", choices=INPUT_KINDS, default=list(INPUT_KINDS))
+    p.add_argument("--inputs", nargs="+", choices=INPUT_KINDS, default=list(DEFAULT_INPUTS))
     p.add_argument("--lm", default=str(DEFAULT_LM),
                    help="KenLM .arpa/.arpa.gz/.binary; 'none' for no-LM runs only")
     p.add_argument("--decoder", nargs="+", default=list(DEFAULT_DECODERS),
                    help="ctclab decoders and peers to run")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--emissions", default=str(EMISSIONS_DIR))
+    p.add_argument("--hama", default=str(HAMA_DIR), help="hama phoneme emissions folder")
+    p.add_argument("--hama-lexicon", default=str(HAMA_LEXICON),
+                   help="IPA pronunciation lexicon of the LM's words (word<TAB>phonemes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peaky-utterances", type=int, default=PEAKY_UTTERANCES)
     p.add_argument("--random-utterances", type=int, default=RANDOM_UTTERANCES)
@@ -366,6 +399,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipping real inputs: {root}/manifest.tsv not found", file=sys.stderr)
                 continue
             _INPUTS["real"] = load_real(root)
+        elif name == "hama":
+            root, lexicon = Path(args.hama), Path(args.hama_lexicon)
+            if not (root / "manifest.tsv").is_file() or not lexicon.is_file():
+                print(f"skipping hama inputs: {root}/manifest.tsv or {lexicon} not found",
+                      file=sys.stderr)
+                continue
+            _INPUTS["hama"] = load_hama(root, lexicon)
         elif name == "peaky":
             _INPUTS["peaky"] = make_peaky(vocab, rng, args.peaky_utterances,
                                           peaky_lexicon(lm_runs))
@@ -373,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             _INPUTS["random"] = make_random(vocab, rng, args.random_utterances)
     jobs = [(d, i, lm_label, lm_file) for i in _INPUTS for lm_label, lm_file in lm_runs
             for d in args.decoder if not (d == "greedy" and lm_file is not None)
-            and not (d == "beam-kenlm" and lm_file is None)]
+            and not (d == "beam-kenlm" and lm_file is None)
+            and (_INPUTS[i].lexicon is None or d in LEXICON_DECODERS)]
     measures = []
     m = args.matched
     for decoder, input_name, lm_label, lm_file in tqdm(jobs, desc="decoders", unit="run",
@@ -385,9 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     score(measures)
     print(f"\nbeam width {m.beam_width}, token_min_logp {m.token_min_logp}, beam_prune_logp "
           f"{m.beam_prune_logp}, prune_history {m.prune_history}, alpha {m.alpha}, beta "
-          f"{m.beta}, repeat {args.repeat}, jobs {args.jobs}; x pyctc = pyctcdecode's best "
-          "pass / this one's (> 1 = faster), x median the same on median passes; agree = "
-          "identical transcripts to pyctcdecode's; d ln p (no-LM runs) = "
+          f"{m.beta}, repeat {args.repeat}, jobs {args.jobs}; x ref = the reference peer's best "
+          "pass / this one's (> 1 = faster; the reference is pyctcdecode, flashlight on hama), "
+          "x median the same on median passes; agree = identical transcripts to the "
+          "reference's; d ln p (no-LM runs) = "
           "mean ln P(text | emission) over all alignments minus pyctcdecode's (> 0 = the search "
           "found a more probable labelling)")
     print_table(measures)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,9 +38,12 @@ class Settings:
 
     options: PyctcdecodeOptions
     lm_file: Path | None = None
+    lexicon: Path | None = None    # pronunciation lexicon (word<TAB>tokens) words are spelled by
 
 
 Decode = Callable[[Sequence[np.ndarray]], list[str]]
+# flashlight's KenLM wrapper scores in log10; ours and pyctcdecode's in ln.
+LOG10_TO_LN = math.log(10.0)
 
 
 def pyctc_labels(vocab: Vocabulary) -> list[str]:
@@ -73,6 +77,8 @@ def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int, **extra: object) 
     """A registered ctclab decoder with the matched settings (and ``extra`` options)."""
     cls = decoder_class(name)
     options = matched_options(cls.Options, s.options)
+    if s.lexicon is not None and "lexicon_path" in field_names(cls.Options):
+        extra = {**extra, "lexicon_path": str(s.lexicon)}
     if extra:
         options = replace(options, **extra)  # type: ignore[type-var]
     dec = cls(vocab, options)  # frame shift: texts only here
@@ -98,9 +104,15 @@ def ctc_beam_decoder(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
 
 
 def flashlight(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
-    """flashlight-text CTC beam search; beam_threshold = -beam_prune_logp, log-add merging."""
+    """flashlight-text CTC beam search; beam_threshold = -beam_prune_logp, log-add merging.
+
+    flashlight weighs its KenLM scores in log10 (its KenLM wrapper returns them unconverted) where
+    we and pyctcdecode weigh ln: it gets alpha * ln 10, the same weight on the same scale.
+    """
     import flashlight.lib.text.decoder as fl
 
+    if s.lexicon is not None:
+        return flashlight_lexicon(vocab, s, jobs)
     o = s.options
     sil, blank = vocab.delimiter, vocab.blank
     keep_alive: list = []
@@ -127,9 +139,9 @@ def flashlight(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
             _, score = lm.score(start, index)
             trie.insert([spell[c] for c in w] + [sil], index, score)
         trie.smear(fl.SmearingMode.MAX)
-        opts = fl.LexiconDecoderOptions(o.beam_width, token_beam, -o.beam_prune_logp, o.alpha,
-                                        o.beta, o.unk_score_offset, 0.0, True,
-                                        fl.CriterionType.CTC)
+        opts = fl.LexiconDecoderOptions(o.beam_width, token_beam, -o.beam_prune_logp,
+                                        o.alpha * LOG10_TO_LN, o.beta, o.unk_score_offset, 0.0,
+                                        True, fl.CriterionType.CTC)
         unk = word_dict.get_index("<unk>")
         dec = fl.LexiconDecoder(opts, trie, lm, sil, blank, unk, [], False)
         keep_alive.extend([lm, trie, word_dict])  # the C++ decoder points into these
@@ -142,6 +154,51 @@ def flashlight(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
             return ""
         ids = [k for k, _ in itertools.groupby(results[0].tokens) if 0 <= k != blank]
         return vocab.decode_tokens(ids)
+
+    return lambda emissions: fork_map(one, emissions, jobs)
+
+
+def flashlight_lexicon(vocab: Vocabulary, s: Settings, jobs: int) -> Decode:
+    """flashlight-text's LexiconDecoder over a pronunciation lexicon (as torchaudio's ctc_decoder
+    builds it: each spelling + the delimiter into the trie, unigram scores smeared by max), with
+    the KenLM (or, without an LM, flashlight's ZeroLM: the lexicon alone). Returns the words."""
+    import flashlight.lib.text.decoder as fl
+    from flashlight.lib.text.dictionary import Dictionary
+
+    from ctclab.lm.lexicon import read_lexicon
+
+    assert s.lexicon is not None and vocab.delimiter is not None
+    lex = read_lexicon(s.lexicon, vocab)
+    word_dict = Dictionary()
+    for w in [*lex.words, "<unk>"]:
+        word_dict.add_entry(w)
+    if s.lm_file is None:
+        lm = fl.ZeroLM()
+    else:
+        from flashlight.lib.text.decoder.kenlm import KenLM
+
+        lm = KenLM(str(s.lm_file), word_dict)
+    sil, blank = vocab.delimiter, vocab.blank
+    trie = fl.Trie(vocab.size, sil)
+    start = lm.start(False)
+    for spelling, owner in zip(lex.spellings, lex.owners, strict=True):
+        _, score = lm.score(start, owner)
+        trie.insert([*spelling, sil], owner, score)
+    trie.smear(fl.SmearingMode.MAX)
+    o = s.options
+    opts = fl.LexiconDecoderOptions(o.beam_width, vocab.size, -o.beam_prune_logp,
+                                    o.alpha * LOG10_TO_LN, o.beta, o.unk_score_offset, 0.0, True,
+                                    fl.CriterionType.CTC)
+    dec = fl.LexiconDecoder(opts, trie, lm, sil, blank, word_dict.get_index("<unk>"), [], False)
+    keep_alive = [lm, trie, word_dict]  # the C++ decoder points into these
+
+    def one(x: np.ndarray) -> str:
+        assert keep_alive
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        results = dec.decode(x.ctypes.data, x.shape[0], x.shape[1])
+        if not results:
+            return ""
+        return " ".join(word_dict.get_entry(w) for w in results[0].words if w >= 0)
 
     return lambda emissions: fork_map(one, emissions, jobs)
 

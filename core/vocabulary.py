@@ -4,6 +4,12 @@ Two common layouts are handled explicitly (never guessed from the data):
 - wav2vec2 / Hugging Face: ``<pad>`` = blank at 0, ``|`` = word delimiter, ``<s>``, ``</s>``, ``<unk>``
   present but never emitted, letters upper case.
 - NeMo / DeepSpeech style: space = word delimiter, letters lower case, blank last.
+
+Word boundaries follow one of two explicit conventions: a *delimiter* token between words (letters
+``|`` or space, phonemes ``<wb>``), or a *word-start marker* on the first piece of each word
+(``▁`` as SentencePiece and Hugging Face's word-piece CTC tokenizers write it). ``units`` says what
+the tokens are: letters and word pieces spell the text themselves; phonemes reach words only
+through a pronunciation lexicon (ctclab.lm.lexicon).
 """
 from __future__ import annotations
 
@@ -17,6 +23,10 @@ import numpy as np
 SPECIAL_UNUSED_LABELS = frozenset({"<s>", "</s>", "<unk>", "<bos>", "<eos>"})
 KNOWN_BLANK_LABELS = ("<pad>", "<blank>", "<eps>", "_", "")
 KNOWN_DELIMITERS = ("|", " ", "▁")
+# SentencePiece's word-start marker (U+2581), also used by Hugging Face word-piece CTC tokenizers.
+WORD_START_MARKER = "▁"
+# What the tokens are: letters and word pieces spell the words; phonemes need a lexicon.
+UNITS = ("letters", "word_pieces", "phonemes")
 
 
 @dataclass(frozen=True)
@@ -28,12 +38,17 @@ class Vocabulary:
     delimiter: index of the word delimiter label (``|`` or space), or None when the labels carry
         no explicit word boundary.
     unused: indices the model never emits (tokenizer specials); decoders never extend with them.
+    word_start: the marker (``▁``) that word pieces beginning a word carry, or None; set for word
+        pieces, which then have no delimiter.
+    units: 'letters', 'word_pieces' or 'phonemes' (see the module docstring).
     """
 
     labels: tuple[str, ...]
     blank: int
     delimiter: int | None = None
     unused: frozenset[int] = field(default_factory=frozenset)
+    word_start: str | None = None
+    units: str = "letters"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -54,6 +69,18 @@ class Vocabulary:
         if len(set(self.labels)) != size:
             dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
             raise ValueError(f"duplicate labels in the vocabulary: {dupes}")
+        if self.units not in UNITS:
+            raise ValueError(f"unknown units {self.units!r}; valid: {', '.join(UNITS)}")
+        if (self.word_start is not None) != (self.units == "word_pieces"):
+            raise ValueError("word pieces mark word starts (word_start='▁') and only word pieces "
+                             f"do; got units={self.units!r} with word_start={self.word_start!r}")
+        if self.word_start is not None:
+            if not self.word_start:
+                raise ValueError("word_start must be a non-empty marker such as '▁'")
+            if self.delimiter is not None:
+                raise ValueError("word pieces mark word starts with "
+                                 f"{self.word_start!r}; a delimiter token "
+                                 f"({self.labels[self.delimiter]!r}) cannot be used with them")
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
@@ -63,8 +90,15 @@ class Vocabulary:
         blank: int | str | None = None,
         delimiter: int | str | None = None,
         unused: Iterable[int | str] | None = None,
+        word_start: str | None = None,
+        units: str | None = None,
     ) -> Vocabulary:
         """Build from a label list; blank/delimiter/unused may be given as index or label string.
+
+        Word pieces: labels other than a lone ``▁`` that start with ``▁`` make the vocabulary
+        word pieces (word_start ``▁``, no delimiter) unless a delimiter is given; ``units`` defaults
+        to 'word_pieces' then and to 'letters' otherwise (phonemes are never guessed: pass
+        units='phonemes' or let a pronunciation lexicon say so).
 
         When ``blank`` is None it must be one of the well-known blank names (``<pad>``, ``<blank>``,
         ``<eps>``, ``_``, empty string), otherwise a ValueError asks for it explicitly. When
@@ -89,7 +123,13 @@ class Vocabulary:
                 )
             blank = found[0]
         blank_id = index_of(blank, "blank")
-        if delimiter is None:
+        if word_start is None and delimiter is None and units in (None, "word_pieces") and any(
+                lab.startswith(WORD_START_MARKER) and lab != WORD_START_MARKER
+                for i, lab in enumerate(labels) if i != blank_id):
+            word_start = WORD_START_MARKER
+        if word_start is not None:
+            delim_id = None
+        elif delimiter is None:
             delim_id = next((labels.index(d) for d in KNOWN_DELIMITERS if d in labels), None)
         else:
             delim_id = index_of(delimiter, "delimiter")
@@ -98,7 +138,9 @@ class Vocabulary:
         else:
             unused_ids = {index_of(u, "unused") for u in unused}
         unused_ids -= {blank_id, delim_id}
-        return cls(labels, blank_id, delim_id, frozenset(unused_ids))
+        if units is None:
+            units = "word_pieces" if word_start is not None else "letters"
+        return cls(labels, blank_id, delim_id, frozenset(unused_ids), word_start, units)
 
     @classmethod
     def wav2vec2_english(cls) -> Vocabulary:
@@ -107,13 +149,16 @@ class Vocabulary:
         return cls.from_labels(labels, blank="<pad>", delimiter="|")
 
     def to_dict(self) -> dict:
-        """JSON-ready form (stored in cache meta)."""
-        return {
+        """JSON-ready form (stored in cache meta); word_start/units only when not letters."""
+        out = {
             "labels": list(self.labels),
             "blank": self.blank,
             "delimiter": self.delimiter,
             "unused": sorted(self.unused),
         }
+        if self.units != "letters":
+            out.update(word_start=self.word_start, units=self.units)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
@@ -123,7 +168,8 @@ class Vocabulary:
                              f"optional 'delimiter' and 'unused'; got {str(data)[:200]}")
         try:
             return cls(tuple(data["labels"]), int(data["blank"]), data.get("delimiter"),
-                       frozenset(data.get("unused") or ()))
+                       frozenset(data.get("unused") or ()), data.get("word_start"),
+                       data.get("units") or "letters")
         except TypeError as exc:
             raise ValueError(f"malformed vocabulary dict ({exc}): {str(data)[:200]}") from None
 
@@ -144,9 +190,27 @@ class Vocabulary:
 
     @cached_property
     def word_characters(self) -> frozenset[str]:
-        """Characters words can be spelled with: those of the emitting labels except the delimiter."""
+        """Characters words can be spelled with: those of the emitting labels except the delimiter
+        (and the word-start marker of word pieces)."""
         return frozenset(ch for i in self.emitting_ids if int(i) != self.delimiter
-                         for ch in self.labels[int(i)] if ch != " ")
+                         for ch in self.labels[int(i)] if ch != " " and ch != self.word_start)
+
+    @property
+    def spells_words(self) -> bool:
+        """True when the text of the tokens is the text of the words (letters, word pieces);
+        False for phonemes, whose words come from a pronunciation lexicon."""
+        return self.units != "phonemes"
+
+    @cached_property
+    def starts_word(self) -> np.ndarray:
+        """(V,) bool: tokens that begin a new word (word pieces carrying the word-start marker);
+        all False for delimiter vocabularies."""
+        out = np.zeros(self.size, bool)
+        if self.word_start is not None:
+            for i, lab in enumerate(self.labels):
+                out[i] = lab.startswith(self.word_start) and i != self.blank \
+                    and i not in self.unused
+        return out
 
     @cached_property
     def case(self) -> str:
@@ -170,19 +234,28 @@ class Vocabulary:
         return tuple(self.token_text(i) for i in range(len(self.labels)))
 
     def token_text(self, token: int) -> str:
-        """The text a label contributes: a space for the delimiter, '' for blank/unused."""
+        """The text a label contributes: a space for the delimiter, '' for blank/unused; a word
+        piece's word-start marker becomes a space."""
         if token == self.delimiter:
             return " "
         if token == self.blank or token in self.unused:
             return ""
-        return self.labels[token]
+        label = self.labels[token]
+        if self.word_start is not None and label.startswith(self.word_start):
+            return " " + label[len(self.word_start):]
+        return label
 
     def decode_tokens(self, tokens: Iterable[int]) -> str:
         """Collapsed label ids -> text with single spaces between words, no edge spaces."""
         return " ".join("".join(self.token_text(int(t)) for t in tokens).split())
 
     def encode_text(self, text: str) -> list[int]:
-        """Text -> label ids (characters), spaces -> delimiter. Raises on characters not in labels."""
+        """Text -> label ids (characters), spaces -> delimiter. Raises on characters not in labels.
+
+        Word pieces: each word is cut greedily into the longest pieces, the first with the marker.
+        """
+        if self.word_start is not None:
+            return [t for word in text.split() for t in self._longest_pieces(word)]
         ids = []
         for word_index, word in enumerate(text.split()):
             if word_index and self.delimiter is not None:
@@ -191,4 +264,18 @@ class Vocabulary:
                 if ch not in self.label_to_id:
                     raise ValueError(f"character {ch!r} of {text!r} is not in the vocabulary")
                 ids.append(self.label_to_id[ch])
+        return ids
+
+    def _longest_pieces(self, word: str) -> list[int]:
+        ids, at, rest = [], 0, self.word_start + word  # type: ignore[operator]
+        while at < len(rest):
+            for end in range(len(rest), at, -1):
+                token = self.label_to_id.get(rest[at:end])
+                if token is not None and token != self.blank and token not in self.unused:
+                    ids.append(token)
+                    at = end
+                    break
+            else:
+                raise ValueError(f"{word!r} cannot be cut into the vocabulary's word pieces "
+                                 f"(stuck at {rest[at:]!r})")
         return ids

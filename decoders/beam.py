@@ -20,13 +20,16 @@ import numpy as np
 
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders import constants as C
 from ctclab.decoders.base import Decoder, fused_lm, register
 from ctclab.decoders.beam_search import BatchSearch
 from ctclab.decoders.confidence import with_confidence_many
 from ctclab.decoders.lm_fusion import WordScorer
 from ctclab.decoders.options import BeamOptions
-from ctclab.lm.casing import make_word_mapper
+from ctclab.lm.casing import WordMapper, make_word_mapper
+from ctclab.lm.lexicon import read_lexicon
 from ctclab.lm.loaded import LoadedLM, load_word_list
+from ctclab.lm.spelling import Spelling, load_tokenizer, spelled_words
 
 __all__ = ["BeamOptions", "BeamSearchDecoder"]
 
@@ -50,16 +53,31 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
         super().__init__(vocab, options, frame_shift_s=frame_shift_s)
         opts = self.options
         self.lm = fused_lm(opts, lm, opts.lm_backend, opts.lm_arrays_max_mib)
+        self.spelling = make_spelling(vocab, opts.lexicon_path, opts.tokenizer_path,
+                                      opts.skip_unknown_tokens)
+        mode = opts.lexicon_mode or (C.DEFAULT_LEXICON_MODE if self.spelling.from_tokens
+                                     else C.PRONUNCIATION_LEXICON_MODE)
+        if not self.spelling.from_tokens and mode == "none":
+            raise ValueError("lexicon_mode='none' cannot be used with a pronunciation lexicon: "
+                             "its words are the only way from tokens to text (use soft or hard)")
+        self.lexicon_mode = mode
         if self.lm is not None:
-            unigrams, mapper = self.lm.unigrams, self.lm.word_mapper(vocab)
+            unigrams = self.lm.unigrams
         else:  # a lexicon without an LM (unigrams_path alone), or neither
             unigrams = None if opts.unigrams_path is None else load_word_list(opts.unigrams_path)
+        if not self.spelling.from_tokens:  # lexicon words meet the LM's casing in lm.lexicon
+            mapper = WordMapper("identity")
+        elif self.lm is not None:
+            mapper = self.lm.word_mapper(vocab)
+        else:
             mapper = make_word_mapper(vocab, unigrams)
+        known = None
+        if mode != "none" and (unigrams is not None or self.spelling.lexicon is not None):
+            known = spelled_words(self.spelling, unigrams, mapper)
         self.scorer = WordScorer(
-            vocab, None if self.lm is None else self.lm.model, unigrams, mapper, alpha=opts.alpha,
-            beta=opts.beta, lexicon_mode=opts.lexicon_mode,
-            unknown_prefix_penalty=opts.unknown_prefix_penalty, hotwords=opts.hotwords,
-            hotword_weight=opts.hotword_weight)
+            vocab, None if self.lm is None else self.lm.model, known, mapper, alpha=opts.alpha,
+            beta=opts.beta, lexicon_mode=mode, unknown_prefix_penalty=opts.unknown_prefix_penalty,
+            hotwords=opts.hotwords, hotword_weight=opts.hotword_weight, spelling=self.spelling)
 
     @property
     def batch_size(self) -> int:
@@ -93,6 +111,21 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
             if on_done:
                 on_done(len(part))
         return out  # type: ignore[return-value]
+
+
+def make_spelling(vocab: Vocabulary, lexicon_path: str | None, tokenizer_path: str | None,
+                  skip_unknown_tokens: bool = False) -> Spelling:
+    """How the decoder spells words: a lexicon file, a word-piece tokenizer, or the labels."""
+    if lexicon_path is not None and tokenizer_path is not None:
+        raise ValueError("give a lexicon or a tokenizer, not both: the lexicon already spells "
+                         "every word it knows")
+    lexicon = read_lexicon(lexicon_path, vocab, skip_unknown_tokens=skip_unknown_tokens) \
+        if lexicon_path is not None else None
+    if tokenizer_path is not None and vocab.word_start is None:
+        raise ValueError(f"tokenizer {tokenizer_path} given, but the vocabulary has no word "
+                         f"pieces (no label starts with '▁'): letters spell themselves")
+    tokenize = load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
+    return Spelling(vocab, lexicon, tokenize)
 
 
 def _with_nbest(results: list[list[Hypothesis]], nbest: int) -> list[Hypothesis]:

@@ -20,6 +20,16 @@ Scores are natural logs in float64. The word delimiter is folded: a delimiter af
 (or at the start) keeps the same prefix, and at the end a trailing delimiter is merged away, so
 beams are distinct texts. Timestamps: each prefix node records the frame its label started in and
 where its parent's label ended.
+
+Token sets (core.vocabulary): with a delimiter, a word ends at the delimiter; with word pieces, a
+word ends where the next word-start piece (``▁...``) begins. Words of a pronunciation lexicon
+(phonemes) are not their tokens' text: a prefix node that ends a word records which word (a
+pronunciation can be several words, homophones: the extension forks into one beam per word, told
+apart in merging by its homophone "choice"), and the final texts are the words'. Hard lexicon mode
+extends each beam inside a word by all the lexicon's continuations whatever their frame
+probability (as flashlight's lexicon decoder does), and never drops a beam's blank/repeat path to
+token pruning, so an out-of-lexicon stretch of speech becomes the nearest known words instead of
+killing every beam.
 """
 from __future__ import annotations
 
@@ -34,7 +44,7 @@ from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.confidence import word_frame_confidence
 from ctclab.decoders.lm_fusion import WordScorer
 from ctclab.decoders.options import BeamOptions
-from ctclab.decoders.timestamps import make_words, word_spans
+from ctclab.decoders.timestamps import WordSpan, make_words, word_spans
 
 NEG_INF = -math.inf
 
@@ -44,16 +54,19 @@ PB, PNB, LM, PART = range(4)
 # pb: ln P(prefix, path ends in blank); pnb: ln P(prefix, path ends in its last label);
 # lm: word scores so far (LM, bonuses, penalties of finished words); part: unfinished word's score.
 # Integers:
-UTT, LAST, NODE, END, WNODE, CTX, PARENT = range(7)
+UTT, LAST, NODE, END, WNODE, CTX, PARENT, CHOICE, WORD = range(9)
 # utt: utterance in the batch; last: last label (V = none: empty prefix without a delimiter label);
 # node: prefix node id (-1 = empty); end: active-frame index where the last label was last emitted;
 # wnode: trie node of the unfinished word (0 = none); ctx: LM context id; parent: row of the live
-# beam holding this prefix minus its last label, or -1.
+# beam holding this prefix minus its last label, or -1. Only when words come from a pronunciation
+# lexicon: choice: homophone index of the word the last label (a delimiter) finished; word: its
+# word id (-1 unknown / none).
+BASE_INT_ROWS, WORD_INT_ROWS = 7, 9
 
 
 @dataclass
 class _Beams:
-    """Packed struct of arrays: f (4, N) float64 and i (7, N) int64, one column per beam."""
+    """Packed struct of arrays: f (4, N) float64 and i (7 or 9, N) int64, one column per beam."""
 
     f: np.ndarray
     i: np.ndarray
@@ -69,22 +82,27 @@ _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 class _Nodes:
     """Growable prefix-node table: parent node, label, active index of its first frame, the
     active index where the parent's last label was last emitted (that label's end), and a 64-bit
-    hash of the prefix's labels (the empty prefix hashes to 0).
+    hash of the prefix's labels (the empty prefix hashes to 0). With words from a pronunciation
+    lexicon three more rows: the word id a delimiter node finished (-1: unknown or none), a hash
+    of the finished words (the text), and a hash of the labels since the last delimiter.
 
     One text can own several nodes (a prefix pruned and spelled again later while a child of
     the old node lives on); the hash tells such duplicates apart from different texts."""
 
-    def __init__(self) -> None:
+    def __init__(self, words: bool = False, delimiter: int = -1) -> None:
         self.size = 0
+        self.rows = 8 if words else 5
+        self.delimiter = delimiter
         # The last column is never filled: indexing with node -1 reads it, so the empty prefix
         # hashes to 0 without a mask.
-        self.data = np.zeros((5, 4096), np.int64)
+        self.data = np.zeros((self.rows, 4096), np.int64)
 
-    def add(self, parent: np.ndarray, label: np.ndarray, start: np.ndarray, prev_end: np.ndarray
-            ) -> np.ndarray:
+    def add(self, parent: np.ndarray, label: np.ndarray, start: np.ndarray, prev_end: np.ndarray,
+            word: np.ndarray | None = None) -> np.ndarray:
         n = len(parent)
         if self.size + n >= self.data.shape[1]:
-            grown = np.zeros((5, max(2 * self.data.shape[1], self.size + n + 1)), np.int64)
+            grown = np.zeros((self.rows, max(2 * self.data.shape[1], self.size + n + 1)),
+                             np.int64)
             grown[:, : self.size] = self.data[:, : self.size]
             self.data = grown
         data, end = self.data, self.size + n
@@ -96,6 +114,15 @@ class _Nodes:
         np.multiply(data[4].take(parent).view(np.uint64), _HASH_MUL, out=h)
         h += label.view(np.uint64)
         h += np.uint64(1)
+        if self.rows > 5:
+            assert word is not None
+            at_delim = label == self.delimiter
+            data[5, self.size:end] = np.where(at_delim, word, -1)
+            part = data[7].take(parent).view(np.uint64) * _HASH_MUL + label.view(np.uint64) \
+                + np.uint64(1)
+            data[7, self.size:end] = np.where(at_delim, 0, part.view(np.int64))
+            finished = _word_hash(data[6].take(parent), word, data[7].take(parent))
+            data[6, self.size:end] = np.where(at_delim, finished, data[6].take(parent))
         ids = np.arange(self.size, end)
         self.size = end
         return ids
@@ -103,6 +130,18 @@ class _Nodes:
     def text_hash(self, nodes: np.ndarray) -> np.ndarray:
         """(n,) int64 hash of each node's labels; 0 for the empty prefix (node -1)."""
         return self.data[4].take(nodes)
+
+
+# Multiplier of the word-sequence hash (words from a pronunciation lexicon); another odd constant.
+_WORD_MUL = np.uint64(0xC2B2AE3D27D4EB4F)
+# Marks the hash of an unknown word's labels so it never equals a word id.
+_UNKNOWN_SALT = np.uint64(0x165667B19E3779F9)
+
+
+def _word_hash(before: np.ndarray, word: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """Hash of the word sequence ``before`` + one word: its id, or (unknown) its labels' hash."""
+    unit = np.where(word >= 0, word + 1, (part.view(np.uint64) ^ _UNKNOWN_SALT).view(np.int64))
+    return (before.view(np.uint64) * _WORD_MUL + unit.view(np.uint64)).view(np.int64)
 
 
 class BatchSearch:
@@ -120,7 +159,25 @@ class BatchSearch:
                                                                            np.float32)
         self.delim = vocab.delimiter
         self.width = vocab.size + 1   # labels + a sentinel column "no last label" (always -inf)
-        self.nodes = _Nodes()
+        sc = self.scorer
+        # word pieces: a word-start piece ends the word before it (no delimiter token)
+        self.starts = vocab.starts_word if vocab.word_start is not None else None
+        # words from a pronunciation lexicon: track word ids (texts are words, not labels)
+        self.words_out = sc is not None and not sc.text_from_tokens
+        self.forks = self.words_out and sc is not None and sc.homophones > 1 \
+            and self.delim is not None
+        self.hard = sc is not None and sc.hard
+        self.n_int = WORD_INT_ROWS if self.words_out else BASE_INT_ROWS
+        # merge keys: labels, the sentinel, and one column per homophone choice beyond the first
+        self.merge_width = self.width + (sc.homophones - 1 if self.forks and sc else 0)
+        self.nodes = _Nodes(self.words_out, -1 if self.delim is None else self.delim)
+        if self.hard and sc is not None:
+            start, clabel, _ = sc.trie.static_children()
+            self._root_ok = np.zeros(vocab.size, bool)   # labels that start some known word
+            self._root_ok[clabel[start[0]:start[1]]] = True
+            self._word_end = sc.trie.word_count > 0      # known-word nodes that end a word
+            # an extension gains at most max_word_gain over its beam's score
+            self._hard_floor = options.beam_prune_logp - sc.max_word_gain
         self._merge_buf = np.full(1024, -1, np.int64)
         self._minus_one = np.full(1024, -1, np.int64)
 
@@ -185,7 +242,13 @@ class BatchSearch:
         floor = floor_all[rows]
         usable = (sub >= floor[:, None]) & usable_cols
         floored = np.full((len(rows), self.width), NEG_INF)
-        floored[:, : vocab.size] = np.where(usable, sub, NEG_INF)
+        if self.hard:
+            # Hard lexicon: a beam inside an out-of-lexicon stretch must be able to wait (blank)
+            # or hold its label however improbable, else every beam dies there.
+            floored[:, : vocab.size] = np.where(usable_cols, sub, NEG_INF)
+            self.raw = floored.ravel()
+        else:
+            floored[:, : vocab.size] = np.where(usable, sub, NEG_INF)
         self.xf = floored.ravel()
         self.blank_lp = np.zeros(shape, np.float64)
         self.blank_lp[step, utt] = floored[:, vocab.blank]
@@ -221,8 +284,10 @@ class BatchSearch:
             n = len(utts)
             f = np.zeros((4, n))
             f[PNB] = NEG_INF
-            i = np.zeros((7, n), np.int64)
+            i = np.zeros((self.n_int, n), np.int64)
             i[UTT], i[LAST], i[NODE], i[CTX], i[PARENT] = utts, root_last, -1, start_ctx, -1
+            if self.words_out:
+                i[WORD] = -1
             return _Beams(f, i)
 
         finished: list[_Beams] = [roots(np.flatnonzero(self.n_act == 0))]
@@ -273,26 +338,50 @@ class BatchSearch:
             self._arange = np.arange(2 * max(n, m) + 1)
         rng = self._arange
         e = 0
-        if m:
+        choice = None
+        if m or self.hard:
             src = rng[:n].repeat(k)
             ci = (ti[1] - (k.cumsum() - k)).repeat(k) + rng[:m]
             tok = self.cand_tok[ci]
+            lp = self.cand_lp[ci]
+            if self.hard:
+                floor = self._hard_floor - tot - f[LM]
+                if st.beam_prune_logp > NEG_INF:  # relative to the best stay of the utterance
+                    pre = np.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
+                    best_pre = self.neg_utt.copy()
+                    np.maximum.at(best_pre, u, pre)
+                    floor += best_pre.take(u)
+                src, tok, lp = self._hard_candidates(src, tok, lp, i[WNODE], ar, floor)
+            if self.forks:
+                src, tok, lp, choice = self._fork_homophones(src, tok, lp, i[WNODE])
+            m = len(src)
+            if len(self._arange) < m + 1:
+                self._arange = np.arange(2 * m + 1)
+                rng = self._arange
+        if m:
             # base: tot of the source beam, or its pb when the label repeats its last label
             pick = np.concatenate((tot, pb_rep))
             rep_src = (tok == last[src]) * n
             rep_src += src
-            base = pick[rep_src] + self.cand_lp[ci]
-            # Merge into live beams: A + c is the live B whose parent is A and whose last is c.
-            # Keys are shifted by one row so that parentless beams (-1) land in a row never asked.
-            if len(self._merge_buf) < (n + 1) * w:
-                self._merge_buf = np.full(2 * (n + 1) * w, -1, np.int64)
+            base = pick[rep_src] + lp
+            # Merge into live beams: A + c is the live B whose parent is A and whose last is c
+            # (with homophone forks: and whose choice is the same). Keys are shifted by one row
+            # so that parentless beams (-1) land in a row never asked.
+            wm = self.merge_width
+            if len(self._merge_buf) < (n + 1) * wm:
+                self._merge_buf = np.full(2 * (n + 1) * wm, -1, np.int64)
             mb = self._merge_buf
-            pkeys = i[PARENT] * w + last
-            pkeys += w
+            pkeys = i[PARENT] * wm
+            q = src * wm
+            if choice is None:
+                pkeys += last
+                q += tok
+            else:  # choice c > 0 of a word is its own column after the sentinel
+                pkeys += np.where(i[CHOICE] > 0, self.vocab.size + i[CHOICE], last)
+                q += np.where(choice > 0, self.vocab.size + choice, tok)
+            pkeys += wm
             mb[pkeys] = rng[:n]
-            q = src * w
-            q += tok
-            q += w
+            q += wm
             target = mb[q]
             mb[pkeys] = -1
             merged = (target >= 0).nonzero()[0]
@@ -314,8 +403,10 @@ class BatchSearch:
             e = len(sel)
             if e:
                 src, tok, base = src.take(sel), tok.take(sel), base.take(sel)
+                if choice is not None:
+                    choice = choice.take(sel)
         fp = np.empty((4, n + e))
-        ip = np.empty((7, n + e), np.int64)
+        ip = np.empty((self.n_int, n + e), np.int64)
         fp[PB, :n], fp[PNB, :n], fp[LM:, :n] = stay_pb, stay_pnb, f[LM:]
         ip[:, :n] = i
         np.copyto(ip[END, :n], ar, where=stay_pnb > stay_pb)
@@ -323,14 +414,87 @@ class BatchSearch:
             fp[PB, n:], fp[PNB, n:], fp[LM:, n:] = NEG_INF, base, f[LM:].take(src, axis=1)
             ip[:, n:] = i.take(src, axis=1)
             ip[LAST, n:], ip[END, n:], ip[PARENT, n:] = tok, ar.take(src), src
+            if self.words_out:
+                ip[CHOICE, n:] = 0 if choice is None else choice
+                ip[WORD, n:] = -1
             if self.scorer is not None:
                 self._score_words(fp[:, n:], ip[:, n:])
         return self._prune(_Beams(fp, ip), n, n_utt, i[END], stay_score, best)
 
+    def _hard_candidates(self, src: np.ndarray, tok: np.ndarray, lp: np.ndarray,
+                         wnode: np.ndarray, ar: np.ndarray, floor: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hard lexicon: the extensions a beam may make.
+
+        The frame's usable labels that the lexicon allows (a child of the beam's node, the
+        delimiter where its partial word is a word; word pieces: a word-start piece where the
+        word ends). A beam that none of them continues, inside an out-of-lexicon stretch of
+        speech, is not left to die: it extends by every lexicon child of its node (the root's:
+        every label that starts a word), and by the delimiter where its partial word is a word,
+        whatever their frame probability (as flashlight's lexicon decoder does for all beams).
+        src, tok, lp: the usable (beam, label) candidates and their ln probs; floor: (n,) per
+        beam, the ln prob below which its extension cannot come within beam_prune_logp of the
+        utterance's best beam (pruned anyway). Returns the new triple."""
+        sc = self.scorer
+        assert sc is not None
+        trie = sc.trie
+        start, clabel, _ = trie.static_children()
+        root_ok, word_end = self._root_ok, self._word_end
+        wsrc = wnode.take(src)
+        cols = tok if trie.columns is None else trie.columns.take(tok)
+        kid = trie.child[wsrc, cols]
+        allowed = (kid >= 0) & (kid < trie.static_size)
+        if self.starts is not None:
+            begins = self.starts.take(tok)
+            allowed = np.where(begins, ((wsrc == 0) | word_end.take(wsrc)) & root_ok.take(tok),
+                               allowed & (wsrc > 0))
+        elif self.delim is not None:
+            allowed |= (tok == self.delim) & word_end.take(wsrc) & (wsrc > 0)
+        n = len(wnode)
+        stuck = np.bincount(src[allowed], minlength=n) == 0
+        if self.starts is not None:
+            stuck &= wnode > 0
+        cnt = np.where(stuck, start.take(wnode + 1) - start.take(wnode), 0)
+        m2 = int(cnt.sum())
+        rng = np.arange(max(m2, n))
+        src2 = rng[:n].repeat(cnt)
+        idx = start.take(wnode).repeat(cnt) + rng[:m2] - (cnt.cumsum() - cnt).repeat(cnt)
+        parts_src, parts_tok = [src2], [clabel.take(idx)]
+        if self.delim is not None:
+            ends = (stuck & word_end.take(wnode) & (wnode > 0)).nonzero()[0]
+            parts_src.append(ends)
+            parts_tok.append(np.full(len(ends), self.delim, np.int64))
+        src_f = np.concatenate(parts_src)
+        tok_f = np.concatenate(parts_tok)
+        lp_f = self.raw.take(ar.take(src_f) * self.width + tok_f)
+        ok = (lp_f >= floor.take(src_f)).nonzero()[0]
+        return (np.concatenate((src[allowed], src_f.take(ok))),
+                np.concatenate((tok[allowed], tok_f.take(ok))),
+                np.concatenate((lp[allowed], lp_f.take(ok))))
+
+    def _fork_homophones(self, src: np.ndarray, tok: np.ndarray, lp: np.ndarray,
+                         wnode: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One candidate per word of a delimiter candidate's pronunciation (homophones), with its
+        choice 0..k-1; other candidates get choice 0."""
+        sc = self.scorer
+        assert sc is not None
+        wsrc = wnode.take(src)
+        cnt = np.where((tok == self.delim) & (wsrc > 0), sc.word_counts(wsrc), 1)
+        if not (cnt > 1).any():
+            return src, tok, lp, np.zeros(len(src), np.int64)
+        rep = np.arange(len(src)).repeat(cnt)
+        choice = np.arange(len(rep)) - (cnt.cumsum() - cnt).repeat(cnt)
+        return src.take(rep), tok.take(rep), lp.take(rep), choice
+
     def _score_words(self, f: np.ndarray, i: np.ndarray) -> None:
-        """Word-trie moves of the extensions (in place); finished words scored at delimiters."""
+        """Word-trie moves of the extensions (in place); finished words scored at delimiters (or,
+        for word pieces, where the next word starts)."""
         scorer = self.scorer
         assert scorer is not None  # only called when words are scored
+        if self.starts is not None:
+            self._score_pieces(f, i)
+            return
         letters = words = None   # None: all extensions are letters
         if self.delim is not None:
             is_delim = i[LAST] == self.delim
@@ -350,11 +514,31 @@ class BatchSearch:
             if scorer.hard:
                 f[PNB, letters[~scorer.allowed(nodes)]] = NEG_INF
         if words is not None and len(words):
-            delta, ctx = scorer.complete(i[CTX].take(words), i[WNODE].take(words))
+            wnode = i[WNODE].take(words)
+            choices = i[CHOICE].take(words) if self.words_out else None
+            delta, ctx = scorer.complete(i[CTX].take(words), wnode, choices)
             f[LM, words] += delta
             i[CTX, words] = ctx
             f[PART, words] = 0.0
             i[WNODE, words] = 0
+            if choices is not None:
+                i[WORD, words] = scorer.word_ids(wnode, choices)
+
+    def _score_pieces(self, f: np.ndarray, i: np.ndarray) -> None:
+        """Word pieces: a word-start piece finishes the beam's word (scored) and starts a new one."""
+        scorer = self.scorer
+        assert scorer is not None and self.starts is not None
+        begins = self.starts.take(i[LAST])
+        done = (begins & (i[WNODE] > 0)).nonzero()[0]
+        if len(done):
+            delta, ctx = scorer.complete(i[CTX].take(done), i[WNODE].take(done))
+            f[LM, done] += delta
+            i[CTX, done] = ctx
+        nodes = scorer.trie.children(np.where(begins, 0, i[WNODE]), i[LAST])
+        i[WNODE] = nodes
+        f[PART] = scorer.partial_scores(nodes)
+        if scorer.hard:
+            f[PNB, ~scorer.allowed(nodes)] = NEG_INF
 
     def _prune(self, pool: _Beams, n_stays: int, n_utt: int, old_end: np.ndarray,
                stay_score: np.ndarray, stay_best: np.ndarray | None) -> _Beams:
@@ -396,7 +580,8 @@ class BatchSearch:
         j = int(sel.searchsorted(n_stays))
         if j < len(sel):  # surviving extensions get prefix nodes
             ie = out.i[:, j:]
-            ie[NODE] = self.nodes.add(ie[NODE], ie[LAST], ie[END], old_end.take(ie[PARENT]))
+            ie[NODE] = self.nodes.add(ie[NODE], ie[LAST], ie[END], old_end.take(ie[PARENT]),
+                                      ie[WORD] if self.words_out else None)
         # new position of each pool row; the extra last entry maps parent -1 to -1
         if len(self._minus_one) <= total:
             self._minus_one = np.full(2 * total + 1, -1, np.int64)
@@ -412,29 +597,50 @@ class BatchSearch:
         utt, node, last = i[UTT], i[NODE], i[LAST]
         acoustic = np.logaddexp(f[PB], f[PNB]) + self.trail[utt]
         lm = f[LM].copy()
+        open_ids = np.full(len(utt), -1, np.int64)   # word id of the unfinished word (words_out)
         if self.scorer is not None:  # the unfinished word is a word now; then </s>
             open_word = np.flatnonzero(i[WNODE] > 0)
             ctx = i[CTX].copy()
-            if len(open_word):
+            if len(open_word) and self.words_out:
+                delta, ctx[open_word], open_ids[open_word] = self._best_homophone(
+                    ctx[open_word], i[WNODE, open_word])
+                lm[open_word] += delta
+            elif len(open_word):
                 delta, ctx[open_word] = self.scorer.complete(ctx[open_word], i[WNODE, open_word])
                 lm[open_word] += delta
             lm += self.scorer.end(ctx)
         total = acoustic + lm
         bad = ~np.isfinite(total)
-        if bad.any():  # hard lexicon mode left no valid word: fall back to the scores before it
+        drop_open = np.zeros(len(utt), bool)
+        if bad.any():
+            # Hard lexicon, and every beam of an utterance ends inside a word that is none: the
+            # words before it are the text (the unfinished one is dropped), scored without it.
             valid_utt = np.zeros(n_utt, bool)
             valid_utt[utt[~bad]] = True
             fallback = bad & ~valid_utt[utt] & np.isfinite(acoustic)
             lm[fallback] = f[LM, fallback]
+            if self.scorer is not None:
+                drop_open = fallback & (i[WNODE] > 0)
+                lm[drop_open] += self.scorer.end(i[CTX, drop_open])
             total = acoustic + lm
         ok = np.flatnonzero(np.isfinite(total))
         # Beams with one text are one hypothesis: merge them, by text hash (one text can own
         # several prefix nodes), counting a trailing delimiter as no label.
-        canon = node.copy()
-        if self.delim is not None:
-            trailing = (last == self.delim) & (node >= 0)
-            canon[trailing] = self.nodes.data[0, node[trailing]]
-        text = self.nodes.text_hash(canon)
+        if self.words_out:  # the text is the words: hash them, the unfinished one included
+            data = self.nodes.data
+            text = np.where(i[WNODE] > 0, _word_hash(data[6].take(node), open_ids,
+                                                     data[7].take(node)), data[6].take(node))
+        elif self.starts is not None:  # word pieces: several labellings read as one text
+            text = np.zeros(len(node), np.int64)
+            if len(ok):
+                read = self.vocab.decode_tokens
+                text[ok] = [hash(read(p[0])) for p in self._paths(node[ok], i[END, ok])]
+        else:
+            canon = node.copy()
+            if self.delim is not None:
+                trailing = (last == self.delim) & (node >= 0)
+                canon[trailing] = self.nodes.data[0, node[trailing]]
+            text = self.nodes.text_hash(canon)
         order = ok[np.lexsort((-total[ok], text[ok], utt[ok]))]
         same = (utt[order][1:] == utt[order][:-1]) & (text[order][1:] == text[order][:-1])
         starts = np.flatnonzero(np.r_[True, ~same]) if len(order) else order
@@ -449,15 +655,26 @@ class BatchSearch:
         chosen = ranked[rank < max(1, self.options.nbest)]
         per_utt: list[list[Hypothesis]] = [[] for _ in range(n_utt)]
         paths = self._paths(node[rep[chosen]], i[END, rep[chosen]])
-        spans = [word_spans(tokens, start_rows, end_rows, self.vocab)
-                 for tokens, start_rows, end_rows in paths]
+        open_of = open_ids[rep[chosen]].tolist()
+        dropped = drop_open[rep[chosen]].tolist()
+        labellings, spans = [], []
+        for (tokens, start_rows, end_rows, word_ids), open_id, drop in zip(
+                paths, open_of, dropped, strict=True):
+            if drop:  # cut the unfinished word off
+                keep = self._last_word_end(tokens)
+                tokens, start_rows, end_rows = tokens[:keep], start_rows[:keep], end_rows[:keep]
+                word_ids = word_ids[:keep]
+            labellings.append(tokens)
+            spans.append(self._lexicon_spans(tokens, start_rows, end_rows, word_ids, open_id)
+                         if self.words_out else
+                         word_spans(tokens, start_rows, end_rows, self.vocab))
         # Frame confidence of every word of every hypothesis in one pass over the batch's rows
         # (a pass per hypothesis cost more than the n-best search itself).
         flat = [s for ws in spans for s in ws]
         conf = word_frame_confidence(self.x, [s.tokens for s in flat],
                                      [(s.start, s.end) for s in flat]).tolist()
         at = 0
-        for gi, (tokens, _, _), ws in zip(chosen.tolist(), paths, spans, strict=True):
+        for gi, tokens, ws in zip(chosen.tolist(), labellings, spans, strict=True):
             ut = int(g_utt[gi])
             off = int(self.offsets[ut])
             words = make_words([s._replace(start=s.start - off, end=s.end - off) for s in ws],
@@ -472,33 +689,97 @@ class BatchSearch:
                 per_utt[ut].append(Hypothesis.empty())
         return per_utt
 
+    def _last_word_end(self, tokens: list[int]) -> int:
+        """How many labels precede the unfinished last word: up to its delimiter (or, for word
+        pieces, up to its word-start piece)."""
+        for k in range(len(tokens) - 1, -1, -1):
+            if tokens[k] == self.delim:
+                return k + 1
+            if self.starts is not None and self.starts[tokens[k]]:
+                return k
+        return 0
+
+    def _best_homophone(self, ctx: np.ndarray, nodes: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The unfinished words at the end: (score, LM context, word id) of the best of each
+        node's homophones (word score plus </s> after it)."""
+        sc = self.scorer
+        assert sc is not None
+        counts = sc.word_counts(nodes)
+        best = np.full(len(nodes), NEG_INF)
+        delta = np.zeros(len(nodes))
+        new_ctx = ctx.copy()
+        choice = np.zeros(len(nodes), np.int64)
+        for j in range(int(counts.max(initial=1))):
+            at = np.flatnonzero(counts > j)
+            d, c = sc.complete(ctx[at], nodes[at], np.full(len(at), j, np.int64))
+            total = d + sc.end(c)
+            better = total > best[at]
+            if j == 0:
+                better[:] = True
+            up = at[better]
+            best[up], delta[up], new_ctx[up], choice[up] = total[better], d[better], \
+                c[better], j
+        return delta, new_ctx, sc.word_ids(nodes, choice)
+
+    def _lexicon_spans(self, tokens: list[int], starts: list[int], ends: list[int],
+                       word_ids: list[int], open_id: int) -> list[WordSpan]:
+        """Words of a path whose words come from a pronunciation lexicon: each run of labels up
+        to a delimiter is the word that delimiter's node recorded (an unknown one: its labels)."""
+        sc = self.scorer
+        assert sc is not None
+        out: list[WordSpan] = []
+        group: list[int] = []
+        labels = self.vocab.labels
+
+        def flush(word_id: int) -> None:
+            if group:
+                text = sc.word_text[word_id] if word_id >= 0 else "".join(
+                    labels[tokens[k]] for k in group)
+                out.append(WordSpan(text, starts[group[0]], ends[group[-1]],
+                                    [tokens[k] for k in group]))
+                group.clear()
+
+        for k, token in enumerate(tokens):
+            if token == self.delim:
+                flush(word_ids[k])
+            else:
+                group.append(k)
+        flush(open_id)
+        return out
+
     def _paths(self, nodes: np.ndarray, last_end: np.ndarray
-               ) -> list[tuple[list[int], list[int], list[int]]]:
-        """Labels, first rows and rows after the last of each prefix node's labels.
+               ) -> list[tuple[list[int], list[int], list[int], list[int]]]:
+        """Labels, first rows, rows after the last of each prefix node's labels, and (words from
+        a lexicon) the word id each label's node recorded.
 
         nodes: (n,) prefix node ids; last_end: (n,) active index where each last label ended.
         """
         data = self.nodes.data
         rows = self.act_rows.tolist()
         cur = nodes.copy()
-        toks, starts, prev_ends = [], [], []
+        toks, starts, prev_ends, words = [], [], [], []
         while (cur >= 0).any():
             live = cur >= 0
             safe = np.maximum(cur, 0)
             toks.append(np.where(live, data[1, safe], -1))
             starts.append(data[2, safe])
             prev_ends.append(data[3, safe])
+            if self.words_out:
+                words.append(data[5, safe])
             cur = np.where(live, data[0, safe], -1)
         out = []
         if not toks:
-            return [([], [], []) for _ in nodes]
+            return [([], [], [], []) for _ in nodes]
         tok_m = np.stack(toks)[::-1].T.tolist()
         start_m = np.stack(starts)[::-1].T.tolist()
         prev_m = np.stack(prev_ends)[::-1].T.tolist()
+        word_m = np.stack(words)[::-1].T.tolist() if words else None
         for i in range(len(nodes)):
             tk = tok_m[i]
             skip = next((j for j, t in enumerate(tk) if t >= 0), len(tk))
             tk, sf, pe = tk[skip:], start_m[i][skip:], prev_m[i][skip:]
+            wd = word_m[i][skip:] if word_m is not None else []
             ends = pe[1:] + [int(last_end[i])] if tk else []  # a label ends where the next starts
-            out.append((tk, [rows[a] for a in sf], [rows[a] + 1 for a in ends]))
+            out.append((tk, [rows[a] for a in sf], [rows[a] + 1 for a in ends], wd))
         return out

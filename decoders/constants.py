@@ -41,6 +41,9 @@ DEFAULT_BETA = 1.5
 # Lexicon handling of partial words: "soft" penalises, "hard" forbids, "none" ignores.
 LEXICON_MODES = ("none", "soft", "hard")
 DEFAULT_LEXICON_MODE = "soft"
+# With a pronunciation lexicon (phonemes) an unknown partial word has no text of its own (only
+# labels), so by default only lexicon words are output, as flashlight's lexicon decoder does.
+PRONUNCIATION_LEXICON_MODE = "hard"
 
 # ln penalty while a partial word is not a prefix of any known word, and for a finished word that is
 # not known. Same value as pyctcdecode's unk_score_offset (-10). pyctcdecode applies it alike to

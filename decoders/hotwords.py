@@ -13,22 +13,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.decoders.prefix_trie import WordTrie, spell
+from ctclab.decoders.prefix_trie import WordTrie
+from ctclab.lm.spelling import Spelling
 
 
-def hotword_spellings(hotwords: Sequence[str], vocab: Vocabulary) -> list[tuple[str, list[int]]]:
-    """(word, label ids) for every word of every hotword phrase, in the acoustic casing.
+def hotword_spellings(hotwords: Sequence[str], vocab: Vocabulary,
+                      spelling: Spelling | None = None) -> list[tuple[str, list[int]]]:
+    """(word, label ids) for every spelling of every word of every hotword phrase, spelled the
+    way the decoder spells words (letters in the acoustic casing by default; word pieces by the
+    tokenizer; phonemes by the lexicon, every pronunciation).
 
-    Raises ValueError naming the hotword when it uses a character the vocabulary lacks.
+    Raises ValueError naming the hotword when it cannot be spelled.
     """
-    out = []
+    spelling = spelling or Spelling(vocab)
+    out: list[tuple[str, list[int]]] = []
     for phrase in hotwords:
         for word in phrase.split():
-            ids = spell(word, vocab.label_to_id, vocab.case)
-            if ids is None:
-                raise ValueError(f"hotword {word!r} uses characters that are not acoustic labels; "
-                                 f"labels are {list(vocab.labels)[:40]}")
-            out.append((word, ids))
+            found = spelling.spell(word)
+            if not found:
+                how = ("it is not in the lexicon (add a line word<TAB>tokens for it)"
+                       if spelling.lexicon is not None else
+                       f"it uses characters that are not acoustic labels; labels are "
+                       f"{list(vocab.labels)[:40]}")
+                raise ValueError(f"hotword {word!r} cannot be spelled: {how}")
+            out.extend((word, list(ids)) for ids in found)
     return out
 
 
@@ -48,7 +56,7 @@ class HotwordBonus:
         for ids in spellings:
             node = 0
             for depth, label in enumerate(ids, start=1):
-                node = int(trie.child[node, label])
+                node = trie.child_of(node, label)
                 partial[node] = max(partial[node], weight * depth / len(ids))
             word[node] = weight
         return cls(partial, word)

@@ -11,8 +11,15 @@ Score of a finished word (natural log):
     alpha * ln P_LM(word | history) + beta          (only with an LM)
   + unknown_prefix_penalty                          (soft lexicon mode, word not known)
   + hotword bonus
+  (a hotword the LM does not know pays unknown_prefix_penalty instead of its LM term)
 In hard lexicon mode an unknown word scores -inf (the beam is dropped). Without a word list (a
 binary LM and no unigrams_path) "known" means known to the LM.
+
+Words reach tokens through a spelling (lm.spelling): letters, word pieces or a pronunciation
+lexicon. A lexicon node can end several words (homophones): the search tries each (a "choice"
+0..k-1 at the node) and the LM tells them apart; choice 0's word sits in the per-node tables, the
+others in per-homophone tables. An unknown partial word of a pronunciation lexicon has no text
+the LM could know: it is scored as ``<unk>``.
 """
 from __future__ import annotations
 
@@ -24,25 +31,29 @@ import numpy as np
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.constants import AVG_WORD_LABELS, SEARCH_NODE_LIMIT
 from ctclab.decoders.hotwords import HotwordBonus, hotword_spellings
-from ctclab.decoders.prefix_trie import WordTrie, spell
+from ctclab.decoders.prefix_trie import WordTrie
 from ctclab.lm.language_model import BatchLanguageModel, LanguageModel
 from ctclab.lm.scalar_batch import as_batch
+from ctclab.lm.spelling import SpelledWords, Spelling
 
 # _node_word value of a trie node whose word was not looked up yet.
 _UNSET = -1
+# The LM word an unknown partial word of a pronunciation lexicon is scored as.
+UNKNOWN_WORD = "<unk>"
 
 
 class WordScorer:
     """Scores partial and finished words for the search; see the module docstring for the formula.
 
-    lm: LanguageModel or None. unigrams: known words in the LM's casing (None = no lexicon).
-    mapper: acoustic word -> LM word. lexicon_mode: 'none' | 'soft' | 'hard'.
+    lm: LanguageModel or None. known: the known words and their spellings (None = no lexicon).
+    mapper: acoustic word -> LM word. lexicon_mode: 'none' | 'soft' | 'hard'. spelling: how
+    hotwords are spelled (the same way as the known words).
     """
 
-    def __init__(self, vocab: Vocabulary, lm: LanguageModel | None, unigrams: Sequence[str] | None,
+    def __init__(self, vocab: Vocabulary, lm: LanguageModel | None, known: SpelledWords | None,
                  mapper: Callable[[str], str], *, alpha: float, beta: float, lexicon_mode: str,
                  unknown_prefix_penalty: float, hotwords: Sequence[str] = (),
-                 hotword_weight: float = 0.0):
+                 hotword_weight: float = 0.0, spelling: Spelling | None = None):
         self.vocab, self.mapper = vocab, mapper
         self.lm: BatchLanguageModel | None = as_batch(lm) if lm is not None else None
         self.alpha, self.beta = float(alpha), float(beta)
@@ -51,21 +62,17 @@ class WordScorer:
         # the best beam before their words are scored, allowing for this much).
         self.max_word_gain = (max(self.beta, 0.0) if lm is not None else 0.0) + (
             max(float(hotword_weight), 0.0) if hotwords else 0.0)
+        spelling = spelling or Spelling(vocab)
+        # text_from_tokens: words read as their tokens' text (letters, pieces); else (phonemes)
+        # the text of a known word is its lexicon word, of an unknown one its tokens' labels.
+        self.text_from_tokens = spelling.from_tokens
         words: list[str] = []
-        spellings: list[list[int]] = []
-        if unigrams is not None and lexicon_mode != "none":
-            for word in unigrams:
-                ids = spell(word, vocab.label_to_id, vocab.case)
-                if ids is not None and vocab.delimiter not in ids and mapper(
-                        "".join(vocab.labels[i] for i in ids)) == word:
-                    words.append(word)
-                    spellings.append(ids)
-            if not words:
-                raise ValueError(
-                    f"none of the {len(unigrams)} known words (e.g. {list(unigrams)[:5]}) can be "
-                    f"spelled with the acoustic labels ({vocab.case} case): every word would be OOV; "
-                    "use an LM / unigram list written in the model's characters, or "
-                    "lexicon_mode='none'")
+        self.word_text: list[str] = []
+        spellings: list[Sequence[int]] = []
+        owners: list[int] = []
+        if known is not None and lexicon_mode != "none":
+            words, self.word_text = list(known.words), list(known.text)
+            spellings, owners = list(known.spellings), list(known.owners)
         self.lexicon = bool(words)
         # Without a word list (a binary LM), "soft" still penalises and "hard" still forbids
         # finished words the LM itself does not know; partial words are then not checked.
@@ -73,14 +80,31 @@ class WordScorer:
         self.forbid_lm_oov = lexicon_mode == "hard" and not self.lexicon
         self.hard = self.lexicon and lexicon_mode == "hard"
         self.soft = self.lexicon and lexicon_mode == "soft"
-        hot = hotword_spellings(hotwords, vocab) if hotwords else []
-        for _, ids in hot:  # hotwords are known words: no unknown-word penalty for them
+        hot = hotword_spellings(hotwords, vocab, spelling) if hotwords else []
+        index_of = {w: i for i, w in enumerate(words)} if hot else {}
+        self._hot_ids: set[int] = set()   # word ids of the hotwords (homophones share a node)
+        for word, ids in hot:  # hotwords are known words: no unknown-word penalty for them
             # the LM word of the spelling (in the labels' casing), not of the hotword as typed
-            words.append(mapper("".join(vocab.labels[i] for i in ids)))
+            if self.text_from_tokens:
+                text = vocab.decode_tokens(ids) if vocab.word_start is not None else "".join(
+                    vocab.labels[i] for i in ids)
+                lm_word = mapper(text)
+            else:
+                lm_word = text = word.lower() if word.lower() in index_of else word
+            owner = index_of.get(lm_word)
+            if owner is None:
+                owner = index_of[lm_word] = len(words)
+                words.append(lm_word)
+                if not self.text_from_tokens:
+                    self.word_text.append(text)
             spellings.append(ids)
-        self.trie = WordTrie(vocab.size, spellings, words)
+            owners.append(owner)
+            self._hot_ids.add(owner)
+        self.trie = WordTrie(vocab.size, spellings, words, owners,
+                             shared_columns=not self.text_from_tokens)
         self.hot = HotwordBonus.build(self.trie, [ids for _, ids in hot], hotword_weight) if hot \
             else None
+        self.homophones = self.trie.max_homophones
         self._partial = np.zeros(0, np.float64)   # partial_scores per trie node
         self._partial_size = 0                    # nodes [0, size) of it are filled
         self._build_word_tables()
@@ -117,18 +141,51 @@ class WordScorer:
         self._node_word = np.full(capacity, _UNSET, np.int64)
         self._node_extra = np.zeros(capacity, np.float64)
         words = np.flatnonzero(trie.word_index[: trie.static_size] >= 0)
+        self._node_free = np.zeros(capacity, bool)
         if len(words):
-            lm_words = [trie.words[i] for i in trie.word_index[words].tolist()]
-            self._node_word[words] = self.lm.word_ids(lm_words) if self.lm is not None else 0
-            if self.hot is not None:  # known words: no penalty; hotwords: their bonus
-                self._node_extra[words] = self.hot.lookup(self.hot.word, words)
+            self._node_word[words], self._node_extra[words], self._node_free[words] = \
+                self._word_terms(trie.word_index[words], words)
+        # Homophones: every word of every node (choice c of node n is flat index
+        # word_first[n] + c); only read for choices > 0.
+        flat_nodes = np.repeat(np.arange(trie.static_size), trie.word_count)
+        self._flat_word, self._flat_extra, self._flat_free = self._word_terms(trie.node_words,
+                                                                              flat_nodes)
+        self._any_free = bool(self._node_free.any() or self._flat_free.any())
+
+    def _word_terms(self, word_ids: np.ndarray, nodes: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """LM word ids, extra score terms and "LM-free" flags of the known words ``word_ids``
+        (trie.words indices) ending at ``nodes``. Extra: a hotword's bonus. A hotword the LM
+        lacks is LM-free: it pays the unknown-word penalty instead of its LM term (its <unk>
+        probability would outweigh any bonus; KenLM gives -100 log10 when an ARPA has no <unk>)."""
+        n = len(word_ids)
+        extra, free = np.zeros(n, np.float64), np.zeros(n, bool)
+        if not n:
+            return np.zeros(0, np.int64), extra, free
+        lm_words = [self.trie.words[i] for i in word_ids.tolist()]
+        ids = np.asarray(self.lm.word_ids(lm_words), np.int64) if self.lm is not None \
+            else np.zeros(n, np.int64)
+        if self.hot is not None:  # known words: no penalty; hotwords: their bonus
+            named = np.isin(word_ids, list(self._hot_ids))
+            extra += np.where(named | self.text_from_tokens,
+                              self.hot.lookup(self.hot.word, nodes), 0.0)
+            if self.lm is not None:
+                free = named & ~self.lm.known(ids)
+                extra[free] += self.penalty
+        return ids, extra, free
 
     def _fill(self, nodes: np.ndarray) -> None:
         """Word tables of ``nodes`` (unique; not lexicon words): spelled, mapped to the LM's
         casing and looked up once per node."""
-        labels = self.vocab.labels
-        lm_words = [self.mapper("".join(labels[i] for i in self.trie.spelling(node)))
-                    for node in nodes.tolist()]
+        labels, vocab = self.vocab.labels, self.vocab
+        if not self.text_from_tokens:  # an unknown pronunciation has no text the LM knows
+            lm_words = [UNKNOWN_WORD] * len(nodes)
+        elif vocab.word_start is not None:
+            lm_words = [self.mapper(vocab.decode_tokens(self.trie.spelling(node)))
+                        for node in nodes.tolist()]
+        else:
+            lm_words = [self.mapper("".join(labels[i] for i in self.trie.spelling(node)))
+                        for node in nodes.tolist()]
         known = np.zeros(len(nodes), bool)
         if self.lm is not None:
             ids = self.lm.word_ids(lm_words)
@@ -149,9 +206,11 @@ class WordScorer:
         capacity = len(self.trie.parent)
         word = np.full(capacity, _UNSET, np.int64)
         extra = np.zeros(capacity, np.float64)
+        free = np.zeros(capacity, bool)
         word[: len(self._node_word)] = self._node_word
         extra[: len(self._node_extra)] = self._node_extra
-        self._node_word, self._node_extra = word, extra
+        free[: len(self._node_free)] = self._node_free
+        self._node_word, self._node_extra, self._node_free = word, extra, free
 
     # ----------------------------------------------------------------------------- partial words
     def partial_scores(self, nodes: np.ndarray) -> np.ndarray:
@@ -187,8 +246,27 @@ class WordScorer:
         return np.ones(len(nodes), bool)
 
     # ----------------------------------------------------------------------------- finished words
-    def complete(self, contexts: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Score words ``nodes`` finished after LM histories ``contexts``: (delta, new contexts).
+    def word_counts(self, nodes: np.ndarray) -> np.ndarray:
+        """(n,) how many words each node ends, at least 1 (an unknown word is one word)."""
+        static = self.trie.static_size
+        return np.where(nodes < static, np.maximum(
+            self.trie.word_count.take(np.minimum(nodes, static - 1)), 1), 1)
+
+    def word_ids(self, nodes: np.ndarray, choices: np.ndarray) -> np.ndarray:
+        """(n,) word id of homophone ``choices[i]`` at ``nodes[i]``; -1 for an unknown word."""
+        trie = self.trie
+        static = trie.static_size
+        safe = np.minimum(nodes, static - 1)
+        known = (nodes < static) & (trie.word_count.take(safe) > choices)
+        if not len(trie.node_words):
+            return np.full(len(nodes), -1, np.int64)
+        flat = np.minimum(trie.word_first.take(safe) + choices, len(trie.node_words) - 1)
+        return np.where(known, trie.node_words.take(flat), -1)
+
+    def complete(self, contexts: np.ndarray, nodes: np.ndarray,
+                 choices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Score words ``nodes`` (homophone ``choices``, default 0) finished after LM histories
+        ``contexts``: (delta, new contexts).
 
         contexts, nodes: (n,) int64, n >= 1. One LM call for all n words; no Python loop over them
         (only over nodes that end a word for the first time).
@@ -200,9 +278,19 @@ class WordScorer:
             self._fill(np.unique(nodes[ids < 0]))
             ids = self._node_word.take(nodes)
         extra = self._node_extra.take(nodes)
+        free = self._node_free.take(nodes) if self._any_free else None
+        if choices is not None and choices.any():  # homophones after the first: their own words
+            other = choices.nonzero()[0]
+            flat = self.trie.word_first.take(nodes[other]) + choices[other]
+            ids[other] = self._flat_word.take(flat)
+            extra[other] = self._flat_extra.take(flat)
+            if free is not None:
+                free[other] = self._flat_free.take(flat)
         if self.lm is None:
             return extra, contexts
         ln_prob, after = self.lm.score_batch(contexts, ids)
+        if free is not None:  # LM-free hotwords: the penalty (in extra) replaces the LM term
+            ln_prob = np.where(free, 0.0, ln_prob)
         delta = ln_prob * self.alpha
         delta += self.beta
         delta += extra  # one term at most: 0, the penalty, -inf or a (known) hotword's bonus

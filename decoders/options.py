@@ -10,7 +10,8 @@ classes, so they mean the same thing in both:
        │                      nbest                                         (CTC prefix beam searches)
        ├─ BeamOptions         token_top_k, blank_skip_threshold, lexicon_mode,
        │                      unknown_prefix_penalty, batch_size, lm_backend,
-       │                      lm_arrays_max_mib                             (``beam``)
+       │                      lm_arrays_max_mib, lexicon_path, skip_unknown_tokens,
+       │                      tokenizer_path                                (``beam``)
        └─ PyctcdecodeOptions  prune_history, unk_score_offset, lm_score_boundary (``pyctcdecode``)
     GreedyOptions             (none)
 
@@ -114,9 +115,10 @@ class BeamOptions(PrefixSearchOptions):
     blank_skip_threshold: float | None = option(
         C.DEFAULT_BLANK_SKIP_THRESHOLD, "skip frames whose blank probability is at least this "
         "(none: only frames with no usable label)")
-    lexicon_mode: str = option(
-        C.DEFAULT_LEXICON_MODE, "unknown partial words: penalised (soft), forbidden (hard) or "
-        "ignored (none)", choices=C.LEXICON_MODES)
+    lexicon_mode: str | None = option(
+        None, "unknown partial words: penalised (soft), forbidden (hard) or ignored (none); "
+        "unset: soft, or hard when words come from a pronunciation lexicon",
+        choices=C.LEXICON_MODES)
     unknown_prefix_penalty: float = option(
         C.DEFAULT_UNKNOWN_PREFIX_PENALTY, "ln penalty of a partial word that no known word starts "
         "with, and of an unknown finished word (soft lexicon)")
@@ -128,9 +130,21 @@ class BeamOptions(PrefixSearchOptions):
     lm_arrays_max_mib: float = option(
         C.DEFAULT_LM_ARRAYS_MAX_MIB, "largest array LM to build and hold (MiB); larger ones are "
         "scored with KenLM (auto) or refused (arrays)", neutral=True)
+    lexicon_path: str | None = option(
+        None, "pronunciation lexicon, word<TAB>tok tok tok, several lines per word for several "
+        "pronunciations: how words reach the model's tokens (phonemes need one) and the known "
+        "words", flag="lexicon")
+    skip_unknown_tokens: bool = option(
+        False, "skip (and count) lexicon lines whose tokens the model lacks, instead of an error")
+    tokenizer_path: str | None = option(
+        None, "the word-piece model's tokenizer (SentencePiece .model or tokenizer.json) that "
+        "spells words in its pieces (none: the longest pieces)", flag="tokenizer")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for name in ("lexicon_path", "tokenizer_path"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
         _positive_int("batch_size", self.batch_size)
         if self.lm_backend not in LM_BACKENDS:
             raise ValueError(f"unknown lm_backend {self.lm_backend!r}; valid: "
@@ -148,7 +162,7 @@ class BeamOptions(PrefixSearchOptions):
         if self.blank_skip_threshold is not None and not 0.5 < self.blank_skip_threshold <= 1:
             raise ValueError("blank_skip_threshold is a blank probability in (0.5, 1] (or None to "
                              f"never skip), got {self.blank_skip_threshold}")
-        if self.lexicon_mode not in C.LEXICON_MODES:
+        if self.lexicon_mode is not None and self.lexicon_mode not in C.LEXICON_MODES:
             raise ValueError(f"unknown lexicon_mode {self.lexicon_mode!r}; valid: "
                              f"{', '.join(C.LEXICON_MODES)}")
 

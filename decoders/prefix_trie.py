@@ -1,9 +1,13 @@
-"""A character trie over acoustic label ids that names every partial word the beam search spells.
+"""A trie over acoustic token ids that names every partial word the beam search spells.
 
 Node 0 is the empty word. Nodes for known words (the lexicon / unigram list, and hotwords) are built
 up front; a partial word outside the lexicon gets a node the first time a beam spells it, so every
 partial word has one integer id the search can carry in an array. The child table is dense
-(nodes x V int32) so that one fancy-index step maps many (node, label) pairs to children at once.
+(nodes x columns int32) so that one fancy-index step maps many (node, label) pairs to children at
+once. Columns are the labels themselves, or for a large token set whose words come from a
+pronunciation lexicon (phonemes) the tokens the lexicon uses plus one shared column for all
+others (partial words off the lexicon then share nodes: they have no text of their own to tell
+apart). A node may end several words (homophones of a pronunciation lexicon): words_of() lists them.
 """
 from __future__ import annotations
 
@@ -23,19 +27,33 @@ class WordTrie:
     """
 
     def __init__(self, vocab_size: int, spellings: Iterable[Sequence[int]] = (),
-                 words: Sequence[str] = ()):
-        """spellings[i]: label ids spelling words[i] (the word in the LM's own casing)."""
+                 words: Sequence[str] = (), owners: Sequence[int] | None = None,
+                 shared_columns: bool = False):
+        """spellings[k]: label ids spelling words[owners[k]] (owners default: k), words in the LM's
+        own casing. shared_columns: give the child table one column per token the spellings use
+        plus one for all others (for pronunciation lexicons over large token sets)."""
         self.vocab_size = int(vocab_size)
         self.words: list[str] = list(words)
         self.has_lexicon = False
+        spellings = spellings if isinstance(spellings, (list, tuple)) else list(spellings)
+        owners = range(len(spellings)) if owners is None else owners
+        self.columns: np.ndarray | None = None
+        width = self.vocab_size
+        if shared_columns:
+            used = sorted({int(t) for sp in spellings for t in sp})
+            self.columns = np.full(self.vocab_size, len(used), np.int64)
+            self.columns[used] = np.arange(len(used))
+            width = len(used) + 1
+        col = self.columns
         # Build with Python dicts (one pass over the lexicon), then move into dense arrays.
         edges: dict[tuple[int, int], int] = {}
         parents, labels = [-1], [-1]
-        terminal: dict[int, int] = {}
+        terminal: dict[int, int] = {}          # node -> its first word
+        more: dict[int, list[int]] = {}        # node -> its other words (homophones; rare)
         for index, spelling in enumerate(spellings):
             node = 0
             for label in spelling:
-                key = (node, int(label))
+                key = (node, int(label) if col is None else int(col[label]))
                 child = edges.get(key)
                 if child is None:
                     child = len(parents)
@@ -45,12 +63,15 @@ class WordTrie:
                 node = child
             if node:
                 self.has_lexicon = True
-                terminal.setdefault(node, index)
+                owner = owners[index]
+                first = terminal.setdefault(node, owner)
+                if first != owner and owner not in more.setdefault(node, []):
+                    more[node].append(owner)
         count = len(parents)
         capacity = max(_INITIAL_CAPACITY, 2 * count)
         self.size = count
         self.static_size = count  # nodes of known words; later ones are made during search
-        self.child = np.full((capacity, self.vocab_size), -1, np.int32)
+        self.child = np.full((capacity, width), -1, np.int32)
         self.parent = np.full(capacity, -1, np.int64)
         self.label = np.full(capacity, -1, np.int64)
         self.depth = np.zeros(capacity, np.int64)
@@ -66,28 +87,68 @@ class WordTrie:
             # Parents always precede children in creation order, so one pass fills depths.
             for node in range(1, count):
                 self.depth[node] = self.depth[parents[node]] + 1
+        # words_of(n) = node_words[word_first[n]: word_first[n] + word_count[n]]
+        self.word_count = np.zeros(count, np.int64)
+        self.word_first = np.zeros(count, np.int64)
+        flat: list[int] = []
         if terminal:
-            nodes = np.fromiter(terminal.keys(), np.int64)
-            self.word_index[nodes] = np.fromiter(terminal.values(), np.int64)
+            nodes = np.fromiter(terminal.keys(), np.int64, len(terminal))
+            self.word_index[nodes] = np.fromiter(terminal.values(), np.int64, len(terminal))
+            self.word_count[nodes] = 1
+            for node, others in more.items():
+                self.word_count[node] += len(others)
+            self.word_first[nodes] = np.cumsum(self.word_count[nodes]) - self.word_count[nodes]
+            flat = [w for node, first in terminal.items() for w in (first, *more.get(node, ()))]
+        self.node_words = np.array(flat, np.int64)
+        self.max_homophones = int(self.word_count.max(initial=0)) or 1
+        self._static_children: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # ----------------------------------------------------------------------------- lookups
     def children(self, nodes: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(n,) child node ids of (nodes[i], labels[i]); creates nodes for unseen partial words."""
+        if self.columns is not None:
+            labels = self.columns.take(labels)
         kids = self.child[nodes, labels].astype(np.int64)
         missing = kids < 0
         if missing.any():
-            keys = nodes[missing] * self.vocab_size + labels[missing]
+            width = self.child.shape[1]
+            keys = nodes[missing] * width + labels[missing]
             unique, inverse = np.unique(keys, return_inverse=True)
-            new_ids = self._add(unique // self.vocab_size, unique % self.vocab_size)
+            new_ids = self._add(unique // width, unique % width)
             kids[missing] = new_ids[inverse]
         return kids
+
+    def child_of(self, node: int, label: int) -> int:
+        """The child of ``node`` by ``label`` among the nodes built so far, or -1."""
+        column = label if self.columns is None else int(self.columns[label])
+        return int(self.child[node, column])
+
+    def static_children(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Children of the known-word nodes in CSR form: (start (static_size + 1,), label, child):
+        node n's children are child[start[n]:start[n + 1]], reached by label[...] (token ids)."""
+        if self._static_children is None:
+            n = self.static_size
+            kids = np.arange(1, n)
+            parents = self.parent[1:n]
+            order = np.argsort(parents, kind="stable")
+            start = np.searchsorted(parents[order], np.arange(n + 1))
+            self._static_children = (start.astype(np.int64), self.label[kids[order]].copy(),
+                                     kids[order].astype(np.int64))
+        return self._static_children
+
+    def words_of(self, node: int) -> list[int]:
+        """Word ids that ``node`` spells (several for homophones; [] for none)."""
+        if node >= self.static_size:
+            return []
+        first = int(self.word_first[node])
+        return self.node_words[first:first + int(self.word_count[node])].tolist()
 
     def _add(self, parents: np.ndarray, labels: np.ndarray) -> np.ndarray:
         start, count = self.size, len(parents)
         if start + count > len(self.parent):
             self._grow(start + count)
         ids = np.arange(start, start + count, dtype=np.int64)
-        self.child[parents, labels] = ids
+        self.child[parents, labels] = ids   # labels are columns here
         self.parent[ids] = parents
         self.label[ids] = labels
         self.depth[ids] = self.depth[parents] + 1
@@ -130,21 +191,8 @@ class WordTrie:
         """Node id spelling exactly ``spelling``, or -1 when it does not exist (yet)."""
         node = 0
         for label in spelling:
-            node = int(self.child[node, int(label)])
+            node = self.child_of(node, int(label))
             if node < 0:
                 return -1
         return node
 
-
-def spell(word: str, label_to_id: dict[str, int], case: str) -> list[int] | None:
-    """Label ids spelling ``word`` with single-character labels in the acoustic ``case``.
-
-    case: the vocabulary's letter casing ('upper', 'lower', ...); the word is recased to it first.
-    None when a character has no label (the word cannot be emitted by the acoustic model).
-    """
-    if case == "upper":
-        word = word.upper()
-    elif case == "lower":
-        word = word.lower()
-    ids = [label_to_id.get(ch, -1) for ch in word]
-    return None if not ids or min(ids) < 0 else ids

@@ -52,6 +52,11 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
     def __init__(self, vocab: Vocabulary, options: PyctcdecodeOptions | None = None, *,
                  frame_shift_s: float = 0.02, lm: LoadedLM | None = None):
         super().__init__(vocab, options, frame_shift_s=frame_shift_s)
+        if vocab.units == "phonemes":
+            raise ValueError("pyctcdecode decodes letters and word pieces, whose labels spell the "
+                             "words; this model emits phonemes, whose words come only through a "
+                             "pronunciation lexicon: decode it with the beam decoder and "
+                             "--lexicon FILE (lexicon_path=)")
         try:
             import pyctcdecode
         except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -97,16 +102,21 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
             return ""
         if token == self.vocab.delimiter:
             return " "
-        return self.word_mapper(self.vocab.labels[token])
+        label, marker = self.vocab.labels[token], self.vocab.word_start
+        if marker is not None and label.startswith(marker):  # pyctcdecode's BPE style: keep ▁
+            return marker + self.word_mapper(label[len(marker):])
+        return self.word_mapper(label)
 
     def _to_pyctc_text(self, word: str) -> str:
         """A hotword in any casing -> pyctcdecode's label casing; ValueError if not spellable."""
         spelled = hotword_spellings([word], self.vocab)  # recased to the labels, checked
-        return " ".join(self.word_mapper("".join(self.vocab.labels[i] for i in ids))
-                        for _, ids in spelled)
+        return " ".join(self.word_mapper(self.vocab.decode_tokens(ids)) for _, ids in spelled)
 
     def _word_tokens(self, word: str) -> list[int]:
-        """A word in pyctcdecode's labels -> label ids (longest label match first)."""
+        """A word in pyctcdecode's labels -> label ids (longest label match first; word pieces
+        start with the word-start marker)."""
+        if self.vocab.word_start is not None:
+            word = self.vocab.word_start + word
         out, at = [], 0
         while at < len(word):
             for size in range(min(self._max_label_len, len(word) - at), 0, -1):
@@ -176,7 +186,7 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
             spelled.append(word_tokens)
             spans.append((int(start), int(end)))
         conf = word_frame_confidence(log_probs, spelled, spans).tolist()  # all words at once
-        words = tuple(WordTimestamp("".join(self.vocab.token_text(t) for t in word_tokens),
+        words = tuple(WordTimestamp("".join(self.vocab.token_text(t) for t in word_tokens).strip(),
                                     start, end, round(start * self.frame_shift_s, 4),
                                     round(end * self.frame_shift_s, 4), frame_confidence=c)
                       for word_tokens, (start, end), c in zip(spelled, spans, conf, strict=True))
@@ -203,8 +213,10 @@ def _check_labels(labels: list[str], columns: np.ndarray, vocab: Vocabulary) -> 
         if token not in (vocab.blank, vocab.delimiter) and (label.strip() != label or not label):
             raise ValueError(f"label {vocab.labels[token]!r} (id {token}) is empty or has spaces; "
                              "pyctcdecode cannot tell it from the blank or the word delimiter")
-        if token not in (vocab.blank, vocab.delimiter) and label[:1] == "▁" and len(label) > 1:
-            raise ValueError(f"label {label!r} looks like a sentencepiece piece; the pyctcdecode "
-                             "adapter supports character vocabularies only")
+        if token not in (vocab.blank, vocab.delimiter) and label[:1] == "▁" and len(label) > 1 \
+                and vocab.word_start is None:
+            raise ValueError(f"label {label!r} looks like a sentencepiece piece, but the "
+                             "vocabulary has a word delimiter; build it with "
+                             "Vocabulary.from_labels(labels) (word pieces mark word starts)")
         out[label] = int(token)
     return {k: v for k, v in out.items() if v not in (vocab.blank, vocab.delimiter)}

@@ -184,7 +184,10 @@ def import_split(
         blank = info.get("blank_index", info.get("blank"))
     if delimiter is None:
         delimiter = info.get("word_delimiter", info.get("delimiter"))
-    vocab = Vocabulary.from_labels(labels, blank=blank, delimiter=delimiter)
+    # labels.json may list the tokens never emitted ("unused") and say what they are ("units":
+    # letters, word_pieces, phonemes); word pieces are recognised by their word-start marker.
+    vocab = Vocabulary.from_labels(labels, blank=blank, delimiter=delimiter,
+                                   unused=info.get("unused"), units=info.get("units"))
     manifest_file = Path(manifest) if manifest is not None else src / "manifest.tsv"
     if not manifest_file.is_file():
         raise FileNotFoundError(f"manifest {manifest_file} not found; pass manifest= a TSV with "

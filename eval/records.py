@@ -137,6 +137,12 @@ class SystemSummary:
     load_seconds: float
     # the n-best oracle: corpus WER if every utterance took its best n-best entry (NaN: no n-best)
     oracle_wer: float = float("nan")
+    unit: str = "words"   # what wer counts: words, or phonemes (a token-only output's PER)
+
+    @property
+    def shown_system(self) -> str:
+        """The label, marked [PER] when the rate counts phonemes rather than words."""
+        return self.system if self.unit == "words" else f"{self.system} [PER]"
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def _systems_table(summary: Summary, ci_sep: str, titles: tuple[str, ...], ci_al
     rows = []
     for s in summary.systems:
         ci = "" if math.isnan(s.wer_low) else f"{100 * s.wer_low:.2f}{ci_sep}{100 * s.wer_high:.2f}"
-        rows.append((s.split, s.system, f"{100 * s.wer:.2f}", ci, f"{100 * s.cer:.2f}",
+        rows.append((s.split, s.shown_system, f"{100 * s.wer:.2f}", ci, f"{100 * s.cer:.2f}",
                      str(s.substitutions), str(s.deletions), str(s.insertions), str(s.words),
                      f"{s.rtf:.4f}") + ((_pct(s.oracle_wer),) if oracle else ()))
     titles += ("n-best oracle WER %",) if oracle else ()

@@ -43,6 +43,7 @@ from ctclab.eval.results import ResultsFolder
 from ctclab.eval.runner import EvalSettings, evaluate
 from ctclab.eval.stats import DEFAULT_RESAMPLES
 from ctclab.eval.systems import NO_LM, DecoderFactory, build_systems, decoder_options
+from ctclab.eval.token_scoring import phoneme_scoring
 from ctclab.eval.tune import DEFAULT_OPTUNA_TRIALS, TUNE_METHODS, load_params, save_params
 from ctclab.eval.tuning import tune_plan, tune_systems
 
@@ -140,7 +141,15 @@ def run(argv: Sequence[str] | None = None) -> Summary:
 
     caches = {split: cache_of(split) for split in args.split}
     calibrate_on = [caches.get(t) or cache_of(t) for t in args.calibrate_split or []]
-    factory = DecoderFactory()
+    # A pronunciation lexicon (--lexicon) makes the tokens phonemes: token-only outputs get a PER.
+    first = next(iter(caches.values()), None)
+    phonemes = phoneme_scoring(first.vocabulary, values.get("lexicon_path")) \
+        if first is not None else None
+    factory = DecoderFactory("phonemes" if phonemes is not None else None)
+    if phonemes is not None:
+        print(f"[lexicon] {values['lexicon_path']} spells words in the model's phonemes: words "
+              "come from it; decoders that output only tokens are scored by phoneme error rate "
+              "[PER]")
     if plan is not None:
         dev = [caches.get(t) or cache_of(t) for t in plan.splits]
         tuned = tune_systems(plan, dev, args.tune_method, args.tune_trials, factory, settings)
@@ -161,8 +170,11 @@ def run(argv: Sequence[str] | None = None) -> Summary:
     if calibration is not None:
         systems = with_calibration(systems, calibration)
     command = list(sys.argv if argv is None else ["eval/run.py", *argv])
-    summary = evaluate(systems, caches, folder, settings, command, factory)
+    summary = evaluate(systems, caches, folder, settings, command, factory, phonemes)
     print(console_table(summary))
+    if phonemes is not None and phonemes.unspellable:
+        print(f"[PER] {phonemes.unspellable} decoded utterances have reference words the lexicon "
+              "lacks: they are left out of the phoneme error rate")
     print(f"\nresults: {out}/ (summary.md, summary.tsv, summary.json, settings.json, "
           "<split>/<system>.jsonl)")
     return summary

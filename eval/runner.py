@@ -39,6 +39,7 @@ from ctclab.eval.records import (
 from ctclab.eval.results import ResultsFolder, environment_fields
 from ctclab.eval.stats import DEFAULT_RESAMPLES, bootstrap_wer, paired_bootstrap
 from ctclab.eval.systems import DecoderFactory, System, SystemDecoder
+from ctclab.eval.token_scoring import TOKEN_UNIT, PhonemeScoring, outputs_words
 from ctclab.eval.word_records import has_confidence, nbest_records, scored_words, word_records
 
 # Utterances decoded between two appends to the JSONL, per --jobs: small enough that an interrupt
@@ -71,9 +72,13 @@ class EvalSettings:
 def decode_records(decoder: SystemDecoder, cache: EmissionCache, records: Sequence[Any],
                    jobs: int, normalizer: TextNormalizer, progress: DecodeProgress | None = None,
                    sink: Callable[[list[UtteranceResult]], None] | None = None,
-                   calibrator: Calibrator | None = None) -> list[UtteranceResult]:
+                   calibrator: Calibrator | None = None,
+                   tokens: PhonemeScoring | None = None) -> list[UtteranceResult]:
     """Decode ``records`` of ``cache`` chunk by chunk, scoring each utterance.
 
+    tokens: score the output tokens as phonemes against the reference spelled through the
+    lexicon (the "word" counts are then phoneme counts, and no word records are kept), for
+    decoders that output no words.
     sink(results) is called after each chunk (the results folder appends it).
     decode_seconds of an utterance = its share, by frames, of its chunk's wall time. Words go
     with their timestamps and confidence (``calibrator`` adds calibrated values), n-best lists
@@ -90,6 +95,17 @@ def decode_records(decoder: SystemDecoder, cache: EmissionCache, records: Sequen
         frames = sum(max(1, r.num_frames) for r in part)
         results = []
         for r, hyp in zip(part, hyps, strict=True):
+            if tokens is not None:  # phonemes: a PER, no word records
+                counts, chars, ref_norm, hyp_norm = tokens.score(r.text, hyp.tokens, normalizer)
+                results.append(UtteranceResult(
+                    id=r.id, ref=r.text, hyp=hyp.text, ref_norm=ref_norm, hyp_norm=hyp_norm,
+                    substitutions=counts.substitutions, deletions=counts.deletions,
+                    insertions=counts.insertions, ref_words=counts.ref_len,
+                    char_substitutions=chars.substitutions, char_deletions=chars.deletions,
+                    char_insertions=chars.insertions, ref_chars=chars.ref_len,
+                    score=float(hyp.score), decode_seconds=wall * max(1, r.num_frames) / frames,
+                    audio_seconds=float(r.audio_seconds), num_frames=int(r.num_frames)))
+                continue
             s = score_utterance(r.text, hyp.text, normalizer)
             nbest = nbest_records(hyp, r.text, normalizer)
             results.append(UtteranceResult(
@@ -111,8 +127,8 @@ def decode_records(decoder: SystemDecoder, cache: EmissionCache, records: Sequen
 
 
 def evaluate_system(system: System, cache: EmissionCache, split: str, folder: ResultsFolder,
-                    factory: DecoderFactory, settings: EvalSettings
-                    ) -> tuple[list[UtteranceResult], float]:
+                    factory: DecoderFactory, settings: EvalSettings,
+                    tokens: PhonemeScoring | None = None) -> tuple[list[UtteranceResult], float]:
     """Decode the utterances of ``split`` not yet in the results folder; all results in cache
     order and the decoder build seconds (0 when nothing was left to decode)."""
     done = {r.id: r for r in folder.read_utterances(split, system.label)}
@@ -133,13 +149,13 @@ def evaluate_system(system: System, cache: EmissionCache, split: str, folder: Re
                             settings.progress) as bar:
             new = decode_records(decoder, cache, todo, settings.jobs, settings.normalizer, bar,
                                  lambda rs: folder.append_utterances(split, system.label, rs),
-                                 system.calibrator)
+                                 system.calibrator, tokens)
         done.update((r.id, r) for r in new)
     return [done[i] for i in cache.ids], load_seconds
 
 
 def summarise(split: str, system: System, results: list[UtteranceResult], load_seconds: float,
-              resamples: int) -> SystemSummary:
+              resamples: int, unit: str = "words") -> SystemSummary:
     """Corpus sums, bootstrap interval and real-time factor of one system on one split."""
     total = corpus_from_counts([r.word_counts for r in results], [r.char_counts for r in results])
     low = high = float("nan")
@@ -156,7 +172,7 @@ def summarise(split: str, system: System, results: list[UtteranceResult], load_s
         insertions=total.words.insertions, words=total.words.ref_len, chars=total.chars.ref_len,
         ser=total.ser, audio_seconds=audio, decode_seconds=decode,
         rtf=decode / audio if audio > 0 else float("nan"), load_seconds=load_seconds,
-        oracle_wer=oracle_wer(results))
+        oracle_wer=oracle_wer(results), unit=unit)
 
 
 def compare(split: str, labelled: list[tuple[str, list[UtteranceResult]]],
@@ -219,10 +235,14 @@ def run_settings(systems: Sequence[System], caches: Mapping[str, EmissionCache],
 
 def evaluate(systems: Sequence[System], caches: Mapping[str, EmissionCache],
              folder: ResultsFolder, settings: EvalSettings, command: Sequence[str],
-             factory: DecoderFactory | None = None) -> Summary:
+             factory: DecoderFactory | None = None, phonemes: PhonemeScoring | None = None
+             ) -> Summary:
     """Every system on every split (the order given), resuming what ``folder`` holds; writes
     settings.json first and summary.{json,tsv,md} at the end. ValueError when the folder holds
-    results made with other options, normaliser or emissions (resuming would mix them)."""
+    results made with other options, normaliser or emissions (resuming would mix them).
+
+    phonemes: the tokens are phonemes of this lexicon (eval.token_scoring): systems that output
+    no words are scored by phoneme error rate, and compared only with each other."""
     factory = factory or DecoderFactory()
     record = run_settings(systems, caches, settings, command)
     folder.check_resumable(record)
@@ -232,9 +252,14 @@ def evaluate(systems: Sequence[System], caches: Mapping[str, EmissionCache],
     rescoring: list[RescoreRow] = []
     for split, cache in caches.items():
         labelled = []
+        units: dict[str, str] = {}
         for system in systems:
-            results, load_s = evaluate_system(system, cache, split, folder, factory, settings)
-            summaries.append(summarise(split, system, results, load_s, settings.bootstrap))
+            words = outputs_words(system.options, phonemes)
+            results, load_s = evaluate_system(system, cache, split, folder, factory, settings,
+                                              None if words else phonemes)
+            units[system.label] = "words" if words else TOKEN_UNIT
+            summaries.append(summarise(split, system, results, load_s, settings.bootstrap,
+                                       units[system.label]))
             labelled.append((system.label, results))
             row = confidence_row(split, system, results, settings.bootstrap)
             if row is not None:
@@ -244,7 +269,9 @@ def evaluate(systems: Sequence[System], caches: Mapping[str, EmissionCache],
                                        system.label, results, settings.bootstrap)
                 if rescored is not None:
                     rescoring.append(rescored)
-        comparisons += compare(split, labelled, settings.bootstrap)
+        for unit in dict.fromkeys(units.values()):  # a PER is not compared with a WER
+            comparisons += compare(split, [x for x in labelled if units[x[0]] == unit],
+                                   settings.bootstrap)
     summary = Summary(summaries, comparisons, confidence=confidence, rescoring=rescoring)
     folder.write_summary(summary)
     return summary

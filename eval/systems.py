@@ -207,8 +207,11 @@ class DecoderFactory:
     vocabulary, frame shift): a later split with the same vocabulary reuses it. A rescored
     system's decoder is its base decoder followed by the re-ranking (second LM loaded once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, units: str | None = None) -> None:
+        """units: what the tokens are when the cache cannot say (phonemes: --lexicon is a
+        pronunciation lexicon), or None to keep the cache's vocabulary as it is."""
         self._decoders: dict[tuple, Decoder] = {}
+        self.units = units
         self._rescorers: dict[tuple, SentenceScorer] = {}
 
     def rescorer(self, rescore: RescoreOptions, vocab_dict: dict) -> SentenceScorer:
@@ -237,8 +240,10 @@ class DecoderFactory:
         if key in self._decoders:
             return self._decoders[key], 0.0
         start = time.perf_counter()
-        decoder = system.cls(Vocabulary.from_dict(vocab_dict), options,
-                             frame_shift_s=frame_shift_s)
+        vocab = Vocabulary.from_dict(vocab_dict)
+        if self.units is not None:
+            vocab = dataclasses.replace(vocab, units=self.units)
+        decoder = system.cls(vocab, options, frame_shift_s=frame_shift_s)
         self._decoders[key] = decoder
         return decoder, time.perf_counter() - start
 

@@ -6,7 +6,11 @@ import math
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
+
+HAMA = REPO_ROOT.parent / "shared" / "emissions" / "hama-phoneme"
+IPA_LEXICON = REPO_ROOT.parent / "shared" / "lm" / "en-us-70k-3gram.ipa-lexicon.tsv"
 
 
 def test_decode_speed_script_on_tiny_synthetic_sets(tmp_path):
@@ -18,7 +22,7 @@ def test_decode_speed_script_on_tiny_synthetic_sets(tmp_path):
     run = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                          check=False)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "x pyctc" in run.stdout and "ctc-beam-decoder" in run.stdout
+    assert "x ref" in run.stdout and "ctc-beam-decoder" in run.stdout
     results = {(r["inputs"], r["decoder"]): r for r in json.loads(out.read_text())["results"]}
     assert set(results) == {(i, d) for i in ("peaky", "random")
                             for d in ("beam", "pyctcdecode", "ctc-beam-decoder", "greedy")}
@@ -32,3 +36,21 @@ def test_decode_speed_script_on_tiny_synthetic_sets(tmp_path):
     assert results[("peaky", "beam")]["agreement"] == 1.0
     assert all(math.isfinite(r["delta_ln_p"]) for r in results.values())
     assert math.isnan(results[("random", "greedy")]["wer"])   # no references for random logits
+
+
+@pytest.mark.skipif(not (HAMA / "manifest.tsv").is_file() or not IPA_LEXICON.is_file(),
+                    reason="needs ../shared/emissions/hama-phoneme and the IPA lexicon")
+def test_decode_speed_on_the_hama_phoneme_set_against_flashlight(tmp_path):
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, "bench/decode_speed.py", "--inputs", "hama", "--lm", "none",
+           "--repeat", "1", "--decoders", "beam,pyctcdecode,flashlight", "--out", str(out)]
+    run = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = {r["decoder"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {"beam", "flashlight"}   # pyctcdecode decodes no phonemes
+    assert results["flashlight"]["speed_vs_pyctcdecode"] == 1.0   # the reference on hama
+    # the lexicon alone turns phonemes into words: about half of them right for both
+    for r in results.values():
+        assert not r["error"] and 0.3 < r["wer"] < 0.6
+    assert results["beam"]["wer"] <= results["flashlight"]["wer"]
