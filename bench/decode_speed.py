@@ -87,6 +87,15 @@ class InputSet:
     vocab: Vocabulary | None = None      # None: the QuartzNet letters
     lexicon: Path | None = None          # pronunciation lexicon the words are spelled through
 
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self.vocab if self.vocab is not None else quartznet_vocab()
+
+    @property
+    def reference(self) -> str:
+        """The peer speed ratios and agreement are taken against on this set."""
+        return REFERENCES.get(self.name, REFERENCE)
+
 
 @dataclass
 class Measure:

@@ -43,7 +43,7 @@ def test_decode_speed_script_on_tiny_synthetic_sets(tmp_path):
 def test_decode_speed_on_the_hama_phoneme_set_against_flashlight(tmp_path):
     out = tmp_path / "speed.json"
     cmd = [sys.executable, "bench/decode_speed.py", "--inputs", "hama", "--lm", "none",
-           "--repeat", "1", "--decoders", "beam,pyctcdecode,flashlight", "--out", str(out)]
+           "--repeat", "1", "--decoder", "beam", "pyctcdecode", "flashlight", "--out", str(out)]
     run = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                          check=False)
     assert run.returncode == 0, run.stderr[-2000:]
