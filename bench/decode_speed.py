@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from ctclab.core.atomic import atomic_write_text
 from ctclab.core.normalize import DEFAULT_NORMALIZER
-from ctclab.core.options import add_option_flags, given_options
+from ctclab.core.options import HelpFormatter, add_option_flags, given_options
 from ctclab.core.table import Table
 from ctclab.decoders import Vocabulary, available_decoders
 from ctclab.decoders.options import PyctcdecodeOptions
@@ -355,27 +355,41 @@ def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> N
     atomic_write_text(out_file, json.dumps(payload, indent=1))
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python bench/decode_speed.py", description=__doc__,
+                                formatter_class=HelpFormatter)
     add_option_flags(p.add_argument_group("matched search settings (pyctcdecode's options, "
                                           "given to every decoder)"),
                      {REFERENCE: PyctcdecodeOptions}, only=peers.MATCHED)
-    p.add_argument("--repeat", type=int, default=3, help="passes over each set (timed together)")
-    p.add_argument("--inputs", nargs="+", choices=INPUT_KINDS, default=list(DEFAULT_INPUTS))
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timed passes over each set (mean, first and best are reported)")
+    p.add_argument("--inputs", nargs="+", choices=INPUT_KINDS, default=list(DEFAULT_INPUTS),
+                   help="input sets: real (the shared QuartzNet emissions), peaky (synthetic, "
+                   "one dominant label per frame), random (log_softmax of normal logits), hama "
+                   "(the shared IPA phoneme emissions)")
     p.add_argument("--lm", default=str(DEFAULT_LM),
-                   help="KenLM .arpa/.arpa.gz/.binary; 'none' for no-LM runs only")
+                   help="KenLM .arpa/.arpa.gz/.binary for the LM runs; 'none' for no-LM runs only")
     p.add_argument("--decoder", nargs="+", default=list(DEFAULT_DECODERS),
-                   help="ctclab decoders and peers to run")
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--emissions", default=str(EMISSIONS_DIR))
+                   help="ctclab decoders and peers to run (as eval/run.py's --decoder: names "
+                   f"separated by spaces; peers: {', '.join(peers.PEERS)})")
+    p.add_argument("--jobs", type=int, default=1, help="decoding processes per decoder")
+    p.add_argument("--emissions", default=str(EMISSIONS_DIR),
+                   help="folder of the real inputs (labels.json, manifest.tsv, <split>/<id>.npy)")
     p.add_argument("--hama", default=str(HAMA_DIR), help="hama phoneme emissions folder")
     p.add_argument("--hama-lexicon", default=str(HAMA_LEXICON),
                    help="IPA pronunciation lexicon of the LM's words (word<TAB>phonemes)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--peaky-utterances", type=int, default=PEAKY_UTTERANCES)
-    p.add_argument("--random-utterances", type=int, default=RANDOM_UTTERANCES)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
+    p.add_argument("--peaky-utterances", type=int, default=PEAKY_UTTERANCES,
+                   help="utterances in the peaky set")
+    p.add_argument("--random-utterances", type=int, default=RANDOM_UTTERANCES,
+                   help=f"utterances in the random set ({RANDOM_FRAMES} frames each)")
     p.add_argument("--out", default=str(OUT_FILE), help="JSON results file (written atomically)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         args.matched = PyctcdecodeOptions(**given_options(args, {REFERENCE: PyctcdecodeOptions}))

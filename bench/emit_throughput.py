@@ -24,8 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ctclab.core.options import HelpFormatter
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.emission.extract import ExtractOptions, _Runner, pad_batch, plan_batches, select_device
+from ctclab.emission.extract import (
+    DEFAULT_BATCH_SECONDS_CPU,
+    DEFAULT_BATCH_SECONDS_GPU,
+    ExtractOptions,
+    _Runner,
+    pad_batch,
+    plan_batches,
+    select_device,
+)
 from ctclab.emission.models import CTCModel, zero_mean_unit_var
 
 SAMPLE_RATE = 16_000
@@ -128,22 +137,35 @@ def run_pipeline(model: CTCModel, waves: list[np.ndarray], options: ExtractOptio
                   stats.wall_seconds, peak)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python bench/emit_throughput.py", description=__doc__,
+                                formatter_class=HelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    p.add_argument("--batch-seconds", type=float, nargs="+", default=[32.0])
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="compute dtype; float16/bfloat16 run under autocast (GPU)")
+    p.add_argument("--batch-seconds", type=float, nargs="+",
+                   help="padded audio seconds per batch; several: one figure each (default: the "
+                   f"emission stage's own, {DEFAULT_BATCH_SECONDS_CPU:g} on CPU and "
+                   f"{DEFAULT_BATCH_SECONDS_GPU:g} on GPU)")
     p.add_argument("--audio-seconds", type=float, default=60.0,
                    help="total synthetic audio per configuration")
     p.add_argument("--no-peer", action="store_true", help="skip the one-at-a-time peer")
     p.add_argument("--pipeline", action="store_true",
                    help="also time the full extract (FLAC decode, model, cache writes)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's own choice)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
+    if not args.batch_seconds:
+        args.batch_seconds = [DEFAULT_BATCH_SECONDS_GPU if device.type == "cuda"
+                              else DEFAULT_BATCH_SECONDS_CPU]
     model = base_sized_model()
     waves = synthetic_audio(args.audio_seconds)
     runner = _Runner(model, device, args.dtype)

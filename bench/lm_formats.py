@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from ctclab.core.options import HelpFormatter
 from ctclab.decoders import Vocabulary
 from ctclab.lm.array_lm import array_lm_file, load_array_lm
 from ctclab.lm.build import build_binary
@@ -155,11 +156,19 @@ def _measure(kind: str, model: Path, text_file: Path, repeats: int
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lm", type=Path, default=DEFAULT_LM)
-    parser.add_argument("--text", type=Path, default=DEFAULT_TEXT, help="LibriSpeech folder")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python bench/lm_formats.py", description=__doc__,
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--lm", type=Path, default=DEFAULT_LM,
+                        help="the ARPA (.arpa or .arpa.gz) to compare with its binaries")
+    parser.add_argument("--text", type=Path, default=DEFAULT_TEXT,
+                        help="LibriSpeech folder whose *.trans.txt transcripts are scored")
     parser.add_argument("--repeats", type=int, default=3, help="loads per format (best kept)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.lm.is_file():
         print(f"error: {args.lm} not found (the ../shared folder beside the repo)", file=sys.stderr)

@@ -132,6 +132,28 @@ def add_option_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
         parser.add_argument(flag_of(f), **kwargs)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The help layout of every ctclab command: the description as written (its examples keep
+    their lines), and each option's default shown once, as the command line spells it.
+
+    A default is added as ``(default: X)`` unless the help already states one (the word
+    "default" in it, e.g. ``(default: results/<UTC time>)`` for a default computed at run time)
+    or there is nothing to show (None, False, an empty list, a required option, a generated
+    flag whose default is in its help already).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        empty = default is None or default is False or default == [] or default == ()
+        if ("default" in text or empty or action.required
+                or default is argparse.SUPPRESS or isinstance(action, (
+                    argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction))):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
 def given_options(args: argparse.Namespace, owners: Mapping[str, type]) -> dict[str, Any]:
     """The option values given on the command line (flags made by ``add_option_flags``), by
     field name; several values become a tuple."""

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ctclab.core.options import HelpFormatter
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.emission.cache import EmissionCache
 from ctclab.lm.casing import OovReport, make_word_mapper, oov_rate
@@ -50,14 +51,19 @@ def report(lm: str | Path, texts: list[str], vocab: Vocabulary
     return oov_rate(spelled, set(words), mapper), mapper.mode, stats
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctclab.eval.oov", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ctclab.eval.oov", description=__doc__,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--lm", required=True, help="ARPA (.gz allowed), word list or lexicon")
     parser.add_argument("--texts", nargs="+", required=True,
                         help="emission-cache folder(s) or text file(s), one sentence a line")
     parser.add_argument("--vocab", help="cache folder / meta.json / labels.json (default: the "
                         "first cache's vocabulary, else English A-Z and ')")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         texts: list[str] = []
         vocab = load_vocabulary(args.vocab) if args.vocab else None
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         result, mode, stats = report(args.lm, texts, vocab or load_vocabulary(None))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(f"LM {args.lm}: words mapped with {mode!r}; {stats.dropped_words} word(s) the labels "
           "cannot spell not counted")
     print(f"{'words':>8} {'OOV':>8} {'rate %':>7}")

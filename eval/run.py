@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ctclab.core.normalize import NORMALIZERS, get_normalizer
-from ctclab.core.options import add_option_flags, given_options
+from ctclab.core.options import HelpFormatter, add_option_flags, given_options
+from ctclab.decoders.base import available_decoders
 from ctclab.emission.cache import EmissionCache
 from ctclab.emission.options import add_emission_flags, spec_from_flags
 from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
@@ -55,32 +56,45 @@ RESCORE_OPTIONS = {"rescore": RescoreOptions}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python eval/run.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python eval/run.py", description=__doc__,
+                                formatter_class=HelpFormatter)
     p.add_argument("--decoder", nargs="+", default=list(DEFAULT_DECODERS),
-                   help="decoders to compare (registered names)")
-    p.add_argument("--lm", nargs="+", help="KenLM .arpa/.arpa.gz/.binary or a known name; "
-                   f"'{NO_LM}' for a run without LM; several give one system each")
-    p.add_argument("--split", nargs="+", default=list(DEFAULT_SPLITS))
+                   help=f"decoders to compare ({', '.join(available_decoders())})")
+    p.add_argument("--lm", nargs="+", help="KenLM .arpa / .arpa.gz / .binary, or a known name "
+                   f"(python -m ctclab.lm.fetch list); '{NO_LM}' for a system without LM; several "
+                   f"give one system each per decoder that takes an LM (default: {NO_LM})")
+    p.add_argument("--split", nargs="+", default=list(DEFAULT_SPLITS),
+                   help="splits to decode and score, in this order")
     add_emission_flags(p)  # generated from emission/options.py
     add_option_flags(p.add_argument_group(
         "decoder options (generated from decoders/options.py; each goes to the decoders in "
         "brackets)"), decoder_options())
-    p.add_argument("--jobs", type=int, default=1, help="decoding processes")
-    p.add_argument("--out", help="results folder (default results/<UTC time>)")
-    p.add_argument("--normalizer", default="default", choices=sorted(NORMALIZERS))
+    p.add_argument("--jobs", type=int, default=1, help="decoding processes (a fork pool)")
+    p.add_argument("--out", help="results folder; a re-run into it resumes, a run with other "
+                   "inputs is refused (default: results/<UTC time>)")
+    p.add_argument("--normalizer", default="default", choices=sorted(NORMALIZERS),
+                   help="text normaliser of references and hypotheses before scoring "
+                   "(core/normalize.py)")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES,
                    help="bootstrap resamples for intervals and paired tests (0: off)")
     t = p.add_argument_group("tuning")
-    t.add_argument("--tune", nargs="+", metavar="PARAM", help="tune these options, e.g. alpha beta")
+    t.add_argument("--tune", nargs="+", metavar="PARAM",
+                   help="decoder options to tune on --tune-split, e.g. alpha beta; the best "
+                   "values are saved (--params-out) and applied to this run's splits")
     t.add_argument("--tune-split", nargs="+", default=list(DEFAULT_TUNE_SPLITS),
                    help="dev split(s) to tune on; several are pooled into one corpus WER")
-    t.add_argument("--tune-method", choices=TUNE_METHODS, default="grid")
+    t.add_argument("--tune-method", choices=TUNE_METHODS, default="grid",
+                   help="grid: every combination of the values; optuna: TPE search over their "
+                   "ranges (needs optuna)")
     t.add_argument("--tune-values", nargs="+", metavar="NAME=V1,V2",
-                   help="grid per parameter (defaults: alpha and beta grids in eval/tune.py)")
-    t.add_argument("--tune-trials", type=int, default=DEFAULT_OPTUNA_TRIALS)
-    t.add_argument("--params", help="JSON written by --tune: apply its values per system")
-    t.add_argument("--params-out", help="where --tune saves (default <out>/params.json)")
+                   help="values per tuned option (default: the alpha and beta grids of "
+                   "eval/tune.py)")
+    t.add_argument("--tune-trials", type=int, default=DEFAULT_OPTUNA_TRIALS,
+                   help="trials of --tune-method optuna")
+    t.add_argument("--params", help="params file written by --tune: its values replace the "
+                   "options of the systems it names")
+    t.add_argument("--params-out", help="where --tune saves its params file (default: "
+                   "<out>/params.json)")
     c = p.add_argument_group("word confidence and rescoring (decode with --nbest 10)")
     c.add_argument("--calibrate-split", nargs="+", metavar="SPLIT",
                    help="fit a word-confidence calibration per system on these dev splits "
@@ -91,13 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "best (eval/calibration.py)")
     c.add_argument("--calibration", metavar="FILE",
                    help="calibration.json written by --calibrate-split: apply it")
-    c.add_argument("--calibration-out", help="where --calibrate-split saves (default "
+    c.add_argument("--calibration-out", help="where --calibrate-split saves (default: "
                    "<out>/calibration.json)")
     c.add_argument("--rescore", nargs="+", metavar="MODEL",
                    help="re-rank n-best lists with a second LM: a KenLM file or name, or a causal "
                    "LM (hub id or directory); one extra system each")
     add_option_flags(c, RESCORE_OPTIONS)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no notes (warnings and errors still print)")
     return p
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctclab.core.atomic import publish
+from ctclab.core.options import HelpFormatter
 from ctclab.core.table import Table
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.lm.arpa import open_text, read_arpa_header
@@ -221,22 +222,31 @@ def print_summary(result: BuildResult) -> None:
     print("\n" + Table(("file", "size", "path"), files, align="<><").text())
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python lm/build.py", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python lm/build.py", description=__doc__,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--text", nargs="+", required=True, type=Path,
                         help="training text, one sentence a line (UTF-8; .gz allowed)")
-    parser.add_argument("--order", type=int, default=4, help="n-gram order (default 4)")
+    parser.add_argument("--order", type=int, default=BuildOptions.order,
+                        help=f"n-gram order (1..{KENLM_MAX_ORDER})")
     parser.add_argument("--out", required=True, type=Path, help="output ARPA path")
     parser.add_argument("--prune", nargs="+", type=int, default=(),
-                        help="lmplz count thresholds per order, e.g. 0 0 1")
+                        help="lmplz count thresholds per order, e.g. 0 0 1 (default: no pruning)")
     parser.add_argument("--vocab", help="emission-cache folder / meta.json / labels.json whose "
                         "labels the words must be spelled with (default: English A-Z and ')")
-    parser.add_argument("--memory", default=DEFAULT_LMPLZ_MEMORY, help="lmplz sort memory (-S)")
+    parser.add_argument("--memory", default=DEFAULT_LMPLZ_MEMORY,
+                        help="lmplz sort memory (its -S: e.g. 1G, 4G or 50%%)")
     parser.add_argument("--binary", action="store_true", help="also write a KenLM binary")
     parser.add_argument("--binary-out", type=Path, help="binary path (default: OUT with .binary)")
-    parser.add_argument("--binary-type", default="probing", choices=BINARY_TYPES)
-    parser.add_argument("--quantize", type=int, help="trie quantisation bits (e.g. 8)")
-    return parser.parse_args(argv)
+    parser.add_argument("--binary-type", default=BuildOptions.binary_type, choices=BINARY_TYPES,
+                        help="KenLM binary layout: probing (fastest) or trie (smallest)")
+    parser.add_argument("--quantize", type=int, help="bits per trie probability and backoff "
+                        "(e.g. 8; --binary-type trie only; default: none, full floats)")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         result = build(args.text, args.out, options, vocab, binary_out, verbose=True)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print_summary(result)
     return 0
 

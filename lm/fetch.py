@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ctclab.core.atomic import atomic_write_text
+from ctclab.core.options import HelpFormatter
 from ctclab.core.paths import default_cache_root
 from ctclab.lm.constants import COPY_CHUNK_BYTES, LM_CACHE_SUBDIR
 
@@ -208,12 +209,20 @@ def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: s
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ctclab.lm.fetch",
-                                     description="Download LibriSpeech LM resources (OpenSLR 11).")
-    parser.add_argument("name", help="'list' or one of: " + ", ".join(KNOWN_RESOURCES))
-    parser.add_argument("--dest", type=Path, help="folder (default: <cache root>/lm)")
-    args = parser.parse_args(argv)
+                                     description="Download LibriSpeech LM resources (OpenSLR 11): "
+                                     "resumable, checksummed, into the LM cache.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("name", help="'list' (print the known resources) or one of: "
+                        + ", ".join(KNOWN_RESOURCES))
+    parser.add_argument("--dest", type=Path, help="folder to download into (default: "
+                        "<cache root>/lm, e.g. ~/.cache/ctclab/lm)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.name == "list":
         print(f"{'name':32} {'file':28} {'size':>8}  description")
         for res in KNOWN_RESOURCES.values():
@@ -224,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         path = fetch_resource(args.name, args.dest)
     except (ValueError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(f"{args.name}: {path} ({path.stat().st_size / _MB:.1f} MB, sha256 {file_sha256(path)})")
     return 0
 

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctclab.core.options import HelpFormatter
 from ctclab.lm.constants import TOOLS_DIR_ENV
 
 TOOL_NAMES = ("lmplz", "build_binary", "query")
@@ -194,14 +195,27 @@ def _log(verbose: bool, message: str) -> None:
         print(f"[lm.tools] {message}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctclab.lm.tools", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    inst = sub.add_parser("install", help="build lmplz/build_binary/query (no-op when present)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ctclab.lm.tools", description=__doc__,
+                                     formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{install,which}")
+    inst = sub.add_parser("install", help="build lmplz/build_binary/query (no-op when present)",
+                          description="Build KenLM's lmplz, build_binary and query from source "
+                          f"into <tools root>/kenlm/bin\n(${TOOLS_DIR_ENV}, else .tools in the "
+                          "repo); a no-op when they are found there or on PATH.",
+                          formatter_class=HelpFormatter)
     inst.add_argument("--force", action="store_true", help="rebuild even when already available")
     inst.add_argument("--jobs", type=int, default=DEFAULT_BUILD_JOBS, help="parallel make jobs")
-    inst.add_argument("--source", type=Path, help="kenlm source tarball or directory (offline)")
-    sub.add_parser("which", help="print the path of each tool")
+    inst.add_argument("--source", type=Path, help="kenlm source tarball or directory to build "
+                      "(default: the kenlm sdist, fetched with pip into <tools root>/src)")
+    sub.add_parser("which", help="print the path of each tool",
+                   description="Print the path of each KenLM tool, or how to build it.",
+                   formatter_class=HelpFormatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "install":
         if args.jobs < 1:
@@ -210,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             install(force=args.force, jobs=args.jobs, source=args.source)
         except (RuntimeError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return 2
         return 0
     status = 0
     for name in TOOL_NAMES:

@@ -218,7 +218,7 @@ def test_cli_rejects_bad_options_cleanly(tmp_path, capsys, args, message):
     text = tmp_path / "c.txt"
     text.write_text(CORPUS)
     out = tmp_path / "x.arpa"
-    assert main(["--text", str(text), "--out", str(out), *args]) == 1
+    assert main(["--text", str(text), "--out", str(out), *args]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -228,7 +228,7 @@ def test_damaged_gzip_text_is_a_clean_cli_error(tmp_path, capsys):
 
     text = tmp_path / "c.txt.gz"
     text.write_bytes(gzip.compress(CORPUS.encode() * 50)[:-30])  # truncated
-    assert main(["--text", str(text), "--out", str(tmp_path / "x.arpa")]) == 1
+    assert main(["--text", str(text), "--out", str(tmp_path / "x.arpa")]) == 2
     assert "c.txt.gz: the gzip file is damaged or truncated" in capsys.readouterr().err
 
 

@@ -111,5 +111,5 @@ def test_oov_command_on_a_text_file_and_a_cache(tmp_path, lower_vocab, capsys):
     assert main(["--lm", str(lm_words), "--texts", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert "'identity'" in out and out.splitlines()[2].split() == ["3", "1", "33.33"]
-    assert main(["--lm", str(lm_words), "--texts", str(tmp_path / "nope")]) == 1
+    assert main(["--lm", str(lm_words), "--texts", str(tmp_path / "nope")]) == 2
     assert "--texts" in capsys.readouterr().err
