@@ -40,6 +40,7 @@ import peers  # bench/peers.py, beside this script
 from tqdm import tqdm
 
 from ctclab.core.atomic import atomic_write_text
+from ctclab.core.logs import show_notes
 from ctclab.core.normalize import DEFAULT_NORMALIZER
 from ctclab.core.options import HelpFormatter, add_option_flags, given_options
 from ctclab.core.table import Table
@@ -331,21 +332,32 @@ def score(measures: list[Measure]) -> None:
                 m.wer = corpus_wer(refs, m.texts)
 
 
-def print_table(measures: list[Measure]) -> None:
-    header = ("inputs", "LM", "decoder", "utts", "audio s", "load s", "ms/aud-s", "1st pass",
-              "best", "median", "x ref", "x median", "agree %", "WER %", "peak MiB", "d ln p")
-    rows = []
+def _cell(value: float, spec: str, scale: float = 1.0) -> str:
+    """A figure for the table; "-" where it does not exist (e.g. d ln p of an LM run, WER
+    without references), never "nan"."""
+    return "-" if not np.isfinite(value) else format(scale * value, spec)
+
+
+def table_rows(measures: list[Measure]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
     for m in measures:
         if m.error:
             rows.append((m.inputs, m.lm, m.decoder, "ERROR", m.error))
             continue
         rows.append((m.inputs, m.lm, m.decoder, str(m.utterances), f"{m.audio_seconds:.1f}",
-                     f"{m.load_s:.2f}", f"{m.ms_per_audio_s:.3f}",
-                     f"{m.first_pass_ms_per_audio_s:.3f}", f"{m.best_pass_ms_per_audio_s:.3f}",
-                     f"{m.median_pass_ms_per_audio_s:.3f}", f"{m.speed_vs_pyctcdecode:.2f}",
-                     f"{m.median_speed_vs_pyctcdecode:.2f}", f"{100 * m.agreement:.1f}",
-                     f"{100 * m.wer:.2f}", f"{m.peak_mib:.1f}", f"{m.delta_ln_p:.2f}"))
-    print(Table(header, rows, align="<<<" + ">" * 13).text())
+                     f"{m.load_s:.2f}", _cell(m.ms_per_audio_s, ".3f"),
+                     _cell(m.first_pass_ms_per_audio_s, ".3f"),
+                     _cell(m.best_pass_ms_per_audio_s, ".3f"),
+                     _cell(m.median_pass_ms_per_audio_s, ".3f"), _cell(m.speed_vs_pyctcdecode, ".2f"),
+                     _cell(m.median_speed_vs_pyctcdecode, ".2f"), _cell(m.agreement, ".1f", 100),
+                     _cell(m.wer, ".2f", 100), _cell(m.peak_mib, ".1f"), _cell(m.delta_ln_p, ".2f")))
+    return rows
+
+
+def print_table(measures: list[Measure]) -> None:
+    header = ("inputs", "LM", "decoder", "utts", "audio s", "load s", "ms/aud-s", "1st pass",
+              "best", "median", "x ref", "x median", "agree %", "WER %", "peak MiB", "d ln p")
+    print(Table(header, table_rows(measures), align="<<<" + ">" * 13).text())
 
 
 def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> None:
@@ -406,6 +418,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    show_notes(not args.quiet)
     _INPUTS.clear()
     rng = np.random.default_rng(args.seed)
     vocab = quartznet_vocab()

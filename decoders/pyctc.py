@@ -75,8 +75,9 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
         self._hotwords = [self._to_pyctc_text(w) for w in opts.hotwords]
         if self.lm is not None and self.lm.unigrams is None:
             warnings.warn(f"{self.lm.path or 'the LM'}: no word list for this binary LM, so "
-                          "pyctcdecode penalises every partial word; pass unigrams_path=<word "
-                          "list or ARPA>", stacklevel=2)
+                          "pyctcdecode penalises every partial word; give one: --unigrams FILE "
+                          "(a word list, lexicon or the ARPA; unigrams_path= in Python)",
+                          stacklevel=2)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pyctcdecode warns about small test LMs
             alphabet = pyctcdecode.Alphabet.build_alphabet(self._labels)

@@ -1,7 +1,7 @@
 """How a run's figures are shown: the console table, summary.md and summary.tsv, all drawn by
 the one table renderer (ctclab.core.table) from a Summary.
 
-    print(console_table(summary))            # WER % with interval, CER, S/D/I, words, RTF; tests
+    print(console_table(summary))            # WER % with interval, CER, S/D/I, words, speed; tests
     summary_markdown(summary)                # summary.md: the same, plus every paired test
     summary_tsv(summary)                     # summary.tsv: machine-readable, rates as fractions
     calibration_table(data)                  # what --calibrate-split fitted, per system
@@ -17,6 +17,8 @@ from ctclab.core.table import Table
 from ctclab.eval.calibration import AUTO_CANDIDATES, CalibrationFile
 from ctclab.eval.records import Summary
 
+# The speed column: audio seconds decoded per wall second (decoder loading not included).
+SPEED_TITLE = "x real time"
 SUMMARY_COLUMNS = ("split", "system", "utterances", "wer", "wer_low", "wer_high", "cer",
                    "substitutions", "deletions", "insertions", "words", "ser", "audio_seconds",
                    "decode_seconds", "rtf", "load_seconds", "oracle_wer")
@@ -52,7 +54,7 @@ def _systems_table(summary: Summary, ci_sep: str, titles: tuple[str, ...], ci_al
         ci = "" if math.isnan(s.wer_low) else f"{100 * s.wer_low:.2f}{ci_sep}{100 * s.wer_high:.2f}"
         rows.append((s.split, s.shown_system, f"{100 * s.wer:.2f}", ci, f"{100 * s.cer:.2f}",
                      str(s.substitutions), str(s.deletions), str(s.insertions), str(s.words),
-                     f"{s.rtf:.4f}") + ((_pct(s.oracle_wer),) if oracle else ()))
+                     speed_text(s.rtf)) + ((_pct(s.oracle_wer),) if oracle else ()))
     titles += ("n-best oracle WER %",) if oracle else ()
     return Table(titles, rows, align="<<>" + ci_align + ">>>>>>>")
 
@@ -82,11 +84,20 @@ RESCORING_NOTE = ("Rescoring: delta = WER(rescored) - WER(base) in points, paire
                   "n-best oracle is the floor of any re-ranking.")
 
 
+def speed_text(rtf: float) -> str:
+    """Decoding speed as a multiple of real time (audio seconds per decode second), with three
+    significant digits whatever its size: an RTF column printed 0.0000 for greedy."""
+    if not math.isfinite(rtf) or rtf <= 0:
+        return "-"
+    speed = 1.0 / rtf
+    return f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}" if speed >= 10 else f"{speed:.2f}"
+
+
 def summary_markdown(summary: Summary) -> str:
     """Human-readable tables: WER/CER in percent with the bootstrap interval, then paired tests,
     word confidence and rescoring."""
     out = _systems_table(summary, "–", ("split", "system", "WER %", "95% CI", "CER %", "S", "D",
-                                        "I", "words", "RTF"), "<",
+                                        "I", "words", SPEED_TITLE), "<",
                          _has_oracle(summary)).markdown()
     if summary.comparisons:
         tests = Table(("split", "A", "B", "WER(B) − WER(A) %", "95% CI", "p"), [
@@ -105,7 +116,7 @@ def console_table(summary: Summary) -> str:
     """The side-by-side console table (percentages) and the paired tests whose errors differ;
     then the n-best oracle, word confidence and rescoring tables when the run has them."""
     lines = [_systems_table(summary, "-", ("split", "system", "WER%", "95% CI", "CER%", "S", "D",
-                                           "I", "words", "RTF"), ">").text()]
+                                           "I", "words", SPEED_TITLE), ">").text()]
     comparisons = summary.comparisons
     # Pairs whose per-utterance error counts are all equal have a degenerate [0, 0] interval: they
     # stay in summary.* but would drown the informative pairs on the console.

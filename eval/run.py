@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ctclab.core.logs import show_notes
 from ctclab.core.normalize import NORMALIZERS, get_normalizer
 from ctclab.core.options import HelpFormatter, add_option_flags, given_options
 from ctclab.decoders.base import available_decoders
@@ -127,6 +128,7 @@ def report_emission(result: EmissionResult) -> None:
 def run(argv: Sequence[str] | None = None) -> Summary:
     """Everything ``main`` does, returning the Summary (for tests and notebooks)."""
     args = build_parser().parse_args(argv)
+    show_notes(not args.quiet)
     if args.tune and args.params:
         raise ValueError("--tune and --params exclude each other: tune first, then pass the file")
     if args.calibrate_split and args.calibration:

@@ -5,9 +5,15 @@ All scores are natural logs (KenLM reports log10; we convert once, here).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import sys
+import tempfile
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,7 @@ from ctclab.lm.arpa import ArpaFormatError, is_gzip, looks_like_arpa, validate_a
 from ctclab.lm.files import resolve_lm_path
 
 LOG10_TO_LN = math.log(10.0)
+LOG = logging.getLogger("ctclab.lm")
 
 
 class LanguageModel(ABC):
@@ -100,8 +107,10 @@ class KenLMLanguageModel(LanguageModel):
         if is_gzip(path):  # by content: a gzip named .arpa would fail in KenLM as "corrupt"
             raise ValueError(f"{path}: KenLM cannot read gzip; decompress it first (gunzip -k "
                              f"{path}), or load it with load_language_model, which does")
+        start = time.perf_counter()
         try:
-            self._model = kenlm.Model(str(path))
+            with _native_output_captured() as printed:
+                self._model = kenlm.Model(str(path))
         except (OSError, RuntimeError, UnicodeDecodeError) as exc:
             # Random bytes make KenLM's own error message undecodable: UnicodeDecodeError.
             _raise_precise_arpa_error(path)
@@ -110,6 +119,7 @@ class KenLMLanguageModel(LanguageModel):
         self._kenlm = kenlm
         self.path = path
         self.order = int(self._model.order)
+        LOG.info(_load_note(path, self.order, time.perf_counter() - start, printed))
 
     @property
     def kenlm_model(self) -> Any:
@@ -134,6 +144,48 @@ class KenLMLanguageModel(LanguageModel):
 
     def __contains__(self, word: str) -> bool:
         return word in self._model
+
+
+def _load_note(path: Path, order: int, seconds: float, printed: list[str]) -> str:
+    """One line in place of KenLM's loading banner (progress bar, binary hint, <unk> notice)."""
+    text = "".join(printed)
+    note = f"LM {path.name}: {order}-gram loaded in {seconds:.1f} s"
+    if "faster if you build a binary" in text:
+        note += " (a KenLM binary loads in milliseconds: lm/build.py --binary)"
+    if "missing <unk>" in text:
+        note += "; it has no <unk>, so KenLM scores unknown words log10 -100"
+    return note
+
+
+@contextlib.contextmanager
+def _native_output_captured() -> Iterator[list[str]]:
+    """Capture what native code writes to file descriptors 1 and 2 (KenLM prints its loading
+    banner from C++, past sys.stdout/sys.stderr); the text is in the yielded list afterwards.
+    Where the descriptors cannot be redirected the output is left alone."""
+    printed: list[str] = []
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:
+        yield printed
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield printed
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            printed.append(sink.read().decode("utf-8", "replace"))
 
 
 def _raise_precise_arpa_error(path: Path) -> None:

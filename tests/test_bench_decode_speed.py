@@ -54,3 +54,25 @@ def test_decode_speed_on_the_hama_phoneme_set_against_flashlight(tmp_path):
     for r in results.values():
         assert not r["error"] and 0.3 < r["wer"] < 0.6
     assert results["beam"]["wer"] <= results["flashlight"]["wer"]
+
+
+def test_table_shows_a_dash_where_a_figure_does_not_exist(monkeypatch):
+    import importlib.util
+
+    from conftest import REPO_ROOT as repo
+
+    monkeypatch.syspath_prepend(str(repo / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_decode_speed", repo / "bench" /
+                                                  "decode_speed.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    lm_run = module.Measure("peaky", "3gram", "beam", 4, 2.0, 0.1, 1.0, 1.1, 0.9, 12.0,
+                            speed_vs_pyctcdecode=2.0, agreement=1.0, wer=0.0)
+    (row,) = module.table_rows([lm_run])   # d ln p is only measured without an LM
+    assert row[-1] == "-" and "nan" not in row
+    random = module.Measure("random", "none", "greedy", 1, 2.0, 0.1, 0.2, 0.2, 0.2, 1.0,
+                            speed_vs_pyctcdecode=20.0, agreement=0.0, delta_ln_p=-3.5)
+    (row,) = module.table_rows([random])   # no references: no WER
+    assert row[-3] == "-" and row[-1] == "-3.50" and "nan" not in row

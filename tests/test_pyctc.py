@@ -90,7 +90,7 @@ def test_binary_lm_without_word_list_gets_its_casing_probed(wav2vec2_vocab, tmp_
     # words), not every upper-case word silently scored as <unk>
     arpa = write_arpa(tmp_path / "tiny.arpa", {**LM_WORDS, "the": 0.1}, {("hello", "world"): 0.6})
     binary = build_binary(arpa, tmp_path / "tiny.binary")
-    with pytest.warns(UserWarning, match="no word list"):
+    with pytest.warns(UserWarning, match="no word list.*--unigrams FILE"):
         dec = create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(binary), alpha=1.0,
                              beta=0.0)
     assert dec.decode(hello_wor_l_d(wav2vec2_vocab)).text == "HELLO WORLD"
