@@ -49,6 +49,10 @@ def _ln_threshold(name: str, value: float) -> None:
 class GreedyOptions:
     """Greedy decoding has no options."""
 
+    def inert(self) -> dict[str, str]:
+        """Options that have no effect with these values, each with the reason (none here)."""
+        return {}
+
 
 @dataclass(frozen=True)
 class LMOptions:
@@ -73,6 +77,12 @@ class LMOptions:
         _finite("beta", self.beta)
         if self.alpha < 0:
             raise ValueError(f"alpha (LM weight) must be >= 0, got {self.alpha}")
+
+    def inert(self) -> dict[str, str]:
+        """Options that have no effect with these values, each with the reason: a command line
+        warns about (or refuses) a value given for one of them."""
+        return {} if self.lm_path is not None else {"alpha": "no language model",
+                                                    "beta": "no language model"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,12 @@ class PrefixSearchOptions(LMOptions):
         _ln_threshold("token_min_logp", self.token_min_logp)
         _ln_threshold("beam_prune_logp", self.beam_prune_logp)
         _finite("hotword_weight", self.hotword_weight)
+
+    def inert(self) -> dict[str, str]:
+        out = super().inert()
+        if not self.hotwords:
+            out["hotword_weight"] = "no hotwords"
+        return out
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,15 @@ class BeamOptions(PrefixSearchOptions):
             raise ValueError(f"unknown lexicon_mode {self.lexicon_mode!r}; valid: "
                              f"{', '.join(C.LEXICON_MODES)}")
 
+    def inert(self) -> dict[str, str]:
+        out = super().inert()
+        if self.lm_path is None and self.unigrams_path is None:  # no known words to check
+            out["lexicon_mode"] = out["unknown_prefix_penalty"] = "no language model or word list"
+        elif self.lexicon_mode != "soft":
+            out["unknown_prefix_penalty"] = f"lexicon mode {self.lexicon_mode!r} (only 'soft' " \
+                "uses it)"
+        return out
+
 
 @dataclass(frozen=True)
 class PyctcdecodeOptions(PrefixSearchOptions):
@@ -186,3 +211,9 @@ class PyctcdecodeOptions(PrefixSearchOptions):
         _finite("unk_score_offset", self.unk_score_offset)
         if self.unigrams_path is not None and self.lm_path is None:
             raise ValueError("unigrams_path only applies with a language model; set lm_path too")
+
+    def inert(self) -> dict[str, str]:
+        out = super().inert()
+        if self.lm_path is None:
+            out["unk_score_offset"] = out["lm_score_boundary"] = "no language model"
+        return out

@@ -18,6 +18,7 @@ dev by eval/calibrating.py), which is then part of what its results were made wi
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ctclab.lm.sentence import SentenceScorer
 
 # What --lm takes for "this system has no LM".
 NO_LM = "none"
+LOG = logging.getLogger("ctclab.eval")
 
 
 def decoder_options() -> dict[str, type]:
@@ -109,6 +111,30 @@ def lm_label(lm: str) -> str:
     return name
 
 
+def lm_labels(lms: Sequence[str]) -> dict[str, str]:
+    """The LM part of the system labels of one run: the file's stem, or, where two LMs share a
+    stem (``4gram.binary`` and ``4gram.arpa``), the file name, and where two share that too, the
+    folder and the file name (``a-4gram.arpa``). ValueError for one file given twice."""
+    files: dict[str, str] = {}
+    for lm in lms:
+        key = str(Path(lm).expanduser().resolve()) if Path(lm).expanduser().exists() else lm
+        if key in files:
+            raise ValueError(f"--lm names {key} twice ({files[key]!r} and {lm!r}); give each LM "
+                             "once")
+        files[key] = lm
+    labels = {lm: lm_label(lm) for lm in lms}
+    for shorten in (lambda lm: Path(lm).name,
+                    lambda lm: f"{Path(lm).expanduser().resolve().parent.name}-{Path(lm).name}"):
+        clashing = [lm for lm in lms if list(labels.values()).count(labels[lm]) > 1]
+        for lm in clashing:
+            labels[lm] = shorten(lm)
+    clashing = [lm for lm in lms if list(labels.values()).count(labels[lm]) > 1]
+    if clashing:
+        raise ValueError(f"--lm {' '.join(clashing)}: these LMs cannot be told apart by their "
+                         "file and folder names; rename one")
+    return labels
+
+
 def _flag(name: str) -> str:
     """The command-line flag of option ``name`` (for error messages)."""
     for cls in decoder_options().values():
@@ -118,6 +144,12 @@ def _flag(name: str) -> str:
     return name
 
 
+def _inert(options: Any) -> dict[str, str]:
+    """The options' own account of what has no effect (decoders/options.py), or none."""
+    inert = getattr(options, "inert", None)
+    return inert() if callable(inert) else {}
+
+
 def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
                   values: Mapping[str, Any], tuned: TunedParams | None = None,
                   rescore_models: Sequence[str] = (),
@@ -125,10 +157,12 @@ def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
     """One System per (decoder, LM) pair; decoders without LM options get one system; then one
     rescored system per (system with n-best lists, second LM in ``rescore_models``).
 
-    values: option values by field name, given to every decoder whose options have the field.
-    tuned: values found by tuning replace those of the systems with the same label.
-    rescore_values: RescoreOptions values (rescore_weight, ...) for every rescored system.
-    ValueError for an unknown decoder, a value no chosen decoder takes, or a bad value.
+    values: option values by field name (the ones the user gave), given to every decoder whose
+    options have the field. tuned: values found by tuning replace those of the systems with the
+    same label. rescore_values: RescoreOptions values (rescore_weight, ...) for every rescored
+    system. ValueError for an unknown decoder, an LM or a value that no system of the run uses,
+    or a bad value; a warning (logger ``ctclab.eval``) names the systems a given value or LM does
+    not reach, and why.
     """
     unknown = [d for d in decoders if d not in available_decoders()]
     if unknown:
@@ -139,12 +173,14 @@ def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
     if unused:
         raise ValueError(f"{', '.join(map(_flag, unused))}: not an option of any chosen decoder "
                          f"({', '.join(decoders)}); drop it or add a decoder that has it")
+    _check_lm_takers(decoders, lms)
+    labels = lm_labels([lm for lm in lms if lm is not None])
     systems: list[System] = []
     for name in decoders:
         cls = decoder_class(name)
         fields = field_names(cls.Options)
         for lm in (lms if issubclass(cls.Options, LMOptions) else [None]):
-            label = name if lm is None else f"{name}+{lm_label(lm)}"
+            label = name if lm is None else f"{name}+{labels[lm]}"
             mapping = {k: v for k, v in values.items() if k in fields}
             if lm is None:
                 mapping.pop("unigrams_path", None)  # known words come with an LM here
@@ -164,6 +200,7 @@ def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
         raise ValueError(f"the --params file has values for {sorted(tuned.systems)}, none of "
                          f"this run's systems {[s.label for s in systems]}; pass the same "
                          "--decoder and --lm as the tuning run")
+    _check_option_reach(systems, values)
     return systems
 
 
@@ -200,6 +237,58 @@ def rescored_systems(systems: Sequence[System], models: Sequence[str],
                 raise ValueError(f"system {label!r} is listed twice; give each --rescore once")
             out.append(System(label, base.cls, options, rescore, base.label))
     return out
+
+
+def _check_lm_takers(decoders: Sequence[str], lms: Sequence[str | None]) -> None:
+    """An LM that no chosen decoder fuses is an error; a decoder without LM options beside an LM
+    list without ``none`` runs once without an LM, which a warning says."""
+    given = [lm for lm in lms if lm is not None]
+    if not given:
+        return
+    takers = [d for d in decoders if issubclass(decoder_class(d).Options, LMOptions)]
+    if not takers:
+        raise ValueError(f"--lm {' '.join(given)}: no chosen decoder ({', '.join(decoders)}) "
+                         "fuses an LM; add --decoder beam or pyctcdecode, or drop --lm")
+    others = [d for d in decoders if d not in takers]
+    if others and None not in lms:
+        LOG.warning(f"{', '.join(others)} takes no LM: it runs once, without "
+                    f"{' '.join(given)} (add --lm {NO_LM} to compare the LM decoders without "
+                    "one too)")
+
+
+def _check_option_reach(systems: Sequence[System], values: Mapping[str, Any]) -> None:
+    """ValueError for a given value that changes no system; a warning naming the systems it does
+    not change (and why) when it changes some. Values with the same reach share one line."""
+    missed: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for name in values:
+        why: list[tuple[str, str]] = []
+        for s in systems:
+            if name not in field_names(s.cls.Options):
+                why.append((s.label, "not its option"))
+            elif name == "unigrams_path" and s.lm is None:
+                why.append((s.label, "no language model (a word list goes with --lm here)"))
+            elif name in _inert(s.options):
+                why.append((s.label, _inert(s.options)[name]))
+        shown = f"{_flag(name)} {_shown(values[name])}"
+        if len(why) == len(systems):
+            reasons = "; ".join(f"{label}: {reason}" for label, reason in why)
+            fix = "add --lm FILE" if all("language model" in r for _, r in why) else \
+                "change what the reasons name"
+            raise ValueError(f"{shown} has no effect on any system of this run ({reasons}); "
+                             f"{fix}, or drop it")
+        if why:
+            missed.setdefault(tuple(why), []).append(shown)
+    for why, shown in missed.items():
+        by_reason: dict[str, list[str]] = {}
+        for label, reason in why:
+            by_reason.setdefault(reason, []).append(label)
+        LOG.warning(f"{', '.join(shown)} {'does' if len(shown) == 1 else 'do'} not apply to "
+                    + "; ".join(f"{', '.join(labels)} ({reason})"
+                                for reason, labels in by_reason.items()))
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 class DecoderFactory:

@@ -59,3 +59,72 @@ def test_console_table_shows_speed_as_multiple_of_real_time(tiny, tmp_path, caps
     row = next(line for line in printed.splitlines() if line.startswith("test-a"))
     assert row.split()[-1] == speed_text(s.rtf)
     assert row.split()[-1] not in ("0.0000", "-")
+
+
+# ----------------------------------------------------------------------------- item 4: no silence
+def test_options_that_reach_no_system_are_errors(tiny, tmp_path, capsys):
+    lm = str(arpa_without_unk(tmp_path / "tiny.arpa"))
+    cases = [(["--decoder", "greedy", "--lm", lm], "no chosen decoder (greedy) fuses an LM"),
+             (["--decoder", LM_DECODER, "--alpha", "0.8"], "--alpha 0.8 has no effect on any "
+              f"system of this run ({LM_DECODER}: no language model); add --lm FILE"),
+             (["--decoder", LM_DECODER, "--beta", "2"], "--beta 2.0 has no effect"),
+             (["--decoder", LM_DECODER, "--unigrams", lm], "--unigrams"),
+             (["--decoder", LM_DECODER, "--hotword-weight", "3"], "no hotwords")]
+    if "beam" in available_decoders():
+        cases.append((["--decoder", "beam", "--lexicon-mode", "hard"],
+                      "--lexicon-mode hard has no effect on any system of this run (beam: no "
+                      "language model or word list)"))
+    for extra, message in cases:
+        assert run_mod.main(args(tiny, tmp_path / "x", "--quiet", *extra)) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, (extra, err)
+        assert not (tmp_path / "x").exists()
+
+
+def test_options_that_miss_some_systems_are_named_in_a_warning(tiny, tmp_path, capsys):
+    if not {"beam", "pyctcdecode"} <= set(available_decoders()):
+        pytest.skip("needs both beam and pyctcdecode")
+    lm = str(arpa_without_unk(tmp_path / "tiny.arpa"))
+    run_mod.run(args(tiny, tmp_path / "w", "--quiet", "--decoder", "greedy", "beam",
+                     "pyctcdecode", "--lm", "none", lm, "--beam-width", "8", "--alpha", "0.8",
+                     "--lexicon-mode", "hard"))
+    err = capsys.readouterr().err.splitlines()
+    assert "warning: --beam-width 8 does not apply to greedy (not its option)" in err
+    assert ("warning: --alpha 0.8 does not apply to greedy (not its option); beam, pyctcdecode "
+            "(no language model)") in err
+    assert ("warning: --lexicon-mode hard does not apply to greedy, pyctcdecode, pyctcdecode+tiny "
+            "(not its option); beam (no language model or word list)") in err
+    # greedy beside LM decoders without "none": it runs once, without the LM, and says so
+    run_mod.run(args(tiny, tmp_path / "g", "--quiet", "--decoder", "greedy", "beam", "--lm", lm,
+                     "--beam-width", "8"))
+    assert "warning: greedy takes no LM: it runs once, without" in capsys.readouterr().err
+
+
+def test_options_every_system_uses_give_no_warning(tiny, tmp_path, capsys):
+    lm = str(arpa_without_unk(tmp_path / "tiny.arpa"))
+    run_mod.run(args(tiny, tmp_path / "n", "--quiet", "--decoder", LM_DECODER, "--lm", lm,
+                     "--beam-width", "8", "--alpha", "0.3", "--hotwords", "cat"))
+    assert "warning" not in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- item 5: LM labels
+def test_lms_sharing_a_stem_get_distinct_systems(tiny, tmp_path):
+    from ctclab.eval.systems import lm_labels
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    arpa = arpa_without_unk(tmp_path / "a" / "4gram.arpa")
+    other = tmp_path / "a" / "4gram.binary"      # labels only: never loaded
+    twin = arpa_without_unk(tmp_path / "b" / "4gram.arpa")
+    assert lm_labels([str(arpa), str(other)]) == {str(arpa): "4gram.arpa",
+                                                  str(other): "4gram.binary"}
+    assert lm_labels([str(arpa), str(twin)]) == {str(arpa): "a-4gram.arpa",
+                                                  str(twin): "b-4gram.arpa"}
+    assert lm_labels([str(arpa), "librispeech-4gram"]) == {str(arpa): "4gram",
+                                                            "librispeech-4gram": "librispeech-4gram"}
+    with pytest.raises(ValueError, match="twice"):
+        lm_labels([str(arpa), str(tmp_path / "a" / ".." / "a" / "4gram.arpa")])
+    summary = run_mod.run(args(tiny, tmp_path / "r", "--quiet", "--decoder", LM_DECODER, "--lm",
+                               str(arpa), str(twin), "--beam-width", "8"))
+    assert [s.system for s in summary.systems] == [f"{LM_DECODER}+a-4gram.arpa",
+                                                   f"{LM_DECODER}+b-4gram.arpa"]
