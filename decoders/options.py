@@ -53,6 +53,10 @@ class GreedyOptions:
         """Options that have no effect with these values, each with the reason (none here)."""
         return {}
 
+    def input_files(self) -> dict[str, str]:
+        """The files these options read, by field (none here)."""
+        return {}
+
 
 @dataclass(frozen=True)
 class LMOptions:
@@ -77,6 +81,12 @@ class LMOptions:
         _finite("beta", self.beta)
         if self.alpha < 0:
             raise ValueError(f"alpha (LM weight) must be >= 0, got {self.alpha}")
+
+    def input_files(self) -> dict[str, str]:
+        """The files these options read, by field (an LM may also be a known name): results and
+        tuned values made with them record what the files were (eval/results.py)."""
+        return {k: v for k, v in (("lm_path", self.lm_path),
+                                  ("unigrams_path", self.unigrams_path)) if v is not None}
 
     def inert(self) -> dict[str, str]:
         """Options that have no effect with these values, each with the reason: a command line

@@ -79,11 +79,16 @@ class UtteranceResult:
 
 @dataclass(frozen=True)
 class SystemSpec:
-    """A decoder configuration evaluated under one label (e.g. ``beam+en-us-70k-3gram``)."""
+    """A decoder configuration evaluated under one label (e.g. ``beam+en-us-70k-3gram``).
+
+    inputs: what the files its options name were (field -> lm.files.file_fingerprint), so that a
+    file replaced under the same name is not taken for the one the results were made with.
+    """
 
     label: str
     decoder: str
     options: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

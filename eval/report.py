@@ -93,6 +93,20 @@ def speed_text(rtf: float) -> str:
     return f"{speed:,.0f}" if speed >= 100 else f"{speed:.1f}" if speed >= 10 else f"{speed:.2f}"
 
 
+def skipped_text(skipped: dict[str, list[tuple[str, str]]], shown: int = 5) -> str:
+    """Lines naming the utterances the emission stage could not read, per split: they are not
+    in the cache, so not in any figure (split -> [(id, reason)]); "" when there are none."""
+    lines = []
+    for split, items in skipped.items():
+        if items:
+            named = ", ".join(f"{i} ({reason})" for i, reason in items[:shown])
+            more = f" and {len(items) - shown} more (settings.json lists them)" \
+                if len(items) > shown else ""
+            lines.append(f"{split}: {len(items)} utterance(s) skipped when the emissions were made "
+                         f"and not scored: {named}{more}")
+    return "\n".join(lines)
+
+
 def summary_markdown(summary: Summary) -> str:
     """Human-readable tables: WER/CER in percent with the bootstrap interval, then paired tests,
     word confidence and rescoring."""

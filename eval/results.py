@@ -18,6 +18,7 @@ and moved into place with ``os.replace``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -25,7 +26,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from ctclab.decoders.base import available_decoders, decoder_class
 from ctclab.eval.records import RunSettings, Summary, UtteranceResult
 from ctclab.eval.report import summary_markdown, summary_tsv
 
+# Held (flock) by the run writing the folder.
+LOCK_FILE = ".lock"
 # Packages whose versions can change a WER or a timing; recorded in settings.json.
 TRACKED_PACKAGES = ("ctclab", "numpy", "torch", "transformers", "pyctcdecode", "kenlm", "jiwer",
                     "rapidfuzz", "datasets", "flashlight-text", "ctc-beam-decoder")
@@ -98,83 +101,144 @@ class ResultsFolder:
             raise ValueError(f"{self.settings_path} is not a ctclab settings file ({exc}); "
                              "choose another --out folder") from exc
 
-    def check_resumable(self, settings: RunSettings) -> None:
-        """Raise ValueError when this folder holds results of the same system label made with
-        other options, another normaliser, or a split decoded from another model's emissions
-        (resuming would mix them)."""
+    def check_resumable(self, settings: RunSettings, options: bool = True) -> None:
+        """Raise ValueError when resuming this folder with ``settings`` would mix results made
+        from other inputs, or leave a summary that covers part of the folder: another
+        normaliser; a split decoded from another emission cache (cache identity); a system of
+        the same label made with other options or other input files (the one differing key and
+        its two values are named; ``options=False`` leaves these out, for a check before tuning
+        sets them); or (split, system) results the run does not name."""
         old = self.read_settings()
         if old is None:
             return
+        if old.normalizer != settings.normalizer:
+            raise ValueError(f"{self.path} was scored with normaliser {old.normalizer['name']!r}, "
+                             f"not {settings.normalizer['name']!r}; use a new --out folder")
         for split, now in settings.splits.items():
             before = old.splits.get(split)
-            if before is not None and (before.get("model"), before.get("revision")) != (
-                    now.get("model"), now.get("revision")):
+            if before is not None and self._holds_split(split, old):
+                _check_same_cache(self.path, split, before, now)
+        previous = {s.label: s for s in old.systems}
+        for spec in settings.systems:
+            earlier = previous.get(spec.label)
+            if earlier is None or not options or not any(
+                    self._holds(split, spec.label) for split in old.splits):
+                continue
+            # Options that never change a result (e.g. how the LM is scored) may differ, or be
+            # absent from a folder made before they existed; so may the input fingerprints of a
+            # folder made before they were recorded.
+            ignored = (neutral_fields(decoder_class(spec.decoder).Options)
+                       if spec.decoder in available_decoders() else frozenset())
+            differs = _first_difference(
+                {"decoder": earlier.decoder, "options": _comparable(earlier.options, ignored),
+                 **({"inputs": earlier.inputs} if earlier.inputs else {})},
+                {"decoder": spec.decoder, "options": _comparable(spec.options, ignored),
+                 **({"inputs": spec.inputs} if earlier.inputs else {})})
+            if differs is not None:
+                key, was, now_value = differs
+                what = ("the file behind it changed (another file of the same name, or edited)"
+                        if key.startswith("inputs.") else f"now {now_value!r}")
                 raise ValueError(
-                    f"{self.path} holds {split!r} results decoded from emissions of "
-                    f"{before.get('model')}@{before.get('revision')}, not "
-                    f"{now.get('model')}@{now.get('revision')}; use a new --out folder")
-        if old.git_commit != settings.git_commit or old.versions != settings.versions:
+                    f"{self.path} holds results of {spec.label!r} made with {key} = {was!r}, "
+                    f"{what}; use a new --out folder (or delete "
+                    f"{self.path / '*' / (spec.label + '.jsonl')} to decode it again)")
+        labels, splits = {s.label for s in settings.systems}, set(settings.splits)
+        left_out = [f"{system} on {split}" for split in old.splits for system in previous
+                    if (split not in splits or system not in labels)
+                    and self._holds(split, system)]
+        if left_out:
+            raise ValueError(
+                f"{self.path} also holds results this run does not name ({', '.join(left_out)}), "
+                "and a folder's summary covers every system in it: name them too (--decoder, "
+                "--lm, --split; finished utterances are not decoded again), or use a new --out "
+                "folder")
+        if options and (old.git_commit != settings.git_commit
+                        or old.versions != settings.versions):
             print(f"note: resuming {self.path}, made at commit {old.git_commit or '?'} with "
                   f"other package versions or code (now {settings.git_commit or '?'}); finished "
                   "utterances are kept as they are: use a new --out folder to re-decode them",
                   file=sys.stderr)
-        if old.normalizer != settings.normalizer:
-            raise ValueError(f"{self.path} was scored with normaliser {old.normalizer['name']!r}, "
-                             f"not {settings.normalizer['name']!r}; use a new --out folder")
-        previous = {s.label: s for s in old.systems}
-        for spec in settings.systems:
-            earlier = previous.get(spec.label)
-            # Options that never change a result (e.g. how the LM is scored) may differ, or be
-            # absent from a folder made before they existed.
-            ignored = (neutral_fields(decoder_class(spec.decoder).Options)
-                       if spec.decoder in available_decoders() else frozenset())
-            if earlier is not None and (earlier.decoder, _comparable(earlier.options, ignored)) != (
-                    spec.decoder, _comparable(spec.options, ignored)):
-                raise ValueError(
-                    f"{self.path} already holds results for {spec.label!r} made with options "
-                    f"{earlier.options}, now {spec.options}; use a new --out folder (or delete "
-                    f"{self.path / '*' / (spec.label + '.jsonl')})")
+
+    def _holds(self, split: str, system: str) -> bool:
+        """True when <split>/<system>.jsonl holds at least one byte of results."""
+        try:
+            path = self.utterance_path(split, system)
+        except ValueError:
+            return False
+        return path.is_file() and path.stat().st_size > 0
+
+    def _holds_split(self, split: str, old: RunSettings) -> bool:
+        return any(self._holds(split, s.label) for s in old.systems)
 
     def write_settings(self, settings: RunSettings) -> None:
-        """Store settings, keeping systems of an earlier run that this run does not repeat."""
-        old = self.read_settings()
-        if old is not None:
-            labels = {s.label for s in settings.systems}
-            kept = [s for s in old.systems if s.label not in labels]
-            splits = {**old.splits, **settings.splits}
-            settings = dataclasses.replace(settings, systems=kept + list(settings.systems),
-                                           splits=splits)
+        """Store the settings of a run (which covers everything the folder holds: see
+        check_resumable)."""
         atomic_write_text(self.settings_path, json.dumps(_jsonable(dataclasses.asdict(settings)),
                                                          indent=2, ensure_ascii=False) + "\n")
+
+    # ----------------------------------------------------------------------------- lock
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock (``.lock``, an flock) while writing it, so that two runs with
+        the same --out never both append the same utterances; RuntimeError when another process
+        holds it. The lock goes with the process, however it ends."""
+        import fcntl
+
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path} is a file, not a results folder; choose another "
+                             "--out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 - held until the block ends
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                raise RuntimeError(
+                    f"another eval/run.py is writing {self.path}"
+                    + (f" (pid {holder})" if holder else "") + "; wait for it to finish (or "
+                    "stop it) and run again, or use another --out folder") from None
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
 
     # ----------------------------------------------------------------------------- utterances
     def utterance_path(self, split: str, system: str) -> Path:
         return self.path / _safe_component(split, "split") / (
             _safe_component(system, "system label") + ".jsonl")
 
-    def read_utterances(self, split: str, system: str) -> list[UtteranceResult]:
-        """All complete lines of <split>/<system>.jsonl; a torn last line (interrupted write) is
-        cut off the file so that appending continues cleanly."""
+    def read_utterances(self, split: str, system: str, repair: bool = False
+                        ) -> list[UtteranceResult]:
+        """All complete lines of <split>/<system>.jsonl, one result per utterance id (the first:
+        a line repeated by an earlier, unlocked run is read once). A torn last line (an
+        interrupted write) is skipped, and with ``repair`` (the writer, holding the lock) cut
+        off the file so that appending continues cleanly."""
         path = self.utterance_path(split, system)
         if not path.is_file():
             return []
         data = path.read_bytes()
-        results, good_end = [], 0
+        results: dict[str, UtteranceResult] = {}
+        good_end = 0
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
                 break
             try:
-                results.append(UtteranceResult.from_json(line.decode("utf-8")))
+                result = UtteranceResult.from_json(line.decode("utf-8"))
             except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
                 if good_end + len(line) == len(data):
                     break  # torn final line
                 raise ValueError(f"{path}: corrupt line after {len(results)} results ({exc}); "
                                  "delete the file to decode this system again") from exc
+            results.setdefault(result.id, result)
             good_end += len(line)
-        if good_end != len(data):
+        if repair and good_end != len(data):
             with open(path, "r+b") as f:
                 f.truncate(good_end)
-        return results
+        return list(results.values())
 
     def append_utterances(self, split: str, system: str,
                           results: Sequence[UtteranceResult]) -> None:
@@ -214,6 +278,32 @@ class ResultsFolder:
 def _comparable(options: dict[str, Any], ignored: frozenset[str]) -> Any:
     """Stored or fresh options as compared for resuming: JSON values, ``ignored`` fields left out."""
     return _jsonable({k: v for k, v in options.items() if k not in ignored})
+
+
+def _check_same_cache(folder: Path, split: str, before: dict[str, Any], now: dict[str, Any]
+                      ) -> None:
+    """ValueError when ``split`` was decoded from another emission cache than now: another
+    content (model, revision, utterances, references: the cache identity), or for a folder made
+    before identities were recorded, another model, revision or cache folder."""
+    keys = ("content_key",) if before.get("content_key") else ("model", "revision", "cache")
+    if any(before.get(key) != now.get(key) for key in keys):
+        def cache(c: dict[str, Any]) -> str:
+            content = f", content {str(c['content_key'])[:12]}" if c.get("content_key") else ""
+            return f"{c.get('cache')} ({c.get('model')}@{c.get('revision')}{content})"
+
+        raise ValueError(f"{folder} holds {split!r} results decoded from another emission cache: "
+                         f"{cache(before)} then, {cache(now)} now; use a new --out folder")
+
+
+def _first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first (dotted key, value in a, value in b) where two JSON-like values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            found = _first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
+            if found is not None:
+                return found
+        return None
+    return None if a == b else (key, a, b)
 
 
 def _jsonable(value: Any) -> Any:

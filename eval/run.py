@@ -19,6 +19,7 @@ eval/tuning.py, eval/calibrating.py and eval/report.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ from ctclab.decoders.base import available_decoders
 from ctclab.emission.cache import EmissionCache
 from ctclab.emission.options import add_emission_flags, spec_from_flags
 from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
+from ctclab.eval.cached_models import pick_model
 from ctclab.eval.calibrating import calibrate_systems, check_calibration_split, with_calibration
 from ctclab.eval.calibration import (
     CALIBRATION_METHODS,
@@ -39,12 +41,18 @@ from ctclab.eval.calibration import (
     save_calibration,
 )
 from ctclab.eval.records import Summary
-from ctclab.eval.report import calibration_table, console_table
+from ctclab.eval.report import calibration_table, console_table, skipped_text
 from ctclab.eval.rescore import RescoreOptions
 from ctclab.eval.results import ResultsFolder
-from ctclab.eval.runner import EvalSettings, evaluate
+from ctclab.eval.runner import EvalSettings, evaluate, run_settings, skipped
 from ctclab.eval.stats import DEFAULT_RESAMPLES
-from ctclab.eval.systems import NO_LM, DecoderFactory, build_systems, decoder_options
+from ctclab.eval.systems import (
+    NO_LM,
+    DecoderFactory,
+    build_systems,
+    check_input_files,
+    decoder_options,
+)
 from ctclab.eval.token_scoring import phoneme_scoring
 from ctclab.eval.tune import DEFAULT_OPTUNA_TRIALS, TUNE_METHODS, load_params, save_params
 from ctclab.eval.tuning import tune_plan, tune_systems
@@ -147,9 +155,14 @@ def run(argv: Sequence[str] | None = None) -> Summary:
     systems = build_systems(args.decoder, lms, values, tuned, *rescore)
     plan = tune_plan(args.tune, args.tune_values or [], args.tune_split, systems) \
         if args.tune else None
-    # Every cache before any decoding: a missing one fails now, not after a long tuning run.
-    # Without --data-dir/--manifest/--source only existing caches are used (no hub download).
+    # Every input before any decoding: a missing LM, word list or cache fails now, not after
+    # other systems (or a long tuning run) were decoded. Without --data-dir/--manifest/--source
+    # only existing caches are used (no hub download).
+    check_input_files(systems)
     spec, models = spec_from_flags(args, default_source=None), ModelLoader()
+    if spec.model is None and spec.import_dir is None:
+        spec = dataclasses.replace(
+            spec, model=pick_model(spec, [*args.split, *(plan.splits if plan else ())]))
 
     def cache_of(split: str) -> EmissionCache:
         result = open_emissions(spec, split, models=models, progress=not args.quiet)
@@ -158,6 +171,13 @@ def run(argv: Sequence[str] | None = None) -> Summary:
 
     caches = {split: cache_of(split) for split in args.split}
     calibrate_on = [caches.get(t) or cache_of(t) for t in args.calibrate_split or []]
+    dev = [caches.get(t) or cache_of(t) for t in plan.splits] if plan else []
+    command = list(sys.argv if argv is None else ["eval/run.py", *argv])
+    folder = ResultsFolder(out)
+    # The folder too: one that cannot be resumed with these caches and systems is refused before
+    # tuning or calibrating (the options they set are checked again after them).
+    folder.check_resumable(run_settings(systems, caches, settings, command),
+                           options=plan is None and not calibrate_on and calibration is None)
     # A pronunciation lexicon (--lexicon) makes the tokens phonemes: token-only outputs get a PER.
     first = next(iter(caches.values()), None)
     phonemes = phoneme_scoring(first.vocabulary, values.get("lexicon_path")) \
@@ -168,15 +188,13 @@ def run(argv: Sequence[str] | None = None) -> Summary:
               "come from it; decoders that output only tokens are scored by phoneme error rate "
               "[PER]")
     if plan is not None:
-        dev = [caches.get(t) or cache_of(t) for t in plan.splits]
         tuned = tune_systems(plan, dev, args.tune_method, args.tune_trials, factory, settings)
         params_path = Path(args.params_out) if args.params_out else out / "params.json"
         save_params(params_path, tuned)
         print(f"[tune] best on {tuned.split}: " + "; ".join(
             f"{k}: {v} (WER {100 * tuned.wer[k]:.2f}%)" for k, v in tuned.systems.items())
             + f"\n[tune] saved to {params_path} (reuse with --params {params_path})")
-        systems = build_systems(args.decoder, lms, values, tuned, *rescore)
-    folder = ResultsFolder(out)
+        systems = build_systems(args.decoder, lms, values, tuned, *rescore, warn=False)
     if calibrate_on:
         calibration = calibrate_systems(systems, calibrate_on, args.calibration_method, factory,
                                         settings)
@@ -186,12 +204,14 @@ def run(argv: Sequence[str] | None = None) -> Summary:
               f"with --calibration {path})")
     if calibration is not None:
         systems = with_calibration(systems, calibration)
-    command = list(sys.argv if argv is None else ["eval/run.py", *argv])
     summary = evaluate(systems, caches, folder, settings, command, factory, phonemes)
     print(console_table(summary))
     if phonemes is not None and phonemes.unspellable:
         print(f"[PER] {phonemes.unspellable} decoded utterances have reference words the lexicon "
               "lacks: they are left out of the phoneme error rate")
+    not_scored = skipped_text({split: skipped(c) for split, c in caches.items()})
+    if not_scored:
+        print("\n" + not_scored)
     print(f"\nresults: {out}/ (summary.md, summary.tsv, summary.json, settings.json, "
           "<split>/<system>.jsonl)")
     return summary
@@ -201,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(argv)
     except (ValueError, RuntimeError, OSError, ImportError) as exc:
-        # RuntimeError: a locked cache or an unreachable hub; OSError: files, disk space.
+        # ValueError: bad input; RuntimeError: an unreachable hub or dataset, a locked cache or
+        # results folder; OSError: a missing file, no network, a full disk, --out naming a file.
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,7 +13,9 @@ and, for rescored systems, a paired test against the system they re-rank.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -131,7 +133,7 @@ def evaluate_system(system: System, cache: EmissionCache, split: str, folder: Re
                     tokens: PhonemeScoring | None = None) -> tuple[list[UtteranceResult], float]:
     """Decode the utterances of ``split`` not yet in the results folder; all results in cache
     order and the decoder build seconds (0 when nothing was left to decode)."""
-    done = {r.id: r for r in folder.read_utterances(split, system.label)}
+    done = {r.id: r for r in folder.read_utterances(split, system.label, repair=True)}
     stale = sorted(set(done) - set(cache.ids))
     if stale:
         raise ValueError(f"{folder.utterance_path(split, system.label)} holds ids not in the "
@@ -220,14 +222,45 @@ def rescore_row(split: str, base: str, base_results: Sequence[UtteranceResult], 
                       t.delta, t.delta_low, t.delta_high, t.p_value, t.significant)
 
 
+def cache_identity(cache: EmissionCache) -> dict[str, str]:
+    """What a cache is, for a results folder to record and compare: model, revision, source,
+    split and a content key over what the emissions were made from and hold (vocabulary, frame
+    shift, every utterance's id, frames, seconds and reference, the skipped ids). Two caches with
+    the same key hold the same utterances from the same model and data."""
+    identity = getattr(cache, "identity", None)  # the emission stage's own, where it has one
+    if identity is not None:
+        return dict(identity.to_dict())
+    meta = cache.meta
+    # Without the stage's data key (a hash of the audio or imported arrays) the cache's folder
+    # stands in for where the arrays came from: another folder is another cache.
+    digest = hashlib.sha256(json.dumps(
+        {"model": meta.model, "revision": meta.revision, "source": meta.source,
+         "split": meta.split, "vocabulary": meta.vocabulary, "frame_shift_s": meta.frame_shift_s,
+         "folder": str(cache.path.resolve())}, sort_keys=True, ensure_ascii=False).encode())
+    for r in cache.records:  # in id order
+        digest.update(f"{r.id}\t{r.num_frames}\t{r.audio_seconds:.6f}\t"
+                      f"{' '.join(r.text.split())}\n".encode())
+    for utt_id, _ in sorted(skipped(cache)):
+        digest.update(f"skipped\t{utt_id}\n".encode())
+    return {"model": meta.model, "revision": meta.revision, "source": meta.source,
+            "split": meta.split, "content_key": digest.hexdigest()[:32]}
+
+
+def skipped(cache: EmissionCache) -> list[tuple[str, str]]:
+    """(id, reason) of the utterances of the split that the emission stage could not read
+    (--skip-bad): not in the cache, so not scored."""
+    return [(s.id, s.reason) for s in cache.meta.skipped if s.id not in cache]
+
+
 def run_settings(systems: Sequence[System], caches: Mapping[str, EmissionCache],
                  settings: EvalSettings, command: Sequence[str]) -> RunSettings:
     """What settings.json records for this run (enough to trace and re-make every number)."""
     return RunSettings(
         command=list(command), systems=[s.spec() for s in systems],
-        splits={k: {"cache": str(c.path), "model": c.meta.model, "revision": c.meta.revision,
-                    "source": c.meta.source, "utterances": len(c),
-                    "audio_seconds": c.total_audio_seconds} for k, c in caches.items()},
+        splits={k: {"cache": str(c.path), **cache_identity(c), "utterances": len(c),
+                    "audio_seconds": c.total_audio_seconds,
+                    "skipped": [{"id": i, "reason": why} for i, why in skipped(c)]}
+                for k, c in caches.items()},
         normalizer=settings.normalizer.to_dict(), bootstrap_resamples=settings.bootstrap,
         jobs=settings.jobs, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **environment_fields())
@@ -238,15 +271,27 @@ def evaluate(systems: Sequence[System], caches: Mapping[str, EmissionCache],
              factory: DecoderFactory | None = None, phonemes: PhonemeScoring | None = None
              ) -> Summary:
     """Every system on every split (the order given), resuming what ``folder`` holds; writes
-    settings.json first and summary.{json,tsv,md} at the end. ValueError when the folder holds
-    results made with other options, normaliser or emissions (resuming would mix them).
+    settings.json first and summary.{json,tsv,md} at the end, holding the folder's lock
+    throughout. ValueError when the folder holds results made from other options, input files,
+    normaliser or emissions (resuming would mix them), or results this run does not name (its
+    summary would not cover them); RuntimeError when another run holds the lock.
 
     phonemes: the tokens are phonemes of this lexicon (eval.token_scoring): systems that output
     no words are scored by phoneme error rate, and compared only with each other."""
     factory = factory or DecoderFactory()
     record = run_settings(systems, caches, settings, command)
-    folder.check_resumable(record)
-    folder.write_settings(record)
+    with folder.lock():
+        folder.check_resumable(record)
+        folder.write_settings(record)
+        summary = _evaluate_all(systems, caches, folder, settings, factory, phonemes)
+        folder.write_summary(summary)
+    return summary
+
+
+def _evaluate_all(systems: Sequence[System], caches: Mapping[str, EmissionCache],
+                  folder: ResultsFolder, settings: EvalSettings, factory: DecoderFactory,
+                  phonemes: PhonemeScoring | None) -> Summary:
+    """The decode-and-score loop of :func:`evaluate` (which holds the folder's lock)."""
     summaries, comparisons = [], []
     confidence: list[ConfidenceRow] = []
     rescoring: list[RescoreRow] = []
@@ -272,6 +317,4 @@ def evaluate(systems: Sequence[System], caches: Mapping[str, EmissionCache],
         for unit in dict.fromkeys(units.values()):  # a PER is not compared with a WER
             comparisons += compare(split, [x for x in labelled if units[x[0]] == unit],
                                    settings.bootstrap)
-    summary = Summary(summaries, comparisons, confidence=confidence, rescoring=rescoring)
-    folder.write_summary(summary)
-    return summary
+    return Summary(summaries, comparisons, confidence=confidence, rescoring=rescoring)

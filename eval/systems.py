@@ -34,9 +34,19 @@ from ctclab.decoders.base import Decoder, available_decoders, decoder_class
 from ctclab.decoders.options import LMOptions, PrefixSearchOptions
 from ctclab.eval.calibration import Calibrator
 from ctclab.eval.records import SystemSpec
-from ctclab.eval.rescore import RescoreOptions, RescoringDecoder, check_nbest, open_rescorer
+from ctclab.eval.rescore import (
+    KENLM_SUFFIXES,
+    RescoreOptions,
+    RescoringDecoder,
+    check_nbest,
+    is_kenlm,
+    open_rescorer,
+)
 from ctclab.eval.tune import TunedParams
+from ctclab.lm.arpa import looks_like_arpa
+from ctclab.lm.files import file_fingerprint, resolve_lm_path
 from ctclab.lm.sentence import SentenceScorer
+from ctclab.lm.unigrams import is_kenlm_binary
 
 # What --lm takes for "this system has no LM".
 NO_LM = "none"
@@ -91,15 +101,29 @@ class System:
         return {"decoder": self.cls.name, "options": dataclasses.asdict(self.options),
                 "rescore": dataclasses.asdict(self.rescore) if self.rescore else None}
 
+    def input_files(self) -> dict[str, str]:
+        """The files the options read, by field (decoders/options.py), and a rescoring KenLM
+        (``rescore_lm``; a causal LM is a hub id or a model folder, not fingerprinted)."""
+        files = getattr(self.options, "input_files", None)
+        out = dict(files()) if callable(files) else {}
+        if self.rescore is not None and (is_kenlm(self.rescore.rescore_lm)
+                                         or self.rescore.rescore_lm.endswith(KENLM_SUFFIXES)):
+            out["rescore_lm"] = self.rescore.rescore_lm
+        return out
+
+    def input_fingerprints(self) -> dict[str, str]:
+        """What the input files are (lm.files.file_fingerprint), by field."""
+        return {k: file_fingerprint(v) for k, v in self.input_files().items()}
+
     def spec(self) -> SystemSpec:
         """For settings.json; rescoring and calibration are part of the options, so a results
-        folder made with others is not resumed."""
+        folder made with others is not resumed; the input files are recorded by fingerprint."""
         options = dataclasses.asdict(self.options)
         if self.rescore is not None:
             options["rescore"] = dataclasses.asdict(self.rescore)
         if self.calibrator is not None:
             options["calibration"] = dataclasses.asdict(self.calibrator)
-        return SystemSpec(self.label, self.cls.name, options)
+        return SystemSpec(self.label, self.cls.name, options, self.input_fingerprints())
 
 
 def lm_label(lm: str) -> str:
@@ -153,7 +177,8 @@ def _inert(options: Any) -> dict[str, str]:
 def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
                   values: Mapping[str, Any], tuned: TunedParams | None = None,
                   rescore_models: Sequence[str] = (),
-                  rescore_values: Mapping[str, Any] | None = None) -> list[System]:
+                  rescore_values: Mapping[str, Any] | None = None,
+                  warn: bool = True) -> list[System]:
     """One System per (decoder, LM) pair; decoders without LM options get one system; then one
     rescored system per (system with n-best lists, second LM in ``rescore_models``).
 
@@ -161,8 +186,8 @@ def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
     options have the field. tuned: values found by tuning replace those of the systems with the
     same label. rescore_values: RescoreOptions values (rescore_weight, ...) for every rescored
     system. ValueError for an unknown decoder, an LM or a value that no system of the run uses,
-    or a bad value; a warning (logger ``ctclab.eval``) names the systems a given value or LM does
-    not reach, and why.
+    or a bad value; a warning (logger ``ctclab.eval``; ``warn``) names the systems a given value
+    or LM does not reach, and why.
     """
     unknown = [d for d in decoders if d not in available_decoders()]
     if unknown:
@@ -173,7 +198,7 @@ def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
     if unused:
         raise ValueError(f"{', '.join(map(_flag, unused))}: not an option of any chosen decoder "
                          f"({', '.join(decoders)}); drop it or add a decoder that has it")
-    _check_lm_takers(decoders, lms)
+    _check_lm_takers(decoders, lms, warn)
     labels = lm_labels([lm for lm in lms if lm is not None])
     systems: list[System] = []
     for name in decoders:
@@ -196,11 +221,9 @@ def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
                 raise ValueError(f"system {label!r} is listed twice; give each --decoder/--lm once")
             systems.append(System(label, cls, options))
     systems += rescored_systems(systems, rescore_models, rescore_values or {}, tuned)
-    if tuned is not None and not set(tuned.systems) & {s.label for s in systems}:
-        raise ValueError(f"the --params file has values for {sorted(tuned.systems)}, none of "
-                         f"this run's systems {[s.label for s in systems]}; pass the same "
-                         "--decoder and --lm as the tuning run")
-    _check_option_reach(systems, values)
+    if tuned is not None:
+        _check_tuned(systems, tuned)
+    _check_option_reach(systems, values, warn)
     return systems
 
 
@@ -220,11 +243,12 @@ def rescored_systems(systems: Sequence[System], models: Sequence[str],
         raise ValueError("--rescore re-ranks n-best lists: add a decoder that makes them (beam, "
                          "pyctcdecode) with --nbest 10")
     rescore_fields = field_names(RescoreOptions)
+    names = lm_labels(models)
     out: list[System] = []
     for base in bases:
         check_nbest(base.nbest)
         for model in models:
-            label = f"{base.label}+rescore-{lm_label(model)}"
+            label = f"{base.label}+rescore-{names[model]}"
             found = dict(tuned.systems.get(label, {})) if tuned is not None else {}
             own = {k: v for k, v in found.items() if k not in rescore_fields}
             options = dataclasses.replace(base.options, **own) if own else base.options
@@ -239,7 +263,43 @@ def rescored_systems(systems: Sequence[System], models: Sequence[str],
     return out
 
 
-def _check_lm_takers(decoders: Sequence[str], lms: Sequence[str | None]) -> None:
+def _check_tuned(systems: Sequence[System], tuned: TunedParams) -> None:
+    """Tuned values apply to the systems they were tuned for: the same label and the same input
+    files (an LM of the same name in another folder, or replaced in place, is another LM)."""
+    if not set(tuned.systems) & {s.label for s in systems}:
+        raise ValueError(f"the --params file has values for {sorted(tuned.systems)}, none of "
+                         f"this run's systems {[s.label for s in systems]}; pass the same "
+                         "--decoder and --lm as the tuning run")
+    for s in systems:
+        if s.label not in tuned.systems:
+            continue
+        was = tuned.inputs.get(s.label)
+        if was is None:  # a params file from before inputs were recorded: compare the paths
+            lm = tuned.lm.get(s.label)
+            if lm and s.lm and _where(lm) != _where(s.lm):
+                raise ValueError(f"the --params values for {s.label!r} were tuned with the LM "
+                                 f"{lm}, not {s.lm}; tune again with this LM (--tune) or pass "
+                                 "the LM they were tuned with")
+            continue
+        now = s.input_fingerprints()
+        for name in sorted(set(was) | set(now)):
+            if was.get(name) != now.get(name):
+                then = (tuned.files.get(s.label) or {}).get(name, "?")
+                raise ValueError(
+                    f"the --params values for {s.label!r} were tuned with {name} = {then} "
+                    f"({was.get(name) or 'none'}), but this run's is {s.input_files().get(name)} "
+                    f"({now.get(name) or 'none'}): another file of the same name, or the file "
+                    "changed since; tune again with it (--tune) or pass the file they were tuned "
+                    "with")
+
+
+def _where(path: str) -> str:
+    """An LM as given, resolved to an absolute path when it is a file (else the name)."""
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() else path
+
+
+def _check_lm_takers(decoders: Sequence[str], lms: Sequence[str | None], warn: bool) -> None:
     """An LM that no chosen decoder fuses is an error; a decoder without LM options beside an LM
     list without ``none`` runs once without an LM, which a warning says."""
     given = [lm for lm in lms if lm is not None]
@@ -250,13 +310,14 @@ def _check_lm_takers(decoders: Sequence[str], lms: Sequence[str | None]) -> None
         raise ValueError(f"--lm {' '.join(given)}: no chosen decoder ({', '.join(decoders)}) "
                          "fuses an LM; add --decoder beam or pyctcdecode, or drop --lm")
     others = [d for d in decoders if d not in takers]
-    if others and None not in lms:
+    if others and None not in lms and warn:
         LOG.warning(f"{', '.join(others)} takes no LM: it runs once, without "
                     f"{' '.join(given)} (add --lm {NO_LM} to compare the LM decoders without "
                     "one too)")
 
 
-def _check_option_reach(systems: Sequence[System], values: Mapping[str, Any]) -> None:
+def _check_option_reach(systems: Sequence[System], values: Mapping[str, Any], warn: bool
+                        ) -> None:
     """ValueError for a given value that changes no system; a warning naming the systems it does
     not change (and why) when it changes some. Values with the same reach share one line."""
     missed: dict[tuple[tuple[str, str], ...], list[str]] = {}
@@ -278,17 +339,40 @@ def _check_option_reach(systems: Sequence[System], values: Mapping[str, Any]) ->
                              f"{fix}, or drop it")
         if why:
             missed.setdefault(tuple(why), []).append(shown)
-    for why, shown in missed.items():
+    for reach, flags in missed.items() if warn else ():
         by_reason: dict[str, list[str]] = {}
-        for label, reason in why:
+        for label, reason in reach:
             by_reason.setdefault(reason, []).append(label)
-        LOG.warning(f"{', '.join(shown)} {'does' if len(shown) == 1 else 'do'} not apply to "
+        LOG.warning(f"{', '.join(flags)} {'does' if len(flags) == 1 else 'do'} not apply to "
                     + "; ".join(f"{', '.join(labels)} ({reason})"
                                 for reason, labels in by_reason.items()))
 
 
 def _shown(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def check_input_files(systems: Sequence[System]) -> None:
+    """Every file the systems read, checked before anything is decoded (a missing LM must not
+    surface after other systems ran for an hour): each LM resolved (an .arpa.gz decompressed
+    once, a known name downloaded: offline that fails now, saying how to get the file) and
+    recognised as an ARPA or a KenLM binary (a rescoring KenLM too); each word list present.
+    FileNotFoundError, ValueError or ConnectionError naming the file and the fix."""
+    seen: set[tuple[str, str]] = set()
+    for s in systems:
+        for name, value in s.input_files().items():
+            if (name, value) in seen:
+                continue
+            seen.add((name, value))
+            if name in ("lm_path", "rescore_lm"):
+                path = resolve_lm_path(value)
+                if not (looks_like_arpa(path) or is_kenlm_binary(path)):
+                    flag = "--lm" if name == "lm_path" else "--rescore"
+                    raise ValueError(f"{flag} {value}: {path} is neither an ARPA file (its first "
+                                     "line \\data\\) nor a KenLM binary; pass a KenLM .arpa, "
+                                     ".arpa.gz or .binary file")
+            elif not Path(value).expanduser().is_file():
+                raise FileNotFoundError(f"{_flag(name)} {value}: file not found")
 
 
 class DecoderFactory:

@@ -55,6 +55,10 @@ class TunedParams:
     lm: dict[str, str | None] = field(default_factory=dict)
     created: str = ""
     schema: str = PARAMS_SCHEMA
+    # per system label: the input files tuned with (field -> path as given) and what they were
+    # (field -> lm.files.file_fingerprint); the values are refused for other files
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def check_tune_split(split: str) -> None:
@@ -175,7 +179,8 @@ def load_params(path: str | Path) -> TunedParams:
         trials = {k: [Trial(**t) for t in v] for k, v in data.get("trials", {}).items()}
         return TunedParams(split=data["split"], method=data["method"], systems=systems,
                            wer=data.get("wer", {}), trials=trials, lm=data.get("lm", {}),
-                           created=data.get("created", ""))
+                           created=data.get("created", ""), files=data.get("files", {}),
+                           inputs=data.get("inputs", {}))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: incomplete or malformed params file ({exc!r}); pass a file "
                          "written by eval/run.py --tune") from exc

@@ -179,4 +179,6 @@ def tune_systems(plan: TunePlan, caches: Sequence[EmissionCache], method: str, t
             best, found = grid_search(objective, grids, on_trial=report)
         best_params[s.label], best_wer[s.label], all_trials[s.label] = best.params, best.wer, found
     return TunedParams(split=split_name, method=method, systems=best_params, wer=best_wer,
-                       trials=all_trials, lm={s.label: s.lm for s in plan.targets})
+                       trials=all_trials, lm={s.label: s.lm for s in plan.targets},
+                       files={s.label: s.input_files() for s in plan.targets},
+                       inputs={s.label: s.input_fingerprints() for s in plan.targets})

@@ -81,3 +81,25 @@ def _copy_with_progress(src, out, path: Path) -> None:
                 break
             out.write(chunk)
             bar.update(raw.tell() - bar.n)
+
+
+def file_fingerprint(path_or_name: str | os.PathLike) -> str:
+    """What an LM or word-list file is, cheaply enough to check on every run: ``size:sha256``
+    over its size and its first and last MiB (a 1 GB 4-gram is not read whole). Two files with
+    the same name in two folders differ here; a file edited or replaced in place too. A known
+    name (``librispeech-4gram``: a pinned download) is ``name:<name>``.
+    FileNotFoundError when it is neither a file nor a known name."""
+    path = Path(path_or_name).expanduser()
+    if not path.is_file():
+        name = str(path_or_name)
+        if name in KNOWN_RESOURCES:
+            return f"name:{name}"
+        raise FileNotFoundError(f"file not found: {path}")
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(COPY_CHUNK_BYTES))
+        if size > 2 * COPY_CHUNK_BYTES:
+            f.seek(size - COPY_CHUNK_BYTES)
+        digest.update(f.read())
+    return f"{size}:{digest.hexdigest()[:24]}"

@@ -29,7 +29,7 @@ def read_unigrams(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"unigram source not found: {path}; give an ARPA LM, a word list "
                                 "or a pronunciation lexicon")
-    if _is_kenlm_binary(path):
+    if is_kenlm_binary(path):
         raise ValueError(f"{path} is a KenLM binary, which keeps no readable word list; give the "
                          "ARPA it was built from or a word list as the unigram source")
     words: Iterable[str]
@@ -44,7 +44,8 @@ def read_unigrams(path: str | os.PathLike) -> list[str]:
     return list(unique)
 
 
-def _is_kenlm_binary(path: Path) -> bool:
+def is_kenlm_binary(path: Path) -> bool:
+    """True when the file starts with KenLM's binary header."""
     with open(path, "rb") as f:
         return f.read(len(KENLM_BINARY_MAGIC)) == KENLM_BINARY_MAGIC
 

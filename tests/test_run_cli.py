@@ -128,3 +128,102 @@ def test_lms_sharing_a_stem_get_distinct_systems(tiny, tmp_path):
                                str(arpa), str(twin), "--beam-width", "8"))
     assert [s.system for s in summary.systems] == [f"{LM_DECODER}+a-4gram.arpa",
                                                    f"{LM_DECODER}+b-4gram.arpa"]
+
+
+# ----------------------------------------------------------------------------- items 6, 7, 16
+def test_every_input_is_checked_before_anything_is_decoded(tiny, tmp_path, capsys, monkeypatch):
+    from ctclab.eval import runner
+
+    monkeypatch.setattr(runner, "decode_records", lambda *a, **k: pytest.fail("decoded first"))
+    out = tmp_path / "x"
+    bad_lm = ["--decoder", "greedy", LM_DECODER, "--lm", "none", str(tmp_path / "nope.arpa")]
+    assert run_mod.main(args(tiny, out, "--quiet", *bad_lm)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: language model not found: ") and "nope.arpa" in err
+    not_an_lm = tmp_path / "words.arpa"
+    not_an_lm.write_text("the\ncat\n")
+    assert run_mod.main(args(tiny, out, "--quiet", "--decoder", LM_DECODER, "--lm",
+                             str(not_an_lm))) == 2
+    assert "is neither an ARPA file" in capsys.readouterr().err
+    lm = str(arpa_without_unk(tmp_path / "ok.arpa"))
+    assert run_mod.main(args(tiny, out, "--quiet", "--decoder", LM_DECODER, "--lm", lm,
+                             "--unigrams", str(tmp_path / "no-words.txt"))) == 2
+    assert "error: --unigrams " in capsys.readouterr().err
+    assert run_mod.main(args(tiny, out, "--quiet", "--decoder", LM_DECODER, "--lm", lm,
+                             "--params", str(tmp_path / "no-params.json"))) == 2
+    assert "params file" in capsys.readouterr().err
+    assert not out.exists()           # nothing was written for a run that could not start
+
+
+def test_an_lm_name_offline_is_one_error_line_and_no_folder(tiny, tmp_path, capsys, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    out = tmp_path / "x"
+    code = run_mod.main(args(tiny, out, "--quiet", "--decoder", LM_DECODER, "--lm",
+                             "librispeech-4gram"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert "Download it by hand" in err
+    assert not out.exists()           # no results folder holding only settings.json
+
+
+def test_an_unreachable_hub_model_is_one_error_line(tmp_path, capsys, monkeypatch):
+    from ctclab.emission import models
+
+    def offline(name, revision=None):
+        raise RuntimeError(f"cannot load model {name!r} from the Hugging Face hub (offline)")
+
+    monkeypatch.setattr(models, "load_ctc_model", offline)
+    monkeypatch.setattr("ctclab.emission.extract.extract", lambda *a, **k: pytest.fail("ran"))
+    monkeypatch.setattr("ctclab.emission.audio_sources.open_source", lambda *a, **k: object())
+    code = run_mod.main(["--model", "facebook/wav2vec2-base-960h", "--source", "hf", "--cache-dir",
+                         str(tmp_path), "--split", "test-clean", "--out", str(tmp_path / "o"),
+                         "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot load model") and "Traceback" not in err
+
+
+def test_out_naming_a_file_and_a_full_disk_are_error_lines(tiny, tmp_path, capsys, monkeypatch):
+    file = tmp_path / "taken"
+    file.write_text("not a folder")
+    assert run_mod.main(args(tiny, file, "--quiet", "--decoder", "greedy")) == 2
+    assert "error: --out " in capsys.readouterr().err and file.read_text() == "not a folder"
+    from ctclab.eval.results import ResultsFolder
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ResultsFolder, "append_utterances", full)
+    assert run_mod.main(args(tiny, tmp_path / "full", "--quiet", "--decoder", "greedy")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "No space left on device" in err
+
+
+# ----------------------------------------------------------------------------- item 8
+def test_the_one_cached_model_is_picked_without_model(tiny, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    base = ["--cache-dir", str(cache), "--bootstrap", "50", "--split", "test-a", "--decoder",
+            "greedy"]
+    run_mod.run(["--import-emissions", str(tiny["emissions"]), *base, "--out",
+                 str(tmp_path / "first")])
+    capsys.readouterr()
+    summary = run_mod.run([*base, "--out", str(tmp_path / "picked")])
+    assert summary.systems[0].utterances == 2
+    assert "note: no --model given: decoding tiny-ctc" in capsys.readouterr().err
+    # No cache of the split: the error lists what is cached.
+    assert run_mod.main([*base[:-4], "--split", "dev-z", "--decoder", "greedy", "--out",
+                         str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err
+    assert "no single model has caches of dev-z" in err and "pass --model NAME" in err
+    # Two cached models: the error names both.
+    run_mod.run(["--import-emissions", str(tiny["emissions"]), "--model", "other", *base,
+                 "--out", str(tmp_path / "other")])
+    capsys.readouterr()
+    assert run_mod.main([*base, "--out", str(tmp_path / "two")]) == 2
+    err = capsys.readouterr().err
+    assert "several models have caches of test-a" in err and "other, tiny-ctc" in err

@@ -1,0 +1,54 @@
+"""Which acoustic model's emissions to decode when ``--model`` is not given: the one model with
+complete caches of every requested split under the cache root, or an error listing what is
+cached.
+
+    pick_model(spec, ["test-clean", "dev-clean"])    # -> "facebook/wav2vec2-base-960h"
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from ctclab.emission.cache import META_FILE, CacheMeta
+from ctclab.emission.options import EmissionSpec
+
+LOG = logging.getLogger("ctclab.eval")
+
+
+def cached_models(root: Path, splits: Sequence[str]) -> dict[str, list[str]]:
+    """Models with a complete cache under ``root`` (``<model>/<revision>/<source>/<split>/``),
+    each with those of ``splits`` it has, in the order given."""
+    found: dict[str, set[str]] = {}
+    for meta_file in sorted(Path(root).glob(f"*/*/*/*/{META_FILE}")):
+        try:
+            meta = CacheMeta.read(meta_file.parent)
+        except (OSError, ValueError):  # a broken meta.json is not a cache to use
+            continue
+        if meta is not None and meta.complete and meta.split in splits:
+            found.setdefault(meta.model, set()).add(meta.split)
+    return {m: [s for s in splits if s in have] for m, have in sorted(found.items())}
+
+
+def pick_model(spec: EmissionSpec, splits: Sequence[str]) -> str:
+    """The model to decode when ``spec`` names none: the one model cached for every split in
+    ``splits``. ValueError listing what is cached (and the fix) otherwise, or when audio is
+    named (running a model needs its name)."""
+    if spec.audio.source_name(None):
+        raise ValueError("--model is required to run a model over --data-dir/--manifest/--source "
+                         "audio (a Hugging Face id, a local model directory or torchaudio:BUNDLE)")
+    root = spec.cache_root()
+    models = cached_models(root, splits)
+    complete = [m for m, have in models.items() if len(have) == len(splits)]
+    if len(complete) == 1:
+        LOG.info(f"no --model given: decoding {complete[0]}, the one model with caches of "
+                 f"{', '.join(splits)} under {root}")
+        return complete[0]
+    if complete:
+        raise ValueError(f"several models have caches of {', '.join(splits)} under {root}: "
+                         f"{', '.join(complete)}; choose one with --model")
+    listed = "; ".join(f"{m} ({', '.join(have)})" for m, have in models.items()) or "none"
+    raise ValueError(f"say which emissions to decode: no single model has caches of "
+                     f"{', '.join(splits)} under {root} (cached, with those splits: {listed}); "
+                     "pass --model NAME (cached, or with --data-dir/--manifest/--source to run "
+                     "it), or --import-emissions DIR")
