@@ -194,6 +194,10 @@ class BeamOptions(PrefixSearchOptions):
 
     def inert(self) -> dict[str, str]:
         out = super().inert()
+        if self.lm_path is None:
+            out["lm_backend"] = out["lm_arrays_max_mib"] = "no language model"
+        elif self.lm_backend == "kenlm":
+            out["lm_arrays_max_mib"] = "lm_backend 'kenlm' builds no arrays"
         if self.lm_path is None and self.unigrams_path is None:  # no known words to check
             out["lexicon_mode"] = out["unknown_prefix_penalty"] = "no language model or word list"
         elif self.lexicon_mode != "soft":
