@@ -13,9 +13,7 @@ and, for rescored systems, a paired test against the system they re-rank.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -223,33 +221,15 @@ def rescore_row(split: str, base: str, base_results: Sequence[UtteranceResult], 
 
 
 def cache_identity(cache: EmissionCache) -> dict[str, str]:
-    """What a cache is, for a results folder to record and compare: model, revision, source,
-    split and a content key over what the emissions were made from and hold (vocabulary, frame
-    shift, every utterance's id, frames, seconds and reference, the skipped ids). Two caches with
-    the same key hold the same utterances from the same model and data."""
-    identity = getattr(cache, "identity", None)  # the emission stage's own, where it has one
-    if identity is not None:
-        return dict(identity.to_dict())
-    meta = cache.meta
-    # Without the stage's data key (a hash of the audio or imported arrays) the cache's folder
-    # stands in for where the arrays came from: another folder is another cache.
-    digest = hashlib.sha256(json.dumps(
-        {"model": meta.model, "revision": meta.revision, "source": meta.source,
-         "split": meta.split, "vocabulary": meta.vocabulary, "frame_shift_s": meta.frame_shift_s,
-         "folder": str(cache.path.resolve())}, sort_keys=True, ensure_ascii=False).encode())
-    for r in cache.records:  # in id order
-        digest.update(f"{r.id}\t{r.num_frames}\t{r.audio_seconds:.6f}\t"
-                      f"{' '.join(r.text.split())}\n".encode())
-    for utt_id, _ in sorted(skipped(cache)):
-        digest.update(f"skipped\t{utt_id}\n".encode())
-    return {"model": meta.model, "revision": meta.revision, "source": meta.source,
-            "split": meta.split, "content_key": digest.hexdigest()[:32]}
+    """What a cache is (emission.cache.CacheIdentity: model, revision, source, split and a
+    content key over what its emissions were made from and hold), for settings.json."""
+    return dict(cache.identity.to_dict())
 
 
 def skipped(cache: EmissionCache) -> list[tuple[str, str]]:
     """(id, reason) of the utterances of the split that the emission stage could not read
     (--skip-bad): not in the cache, so not scored."""
-    return [(s.id, s.reason) for s in cache.meta.skipped if s.id not in cache]
+    return [(s.id, s.reason) for s in cache.skipped]
 
 
 def run_settings(systems: Sequence[System], caches: Mapping[str, EmissionCache],

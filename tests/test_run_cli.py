@@ -175,20 +175,19 @@ def test_an_lm_name_offline_is_one_error_line_and_no_folder(tiny, tmp_path, caps
     assert not out.exists()           # no results folder holding only settings.json
 
 
-def test_an_unreachable_hub_model_is_one_error_line(tmp_path, capsys, monkeypatch):
-    from ctclab.emission import models
+def test_an_unreachable_hub_is_one_error_line(tmp_path, capsys, monkeypatch):
+    from ctclab.emission.audio_sources import HFDatasetSource
 
-    def offline(name, revision=None):
-        raise RuntimeError(f"cannot load model {name!r} from the Hugging Face hub (offline)")
+    def offline(self):   # what the datasets library does without a network, quickly
+        raise RuntimeError("cannot load Hugging Face dataset 'openslr/librispeech_asr': offline")
 
-    monkeypatch.setattr(models, "load_ctc_model", offline)
-    monkeypatch.setattr("ctclab.emission.extract.extract", lambda *a, **k: pytest.fail("ran"))
-    monkeypatch.setattr("ctclab.emission.audio_sources.open_source", lambda *a, **k: object())
+    monkeypatch.setattr(HFDatasetSource, "listing", offline)
     code = run_mod.main(["--model", "facebook/wav2vec2-base-960h", "--source", "hf", "--cache-dir",
                          str(tmp_path), "--split", "test-clean", "--out", str(tmp_path / "o"),
                          "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: cannot load model") and "Traceback" not in err
+    assert code == 2 and err.startswith("error: cannot load Hugging Face dataset")
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
 
 
 def test_out_naming_a_file_and_a_full_disk_are_error_lines(tiny, tmp_path, capsys, monkeypatch):
@@ -230,3 +229,10 @@ def test_the_one_cached_model_is_picked_without_model(tiny, tmp_path, capsys):
     assert run_mod.main([*base, "--out", str(tmp_path / "two")]) == 2
     err = capsys.readouterr().err
     assert "several models have caches of test-a" in err and "other, tiny-ctc" in err
+
+
+def test_progress_off_a_terminal_is_plain_lines(tiny, tmp_path, capfd):
+    run_mod.run(args(tiny, tmp_path / "p", "--decoder", "greedy", LM_DECODER))
+    err = capfd.readouterr().err
+    assert "\r" not in err                              # no redraws in a log file or a pipe
+    assert f"test-a {LM_DECODER}: 2/2 utt (100%)" in err  # one plain line when a bar ends
