@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import peers  # bench/peers.py, beside this script
-from tqdm import tqdm
 
 from ctclab.core.atomic import atomic_write_text
 from ctclab.core.logs import show_notes
 from ctclab.core.normalize import DEFAULT_NORMALIZER
 from ctclab.core.options import HelpFormatter, add_option_flags, given_options
+from ctclab.core.progress import progress_bar
 from ctclab.core.table import Table
 from ctclab.decoders import Vocabulary, available_decoders
 from ctclab.decoders.options import PyctcdecodeOptions
@@ -453,12 +453,14 @@ def main(argv: list[str] | None = None) -> int:
             and (_INPUTS[i].lexicon is None or d in LEXICON_DECODERS)]
     measures = []
     m = args.matched
-    for decoder, input_name, lm_label, lm_file in tqdm(jobs, desc="decoders", unit="run",
-                                                       disable=args.quiet):
+    bar = progress_bar(len(jobs), "decoders", "run", enabled=not args.quiet)
+    for decoder, input_name, lm_label, lm_file in jobs:
         settings = peers.Settings(replace(m, lm_path=None if lm_file is None else str(lm_file)),
                                   lm_file)
         measures.append(measure_in_child(decoder, input_name, settings, args.repeat, args.jobs,
                                          lm_label))
+        bar.update(1)
+    bar.close()
     score(measures)
     print(f"\nbeam width {m.beam_width}, token_min_logp {m.token_min_logp}, beam_prune_logp "
           f"{m.beam_prune_logp}, prune_history {m.prune_history}, alpha {m.alpha}, beta "

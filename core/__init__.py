@@ -8,5 +8,6 @@
   options dataclasses into command-line flags (the one source of truth per option)
 - ctclab.core.table: Table, the one renderer of tables (aligned text, Markdown, TSV)
 - ctclab.core.progress: progress_bar (a tqdm bar on a terminal, plain lines in logs and pipes)
+- ctclab.core.logs: show_notes (a command line prints the library's notes, or keeps quiet)
 - ctclab.core.atomic: atomic file writes; ctclab.core.paths: the cache root
 """

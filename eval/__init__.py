@@ -8,5 +8,6 @@ results folders and reports. One module per job:
 - word confidence: word_records (per-word JSONL records), confidence_metrics (right/wrong, ECE,
   AUC), calibration (calibrators, calibration.json), calibrating (fit per system on dev)
 - n-best lists: oracle (oracle WER), rescore (+ causal_lm: re-ranking with a second LM)
+- cached_models: pick_model (the one cached model, without --model)
 - metrics, stats, analysis, oov (the caches come from ctclab.emission.stage.open_emissions)
 """

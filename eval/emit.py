@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ctclab.core.options import HelpFormatter
 from ctclab.core.table import Table
 from ctclab.emission.options import add_emission_flags, spec_from_flags
 from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
@@ -19,11 +20,13 @@ from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python eval/emit.py", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--split", nargs="+", required=True,
                    help="split name(s), e.g. test-clean test-other")
     add_emission_flags(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    # --quiet as in eval/run.py and the benchmarks; --no-progress is the older spelling
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress display (--no-progress: the same)")
     return p
 
 
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> list[EmissionResult]:
     spec, models = spec_from_flags(args, default_source="hf"), ModelLoader()
     results = []
     for split in args.split:
-        result = open_emissions(spec, split, models=models, progress=not args.no_progress)
+        result = open_emissions(spec, split, models=models, progress=not args.quiet)
         for line in result.messages():
             print(line, file=sys.stderr)
         results.append(result)

@@ -1,9 +1,12 @@
 """The progress display of decoding (evaluation and tuning): one bar of utterances per split and
-system, with the audio seconds decoded per wall second; off with --quiet."""
+system, with the audio seconds decoded per wall second; plain lines when not on a terminal (a log
+file or a pipe gets no carriage-return redraws); off with --quiet."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
+
+from ctclab.core.progress import progress_bar
 
 
 class _Timed(Protocol):
@@ -12,7 +15,8 @@ class _Timed(Protocol):
 
 
 class DecodeProgress:
-    """tqdm bar of utterances with audio seconds decoded per wall second in the postfix.
+    """A bar of utterances (core.progress: tqdm on a terminal, plain lines elsewhere) with the
+    audio seconds decoded per wall second in the postfix.
 
     total: utterances of the split; initial: those already done (a resumed run); desc: the label.
     Call it with each decoded chunk's results and wall seconds; close() when done (or use it as a
@@ -20,10 +24,8 @@ class DecodeProgress:
     """
 
     def __init__(self, total: int, initial: int, desc: str, enabled: bool):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="utt", disable=not enabled,
-                        dynamic_ncols=True, leave=False)
+        self.bar = progress_bar(total, desc, "utt", enabled=enabled, initial=initial,
+                                leave=False)
         self.audio = 0.0
         self.wall = 0.0
 

@@ -22,6 +22,7 @@ SRILM pruning leaves) raises ArrayLMUnsupported, which callers answer by using K
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from typing import IO
 
 import numpy as np
 
+from ctclab.core.progress import progress_bar
 from ctclab.lm.arpa import (
     ArpaFormatError,
     ArpaHeader,
@@ -142,12 +144,10 @@ def _read_sections(path: Path, header: ArpaHeader, vocab: dict[str, int], progre
                    ) -> Iterator[_Section]:
     """Stream the sections in chunks, parsing each chunk with a few bulk operations; ``vocab``
     receives word -> id from the 1-grams (<unk> is 0 and not in it)."""
-    from tqdm import tqdm
-
     total = sum(header.counts)
-    with open_text(path) as f, tqdm(total=total, unit="n-gram", unit_scale=True, leave=False,
-                                    desc=f"arrays {path.name}",
-                                    disable=not progress or total < 1_000_000) as bar:
+    bar = progress_bar(total, f"arrays {path.name}", "n-gram", leave=False,
+                       enabled=progress and total >= 1_000_000)
+    with open_text(path) as f, contextlib.closing(bar):
         _skip_to_section(f, 1, header_done=False)
         lookup = vocab  # word -> id for the n-grams of order >= 2 (set after the 1-grams)
         for order in range(1, header.order + 1):

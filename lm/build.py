@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gzip
 import itertools
 import os
@@ -19,12 +20,13 @@ import subprocess
 import sys
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ctclab.core.atomic import publish
 from ctclab.core.options import HelpFormatter
+from ctclab.core.progress import Progress, progress_bar
 from ctclab.core.table import Table
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.lm.arpa import open_text, read_arpa_header
@@ -112,11 +114,20 @@ def _run_tool(cmd: list[str], what: str, echo: bool = False) -> None:
                            + "".join(tail))
 
 
+def _counted(lines: Iterable[str], bar: Progress, every: int = 10_000) -> Iterator[str]:
+    """``lines`` unchanged, telling ``bar`` every ``every`` lines (a bar update per line of a
+    large corpus would cost more than the normalising)."""
+    count = 0
+    for count, line in enumerate(lines, 1):
+        if count % every == 0:
+            bar.update(every)
+        yield line
+    bar.update(count % every)
+
+
 def normalize_corpus(text_paths: Sequence[Path], out_path: Path, vocab: Vocabulary,
                      progress: bool = False) -> NormalizeStats:
     """Write the normalised sentences of all ``text_paths`` (UTF-8, gzip allowed) to out_path."""
-    from tqdm import tqdm
-
     normalizer = CorpusNormalizer.for_vocabulary(vocab)
     stats = NormalizeStats()
     with open(out_path, "w", encoding="utf-8", newline="\n") as out:
@@ -124,10 +135,11 @@ def normalize_corpus(text_paths: Sequence[Path], out_path: Path, vocab: Vocabula
             if not Path(path).is_file():
                 raise FileNotFoundError(f"--text {path}: file not found")
             try:
-                with open_text(path) as f:
-                    lines = tqdm(f, desc=f"normalise {Path(path).name}", unit=" lines",
-                                 disable=not progress, leave=False, mininterval=1.0)
-                    out.writelines(s + "\n" for s in normalizer.normalize_lines(lines, stats))
+                with open_text(path) as f, contextlib.closing(progress_bar(
+                        None, f"normalise {Path(path).name}", "lines", enabled=progress,
+                        leave=False)) as bar:
+                    out.writelines(s + "\n" for s in normalizer.normalize_lines(
+                        _counted(f, bar), stats))
             except UnicodeDecodeError as exc:
                 raise ValueError(f"--text {path}: not UTF-8 text ({exc.reason})") from None
             except (EOFError, zlib.error, gzip.BadGzipFile) as exc:

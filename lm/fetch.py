@@ -25,6 +25,7 @@ from typing import Any
 from ctclab.core.atomic import atomic_write_text
 from ctclab.core.options import HelpFormatter
 from ctclab.core.paths import default_cache_root
+from ctclab.core.progress import progress_bar
 from ctclab.lm.constants import COPY_CHUNK_BYTES, LM_CACHE_SUBDIR
 
 # Official host first, then OpenSLR's own mirrors (same paths).
@@ -152,8 +153,6 @@ def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: s
     ConnectionError when the server cannot be reached, ShortDownloadError (a ValueError) for a
     download shorter than ``min_bytes``.
     """
-    from tqdm import tqdm
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + PART_SUFFIX)
@@ -179,16 +178,19 @@ def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: s
                 have = 0  # the server ignored the Range: start over
             length = response.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
-            with open(part, "ab" if resumed else "wb") as out, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True,
-                    desc=dest.name, leave=False) as bar:
+            bar = progress_bar(total, dest.name, "B", initial=have, leave=False)
+            received = have
+            with open(part, "ab" if resumed else "wb") as out:
                 try:
                     for chunk in iter(lambda: response.read(COPY_CHUNK_BYTES), b""):
                         out.write(chunk)
                         bar.update(len(chunk))
+                        received += len(chunk)
                 except OSError as exc:
-                    raise ConnectionError(f"{url}: connection lost after {bar.n} bytes ({exc}); "
-                                          "run again to resume") from exc
+                    raise ConnectionError(f"{url}: connection lost after {received} bytes "
+                                          f"({exc}); run again to resume") from exc
+                finally:
+                    bar.close()
             got = part.stat().st_size
             if total is not None and got != total:
                 raise ConnectionError(f"{url}: got {got} of {total} bytes; run again to resume")

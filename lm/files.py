@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 from ctclab.core.atomic import atomic_open
+from ctclab.core.progress import progress_bar
 from ctclab.lm.arpa import is_gzip
 from ctclab.lm.constants import COPY_CHUNK_BYTES
 from ctclab.lm.fetch import KNOWN_RESOURCES, fetch_resource, lm_cache_dir
@@ -68,19 +69,22 @@ def _decompress_cached(path: Path, cache_dir: Path) -> Path:
 
 
 def _copy_with_progress(src, out, path: Path) -> None:
-    """Copy a gzip stream with a progress bar over the compressed bytes read."""
-    from tqdm import tqdm
-
+    """Copy a gzip stream with a progress display over the compressed bytes read."""
     total = path.stat().st_size
     raw = src.fileobj  # the underlying compressed file: its position is our progress
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"gunzip {path.name}",
-              disable=total < 32 * COPY_CHUNK_BYTES, leave=False) as bar:
+    bar = progress_bar(total, f"gunzip {path.name}", "B", enabled=total >= 32 * COPY_CHUNK_BYTES,
+                       leave=False)
+    done = 0
+    try:
         while True:
             chunk = src.read(COPY_CHUNK_BYTES)
             if not chunk:
                 break
             out.write(chunk)
-            bar.update(raw.tell() - bar.n)
+            bar.update(raw.tell() - done)
+            done = raw.tell()
+    finally:
+        bar.close()
 
 
 def file_fingerprint(path_or_name: str | os.PathLike) -> str:

@@ -12,8 +12,8 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-MODULE_PARSERS = ["ctclab.eval.run", "ctclab.eval.oov", "ctclab.lm.build", "ctclab.lm.fetch",
-                  "ctclab.lm.tools"]
+MODULE_PARSERS = ["ctclab.eval.run", "ctclab.eval.emit", "ctclab.eval.oov", "ctclab.lm.build",
+                  "ctclab.lm.fetch", "ctclab.lm.tools"]
 BENCH_PARSERS = ["decode_speed", "emit_throughput", "lm_formats"]
 
 
@@ -98,3 +98,7 @@ def test_shared_flags_are_spelled_alike(monkeypatch):
         assert {"--decoder", "--quiet", "--lm", "--jobs"} <= flags
         (decoder,) = [a for a in parser._actions if "--decoder" in a.option_strings]
         assert decoder.nargs == "+"       # names separated by spaces, not a comma list
+    from ctclab.eval.emit import build_parser as emit_parser
+
+    assert emit_parser().parse_args(["--split", "x", "--quiet"]).quiet      # as in eval/run.py
+    assert emit_parser().parse_args(["--split", "x", "--no-progress"]).quiet  # the older spelling
