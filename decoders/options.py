@@ -107,7 +107,8 @@ class PrefixSearchOptions(LMOptions):
         C.DEFAULT_BEAM_PRUNE_LOGP, "drop beams this far (ln) below the utterance's best")
     hotwords: tuple[str, ...] = option((), "words to boost, in any casing")
     hotword_weight: float = option(C.DEFAULT_HOTWORD_WEIGHT, "ln bonus of a finished hotword")
-    nbest: int = option(C.DEFAULT_NBEST, "alternatives returned in Hypothesis.nbest")
+    nbest: int = option(C.DEFAULT_NBEST, "alternatives kept per utterance (Hypothesis.nbest; "
+                        "eval/run.py writes them, with their word errors, to the results JSONL)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

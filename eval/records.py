@@ -101,6 +101,8 @@ class RunSettings:
     normalizer: dict[str, Any]
     bootstrap_resamples: int
     jobs: int
+    # the JSONL's words carry start/end times (folders made before the flag existed: they do)
+    word_timestamps: bool = True
     versions: dict[str, str] = field(default_factory=dict)
     git_commit: str = ""
     python: str = ""

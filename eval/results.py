@@ -114,6 +114,11 @@ class ResultsFolder:
         if old.normalizer != settings.normalizer:
             raise ValueError(f"{self.path} was scored with normaliser {old.normalizer['name']!r}, "
                              f"not {settings.normalizer['name']!r}; use a new --out folder")
+        if old.word_timestamps != settings.word_timestamps:
+            was = "--word-timestamps" if old.word_timestamps else "--no-word-timestamps"
+            how = "with" if old.word_timestamps else "without"
+            raise ValueError(f"{self.path} records words {how} timestamps ({was}); resume it "
+                             f"with {was} (one JSONL, one layout) or use a new --out folder")
         for split, now in settings.splits.items():
             before = old.splits.get(split)
             if before is not None and self._holds_split(split, old):

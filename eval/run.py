@@ -8,13 +8,15 @@
     python eval/run.py ... --nbest 10 --rescore 4gram.arpa --tune rescore_weight   # or a causal LM
 
 Every (decoder, LM) pair is a *system* labelled ``decoder`` or ``decoder+<lm name>``; decoder
-options go to the decoders that have them (greedy has none and runs once). Per split and system it
-prints WER (with a bootstrap interval), CER, S, D, I, words and RTF, then paired bootstrap tests
+options go to the decoders that have them (greedy has none and runs once; a value that reaches no
+system is an error, one that misses some a warning). Per split and system it prints WER (with a
+bootstrap interval), CER, S, D, I, words and speed (x real time), then paired bootstrap tests
 between systems, and writes a results folder (eval/results.py) that a re-run with the same --out
-resumes. With n-best lists it adds the n-best oracle WER and word-confidence figures (ECE, AUC;
-calibrated on dev with --calibrate-split), and with --rescore re-ranked systems and whether they
-changed the WER. This module only parses arguments: the work is eval/systems.py, eval/runner.py,
-eval/tuning.py, eval/calibrating.py and eval/report.py.
+resumes (the same inputs, every system the folder holds). With n-best lists it adds the n-best
+oracle WER and word-confidence figures (ECE, AUC; calibrated on dev with --calibrate-split), and
+with --rescore re-ranked systems and whether they changed the WER. This module only parses
+arguments: the work is eval/systems.py, eval/runner.py, eval/tuning.py, eval/calibrating.py and
+eval/report.py.
 """
 from __future__ import annotations
 
@@ -86,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(core/normalize.py)")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES,
                    help="bootstrap resamples for intervals and paired tests (0: off)")
+    p.add_argument("--word-timestamps", action=argparse.BooleanOptionalAction, default=True,
+                   help="give each word's start and end (seconds and frames) in the "
+                   "per-utterance JSONL; --no-word-timestamps leaves them out (n-best lists, "
+                   "written with --nbest N, and word confidence are always there)")
     t = p.add_argument_group("tuning")
     t.add_argument("--tune", nargs="+", metavar="PARAM",
                    help="decoder options to tune on --tune-split, e.g. alpha beta; the best "
@@ -146,7 +152,8 @@ def run(argv: Sequence[str] | None = None) -> Summary:
         check_calibration_split(split)
     calibration = load_calibration(args.calibration) if args.calibration else None
     settings = EvalSettings(jobs=args.jobs, bootstrap=args.bootstrap,
-                            normalizer=get_normalizer(args.normalizer), progress=not args.quiet)
+                            normalizer=get_normalizer(args.normalizer), progress=not args.quiet,
+                            word_timestamps=args.word_timestamps)
     out = Path(args.out or Path("results") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
     lms = [None if x.lower() == NO_LM else x for x in (args.lm or [NO_LM])]
     values = given_options(args, decoder_options())

@@ -55,12 +55,14 @@ class EvalSettings:
 
     jobs: decoding processes. bootstrap: resamples for intervals and paired tests (0: none).
     normalizer: applied to references and hypotheses before scoring. progress: draw bars.
+    word_timestamps: the per-utterance JSONL gives each word's start and end (seconds, frames).
     """
 
     jobs: int = 1
     bootstrap: int = DEFAULT_RESAMPLES
     normalizer: TextNormalizer = DEFAULT_NORMALIZER
     progress: bool = True
+    word_timestamps: bool = True
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
@@ -73,7 +75,8 @@ def decode_records(decoder: SystemDecoder, cache: EmissionCache, records: Sequen
                    jobs: int, normalizer: TextNormalizer, progress: DecodeProgress | None = None,
                    sink: Callable[[list[UtteranceResult]], None] | None = None,
                    calibrator: Calibrator | None = None,
-                   tokens: PhonemeScoring | None = None) -> list[UtteranceResult]:
+                   tokens: PhonemeScoring | None = None, timestamps: bool = True
+                   ) -> list[UtteranceResult]:
     """Decode ``records`` of ``cache`` chunk by chunk, scoring each utterance.
 
     tokens: score the output tokens as phonemes against the reference spelled through the
@@ -81,8 +84,9 @@ def decode_records(decoder: SystemDecoder, cache: EmissionCache, records: Sequen
     decoders that output no words.
     sink(results) is called after each chunk (the results folder appends it).
     decode_seconds of an utterance = its share, by frames, of its chunk's wall time. Words go
-    with their timestamps and confidence (``calibrator`` adds calibrated values), n-best lists
-    with each entry's word errors and the oracle (eval/word_records.py).
+    with their confidence (``calibrator`` adds calibrated values) and, with ``timestamps``, their
+    start and end; n-best lists with each entry's word errors and the oracle
+    (eval/word_records.py).
     """
     out: list[UtteranceResult] = []
     chunk = max(CHUNK_PER_JOB * max(1, jobs), decoder.batch_size)
@@ -116,7 +120,7 @@ def decode_records(decoder: SystemDecoder, cache: EmissionCache, records: Sequen
                 char_insertions=s.chars.insertions, ref_chars=s.chars.ref_len,
                 score=float(hyp.score), decode_seconds=wall * max(1, r.num_frames) / frames,
                 audio_seconds=float(r.audio_seconds), num_frames=int(r.num_frames),
-                words=word_records(hyp, s, normalizer, calibrator), nbest=nbest,
+                words=word_records(hyp, s, normalizer, calibrator, timestamps), nbest=nbest,
                 oracle_errors=min(e["errors"] for e in nbest) if nbest else None))
         if sink is not None:
             sink(results)
@@ -149,7 +153,7 @@ def evaluate_system(system: System, cache: EmissionCache, split: str, folder: Re
                             settings.progress) as bar:
             new = decode_records(decoder, cache, todo, settings.jobs, settings.normalizer, bar,
                                  lambda rs: folder.append_utterances(split, system.label, rs),
-                                 system.calibrator, tokens)
+                                 system.calibrator, tokens, settings.word_timestamps)
         done.update((r.id, r) for r in new)
     return [done[i] for i in cache.ids], load_seconds
 
@@ -242,6 +246,7 @@ def run_settings(systems: Sequence[System], caches: Mapping[str, EmissionCache],
                     "skipped": [{"id": i, "reason": why} for i, why in skipped(c)]}
                 for k, c in caches.items()},
         normalizer=settings.normalizer.to_dict(), bootstrap_resamples=settings.bootstrap,
+        word_timestamps=settings.word_timestamps,
         jobs=settings.jobs, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **environment_fields())
 

@@ -2,7 +2,8 @@
 JSONL, and back out for calibration, the oracle and the notebooks.
 
 One word record: ``{"word", "start_s", "end_s", "start_frame", "end_frame", "confidence",
-"frame_confidence", "correct"}`` plus ``"calibrated"`` when the run applies a calibration.
+"frame_confidence", "correct"}`` plus ``"calibrated"`` when the run applies a calibration; the
+four times are left out when the run does not record timestamps (``--no-word-timestamps``).
 ``confidence`` is the decoder's own (decoders/confidence.py; null when it has none, e.g. beam
 with nbest 1); ``calibrated`` maps it through the dev-fitted calibration; ``correct`` is from
 the WER's word alignment (null for a word the normaliser drops). One n-best record:
@@ -28,10 +29,11 @@ def _number(x: float) -> float | None:
 
 
 def word_records(hyp: Hypothesis, score: UtteranceScore, normalizer: TextNormalizer,
-                 calibrator: Calibrator | None = None) -> list[dict[str, Any]]:
-    """The JSONL word records of ``hyp`` (scored as ``score``). Words that do not spell the
-    scored text (a decoder whose words and text disagree) get ``correct`` null: they are written
-    but never scored."""
+                 calibrator: Calibrator | None = None, timestamps: bool = True
+                 ) -> list[dict[str, Any]]:
+    """The JSONL word records of ``hyp`` (scored as ``score``); ``timestamps``: with each word's
+    start and end (seconds and frames). Words that do not spell the scored text (a decoder whose
+    words and text disagree) get ``correct`` null: they are written but never scored."""
     try:
         correct = word_correctness([w.word for w in hyp.words], score.alignment, normalizer)
     except ValueError:
@@ -40,11 +42,12 @@ def word_records(hyp: Hypothesis, score: UtteranceScore, normalizer: TextNormali
                                   [w.frame_confidence for w in hyp.words]) if calibrator else None
     out = []
     for k, (w, ok) in enumerate(zip(hyp.words, correct, strict=True)):
-        rec: dict[str, Any] = {
-            "word": w.word, "start_s": w.start_s, "end_s": w.end_s,
-            "start_frame": w.start_frame, "end_frame": w.end_frame,
-            "confidence": _number(w.confidence), "frame_confidence": _number(w.frame_confidence),
-            "correct": ok}
+        rec: dict[str, Any] = {"word": w.word}
+        if timestamps:
+            rec.update(start_s=w.start_s, end_s=w.end_s, start_frame=w.start_frame,
+                       end_frame=w.end_frame)
+        rec.update(confidence=_number(w.confidence),
+                   frame_confidence=_number(w.frame_confidence), correct=ok)
         if calibrated is not None:
             rec["calibrated"] = _number(calibrated[k])
         out.append(rec)

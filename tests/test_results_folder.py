@@ -177,3 +177,27 @@ def test_a_folder_that_cannot_be_resumed_is_refused_before_tuning(tiny, tmp_path
     with pytest.raises(ValueError, match="also holds results this run does not name"):
         run_mod.run(args(tiny, out, "--decoder", LM_DECODER, "--lm", str(tiny["lm"]), "--split",
                          "test-a", "--tune", "alpha", "--tune-split", "dev-b"))
+
+
+# ----------------------------------------------------------------------------- item 3
+def test_nbest_lists_and_word_timestamps_reach_the_jsonl(tiny, tmp_path):
+    out = tmp_path / "n"
+    run_mod.run(args(tiny, out, "--decoder", LM_DECODER, "--split", "test-a", "--nbest", "3",
+                     "--beam-width", "8"))
+    rows = [json.loads(line) for line in (out / "test-a" / f"{LM_DECODER}.jsonl").open()]
+    for row in rows:
+        assert len(row["nbest"]) == 3 and row["nbest"][0]["text"] == row["hyp"]
+        assert {"text", "score", "errors"} <= set(row["nbest"][0])
+        assert row["words"] and all({"start_s", "end_s", "start_frame", "end_frame"} <= set(w)
+                                    for w in row["words"])
+    assert json.loads((out / "settings.json").read_text())["word_timestamps"] is True
+    # Without timestamps: the words (with their confidence) stay, their times go.
+    bare = tmp_path / "bare"
+    run_mod.run(args(tiny, bare, "--decoder", "greedy", "--split", "test-a",
+                     "--no-word-timestamps"))
+    for line in (bare / "test-a" / "greedy.jsonl").open():
+        words = json.loads(line)["words"]
+        assert words and all("start_s" not in w and "confidence" in w for w in words)
+    # One folder, one layout: a resume with the other setting is refused.
+    with pytest.raises(ValueError, match="records words without timestamps"):
+        run_mod.run(args(tiny, bare, "--decoder", "greedy", "--split", "test-a"))
