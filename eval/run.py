@@ -139,10 +139,33 @@ def report_emission(result: EmissionResult) -> None:
         print(f"[emit] {line}", file=sys.stderr)
 
 
+# Flags that only mean something beside another one: (flag's dest, what it needs, its flag).
+DEPENDENT_FLAGS = (("tune_split", "tune", "--tune"), ("tune_method", "tune", "--tune"),
+                   ("tune_values", "tune", "--tune"), ("tune_trials", "tune", "--tune"),
+                   ("params_out", "tune", "--tune"), ("calibration_method", "calibrate_split",
+                                                      "--calibrate-split"),
+                   ("calibration_out", "calibrate_split", "--calibrate-split"))
+
+
+def check_flag_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """ValueError for a flag given without the one it goes with (it would be silently unused)."""
+    defaults = {a.dest: a.default for a in parser._actions}
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    for dest, needs, needed_flag in DEPENDENT_FLAGS:
+        if getattr(args, dest) != defaults[dest] and not getattr(args, needs):
+            raise ValueError(f"{flags[dest]} only applies with {needed_flag}; add {needed_flag} "
+                             "or drop it")
+    if args.tune and args.tune_trials != defaults["tune_trials"] and args.tune_method != "optuna":
+        raise ValueError("--tune-trials only applies with --tune-method optuna (the grid tries "
+                         "every combination of --tune-values)")
+
+
 def run(argv: Sequence[str] | None = None) -> Summary:
     """Everything ``main`` does, returning the Summary (for tests and notebooks)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     show_notes(not args.quiet)
+    check_flag_pairs(parser, args)
     if args.tune and args.params:
         raise ValueError("--tune and --params exclude each other: tune first, then pass the file")
     if args.calibrate_split and args.calibration:

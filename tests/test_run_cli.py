@@ -236,3 +236,19 @@ def test_progress_off_a_terminal_is_plain_lines(tiny, tmp_path, capfd):
     err = capfd.readouterr().err
     assert "\r" not in err                              # no redraws in a log file or a pipe
     assert f"test-a {LM_DECODER}: 2/2 utt (100%)" in err  # one plain line when a bar ends
+
+
+def test_flags_without_the_flag_they_go_with_are_errors(tiny, tmp_path, capsys):
+    for extra, message in ((["--tune-values", "alpha=0,1"], "--tune-values only applies with "
+                             "--tune"),
+                           (["--params-out", "p.json"], "--params-out only applies with --tune"),
+                           (["--tune-split", "dev-a"], "--tune-split only applies with --tune"),
+                           (["--calibration-out", "c.json"], "--calibration-out only applies "
+                            "with --calibrate-split")):
+        assert run_mod.main(args(tiny, tmp_path / "x", "--quiet", "--decoder", "greedy",
+                                 *extra)) == 2
+        assert message in capsys.readouterr().err
+    assert run_mod.main(args(tiny, tmp_path / "x", "--quiet", "--decoder", LM_DECODER, "--lm",
+                             str(arpa_without_unk(tmp_path / "t.arpa")), "--tune", "alpha",
+                             "--tune-split", "dev-a", "--tune-trials", "5")) == 2
+    assert "--tune-trials only applies with --tune-method optuna" in capsys.readouterr().err
