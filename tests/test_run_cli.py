@@ -8,7 +8,6 @@ from eval_fixtures import LM_WORDS, write_tiny_emissions
 
 from ctclab.decoders.base import available_decoders
 from ctclab.eval import run as run_mod
-from ctclab.eval.report import speed_text
 
 LM_DECODER = next(d for d in ("beam", "pyctcdecode") if d in available_decoders())
 
@@ -49,12 +48,16 @@ def test_kenlm_banner_is_one_note_and_nothing_with_quiet(tiny, tmp_path, capfd):
 
 
 def test_speed_column_keeps_digits_for_fast_decoders():
+    from ctclab.eval.report import speed_text
+
     assert speed_text(0.00004) == "25,000"      # greedy: an RTF column printed 0.0000
     assert speed_text(0.05) == "20.0" and speed_text(0.8) == "1.25"
     assert speed_text(float("nan")) == "-" and speed_text(0.0) == "-"
 
 
 def test_console_table_shows_speed_as_multiple_of_real_time(tiny, tmp_path, capsys):
+    from ctclab.eval.report import speed_text
+
     summary = run_mod.run(args(tiny, tmp_path / "s", "--decoder", "greedy", "--quiet"))
     printed = capsys.readouterr().out
     assert "x real time" in printed and "RTF" not in printed
