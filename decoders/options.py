@@ -193,17 +193,26 @@ class BeamOptions(PrefixSearchOptions):
             raise ValueError(f"unknown lexicon_mode {self.lexicon_mode!r}; valid: "
                              f"{', '.join(C.LEXICON_MODES)}")
 
+    def input_files(self) -> dict[str, str]:
+        out = super().input_files()
+        out.update({k: v for k, v in (("lexicon_path", self.lexicon_path),
+                                      ("tokenizer_path", self.tokenizer_path)) if v is not None})
+        return out
+
     def inert(self) -> dict[str, str]:
         out = super().inert()
         if self.lm_path is None:
             out["lm_backend"] = out["lm_arrays_max_mib"] = "no language model"
         elif self.lm_backend == "kenlm":
             out["lm_arrays_max_mib"] = "lm_backend 'kenlm' builds no arrays"
-        if self.lm_path is None and self.unigrams_path is None:  # no known words to check
-            out["lexicon_mode"] = out["unknown_prefix_penalty"] = "no language model or word list"
-        elif self.lexicon_mode != "soft":
-            out["unknown_prefix_penalty"] = f"lexicon mode {self.lexicon_mode!r} (only 'soft' " \
-                "uses it)"
+        if self.lexicon_path is None:
+            out["skip_unknown_tokens"] = "no pronunciation lexicon"
+        mode = self.lexicon_mode or ("hard" if self.lexicon_path is not None else "soft")
+        if self.lm_path is None and self.unigrams_path is None and self.lexicon_path is None:
+            out["lexicon_mode"] = out["unknown_prefix_penalty"] = \
+                "no language model, word list or lexicon"  # no known words to check
+        elif mode != "soft":
+            out["unknown_prefix_penalty"] = f"lexicon mode {mode!r} (only 'soft' uses it)"
         return out
 
 

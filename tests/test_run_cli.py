@@ -79,7 +79,7 @@ def test_options_that_reach_no_system_are_errors(tiny, tmp_path, capsys):
     if "beam" in available_decoders():
         cases.append((["--decoder", "beam", "--lexicon-mode", "hard"],
                       "--lexicon-mode hard has no effect on any system of this run (beam: no "
-                      "language model or word list)"))
+                      "language model, word list or lexicon)"))
     for extra, message in cases:
         assert run_mod.main(args(tiny, tmp_path / "x", "--quiet", *extra)) == 2, extra
         err = capsys.readouterr().err
@@ -99,7 +99,7 @@ def test_options_that_miss_some_systems_are_named_in_a_warning(tiny, tmp_path, c
     assert ("warning: --alpha 0.8 does not apply to greedy (not its option); beam, pyctcdecode "
             "(no language model)") in err
     assert ("warning: --lexicon-mode hard does not apply to greedy, pyctcdecode, pyctcdecode+tiny "
-            "(not its option); beam (no language model or word list)") in err
+            "(not its option); beam (no language model, word list or lexicon)") in err
     # greedy beside LM decoders without "none": it runs once, without the LM, and says so
     run_mod.run(args(tiny, tmp_path / "g", "--quiet", "--decoder", "greedy", "beam", "--lm", lm,
                      "--beam-width", "8"))
