@@ -148,15 +148,18 @@ class ResultsFolder:
                     f"{what}; use a new --out folder (or delete "
                     f"{self.path / '*' / (spec.label + '.jsonl')} to decode it again)")
         labels, splits = {s.label for s in settings.systems}, set(settings.splits)
-        left_out = [f"{system} on {split}" for split in old.splits for system in previous
-                    if (split not in splits or system not in labels)
-                    and self._holds(split, system)]
-        if left_out:
+        held = [(split, system) for split in old.splits for system in previous
+                if self._holds(split, system)]
+        systems_left = list(dict.fromkeys(system for _, system in held if system not in labels))
+        splits_left = list(dict.fromkeys(split for split, _ in held if split not in splits))
+        if systems_left or splits_left:
+            left = " and ".join(f"of {what} this run does not name ({', '.join(names)})"
+                                for what, names in (("systems", systems_left),
+                                                    ("splits", splits_left)) if names)
             raise ValueError(
-                f"{self.path} also holds results this run does not name ({', '.join(left_out)}), "
-                "and a folder's summary covers every system in it: name them too (--decoder, "
-                "--lm, --split; finished utterances are not decoded again), or use a new --out "
-                "folder")
+                f"{self.path} also holds results {left}, and a folder's summary covers every "
+                "system in it: name them too (finished utterances are not decoded again; the "
+                f"folder's last command was: {' '.join(old.command)}), or use a new --out folder")
         if options and (old.git_commit != settings.git_commit
                         or old.versions != settings.versions):
             print(f"note: resuming {self.path}, made at commit {old.git_commit or '?'} with "

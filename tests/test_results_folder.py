@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -36,9 +37,12 @@ def test_a_run_naming_fewer_systems_is_refused_and_the_folder_stays_whole(tiny, 
     out = tmp_path / "r"
     run_mod.run(args(tiny, out, "--decoder", "greedy", LM_DECODER, "--split", "test-a", "dev-a"))
     before = {name: (out / name).read_text() for name in ("summary.json", "settings.json")}
-    for fewer in (["--decoder", "greedy", "--split", "test-a", "dev-a"],
-                  ["--decoder", "greedy", LM_DECODER, "--split", "test-a"]):
-        with pytest.raises(ValueError, match="also holds results this run does not name"):
+    for fewer, left in ((["--decoder", "greedy", "--split", "test-a", "dev-a"],
+                         f"of systems this run does not name ({LM_DECODER})"),
+                        (["--decoder", "greedy", LM_DECODER, "--split", "test-a"],
+                         "of splits this run does not name (dev-a)")):
+        with pytest.raises(ValueError, match=rf"also holds results {re.escape(left)}.*the "
+                                             "folder's last command was: eval/run.py "):
             run_mod.run(args(tiny, out, *fewer))
         assert run_mod.main(args(tiny, out, *fewer)) == 2
         err = capsys.readouterr().err
@@ -174,7 +178,7 @@ def test_a_folder_that_cannot_be_resumed_is_refused_before_tuning(tiny, tmp_path
     out = tmp_path / "t"
     run_mod.run(args(tiny, out, "--decoder", "greedy", "--split", "test-a"))
     monkeypatch.setattr(run_mod, "tune_systems", lambda *a, **k: pytest.fail("tuned first"))
-    with pytest.raises(ValueError, match="also holds results this run does not name"):
+    with pytest.raises(ValueError, match="also holds results of systems this run does not name"):
         run_mod.run(args(tiny, out, "--decoder", LM_DECODER, "--lm", str(tiny["lm"]), "--split",
                          "test-a", "--tune", "alpha", "--tune-split", "dev-b"))
 
