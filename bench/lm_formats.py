@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.lm.is_file():
         print(f"error: {args.lm} not found (the ../shared folder beside the repo)", file=sys.stderr)
-        return 1
+        return 2
     vocab = Vocabulary.wav2vec2_english()
     t0 = time.perf_counter()
     words = read_unigrams(args.lm)
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
              for line in f.read_text().splitlines() if " " in line]
     if not texts:  # scoring nothing would print 0 words/s as if it were a measurement
         print(f"error: no *.trans.txt transcripts under --text {args.text}", file=sys.stderr)
-        return 1
+        return 2
     cache = lm_cache_dir()
     text_file = cache / "bench-lm-formats-text.txt"
     cache.mkdir(parents=True, exist_ok=True)
