@@ -1,21 +1,22 @@
 """Run a CTC model over an audio source in length-sorted batches and store log-probs in a cache.
 
-Padding, done right. wav2vec2-base's first conv layer has a GroupNorm with one group per channel:
-it normalises each channel over *all* time steps, so zero padding shifts its mean/variance and
-changes every frame of a padded utterance (that is why its feature extractor passes no attention
-mask). We keep full batching and make it exact instead: that GroupNorm is swapped for
-:class:`MaskedGroupNorm`, which takes the statistics of each utterance over its own valid frames
-only (the conv-0 output length of its true sample count). Every later conv layer is local and
-unpadded, so a valid output frame never sees padding; the transformer gets the attention mask,
-which zeroes padded frames before the positional conv and masks them in attention. Batched output
-then equals one-at-a-time output up to float rounding (tested: max |diff| < 1e-4 in float32).
-Layer-norm models (wav2vec2-large-lv60 style) only need the attention mask.
+Padding, done right. Each utterance's model input is made alone by the model's own feature
+extractor (emission/front_end.py: per-utterance normalisation and filterbanks never see padding),
+then inputs are zero-padded into a batch with the model's padding mask. Where a model still lets
+padding reach valid frames (wav2vec2-base's group norm over time, wav2vec2-conformer's unmasked
+depthwise convs, data2vec-audio's positional convs, SEW's pair pooling, adapter convs), the
+treatments of emission/padding.py make it exact. Batched output then equals one-at-a-time output
+up to float rounding (tested for every transformers CTC type: max |diff| < 1e-4 in float32);
+a model with a leak no treatment covers runs one utterance at a time. Output frame counts come
+from the model's own length computation (CTCModel.frames_of_inputs); inputs too short for one
+frame never reach the model and get no frames.
 
 Data loading (decode, resample, normalise, pad; pinned memory on CUDA) runs in a background
 thread with a small decode pool, overlapping the model; libsndfile, soxr and torch release the GIL.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -38,13 +39,18 @@ from ctclab.emission.cache import (
     SkippedItem,
     cache_dir_for,
 )
-from ctclab.emission.models import CTCModel, conv_output_length
+from ctclab.emission.exactness import MASKED_GROUP_NORM, ONE_AT_A_TIME
+from ctclab.emission.models import CTCModel
 from ctclab.emission.options import (  # noqa: F401 - re-exported: extraction's option names
     COMPUTE_DTYPES,
     DEFAULT_LOADER_THREADS,
     DEVICES,
     PREFETCH_BATCHES,
     ExtractOptions,
+)
+from ctclab.emission.padding import (  # noqa: F401 - re-exported: its old home
+    ExactPadding,
+    MaskedGroupNorm,
 )
 from ctclab.emission.sync import ExtractStats, FillReport, fill
 
@@ -66,47 +72,9 @@ def select_device(device: str = "auto") -> Any:
     return torch.device(device)
 
 
-class MaskedGroupNorm(torch.nn.Module):
-    """Replacement for a per-channel ``nn.GroupNorm`` over (B, C, T) that uses, for each batch
-    row b, only its first ``valid[b]`` time steps for the statistics (see module docstring).
-    With ``valid`` None it is the wrapped GroupNorm unchanged."""
-
-    def __init__(self, inner: torch.nn.GroupNorm):
-        super().__init__()
-        self.inner = inner
-        self.valid: torch.Tensor | None = None  # (B,) int64 frame counts, set per batch
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.valid is None:
-            return self.inner(x)
-        xf = x.float()  # statistics in float32 even under fp16 autocast
-        steps = torch.arange(x.shape[-1], device=x.device)
-        mask = (steps[None, :] < self.valid[:, None].to(x.device)).to(xf.dtype)[:, None]
-        count = mask.sum(-1, keepdim=True).clamp_min(1.0)
-        mean = (xf * mask).sum(-1, keepdim=True) / count
-        var = (((xf - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-        y = (xf - mean) * torch.rsqrt(var + self.inner.eps)
-        if self.inner.affine:
-            y = y * self.inner.weight.float()[None, :, None] + self.inner.bias.float()[None, :, None]
-        return y.to(x.dtype)
-
-
-def _install_masked_group_norm(module: torch.nn.Module) -> MaskedGroupNorm | None:
-    """Swap the first per-channel GroupNorm (wav2vec2-base conv 0) for a masked one; returns the
-    masked module (reused when already installed), or None when the model has none."""
-    for parent in module.modules():
-        for child_name, child in parent.named_children():
-            if isinstance(child, MaskedGroupNorm):
-                return child
-            if isinstance(child, torch.nn.GroupNorm) and child.num_groups == child.num_channels:
-                masked = MaskedGroupNorm(child)
-                setattr(parent, child_name, masked)
-                return masked
-    return None
-
-
 class _Runner:
-    """Moves the model to a device once and runs padded batches through it."""
+    """Moves the model to a device once and runs padded batches through it, exactly: each row's
+    output is what the utterance gives alone (emission/padding.py), to float rounding."""
 
     def __init__(self, model: CTCModel, device: Any, dtype: str):
         if dtype == "float16" and device.type == "cpu":
@@ -114,49 +82,81 @@ class _Runner:
                              "missing); on CPU use --dtype float32 or bfloat16")
         self.model, self.device, self.dtype = model, device, dtype
         self.module = model.module.to(device).eval()
-        self.masked = _install_masked_group_norm(self.module) if model.kind == "hf" else None
+        plan = model.padding_plan
+        # torchaudio's ASR bundles may layer-normalise the whole padded batch tensor at once
+        # (normalize_waveform), which mixes utterances: they run one at a time, like any model
+        # whose padding leaks in a way emission/padding.py does not treat.
+        self.one_at_a_time = ONE_AT_A_TIME in plan
+        self.exact = None if self.one_at_a_time or model.kind != "hf" else ExactPadding.install(
+            self.module, plan, (model.kernels[0], model.strides[0]) if model.kernels else None)
+        self.masked = self.exact.group_norm if self.exact is not None else None
         self.autocast = dtype != "float32"
         self.torch_dtype = getattr(torch, dtype)
 
     def __call__(self, padded: np.ndarray | torch.Tensor, lengths: np.ndarray) -> list[np.ndarray]:
-        """padded: (B, S) float32 normalised audio (array or, pinned, tensor); lengths: (B,) true
-        samples. Returns B arrays (T_b, V) float32 log-probs trimmed to each true frame count."""
-        if self.model.kind == "torchaudio" and len(lengths) > 1:
-            # torchaudio's ASR bundles may layer-normalise the whole padded batch tensor at once
-            # (normalize_waveform), which mixes utterances: run them one at a time instead.
-            return [self(padded[b:b + 1, :max(int(n), self.model.min_samples)], lengths[b:b + 1])[0]
-                    for b, n in enumerate(lengths)]
-        frames = self.model.num_frames(lengths)
+        """padded: (B, L, ...) float32 model inputs, time second (array or, pinned, tensor);
+        lengths: (B,) their true lengths (samples, or feature frames). Returns B arrays (T_b, V)
+        float32 log-probs trimmed to each true frame count (T_b = 0 for inputs too short for a
+        frame: those never reach the model)."""
+        lengths = np.asarray(lengths, np.int64).reshape(-1)
+        frames = np.asarray(self.model.frames_of_inputs(lengths), np.int64).reshape(-1)
+        out = [np.zeros((0, self.model.vocabulary.size), np.float32)] * len(lengths)
+        live = np.flatnonzero(frames > 0)
+        groups = [live[i:i + 1] for i in range(len(live))] if self.one_at_a_time else [live]
+        for rows in groups:
+            if rows.size == 0:
+                continue
+            x = _take(padded, rows, int(lengths[rows].max()))
+            for b, lp in zip(rows, self._forward(x, lengths[rows], frames[rows]), strict=True):
+                out[b] = lp
+        return out
+
+    def _forward(self, padded: np.ndarray | torch.Tensor, lengths: np.ndarray,
+                 frames: np.ndarray) -> list[np.ndarray]:
+        """One forward pass over rows that all give frames."""
         x = padded if isinstance(padded, torch.Tensor) else torch.from_numpy(padded)
         x = x.to(self.device, non_blocking=x.is_pinned())
-        lens = torch.from_numpy(lengths.astype(np.int64)).to(self.device)
+        if self.model.time_axis:  # e.g. OmniASR takes (B, 1, S): time back in its place
+            x = x.movedim(1, 1 + self.model.time_axis)
+        lens = torch.from_numpy(lengths).to(self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.torch_dtype,
                                                     enabled=self.autocast):
             if self.model.kind == "torchaudio":
                 logits, _ = self.module(x, lens)
             else:
-                if self.masked is not None:
-                    self.masked.valid = torch.from_numpy(
-                        conv_output_length(lengths, self.model.kernels[:1],
-                                           self.model.strides[:1]))
-                mask = (torch.arange(x.shape[1], device=self.device)[None, :] < lens[:, None])
-                try:
-                    logits = self.module(input_values=x, attention_mask=mask.long()).logits
-                finally:
-                    if self.masked is not None:
-                        self.masked.valid = None
+                inputs = {self.model.input_name: x}
+                if self.model.mask_name is not None:
+                    steps = torch.arange(padded.shape[1], device=self.device)
+                    inputs[self.model.mask_name] = (steps[None, :] < lens[:, None]).long()
+                with self.exact.batch(lengths, frames) if self.exact is not None \
+                        else contextlib.nullcontext():
+                    logits = self.module(**inputs).logits
             log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
         if log_probs.shape[1] < frames.max(initial=0):
             raise RuntimeError(f"model returned {log_probs.shape[1]} frames for a batch whose "
-                               f"longest input needs {frames.max()}: the conv length formula does "
+                               f"longest input needs {frames.max()}: the length computation does "
                                "not match this model")
         return [np.ascontiguousarray(log_probs[b, :n]) for b, n in enumerate(frames)]
 
 
+def _take(padded: np.ndarray | torch.Tensor, rows: np.ndarray,
+          width: int) -> np.ndarray | torch.Tensor:
+    """Rows ``rows`` of a padded batch, cut to ``width`` steps (the batch itself when that is
+    all of it)."""
+    if len(rows) == padded.shape[0] and width == padded.shape[1]:
+        return padded
+    if isinstance(padded, torch.Tensor):
+        return padded[torch.from_numpy(rows)][:, :width]
+    return padded[rows, :width]
+
+
 def pad_batch(waves: Sequence[np.ndarray], min_samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-pad (S_b,) float32 waveforms into (B, max S) plus (B,) int64 lengths."""
+    """Zero-pad per-utterance inputs, time first ((S_b,) samples or (T_b, F) frames), into
+    (B, max length, ...) float32 plus (B,) int64 lengths (at least ``min_samples`` long)."""
     lengths = np.array([len(w) for w in waves], dtype=np.int64)
-    padded = np.zeros((len(waves), max(int(lengths.max(initial=0)), min_samples)), np.float32)
+    trailing = tuple(waves[0].shape[1:]) if len(waves) else ()
+    padded = np.zeros((len(waves), max(int(lengths.max(initial=0)), min_samples), *trailing),
+                      np.float32)
     for b, w in enumerate(waves):
         padded[b, :len(w)] = w
     return padded, lengths
@@ -165,9 +165,9 @@ def pad_batch(waves: Sequence[np.ndarray], min_samples: int = 0) -> tuple[np.nda
 def compute_log_probs(model: CTCModel, waveforms: Sequence[np.ndarray], *, device: str = "cpu",
                       dtype: str = "float32") -> list[np.ndarray]:
     """Log-probs of 16 kHz float32 waveforms run as ONE padded batch: list of (T_i, V) float32,
-    T_i = model.num_frames(len(waveform_i)). Normalisation is applied here."""
+    T_i = model.num_frames(len(waveform_i)). The model's front end is applied here."""
     runner = _Runner(model, select_device(device), dtype)
-    padded, lengths = pad_batch([model.normalize(w) for w in waveforms], model.min_samples)
+    padded, lengths = pad_batch([model.normalize(w) for w in waveforms])
     return runner(padded, lengths)
 
 
@@ -191,12 +191,14 @@ _END = object()
 def _loader(source: AudioSource, model: CTCModel, entries: list[SourceEntry],
             batches: list[list[int]], out: queue.Queue, skip_bad: bool,
             stop: threading.Event, threads: int, pin: bool) -> None:
-    """Thread body: decode + normalise (a pool of ``threads``) + pad each batch, then put
-    (entries, padded, lengths, skipped) on ``out``; errors are put there too."""
+    """Thread body: decode + front end (a pool of ``threads``) + pad each batch, then put
+    (entries, padded, input lengths, sample counts, skipped) on ``out``; errors are put there
+    too."""
 
-    def load_one(i: int) -> np.ndarray | SkippedItem:
+    def load_one(i: int) -> tuple[np.ndarray, int] | SkippedItem:
         try:
-            return model.normalize(source.load(entries[i]))
+            audio = source.load(entries[i])
+            return model.normalize(audio), len(audio)
         except AudioReadError as exc:
             if not skip_bad:
                 raise
@@ -207,18 +209,19 @@ def _loader(source: AudioSource, model: CTCModel, entries: list[SourceEntry],
             for batch in batches:
                 if stop.is_set():
                     return
-                ok, waves, bad = [], [], []
+                ok, waves, samples, bad = [], [], [], []
                 for i, result in zip(batch, pool.map(load_one, batch), strict=True):
                     if isinstance(result, SkippedItem):
                         bad.append(result)
                     else:
                         ok.append(entries[i])
-                        waves.append(result)
-                padded, lengths = pad_batch(waves, model.min_samples) if waves else (None, None)
+                        waves.append(result[0])
+                        samples.append(result[1])
+                padded, lengths = pad_batch(waves) if waves else (None, None)
                 batch_input: Any = padded
                 if pin and padded is not None:  # page-locked: async host-to-GPU copy
                     batch_input = torch.from_numpy(padded).pin_memory()
-                out.put((ok, batch_input, lengths, bad))
+                out.put((ok, batch_input, lengths, np.array(samples, np.int64), bad))
         out.put(_END)
     except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
         out.put(exc)
@@ -235,9 +238,10 @@ def model_meta(model: CTCModel, source: AudioSource, store_dtype: str) -> CacheM
                      split=source_split(source), vocabulary=model.vocabulary.to_dict(),
                      frame_shift_s=model.frame_shift_s, sample_rate=model.sample_rate,
                      dtype=store_dtype, data_key=source.data_key,
-                     details={"data": source.location,
-                              # torchaudio bundles run one utterance at a time instead
-                              "masked_group_norm": model.group_norm and model.kind == "hf"})
+                     details={"data": source.location, "model_type": model.model_type,
+                              # how padded batches were made exact (emission/padding.py)
+                              "padding": list(model.padding_plan),
+                              "masked_group_norm": MASKED_GROUP_NORM in model.padding_plan})
 
 
 def extract(model: CTCModel, source: AudioSource, cache_root: str | Path, *,
@@ -306,16 +310,16 @@ def run_model(model: CTCModel, source: AudioSource, writer: CacheWriter,
                 break
             if isinstance(item, BaseException):
                 raise item
-            ok, padded, lengths, bad = item
+            ok, padded, lengths, samples, bad = item
             if bad:
                 writer.add_skipped(bad)
                 skipped += bad
             if ok:
                 outputs = runner(padded, lengths)
-                writer.add_batch([(e.id, e.text, len_ / model.sample_rate, lp) for e, len_, lp
-                                  in zip(ok, lengths, outputs, strict=True)])
+                writer.add_batch([(e.id, e.text, n / model.sample_rate, lp) for e, n, lp
+                                  in zip(ok, samples, outputs, strict=True)])
                 count += len(ok)
-                seconds += float(lengths.sum()) / model.sample_rate
+                seconds += float(samples.sum()) / model.sample_rate
                 frames += int(sum(lp.shape[0] for lp in outputs))
                 short += [e.id for e, lp in zip(ok, outputs, strict=True) if lp.shape[0] == 0]
                 bar.update(sum(e.seconds for e in ok))

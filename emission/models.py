@@ -1,8 +1,9 @@
 """Load a CTC acoustic model: a Hugging Face id / local directory (``AutoModelForCTC`` + its
 processor) or a torchaudio pipeline bundle (``torchaudio:WAV2VEC2_ASR_BASE_960H``).
 
-The result is a :class:`CTCModel`: the torch module, the per-utterance input normaliser, the
-:class:`decoders.Vocabulary`, the recorded revision and the conv-stack length formula.
+The result is a :class:`CTCModel` (emission/ctc_model.py): the torch module, the per-utterance
+front end, the :class:`Vocabulary`, the recorded revision and the model's length computation. Any
+of the fourteen transformers ``*ForCTC`` types loads (emission/hf_models.py).
 """
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import hashlib
 import importlib.metadata
 import re
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ctclab.core.vocabulary import Vocabulary
+from ctclab.emission.ctc_model import (  # noqa: F401 - re-exported: the model type's old home
+    CTCModel,
+    as_float32,
+    conv_output_length,
+    vocabulary_from_tokenizer,
+    zero_mean_unit_var,
+)
+from ctclab.emission.hf_models import hf_ctc_model
 from ctclab.emission.hub import hub_unreachable, model_in_hf_cache
 
 TORCHAUDIO_PREFIX = "torchaudio:"
@@ -26,87 +31,6 @@ LOCAL_HASH_BYTES = 1 << 20
 # A hub commit id; HF cache folders are .../snapshots/<commit>/ (transformers reads the commit of a
 # model from that path the same way).
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-
-
-def conv_output_length(num_samples: Any, kernels: Sequence[int], strides: Sequence[int]) -> Any:
-    """Frames out of a stack of unpadded 1-D convolutions: L <- floor((L - k) / s) + 1 per layer.
-
-    num_samples: int or integer array; returns the same kind (0 when the input is shorter than
-    the receptive field). For wav2vec2 (k=10,3,3,3,3,2,2; s=5,2,2,2,2,2,2) that is one frame per
-    320 samples (20 ms at 16 kHz), starting once 400 samples are available.
-    """
-    length = np.asarray(num_samples, dtype=np.int64)
-    for k, s in zip(kernels, strides, strict=True):
-        length = np.maximum((length - k) // s + 1, 0)
-    return int(length) if np.ndim(num_samples) == 0 else length
-
-
-@dataclass(frozen=True)
-class CTCModel:
-    """A loaded CTC model (``module`` in eval mode on CPU; the extractor moves it).
-
-    name/revision: what made the emissions (revision = hub commit hash, or ``local-<hash>``).
-    vocabulary: labels in output index order. sample_rate: Hz the model expects.
-    frame_shift_s: seconds per output frame. kernels/strides: the conv stack (length formula).
-    normalize: (S,) float32 waveform -> (S,) float32 model input (the feature extractor's
-    per-utterance zero-mean/unit-variance normalisation, or identity).
-    takes_attention_mask: the processor would pass an attention mask (layer-norm models).
-    group_norm: the first conv layer normalises over time (wav2vec2-base): padding changes its
-    statistics, handled by the extractor (see eval/extract.py).
-    kind: "hf" or "torchaudio".
-    """
-
-    module: Any
-    name: str
-    revision: str
-    vocabulary: Vocabulary
-    sample_rate: int
-    frame_shift_s: float
-    kernels: tuple[int, ...]
-    strides: tuple[int, ...]
-    normalize: Callable[[np.ndarray], np.ndarray]
-    takes_attention_mask: bool
-    group_norm: bool
-    kind: str = "hf"
-
-    def num_frames(self, num_samples: Any) -> Any:
-        """Output frames for ``num_samples`` input samples (int or array)."""
-        return conv_output_length(num_samples, self.kernels, self.strides)
-
-    @property
-    def min_samples(self) -> int:
-        """Shortest input that yields one frame (the receptive field)."""
-        n = 1
-        for k, s in reversed(list(zip(self.kernels, self.strides, strict=True))):
-            n = (n - 1) * s + k
-        return n
-
-
-def zero_mean_unit_var(audio: np.ndarray) -> np.ndarray:
-    """(S,) waveform -> (S,) float32 with zero mean and unit variance, computed over these samples
-    only: Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm on an unpadded utterance."""
-    return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
-
-
-def _as_float32(audio: np.ndarray) -> np.ndarray:
-    return audio.astype(np.float32, copy=False)
-
-
-def vocabulary_from_tokenizer(tokenizer: Any, vocab_size: int, pad_token_id: int | None) -> Vocabulary:
-    """The CTC vocabulary of a HF CTC tokenizer: labels by id, blank = pad token, ``|`` (or the
-    tokenizer's word delimiter) = delimiter, ``<s> </s> <unk>`` marked never emitted."""
-    by_id = {int(i): tok for tok, i in tokenizer.get_vocab().items()}
-    labels = [by_id.get(i, f"<unused_{i}>") for i in range(vocab_size)]
-    blank = pad_token_id if pad_token_id is not None else getattr(tokenizer, "pad_token_id", None)
-    if blank is None:
-        raise ValueError("the model defines no pad token (the CTC blank): set pad_token_id in "
-                         "its config.json")
-    delimiter = getattr(tokenizer, "word_delimiter_token", None)
-    if delimiter not in labels:
-        delimiter = None
-    unused = [lab for lab in labels if lab in ("<s>", "</s>", "<unk>") or lab.startswith("<unused_")]
-    unused = [lab for lab in unused if labels.index(lab) != blank]
-    return Vocabulary.from_labels(labels, blank=int(blank), delimiter=delimiter, unused=unused)
 
 
 def _local_revision(path: Path) -> str:
@@ -186,7 +110,7 @@ def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
     """Load ``name``: a HF hub id, a local directory, or ``torchaudio:BUNDLE_NAME``."""
     if name.startswith(TORCHAUDIO_PREFIX):
         return _load_torchaudio(name[len(TORCHAUDIO_PREFIX):])
-    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCTC, AutoTokenizer
 
     path = Path(name).expanduser()  # a quoted "~/model" reaches us unexpanded
     local = path.is_dir()
@@ -200,7 +124,7 @@ def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
     _quiet_progress_off_terminal()
     try:
         config = AutoConfig.from_pretrained(where, revision=revision)
-        extractor = AutoFeatureExtractor.from_pretrained(where, revision=revision)
+        extractor = _feature_extractor(name, config, where, revision)
         tokenizer = AutoTokenizer.from_pretrained(where, revision=revision)
         kwargs = {"attn_implementation": "sdpa"}
         try:
@@ -214,22 +138,22 @@ def load_ctc_model(name: str, *, revision: str | None = None) -> CTCModel:
     module.eval()
     commit = getattr(config, "_commit_hash", None) or getattr(module.config, "_commit_hash", None)
     rev = commit or (local_model_revision(path) if local else (revision or "unknown"))
-    kernels = tuple(int(k) for k in getattr(config, "conv_kernel", ()))
-    strides = tuple(int(s) for s in getattr(config, "conv_stride", ()))
-    if not kernels or getattr(config, "add_adapter", False):
-        raise ValueError(f"model {name!r} ({config.model_type}) has no plain conv feature stack "
-                         "(conv_kernel/conv_stride); only wav2vec2-style CTC models are supported")
-    rate = int(getattr(extractor, "sampling_rate", 16_000))
-    vocab = vocabulary_from_tokenizer(tokenizer, int(config.vocab_size), config.pad_token_id)
-    do_normalize = bool(getattr(extractor, "do_normalize", False))
-    normalize = zero_mean_unit_var if do_normalize else _as_float32
     # name stays as given (hub id or path): eval/run.py finds caches by that same string.
-    return CTCModel(
-        module=module, name=name, revision=rev, vocabulary=vocab, sample_rate=rate,
-        frame_shift_s=float(np.prod(strides)) / rate, kernels=kernels, strides=strides,
-        normalize=normalize,
-        takes_attention_mask=bool(getattr(extractor, "return_attention_mask", False)),
-        group_norm=getattr(config, "feat_extract_norm", "layer") == "group", kind="hf")
+    return hf_ctc_model(module, config, extractor, tokenizer, name=name, revision=rev)
+
+
+def _feature_extractor(name: str, config: Any, where: str, revision: str | None) -> Any:
+    """The model's feature extractor; ImportError naming the missing library (Granite Speech 5's
+    needs torchaudio) instead of transformers' generic one."""
+    from transformers import AutoFeatureExtractor
+
+    try:
+        return AutoFeatureExtractor.from_pretrained(where, revision=revision)
+    except ImportError as exc:
+        raise ImportError(f"the feature extractor of model {name!r} ({config.model_type}) needs a "
+                          f"library that is not installed: {' '.join(str(exc).split())[:300]} "
+                          "(torchaudio: pip install torchaudio, the build matching your torch)"
+                          ) from None
 
 
 def _load_torchaudio(bundle_name: str) -> CTCModel:
@@ -255,5 +179,6 @@ def _load_torchaudio(bundle_name: str) -> CTCModel:
     return CTCModel(module=module, name=TORCHAUDIO_PREFIX + bundle_name, revision="torchaudio-"
                     + importlib.metadata.version("torchaudio"), vocabulary=vocab, sample_rate=rate,
                     frame_shift_s=320 / rate, kernels=kernels, strides=strides,
-                    normalize=_as_float32,
-                    takes_attention_mask=False, group_norm=True, kind="torchaudio")
+                    normalize=as_float32,
+                    takes_attention_mask=False, group_norm=True, kind="torchaudio",
+                    model_type="torchaudio")
