@@ -252,3 +252,20 @@ def test_group_norm_types_are_told_from_the_config(paths):
 def test_granite_without_torchaudio_says_what_is_missing(paths):
     with pytest.raises(ImportError, match="granite_speech5_ctc.*torchaudio.*pip install"):
         load_ctc_model(str(paths["granite_speech5_ctc"]))
+
+
+def test_pinned_batch_path_with_a_clip_too_short(paths, waves):
+    """The GPU loader hands the runner a torch tensor (pinned there): rows that give no frame are
+    left out of the forward pass and the rest match the numpy path."""
+    from ctclab.emission.extract import _Runner, pad_batch
+
+    model = load_ctc_model(str(paths["omniasr_ctc"]))  # (B, 1, S) input: time moved back
+    clips = [*waves[:2], np.zeros(model.min_samples - 1, np.float32)]
+    padded, lengths = pad_batch([model.normalize(c) for c in clips])
+    runner = _Runner(model, torch.device("cpu"), "float32")
+    from_tensor = runner(torch.from_numpy(padded), lengths)
+    from_array = runner(padded, lengths)
+    assert [len(x) for x in from_tensor] == [len(x) for x in from_array] == \
+        [model.num_frames(len(c)) for c in clips] and len(from_tensor[2]) == 0
+    for a, b in zip(from_tensor, from_array, strict=True):
+        np.testing.assert_array_equal(a, b)
