@@ -119,6 +119,8 @@ def hf_ctc_model(module: Any, config: Any, extractor: Any, tokenizer: Any, *, na
     kernels, strides = _conv_stack(config) if not front.filterbank else ((), ())
     first = _first_frame(frames_of)
     front = dataclasses.replace(front, min_samples=first)
+    if steps is not None:
+        steps.front_end = front  # shorter clips skip the extractor from now on
     group_norm = model_type in GROUP_NORM_CAPABLE and \
         getattr(config, "feat_extract_norm", "layer") == "group"
     return CTCModel(
