@@ -1,6 +1,7 @@
 """Finding caches under a cache root (``<root>/<model>/<revision>/<source>/<split>/``)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ctclab.emission.cache import META_FILE, CacheMeta, EmissionCache, slug
@@ -48,3 +49,33 @@ def open_cache(path: str | Path) -> EmissionCache:
         if meta is not None and meta.complete:
             return EmissionCache.open(meta_file.parent)
     raise FileNotFoundError(f"no complete emission cache under {path}")
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """One complete cache found under a root (what a notebook lists to choose from)."""
+
+    path: Path
+    model: str
+    revision: str
+    source: str
+    split: str
+    utterances: int
+
+
+def list_caches(root: str | Path) -> list[CacheInfo]:
+    """Every complete cache at or under ``root``, sorted by (model, split, path); [] for none.
+    utterances: how many its manifest lists."""
+    root = Path(root)
+    found = []
+    files = [root / META_FILE] if (root / META_FILE).is_file() else sorted(root.rglob(META_FILE))
+    for meta_file in files:
+        try:
+            meta = CacheMeta.read(meta_file.parent)
+        except ValueError:  # a broken meta.json is not a cache to use
+            continue
+        if meta is None or not meta.complete:
+            continue
+        found.append(CacheInfo(meta_file.parent, meta.model, meta.revision, meta.source,
+                               meta.split, len(EmissionCache.open(meta_file.parent))))
+    return sorted(found, key=lambda c: (c.model, c.split, str(c.path)))

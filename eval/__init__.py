@@ -9,5 +9,7 @@ results folders and reports. One module per job:
   AUC), calibration (calibrators, calibration.json), calibrating (fit per system on dev)
 - n-best lists: oracle (oracle WER), rescore (+ causal_lm: re-ranking with a second LM)
 - cached_models: pick_model (the one cached model, without --model)
-- metrics, stats, analysis, oov (the caches come from ctclab.emission.stage.open_emissions)
+- metrics, stats, oov; analysis + utterance_analysis: what the notebooks read (labels, runs,
+  sweeps, tuning grids, substitutions, per-utterance errors, word confidence, emission statistics)
+- the caches come from ctclab.emission.stage.open_emissions
 """

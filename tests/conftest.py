@@ -42,3 +42,36 @@ def wav2vec2_vocab():
     from ctclab.decoders import Vocabulary
 
     return Vocabulary.wav2vec2_english()
+
+
+@pytest.fixture(scope="session")
+def analysis_results(tmp_path_factory):
+    """Tiny results folders of every kind the notebooks read (eval/analysis.py's readers): a
+    decoder comparison; a beam-width sweep (widths 1 and 4, no LM) beside a hard-lexicon run at
+    width 4 with the LM; two alpha/beta tuning runs on different dev splits; a 4-best run with
+    word confidence calibrated on dev-a. {"cache", "results", "lm", "decoder"}."""
+    from eval_fixtures import write_tiny_arpa, write_tiny_emissions
+
+    from ctclab.eval import run as run_mod
+
+    root = tmp_path_factory.mktemp("analysis")
+    emissions, lm = write_tiny_emissions(root), write_tiny_arpa(root / "tiny.arpa")
+    cache, results = root / "cache", root / "results"
+    common = ["--import-emissions", str(emissions), "--cache-dir", str(cache), "--quiet",
+              "--bootstrap", "100"]
+    both = [*common, "--split", "dev-a", "test-a"]
+    run_mod.run([*both, "--decoder", "greedy", "beam", "--lm", "none", str(lm),
+                 "--out", str(results / "demo")])
+    for width in (1, 4):
+        run_mod.run([*both, "--decoder", "beam", "--beam-width", str(width),
+                     "--out", str(results / f"beam{width}")])
+    run_mod.run([*both, "--decoder", "beam", "--lm", str(lm), "--lexicon-mode", "hard",
+                 "--beam-width", "4", "--out", str(results / "hard4")])
+    for name, split in (("tuned", "dev-a"), ("tuned-b", "dev-b")):
+        run_mod.run([*common, "--split", "test-a", "--decoder", "beam", "--lm", str(lm),
+                     "--tune", "alpha", "beta", "--tune-split", split, "--tune-values",
+                     "alpha=0,0.5", "beta=0,1", "--out", str(results / name)])
+    run_mod.run([*common, "--split", "test-a", "dev-a", "--decoder", "greedy", "beam", "--lm",
+                 "none", str(lm), "--nbest", "4", "--calibrate-split", "dev-a",
+                 "--out", str(results / "confidence")])
+    return {"cache": cache, "results": results, "lm": lm}
