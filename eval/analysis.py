@@ -113,12 +113,18 @@ def config_label(decoder: str, options: Mapping[str, Any], *, width: bool = True
 
 
 def _changed_options(decoder: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Options of ``decoder`` not named by config_label whose value is not the default (and
-    that change results: neutral options such as the LM backend are left out)."""
+    """Options of ``decoder`` not named by config_label whose value is not the default, left out
+    where they change no result: neutral ones (the LM backend) and those the options call inert
+    with these values (the soft-lexicon penalty under a hard lexicon)."""
     if decoder not in available_decoders():
         return {}
     cls = decoder_class(decoder).Options
-    skip = _NAMED | neutral_fields(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        inert = set(cls(**{k: v for k, v in options.items() if k in names}).inert())
+    except (TypeError, ValueError):  # options stored by another version: name them all
+        inert = set()
+    skip = _NAMED | neutral_fields(cls) | inert
     out = {}
     for f in dataclasses.fields(cls):
         if f.name in skip or f.name not in options or f.default is dataclasses.MISSING:

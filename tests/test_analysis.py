@@ -55,8 +55,13 @@ def test_config_label_names_the_whole_configuration():
                                  "nbest": 10, "token_min_logp": -4.0}) == (
         "beam + en-us-70k-3gram (α 0.5, β 1.5), width 100, soft lexicon, hotwords fashion census "
         "(+8), 10-best, token_min_logp=-4.0")
-    # what has no effect is left out: alpha/beta and the lexicon without an LM; neutral options
+    # what has no effect is left out: alpha/beta and the lexicon without an LM; neutral options;
+    # the soft lexicon's penalty under a hard lexicon (the options' own inert())
     assert config_label("beam", {**beam, "lm_path": None}) == "beam, no LM, width 100"
+    assert config_label("beam", {**beam, "lexicon_mode": "hard",
+                                 "unknown_prefix_penalty": -5.0}).endswith("hard lexicon")
+    assert config_label("beam", {**beam, "unknown_prefix_penalty": -5.0}).endswith(
+        "soft lexicon, unknown_prefix_penalty=-5.0")
     # unset lexicon mode: soft, or hard with a pronunciation lexicon (named by its file)
     assert config_label("beam", {**beam, "lexicon_mode": None}).endswith("soft lexicon")
     assert config_label("beam", {**beam, "lm_path": None, "lexicon_mode": None,
