@@ -230,7 +230,8 @@ class BatchSearch:
         self.arow[step, utt] = np.arange(len(rows))
         self.gap[step, utt] = blank_mass(prev + 1, rows)
         self.has_gap[step, utt] = rows > prev + 1
-        self.any_gap = self.has_gap.any(axis=1)
+        # np.any, not .any(): numpy 2's stubs type the method's result as bool | array (mypy)
+        self.any_gap = np.any(self.has_gap, axis=1)
         last_row = np.where(n_act > 0, rows[np.maximum(first + n_act - 1, 0)] if len(rows) else 0,
                             self.offsets - 1)
         self.trail = blank_mass(last_row + 1, self.offsets + self.lengths)
