@@ -45,6 +45,7 @@ from ctclab.core.options import HelpFormatter, add_option_flags, given_options
 from ctclab.core.progress import progress_bar
 from ctclab.core.table import Table
 from ctclab.decoders import Vocabulary, available_decoders
+from ctclab.decoders.base import missing_requirement
 from ctclab.decoders.options import PyctcdecodeOptions
 from ctclab.eval.metrics import corpus_score, score_utterance
 from ctclab.lm.files import resolve_lm_path
@@ -410,9 +411,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(args.repeat, args.jobs, args.peaky_utterances, args.random_utterances) < 1:
         p.error("--repeat, --jobs and the utterance counts must be >= 1")
     valid = set(available_decoders()) | set(peers.PEERS)
-    bad = [d for d in args.decoder if d not in valid]
-    if bad:
-        p.error(f"unknown --decoder {bad}; valid here: {sorted(valid)}")
+    for name in args.decoder:
+        if name not in valid:  # pyctcdecode without its package: say what to install
+            p.error(missing_requirement(name) or
+                    f"unknown --decoder {name!r}; valid here: {sorted(valid)}")
     return args
 
 

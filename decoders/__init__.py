@@ -1,6 +1,6 @@
 """CTC decoders over cached log-probabilities: one protocol, a registry by name.
 
-    from ctclab.decoders import Vocabulary, create_decoder, available_decoders
+    from ctclab.decoders import Vocabulary, create_decoder, available_decoders   # usable names
     dec = create_decoder("beam", vocab, beam_width=100, lm_path="4gram.arpa", alpha=0.5)
     hyp = dec.decode(log_probs)          # log_probs: (T, V) float32, natural-log softmax
 
@@ -19,6 +19,8 @@ from ctclab.decoders.base import (
     create_decoder,
     decoder_class,
     register,
+    registered_decoders,
+    require_decoder,
     validate_log_probs,
 )
 
@@ -31,5 +33,7 @@ __all__ = [
     "create_decoder",
     "decoder_class",
     "register",
+    "registered_decoders",
+    "require_decoder",
     "validate_log_probs",
 ]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import math
 import multiprocessing
 import os
@@ -41,6 +43,9 @@ class Decoder(ABC, Generic[OptionsT]):
                             f"got {type(options).__name__}")
         if not frame_shift_s > 0 or not math.isfinite(frame_shift_s):  # NaN fails every compare
             raise ValueError(f"frame_shift_s must be positive seconds, got {frame_shift_s}")
+        missing = missing_requirement(self.name)  # an optional package (see register)
+        if missing is not None:
+            raise ImportError(missing)
         self.vocab = vocab
         self.options = options  # type: ignore[assignment]  # checked against self.Options above
         self.frame_shift_s = float(frame_shift_s)
@@ -142,10 +147,20 @@ def _parallel_decode(decoder: Decoder, emissions: Sequence[np.ndarray], jobs: in
 
 # ----------------------------------------------------------------------------- registry
 _DECODERS: dict[str, type[Decoder]] = {}
+# Registered name -> (optional package its decoder needs, how to install it); see register().
+_REQUIREMENTS: dict[str, tuple[str, str]] = {}
 
 
-def register(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
-    """Class decorator: make a Decoder available as ``name`` (CLI ``--decoder name``)."""
+def register(name: str, *, requires: str | None = None, install: str = ""
+             ) -> Callable[[type[Decoder]], type[Decoder]]:
+    """Class decorator: make a Decoder available as ``name`` (CLI ``--decoder name``).
+
+    ``requires``: an optional package the decoder needs, imported when the decoder is built, never
+    when its module is. While that package does not import, the name stays registered (its
+    options and flags exist, and a user asking for it learns what to install) but is left out of
+    available_decoders(), and building the decoder or require_decoder(name) raises an ImportError
+    that says ``install``.
+    """
 
     def wrap(cls: type[Decoder]) -> type[Decoder]:
         if name in _DECODERS and _DECODERS[name] is not cls:
@@ -154,23 +169,67 @@ def register(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
             raise TypeError(f"{cls.__name__}.Options must be a (frozen) dataclass")
         cls.name = name
         _DECODERS[name] = cls
+        if requires is not None:
+            _REQUIREMENTS[name] = (requires, install or f"pip install {requires}")
         return cls
 
     return wrap
 
 
-def available_decoders() -> list[str]:
-    """Registered decoder names, sorted."""
+@functools.cache
+def _import_error(module: str) -> str | None:
+    """None when ``module`` imports, else why not (tried once per process)."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return "is not installed"
+        return f"does not import here ({exc})"
+    except Exception as exc:  # not only ImportError: a package built against another numpy
+        return f"does not import here ({type(exc).__name__}: {exc})"
+    return None
+
+
+def missing_requirement(name: str) -> str | None:
+    """Why the registered decoder ``name`` cannot be used here (its optional package does not
+    import) and what to install, or None when it can be used."""
+    if name not in _REQUIREMENTS:
+        return None
+    module, install = _REQUIREMENTS[name]
+    error = _import_error(module)
+    if error is None:
+        return None
+    return f"decoder {name!r} needs {module}, which {error}; install it with: {install}"
+
+
+def registered_decoders() -> list[str]:
+    """Every registered decoder name, sorted, usable here or not (see available_decoders)."""
     return sorted(_DECODERS)
 
 
+def available_decoders() -> list[str]:
+    """Registered decoder names that can be used here (their optional packages import), sorted."""
+    return [name for name in sorted(_DECODERS) if missing_requirement(name) is None]
+
+
 def decoder_class(name: str) -> type[Decoder]:
-    """The class registered as ``name``; an unknown name raises ValueError listing valid names."""
-    try:
-        return _DECODERS[name]
-    except KeyError:
+    """The class registered as ``name``, usable here or not (its Options are always there); an
+    unknown name raises ValueError listing the valid names."""
+    if name not in _DECODERS:
+        unusable = [n for n in registered_decoders() if n not in available_decoders()]
         raise ValueError(f"unknown decoder {name!r}; valid names: {', '.join(available_decoders())}"
-                         ) from None
+                         + (f" (not installed here: {', '.join(unusable)})" if unusable else ""))
+    return _DECODERS[name]
+
+
+def require_decoder(name: str) -> type[Decoder]:
+    """decoder_class(name), or ImportError saying what to install when its optional package is
+    missing: for command lines, to refuse before any work."""
+    cls = decoder_class(name)
+    missing = missing_requirement(name)
+    if missing is not None:
+        raise ImportError(missing)
+    return cls
 
 
 def fused_lm(options: LMOptions, lm: LoadedLM | None, backend: str = "kenlm",

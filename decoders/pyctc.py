@@ -38,7 +38,12 @@ __all__ = ["PyctcdecodeDecoder", "PyctcdecodeOptions"]
 logging.getLogger("pyctcdecode").setLevel(logging.WARNING)
 
 
-@register("pyctcdecode")
+# pyctcdecode is an optional extra: its last release, 0.5.0 (2023), declares numpy<2, so the extra
+# holds numpy at 1.x. Without it, the rest of ctclab runs on numpy 2 and this name says what to do.
+INSTALL_HINT = "pip install 'ctclab[pyctcdecode]' (numpy 1.x: pyctcdecode 0.5.0 declares numpy<2)"
+
+
+@register("pyctcdecode", requires="pyctcdecode", install=INSTALL_HINT)
 class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
     """CTC prefix beam search by pyctcdecode, optionally fused with a KenLM word n-gram.
 
@@ -51,17 +56,13 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
 
     def __init__(self, vocab: Vocabulary, options: PyctcdecodeOptions | None = None, *,
                  frame_shift_s: float = 0.02, lm: LoadedLM | None = None):
-        super().__init__(vocab, options, frame_shift_s=frame_shift_s)
+        super().__init__(vocab, options, frame_shift_s=frame_shift_s)  # ImportError without it
         if vocab.units == "phonemes":
             raise ValueError("pyctcdecode decodes letters and word pieces, whose labels spell the "
                              "words; this model emits phonemes, whose words come only through a "
                              "pronunciation lexicon: decode it with the beam decoder and "
                              "--lexicon FILE (lexicon_path=)")
-        try:
-            import pyctcdecode
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise ImportError("the pyctcdecode decoder needs pyctcdecode: "
-                              "pip install pyctcdecode==0.5.0 kenlm") from exc
+        import pyctcdecode
         opts = self.options
         self.lm = fused_lm(opts, lm)
         # acoustic word -> LM word (identity without an LM); raises on an all-OOV setup, also for

@@ -30,7 +30,7 @@ import numpy as np
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.options import field_names, flag_of
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.decoders.base import Decoder, available_decoders, decoder_class
+from ctclab.decoders.base import Decoder, decoder_class, registered_decoders, require_decoder
 from ctclab.decoders.options import LMOptions, PrefixSearchOptions
 from ctclab.eval.calibration import Calibrator
 from ctclab.eval.records import SystemSpec
@@ -54,9 +54,10 @@ LOG = logging.getLogger("ctclab.eval")
 
 
 def decoder_options() -> dict[str, type]:
-    """Every registered decoder's options class, by decoder name (what the CLIs make flags of).
-    Importing any ctclab.decoders module registers greedy, beam and pyctcdecode."""
-    return {name: decoder_class(name).Options for name in available_decoders()}
+    """Every registered decoder's options class, by decoder name (what the CLIs make flags of),
+    usable here or not: the flags are the same in every environment. Importing any
+    ctclab.decoders module registers greedy, beam and pyctcdecode."""
+    return {name: decoder_class(name).Options for name in registered_decoders()}
 
 
 class SystemDecoder(Protocol):
@@ -188,11 +189,10 @@ def build_systems(decoders: Sequence[str], lms: Sequence[str | None],
     system. ValueError for an unknown decoder, an LM or a value that no system of the run uses,
     or a bad value; a warning (logger ``ctclab.eval``; ``warn``) names the systems a given value
     or LM does not reach, and why.
+    ImportError (what to install) for a decoder whose optional package is missing (pyctcdecode).
     """
-    unknown = [d for d in decoders if d not in available_decoders()]
-    if unknown:
-        raise ValueError(f"unknown decoder(s) {unknown}; valid names: "
-                         f"{', '.join(available_decoders())}")
+    for name in decoders:
+        require_decoder(name)
     taken = set().union(*(field_names(decoder_class(d).Options) for d in decoders))
     unused = sorted(k for k in values if k not in taken)
     if unused:

@@ -23,6 +23,32 @@ def require_shared(*parts: str) -> Path:
     return path
 
 
+def _registry():
+    """ctclab.decoders.base, with every decoder registered (importing ctclab.decoders does it)."""
+    import ctclab.decoders  # noqa: F401
+    from ctclab.decoders import base
+
+    return base
+
+
+def needs_decoder(name: str) -> pytest.MarkDecorator:
+    """Mark: skip, with the reason and the install command, where decoder ``name``'s optional
+    package is missing (pyctcdecode: the numpy-2 environment, .venv-np2, has none)."""
+    missing = _registry().missing_requirement(name)
+    return pytest.mark.skipif(missing is not None, reason=f"optional extra missing: {missing}")
+
+
+# The tests of the pyctcdecode adapter and of what compares with it.
+needs_pyctcdecode = needs_decoder("pyctcdecode")
+
+
+def decoder_params(names: list[str] | None = None) -> list:
+    """pytest params over decoder ``names`` (default: every registered one), each marked with
+    needs_decoder, so one whose optional package is missing skips with the reason."""
+    return [pytest.param(name, marks=needs_decoder(name))
+            for name in (names if names is not None else _registry().registered_decoders())]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache_root(tmp_path_factory):
     """Point the ctclab cache root (emission caches, decompressed LMs) at a per-session temp

@@ -1,4 +1,5 @@
-"""bench/decode_speed.py runs end to end as a script (tiny synthetic sets) with sane figures."""
+"""bench/decode_speed.py runs end to end as a script (tiny synthetic sets) with sane figures: against
+pyctcdecode where it is installed, and the peers alone (C++, flashlight) everywhere, numpy 2 too."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,16 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, needs_pyctcdecode
+from decoding_fixtures import write_arpa
+
+from ctclab.decoders import available_decoders
 
 HAMA = REPO_ROOT.parent / "shared" / "emissions" / "hama-phoneme"
 IPA_LEXICON = REPO_ROOT.parent / "shared" / "lm" / "en-us-70k-3gram.ipa-lexicon.tsv"
 
 
+@needs_pyctcdecode
 def test_decode_speed_script_on_tiny_synthetic_sets(tmp_path):
     out = tmp_path / "speed.json"
     cmd = [sys.executable, "bench/decode_speed.py", "--inputs", "peaky", "random", "--lm", "none",
@@ -42,8 +47,10 @@ def test_decode_speed_script_on_tiny_synthetic_sets(tmp_path):
                     reason="needs ../shared/emissions/hama-phoneme and the IPA lexicon")
 def test_decode_speed_on_the_hama_phoneme_set_against_flashlight(tmp_path):
     out = tmp_path / "speed.json"
+    # pyctcdecode is asked for where it is installed, to show that it is left out on phonemes
+    pyctc = ["pyctcdecode"] if "pyctcdecode" in available_decoders() else []
     cmd = [sys.executable, "bench/decode_speed.py", "--inputs", "hama", "--lm", "none",
-           "--repeat", "1", "--decoder", "beam", "pyctcdecode", "flashlight", "--out", str(out)]
+           "--repeat", "1", "--decoder", "beam", *pyctc, "flashlight", "--out", str(out)]
     run = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                          check=False)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -76,3 +83,25 @@ def test_table_shows_a_dash_where_a_figure_does_not_exist(monkeypatch):
                             speed_vs_pyctcdecode=20.0, agreement=0.0, delta_ln_p=-3.5)
     (row,) = module.table_rows([random])   # no references: no WER
     assert row[-3] == "-" and row[-1] == "-3.50" and "nan" not in row
+
+
+def test_peers_run_without_pyctcdecode(tmp_path):
+    """Our beam, the C++ ctc-beam-decoder and flashlight-text, without the LM and with one: they
+    run wherever ctclab does (this also runs in the numpy-2 environment); no reference, no ratio."""
+    lm = write_arpa(tmp_path / "tiny.arpa", {"the": 0.3, "cat": 0.2, "sat": 0.2, "mat": 0.2})
+    out = tmp_path / "speed.json"
+    decoders = ("beam", "ctc-beam-decoder", "flashlight", "greedy")
+    cmd = [sys.executable, "bench/decode_speed.py", "--inputs", "peaky", "--lm", str(lm),
+           "--peaky-utterances", "3", "--repeat", "1", "--beam-width", "8",
+           "--decoder", *decoders, "--out", str(out), "--quiet"]
+    run = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = {(r["lm"], r["decoder"]): r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {("none", d) for d in decoders} | {
+        ("tiny", d) for d in decoders if d != "greedy"}   # greedy takes no LM
+    for r in results.values():
+        assert not r["error"] and r["ms_per_audio_s"] > 0 and r["utterances"] == 3, r
+        assert math.isnan(r["speed_vs_pyctcdecode"])   # pyctcdecode, the reference, not run
+    for d in decoders:   # synthetic peaky words are spelled clearly: every search finds them
+        assert results[("none", d)]["wer"] == 0.0, d

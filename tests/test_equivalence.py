@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import decoder_params, needs_pyctcdecode
 from decoding_fixtures import log_softmax, quartznet_vocab, write_arpa
 
 from ctclab.decoders import create_decoder
-from ctclab.decoders.base import available_decoders
+from ctclab.decoders.base import registered_decoders
 
 SEARCH = {"beam_width": 32, "token_min_logp": -5.0, "beam_prune_logp": -10.0}
 OURS_ONLY = {"token_top_k": None, "blank_skip_threshold": None}
@@ -47,6 +48,7 @@ def ambiguous_peaky(vocab, rng: np.random.Generator, runs: int) -> np.ndarray:
     return log_softmax(logits)
 
 
+@needs_pyctcdecode
 def test_same_text_on_random_peaky_logits_without_lm():
     v = quartznet_vocab()
     rng = np.random.default_rng(11)
@@ -83,6 +85,7 @@ def spoken(vocab, words: list[str], rng: np.random.Generator) -> np.ndarray:
     return log_softmax(logits)
 
 
+@needs_pyctcdecode
 def test_same_text_with_a_small_lm(tmp_path):
     v = quartznet_vocab()
     arpa = write_arpa(tmp_path / "small.arpa", LM_WORDS, BIGRAMS)
@@ -100,7 +103,8 @@ def test_same_text_with_a_small_lm(tmp_path):
     assert sum(x != y for x, y in zip(b, no_lm, strict=True)) >= 20
 
 
-@pytest.mark.parametrize("name", [d for d in available_decoders() if d != "greedy"])
+@pytest.mark.parametrize("name", decoder_params([d for d in registered_decoders()
+                                                 if d != "greedy"]))
 def test_greedy_equals_width_one_on_one_dominant_label_per_frame(name):
     v = quartznet_vocab()
     rng = np.random.default_rng(2)

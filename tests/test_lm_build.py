@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_pyctcdecode
 from decoding_fixtures import quartznet_vocab
 
 from ctclab.core.normalize import APOSTROPHE_VARIANTS, DEFAULT_NORMALIZER
@@ -146,6 +147,7 @@ def test_binaries_load_in_kenlm_with_the_same_scores(built, tmp_path):
                         rel_tol=1e-5)
 
 
+@needs_pyctcdecode
 def test_pyctcdecode_uses_the_built_lm(built):
     """An acoustically ambiguous second word (KAT slightly above CAT) is fixed by the LM."""
     from pyctcdecode import build_ctcdecoder

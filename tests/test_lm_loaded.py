@@ -3,6 +3,7 @@ object that decoders share."""
 from __future__ import annotations
 
 import pytest
+from conftest import decoder_params
 from decoding_fixtures import write_arpa
 
 from ctclab.decoders import Vocabulary, create_decoder
@@ -17,7 +18,10 @@ def arpa(tmp_path):
     return write_arpa(tmp_path / "tiny.arpa", WORDS, {("hello", "world"): 0.6})
 
 
-def test_loaded_once_per_form_and_shared_by_every_decoder(arpa, monkeypatch):
+# A KenLM-form user besides beam_kenlm: pyctcdecode, or (where it is missing: its case skips with
+# the reason) another beam on the KenLM backend.
+@pytest.mark.parametrize("kenlm_user", decoder_params(["beam", "pyctcdecode"]))
+def test_loaded_once_per_form_and_shared_by_every_decoder(arpa, monkeypatch, kenlm_user):
     made, arrays_made = [], []
     real, real_arrays = loaded.KenLMLanguageModel, loaded.load_array_lm
     monkeypatch.setattr(loaded, "KenLMLanguageModel", lambda path: made.append(path) or real(path))
@@ -27,7 +31,8 @@ def test_loaded_once_per_form_and_shared_by_every_decoder(arpa, monkeypatch):
     loaded._ARRAY_MODELS.clear()
     vocab = Vocabulary.wav2vec2_english()
     beam = create_decoder("beam", vocab, lm_path=str(arpa), alpha=1.0)   # the array form
-    pyctc = create_decoder("pyctcdecode", vocab, lm_path=str(arpa), alpha=0.5)  # KenLM
+    backend = {"lm_backend": "kenlm"} if kenlm_user == "beam" else {}
+    pyctc = create_decoder(kenlm_user, vocab, lm_path=str(arpa), alpha=0.5, **backend)  # KenLM
     again = create_decoder("beam", vocab, lm_path=str(arpa), alpha=0.0)
     beam_kenlm = create_decoder("beam", vocab, lm_path=str(arpa), lm_backend="kenlm")
     assert len(made) == 1 and len(arrays_made) == 1

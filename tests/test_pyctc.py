@@ -1,5 +1,6 @@
 """The pyctcdecode adapter: vocabulary layouts, unused specials, LM casing, unigrams, hotwords,
-n-best, LM sharing."""
+n-best, LM sharing. Each test that decodes skips with the reason where pyctcdecode is missing
+(the numpy-2 environment); the options are checked everywhere."""
 from __future__ import annotations
 
 import gzip
@@ -7,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import require_shared
+from conftest import needs_pyctcdecode, require_shared
 from decoding_fixtures import frames, quartznet_vocab, spell, write_arpa
 
 from ctclab.decoders import Vocabulary, create_decoder
@@ -29,6 +30,7 @@ def hello_wor_l_d(vocab: Vocabulary) -> np.ndarray:
     return frames(vocab, spec)
 
 
+@needs_pyctcdecode
 def test_wav2vec2_layout_maps_blank_delimiter_and_drops_specials(wav2vec2_vocab):
     v = wav2vec2_vocab
     dec = create_decoder("pyctcdecode", v, frame_shift_s=0.02)
@@ -45,6 +47,7 @@ def test_wav2vec2_layout_maps_blank_delimiter_and_drops_specials(wav2vec2_vocab)
     assert hyp.acoustic_score < 0 and hyp.score == pytest.approx(hyp.acoustic_score)
 
 
+@needs_pyctcdecode
 def test_unused_specials_are_never_emitted(wav2vec2_vocab):
     v = wav2vec2_vocab
     # <unk> and <s> dominate whole frames: a decoder that kept their columns would emit them.
@@ -56,6 +59,7 @@ def test_unused_specials_are_never_emitted(wav2vec2_vocab):
         assert "<" not in alt.text
 
 
+@needs_pyctcdecode
 def test_blank_last_lowercase_layout():
     v = quartznet_vocab()
     hyp = create_decoder("pyctcdecode", v).decode(spell(v, "hello world it's"))
@@ -64,6 +68,7 @@ def test_blank_last_lowercase_layout():
     assert v.blank not in hyp.tokens
 
 
+@needs_pyctcdecode
 def test_lm_casing_is_mapped_and_lm_flips_the_answer(wav2vec2_vocab, tiny_arpa):
     v = wav2vec2_vocab                      # upper-case labels, lower-case LM
     x = hello_wor_l_d(v)
@@ -77,12 +82,14 @@ def test_lm_casing_is_mapped_and_lm_flips_the_answer(wav2vec2_vocab, tiny_arpa):
     assert hyp.lm_score < 0                 # ln P(hello world </s>) with alpha 1, beta 0
 
 
+@needs_pyctcdecode
 def test_all_oov_lm_is_reported(wav2vec2_vocab, tmp_path):
     arpa = write_arpa(tmp_path / "digits.arpa", {"123": 0.5, "456": 0.4})
     with pytest.raises(ValueError, match="(?i)oov|match|spell"):
         create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(arpa))
 
 
+@needs_pyctcdecode
 def test_binary_lm_without_word_list_gets_its_casing_probed(wav2vec2_vocab, tmp_path):
     from ctclab.lm.build import build_binary
 
@@ -100,6 +107,7 @@ def test_binary_lm_without_word_list_gets_its_casing_probed(wav2vec2_vocab, tmp_
                        lm_path=str(build_binary(unknown, tmp_path / "digits.binary")))
 
 
+@needs_pyctcdecode
 def test_unigrams_from_arpa_gz_and_lexicon(tiny_arpa, tmp_path, wav2vec2_vocab, monkeypatch):
     monkeypatch.setenv("CTCLAB_CACHE_DIR", str(tmp_path / "cache"))  # the .gz is decompressed there
     assert sorted(load_lm(tiny_arpa).unigrams) == sorted(LM_WORDS)
@@ -124,6 +132,7 @@ def test_unigrams_from_arpa_gz_and_lexicon(tiny_arpa, tmp_path, wav2vec2_vocab, 
     assert dec.decode(hello_wor_l_d(wav2vec2_vocab)).text == "HELLO WORLD"
 
 
+@needs_pyctcdecode
 def test_hotword_flips_the_answer(wav2vec2_vocab):
     v = wav2vec2_vocab
     x = frames(v, ["_", {"C": 0.55, "K": 0.43}, "_", "A", "_", "T", "_"])
@@ -136,6 +145,7 @@ def test_hotword_flips_the_answer(wav2vec2_vocab):
         create_decoder("pyctcdecode", v, hotwords=("k4t",))
 
 
+@needs_pyctcdecode
 def test_nbest_lists_distinct_alternatives_best_first(wav2vec2_vocab):
     v = wav2vec2_vocab
     x = frames(v, ["_", {"C": 0.5, "K": 0.4}, "_", {"A": 0.6, "O": 0.35}, "_", "T", "_"])
@@ -163,11 +173,13 @@ def test_bad_options_are_rejected(options, error):
         PyctcdecodeOptions(**options)
 
 
+@needs_pyctcdecode
 def test_missing_lm_file_names_the_path(wav2vec2_vocab, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.arpa"):
         create_decoder("pyctcdecode", wav2vec2_vocab, lm_path=str(tmp_path / "nope.arpa"))
 
 
+@needs_pyctcdecode
 def test_parallel_decoding_with_lm_matches_serial(wav2vec2_vocab, tiny_arpa):
     v = wav2vec2_vocab
     dec = create_decoder("pyctcdecode", v, lm_path=str(tiny_arpa), alpha=1.0)
@@ -177,6 +189,7 @@ def test_parallel_decoding_with_lm_matches_serial(wav2vec2_vocab, tiny_arpa):
     assert serial[0].text == "HELLO WORLD" and serial[2].text == ""
 
 
+@needs_pyctcdecode
 def test_real_quartznet_emissions_match_greedy_without_lm():
     root = require_shared("emissions", "quartznet15x5-base-en")
     meta = json.loads((root / "labels.json").read_text())
@@ -191,6 +204,7 @@ def test_real_quartznet_emissions_match_greedy_without_lm():
         assert all(0 <= w.start_frame < w.end_frame <= int(frames_n) for w in hyp.words)
 
 
+@needs_pyctcdecode
 def test_lm_is_loaded_once_and_shared(wav2vec2_vocab, tiny_arpa):
     from pyctcdecode import BeamSearchDecoderCTC
 

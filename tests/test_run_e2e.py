@@ -8,16 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import needs_pyctcdecode
 from eval_fixtures import GREEDY_ERRORS, UTTERANCES, write_tiny_arpa, write_tiny_emissions
 
+from ctclab.decoders import base
 from ctclab.decoders.base import available_decoders
+from ctclab.decoders.pyctc import INSTALL_HINT
 from ctclab.eval import run as run_mod
 from ctclab.eval import runner
 from ctclab.eval.results import ResultsFolder
 
 REPO = Path(__file__).resolve().parents[1]
-# Every registered decoder that can run over the cache (greedy always; beam/pyctcdecode when in).
-DECODERS = [d for d in ("greedy", "beam", "pyctcdecode") if d in available_decoders()]
 LM_DECODER = next(d for d in ("beam", "pyctcdecode") if d in available_decoders())
 
 
@@ -33,12 +34,18 @@ def base_args(tiny, out, *extra):
             "--out", str(out), "--quiet", "--bootstrap", "200", *extra]
 
 
-def test_several_decoders_table_and_results_files(tiny, tmp_path, capsys):
+# Every decoder that runs over the cache; pyctcdecode's run skips with the reason where it is missing.
+@pytest.mark.parametrize("decoders", [
+    pytest.param(["greedy", "beam"], id="greedy,beam"),
+    pytest.param(["greedy", "beam", "pyctcdecode"], id="greedy,beam,pyctcdecode",
+                 marks=needs_pyctcdecode),
+])
+def test_several_decoders_table_and_results_files(tiny, tmp_path, capsys, decoders):
     out = tmp_path / "r"
-    summary = run_mod.run(base_args(tiny, out, "--decoder", *DECODERS, "--split", "dev-a",
+    summary = run_mod.run(base_args(tiny, out, "--decoder", *decoders, "--split", "dev-a",
                                     "test-a", "--beam-width", "8"))
     printed = capsys.readouterr().out
-    assert len(summary.systems) == 2 * len(DECODERS)
+    assert len(summary.systems) == 2 * len(decoders)
     for s in summary.systems:
         errors, words = GREEDY_ERRORS[s.split]
         # Peaky emissions without an LM: every decoder finds the same best path as greedy.
@@ -49,12 +56,12 @@ def test_several_decoders_table_and_results_files(tiny, tmp_path, capsys):
         assert f"{100 * s.wer:6.2f}" in printed
     dev = next(s for s in summary.systems if s.split == "dev-a" and s.system == "greedy")
     assert (dev.substitutions, dev.deletions, dev.insertions) == (1, 1, 1)
-    assert "paired bootstrap over utterances" in printed or len(DECODERS) == 1
+    assert "paired bootstrap over utterances" in printed
     for name in ("summary.json", "summary.tsv", "summary.md", "settings.json"):
         assert (out / name).is_file()
     settings = json.loads((out / "settings.json").read_text())
     assert settings["versions"]["numpy"] and settings["normalizer"]["name"] == "default"
-    assert [s["label"] for s in settings["systems"]] == DECODERS
+    assert [s["label"] for s in settings["systems"]] == decoders
     lines = (out / "dev-a" / "greedy.jsonl").read_text().splitlines()
     rows = {r["id"]: r for r in map(json.loads, lines)}
     for utt_id, ref, spoken in UTTERANCES["dev-a"]:      # each id got its own emission's text
@@ -182,6 +189,20 @@ def test_missing_cache_error_names_the_command(tmp_path):
 def test_unknown_decoder_lists_valid_names(tiny, tmp_path, capsys):
     assert run_mod.main(base_args(tiny, tmp_path / "x", "--decoder", "nope")) == 2
     assert "valid names: " in capsys.readouterr().err
+
+
+def test_pyctcdecode_missing_is_an_install_hint_before_any_work(tiny, tmp_path, capsys,
+                                                                monkeypatch):
+    """As in the numpy-2 environment (simulated here, so it runs in both): no traceback, no
+    "unknown decoder", nothing decoded, but what to install."""
+    monkeypatch.setitem(base._REQUIREMENTS, "pyctcdecode", ("ctclab_no_such_package", INSTALL_HINT))
+    out = tmp_path / "x"
+    code = run_mod.main(base_args(tiny, out, "--decoder", "greedy", "pyctcdecode", "--split",
+                                  "dev-a"))
+    err = capsys.readouterr().err
+    assert code == 2 and "decoder 'pyctcdecode' needs ctclab_no_such_package" in err
+    assert INSTALL_HINT in err and "unknown" not in err and "Traceback" not in err
+    assert not out.exists()   # refused before greedy decoded anything
 
 
 @pytest.mark.slow
