@@ -33,7 +33,7 @@ from typing import Any
 
 from ctclab.core.atomic import atomic_write_text
 from ctclab.core.options import neutral_fields
-from ctclab.decoders.base import available_decoders, decoder_class
+from ctclab.decoders.base import decoder_class, registered_decoders
 from ctclab.eval.records import RunSettings, Summary, UtteranceResult
 from ctclab.eval.report import summary_markdown, summary_tsv
 
@@ -133,7 +133,7 @@ class ResultsFolder:
             # absent from a folder made before they existed; so may the input fingerprints of a
             # folder made before they were recorded.
             ignored = (neutral_fields(decoder_class(spec.decoder).Options)
-                       if spec.decoder in available_decoders() else frozenset())
+                       if spec.decoder in registered_decoders() else frozenset())
             differs = _first_difference(
                 {"decoder": earlier.decoder, "options": _comparable(earlier.options, ignored),
                  **({"inputs": earlier.inputs} if earlier.inputs else {})},

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import decoder_params, needs_pyctcdecode
 from decoding_fixtures import frames, quartznet_vocab
 
 from ctclab.core.hypothesis import Hypothesis, WordTimestamp
@@ -105,7 +106,7 @@ def test_bad_inputs_are_clear_errors():
 DOUBT = ["_", "a", "_", "b", "_", " ", "_", "b", "_", {"a": 0.55, "b": 0.4}, "_"]
 
 
-@pytest.mark.parametrize("name", ["greedy", "beam", "pyctcdecode"])
+@pytest.mark.parametrize("name", decoder_params(["greedy", "beam", "pyctcdecode"]))
 def test_every_decoder_gives_probabilities_and_a_doubtful_word_scores_lower(name):
     vocab = quartznet_vocab()
     lp = frames(vocab, DOUBT)
@@ -121,6 +122,7 @@ def test_every_decoder_gives_probabilities_and_a_doubtful_word_scores_lower(name
         assert all(0 <= w.confidence <= 1 for e in hyp.nbest for w in e.words)
 
 
+@needs_pyctcdecode
 def test_beam_and_pyctcdecode_agree_on_confidence():
     vocab = quartznet_vocab()
     lp = frames(vocab, ["_", "a", {"b": 0.6, "c": 0.3}, "c", "_", " ", "c", "a", "_",
