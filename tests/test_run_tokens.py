@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import require_shared
+from conftest import needs_pyctcdecode, require_shared
 from test_lexicon import PHONEMES
 from test_token_sets import LEXICON, say
 
@@ -54,6 +54,7 @@ def test_phoneme_run_scores_greedy_by_per_and_beam_by_wer(phoneme_emissions, tmp
     assert {json.loads(line)["hyp"] for line in lines} == {"the cat", "two dog", "a dog"}
 
 
+@needs_pyctcdecode
 def test_pyctcdecode_on_phonemes_is_a_clear_error(phoneme_emissions, tmp_path, capsys):
     root, lexicon = phoneme_emissions
     code = main(["--import-emissions", str(root), "--cache-dir", str(tmp_path / "cache"),

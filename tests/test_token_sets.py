@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import needs_pyctcdecode
 from decoding_fixtures import log_softmax, peaky, write_arpa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -95,6 +96,7 @@ def test_hotwords_are_spelled_through_the_lexicon(lexicon):
         create_decoder("beam", v, lexicon_path=lexicon, hotwords=("fitzooth",))
 
 
+@needs_pyctcdecode
 def test_pyctcdecode_refuses_phonemes():
     with pytest.raises(ValueError, match="phonemes.*lexicon"):
         create_decoder("pyctcdecode", phoneme_vocab())
@@ -195,6 +197,7 @@ def test_word_pieces_words_timestamps_and_lm(tmp_path):
     assert create_decoder("beam", v, lm_path=str(arpa)).decode(y).text.startswith("the cat")
 
 
+@needs_pyctcdecode
 def test_word_pieces_match_pyctcdecode_without_and_with_an_lm(tmp_path):
     """No lone '▁' piece here: pyctcdecode 0.5 reads it as bounded on both sides and then
     breaks the word after it for whatever beam extends next (one flag for all beams)."""
