@@ -3,6 +3,7 @@ and that every error is one ``error:`` line with exit status 2."""
 from __future__ import annotations
 
 import pytest
+from conftest import needs_pyctcdecode
 from decoding_fixtures import arpa_text
 from eval_fixtures import LM_WORDS, write_tiny_emissions
 
@@ -87,9 +88,8 @@ def test_options_that_reach_no_system_are_errors(tiny, tmp_path, capsys):
         assert not (tmp_path / "x").exists()
 
 
+@needs_pyctcdecode
 def test_options_that_miss_some_systems_are_named_in_a_warning(tiny, tmp_path, capsys):
-    if not {"beam", "pyctcdecode"} <= set(available_decoders()):
-        pytest.skip("needs both beam and pyctcdecode")
     lm = str(arpa_without_unk(tmp_path / "tiny.arpa"))
     run_mod.run(args(tiny, tmp_path / "w", "--quiet", "--decoder", "greedy", "beam",
                      "pyctcdecode", "--lm", "none", lm, "--beam-width", "8", "--alpha", "0.8",
@@ -100,7 +100,10 @@ def test_options_that_miss_some_systems_are_named_in_a_warning(tiny, tmp_path, c
             "(no language model)") in err
     assert ("warning: --lexicon-mode hard does not apply to greedy, pyctcdecode, pyctcdecode+tiny "
             "(not its option); beam (no language model, word list or lexicon)") in err
-    # greedy beside LM decoders without "none": it runs once, without the LM, and says so
+
+
+def test_greedy_beside_lm_decoders_without_none_runs_once_and_says_so(tiny, tmp_path, capsys):
+    lm = str(arpa_without_unk(tmp_path / "tiny.arpa"))
     run_mod.run(args(tiny, tmp_path / "g", "--quiet", "--decoder", "greedy", "beam", "--lm", lm,
                      "--beam-width", "8"))
     assert "warning: greedy takes no LM: it runs once, without" in capsys.readouterr().err
