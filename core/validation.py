@@ -1,6 +1,9 @@
-"""Input validation every decoder applies to one utterance's emission (log-probabilities)."""
+"""Input validation every decoder applies to one utterance's emission (log-probabilities), and
+to many at once (the beam checks a whole chunk of utterances in a few array operations)."""
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -49,3 +52,39 @@ def _logsumexp_rows(arr: np.ndarray) -> np.ndarray:
     peak = np.where(np.isfinite(peak), peak, 0.0)
     with np.errstate(divide="ignore"):
         return np.log(np.exp(arr - peak).sum(axis=1)) + peak[:, 0]
+
+
+def validate_log_probs_many(arrays: Sequence[Any], vocab_size: int, name: str = "emission"
+                            ) -> tuple[list[np.ndarray], np.ndarray]:
+    """validate_log_probs for every array at once: (the arrays as C-contiguous float32, their
+    concatenation (sum T_i, V)). The same checks and errors (an error names the utterance's
+    index, ``name``[i]), in a few array operations over the concatenation instead of a dozen
+    per utterance.
+    """
+    out = []
+    for index, raw in enumerate(arrays):
+        arr = np.asarray(raw)
+        if arr.ndim != 2 or arr.shape[1] != vocab_size or not np.issubdtype(arr.dtype,
+                                                                            np.floating):
+            validate_log_probs(arr, vocab_size, f"{name}[{index}]")  # raises the precise error
+        out.append(np.ascontiguousarray(arr, dtype=np.float32))
+    whole = np.concatenate(out) if out else np.zeros((0, vocab_size), np.float32)
+    if not _rows_look_valid(whole):
+        for index, arr in enumerate(out):  # find the first bad one and raise its error
+            validate_log_probs(arr, vocab_size, f"{name}[{index}]")
+    return out, whole
+
+
+def _rows_look_valid(arr: np.ndarray) -> bool:
+    """What validate_log_probs checks on the values, for all rows at once: no NaN or +inf (the
+    max is NaN or inf then), no value above 1e-3, every row's probabilities sum to 1 within
+    LOG_SUM_EXP_TOLERANCE. With no value above 1e-3, exp cannot overflow and a row that
+    normalises has a value >= -ln V, so the plain sum of exp needs no max shift."""
+    if not len(arr):
+        return True
+    top = arr.max()
+    if not top <= 1e-3:  # NaN fails the compare too
+        return False
+    sums = np.einsum("ij->i", np.exp(arr))   # row sums (no BLAS threads)
+    return bool(math.exp(-LOG_SUM_EXP_TOLERANCE) <= sums.min()
+                and sums.max() <= math.exp(LOG_SUM_EXP_TOLERANCE))

@@ -1,7 +1,8 @@
-"""``beam``: our CTC prefix beam search in vectorized numpy, with word n-gram shallow fusion.
+"""``beam``: our CTC prefix beam search in vectorized arrays, with word n-gram shallow fusion.
 
     dec = create_decoder("beam", vocab, beam_width=100, lm_path="lm.arpa", alpha=0.5, beta=1.5)
     hyps = dec.decode_many(emissions)     # many utterances searched together (batch_size at once)
+    dec = create_decoder("beam", vocab, device="cuda")   # the same search on a GPU (torch)
 
 The array engine is decoders/beam_search.py; word scoring (LM, lexicon, hotwords) is
 decoders/lm_fusion.py; defaults and why they are what they are: decoders/constants.py.
@@ -18,7 +19,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ctclab.core.arrays import arrays_for
 from ctclab.core.hypothesis import Hypothesis
+from ctclab.core.validation import validate_log_probs_many
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders import constants as C
 from ctclab.decoders.base import Decoder, fused_lm, register
@@ -43,7 +46,8 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
     unless ``options.lm_backend`` says otherwise (lm.array_lm: KenLM's scores, every word a search
     step finishes scored in one call; an array LM's pages are shared, being mmap'd). Forked workers of
     ``decode_many(jobs=N)`` inherit it. Options: decoders/options.py (BeamOptions); the search
-    engine reads the same object.
+    engine reads the same object. ``options.device`` / ``array_backend`` choose the array
+    namespace the search and its word tables run in (ctclab.core.arrays), once, here.
     """
 
     Options = BeamOptions
@@ -52,6 +56,7 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
                  frame_shift_s: float = 0.02, lm: LoadedLM | None = None):
         super().__init__(vocab, options, frame_shift_s=frame_shift_s)
         opts = self.options
+        self.xp = arrays_for(opts.device, opts.array_backend)
         self.lm = fused_lm(opts, lm, opts.lm_backend, opts.lm_arrays_max_mib)
         self.spelling = make_spelling(vocab, opts.lexicon_path, opts.tokenizer_path,
                                       opts.skip_unknown_tokens)
@@ -77,11 +82,16 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
         self.scorer = WordScorer(
             vocab, None if self.lm is None else self.lm.model, known, mapper, alpha=opts.alpha,
             beta=opts.beta, lexicon_mode=mode, unknown_prefix_penalty=opts.unknown_prefix_penalty,
-            hotwords=opts.hotwords, hotword_weight=opts.hotword_weight, spelling=self.spelling)
+            hotwords=opts.hotwords, hotword_weight=opts.hotword_weight, spelling=self.spelling,
+            xp=self.xp)
 
     @property
     def batch_size(self) -> int:
-        return self.options.batch_size
+        """options.batch_size, or the device's default (decoders/constants.py)."""
+        if self.options.batch_size is not None:
+            return self.options.batch_size
+        on_gpu = self.xp.name == "torch" and str(self.xp.device).startswith("cuda")
+        return C.DEFAULT_BATCH_SIZE_GPU if on_gpu else C.DEFAULT_BATCH_SIZE_CPU
 
     def decode(self, log_probs: np.ndarray) -> Hypothesis:
         """Decode one utterance. log_probs: (T, V) float32 natural-log probabilities."""
@@ -94,18 +104,18 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
         T = 0 gives Hypothesis.empty() without a search (with an LM the search would score the
         empty sentence, </s> after <s>).
         """
-        checked = [self._check(e) for e in emissions]
+        checked, _ = validate_log_probs_many(emissions, self.vocab.size)
         out: list[Hypothesis | None] = [None if len(x) else Hypothesis.empty() for x in checked]
         empty = len(checked) - out.count(None)
         if empty and on_done:
             on_done(empty)
         order = sorted((i for i, x in enumerate(checked) if len(x)), key=lambda i: len(checked[i]))
-        size = self.options.batch_size
+        size = self.batch_size
         for start in range(0, len(order), size):
             part = order[start:start + size]
             self.scorer.trim()
             results = BatchSearch([checked[i] for i in part], self.vocab, self.options,
-                                  self.scorer, self.frame_shift_s).run()
+                                  self.scorer, self.frame_shift_s, self.xp).run()
             for i, hyp in zip(part, _with_nbest(results, self.options.nbest), strict=True):
                 out[i] = hyp
             if on_done:

@@ -64,10 +64,28 @@ DEFAULT_HOTWORD_WEIGHT = 10.0
 # Alternatives returned in Hypothesis.nbest (1 = only the best; nbest stays empty then).
 DEFAULT_NBEST = 1
 
-# Utterances searched together through the same array operations. The per-frame numpy overhead is
-# paid once per batch, so larger is faster until the arrays stop fitting in cache; 256 utterances x
-# 100 beams is ~25k candidates per step, still cheap. Bounds memory at ~batch * T_max small tables.
-DEFAULT_BATCH_SIZE = 256
+# Utterances searched together through the same array operations, per device (batch_size unset).
+# A batch takes as many steps as its longest utterance has, and each step costs a fixed number of
+# array calls plus work linear in the live beams, so larger batches of utterances of similar
+# length (the decoder sorts them) spread the fixed cost thinner. CPU: numpy calls cost ~1 us
+# each, so past a few hundred utterances the per-beam work dominates and larger batches gain
+# little, while the step tables grow as batch x steps; see the README's Speed section for the
+# measured curve. GPU: a kernel launch costs ~5-10 us whatever its size, so thousands of
+# utterances share each step (a test-other-sized set in two batches); memory stays small
+# (~batch x 100 beams x a few candidates x 100 bytes per step, plus the batch's emissions).
+DEFAULT_BATCH_SIZE_CPU = 512
+DEFAULT_BATCH_SIZE_GPU = 2048
+
+# Where the beam search runs: "auto" as the emission stage reads it (CUDA when a GPU is present,
+# else the CPU). On the CPU the search runs in numpy (torch is not imported).
+DEFAULT_DEVICE = "auto"
+
+# Largest difference between the scores of one hypothesis found on two array backends (numpy,
+# torch on the CPU, torch on a GPU), in ln units: the same float64 operations in the same order,
+# except that libraries round log / exp / log1p differently in the last place (~1e-16 relative)
+# and a GPU may fuse a multiply-add. Over ~1000 steps that stays below 1e-9; the texts are the
+# same (a tie that different roundings break differently is below this tolerance too).
+BACKEND_SCORE_TOLERANCE = 1e-9
 
 # Between batches, partial words made during search (trie rows of V int32 each, ~120 bytes) are
 # forgotten once there are more than this: they are only needed within a batch, and keeping them

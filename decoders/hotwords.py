@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,10 +43,11 @@ def hotword_spellings(hotwords: Sequence[str], vocab: Vocabulary,
 
 @dataclass(frozen=True)
 class HotwordBonus:
-    """Per-trie-node bonuses (ln). partial[n]: while n is the partial word; word[n]: when n ends."""
+    """Per-trie-node bonuses (ln). partial[n]: while n is the partial word; word[n]: when n ends.
+    Both in the trie's array namespace."""
 
-    partial: np.ndarray
-    word: np.ndarray
+    partial: Any
+    word: Any
 
     @classmethod
     def build(cls, trie: WordTrie, spellings: Sequence[Sequence[int]], weight: float
@@ -59,9 +61,9 @@ class HotwordBonus:
                 node = trie.child_of(node, label)
                 partial[node] = max(partial[node], weight * depth / len(ids))
             word[node] = weight
-        return cls(partial, word)
+        return cls(trie.xp.asarray(partial), trie.xp.asarray(word))
 
-    def lookup(self, table: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    def lookup(self, table: Any, nodes: Any, xp: Any) -> Any:
         """table[nodes], 0 for nodes created after the bonuses were built (never hotword prefixes)."""
         known = nodes < len(table)
-        return np.where(known, table[np.where(known, nodes, 0)], 0.0)
+        return xp.where(known, xp.take(table, xp.where(known, nodes, 0)), 0.0)

@@ -20,14 +20,20 @@ lexicon. A lexicon node can end several words (homophones): the search tries eac
 0..k-1 at the node) and the LM tells them apart; choice 0's word sits in the per-node tables, the
 others in per-homophone tables. An unknown partial word of a pronunciation lexicon has no text
 the LM could know: it is scored as ``<unk>``.
+
+The search-time tables live in the search's array namespace (ctclab.core.arrays: numpy, or torch
+on the CPU or a GPU), as does the LM's scoring (BatchLanguageModel.on). Words are strings only
+on the host: a node that ends a word for the first time is spelled there (_fill).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from ctclab.core.arrays import NUMPY, Arrays
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.constants import AVG_WORD_LABELS, SEARCH_NODE_LIMIT
 from ctclab.decoders.hotwords import HotwordBonus, hotword_spellings
@@ -53,9 +59,12 @@ class WordScorer:
     def __init__(self, vocab: Vocabulary, lm: LanguageModel | None, known: SpelledWords | None,
                  mapper: Callable[[str], str], *, alpha: float, beta: float, lexicon_mode: str,
                  unknown_prefix_penalty: float, hotwords: Sequence[str] = (),
-                 hotword_weight: float = 0.0, spelling: Spelling | None = None):
-        self.vocab, self.mapper = vocab, mapper
-        self.lm: BatchLanguageModel | None = as_batch(lm) if lm is not None else None
+                 hotword_weight: float = 0.0, spelling: Spelling | None = None,
+                 xp: Arrays = NUMPY):
+        self.vocab, self.mapper, self.xp = vocab, mapper, xp
+        # host_lm answers words (strings -> ids); lm scores arrays of the search's namespace
+        self.host_lm: BatchLanguageModel | None = as_batch(lm) if lm is not None else None
+        self.lm = self.host_lm.on(xp) if self.host_lm is not None else None
         self.alpha, self.beta = float(alpha), float(beta)
         self.penalty = float(unknown_prefix_penalty)
         # The most a finished word can add to a beam's score (the search prunes candidates against
@@ -101,11 +110,11 @@ class WordScorer:
             owners.append(owner)
             self._hot_ids.add(owner)
         self.trie = WordTrie(vocab.size, spellings, words, owners,
-                             shared_columns=not self.text_from_tokens)
+                             shared_columns=not self.text_from_tokens, xp=xp)
         self.hot = HotwordBonus.build(self.trie, [ids for _, ids in hot], hotword_weight) if hot \
             else None
         self.homophones = self.trie.max_homophones
-        self._partial = np.zeros(0, np.float64)   # partial_scores per trie node
+        self._partial = xp.zeros(0, xp.float64)   # partial_scores per trie node
         self._partial_size = 0                    # nodes [0, size) of it are filled
         self._build_word_tables()
 
@@ -124,7 +133,7 @@ class WordScorer:
         SEARCH_NODE_LIMIT, and let the LM forget what it remembered for the search (memory stays
         bounded over a long corpus)."""
         forget = self.trie.size - self.trie.static_size > SEARCH_NODE_LIMIT
-        if self.lm is not None and self.lm.trim():  # its word ids changed: look all up again
+        if self.host_lm is not None and self.host_lm.trim():  # its ids changed: look all up again
             forget = True
         if forget:
             self.trie.forget_search_nodes()
@@ -135,169 +144,182 @@ class WordScorer:
     def _build_word_tables(self) -> None:
         """Per trie node: the LM word id of the word it spells (_node_word) and what finishing it
         adds besides the LM (_node_extra: unknown-word penalty or -inf, hotword bonus). Filled
-        here for the lexicon and hotword nodes, later (_fill) for other nodes as they end words."""
-        trie = self.trie
+        here for the lexicon and hotword nodes, later (_fill) for other nodes as they end words.
+        Computed on the host, then moved to the search's namespace."""
+        trie, xp = self.trie, self.xp
         capacity = len(trie.parent)
-        self._node_word = np.full(capacity, _UNSET, np.int64)
-        self._node_extra = np.zeros(capacity, np.float64)
-        words = np.flatnonzero(trie.word_index[: trie.static_size] >= 0)
-        self._node_free = np.zeros(capacity, bool)
+        node_word = np.full(capacity, _UNSET, np.int64)
+        node_extra = np.zeros(capacity, np.float64)
+        node_free = np.zeros(capacity, bool)
+        words = np.flatnonzero(trie.host_word_index >= 0)
         if len(words):
-            self._node_word[words], self._node_extra[words], self._node_free[words] = \
-                self._word_terms(trie.word_index[words], words)
+            node_word[words], node_extra[words], node_free[words] = \
+                self._word_terms(trie.host_word_index[words], words)
         # Homophones: every word of every node (choice c of node n is flat index
         # word_first[n] + c); only read for choices > 0.
-        flat_nodes = np.repeat(np.arange(trie.static_size), trie.word_count)
-        self._flat_word, self._flat_extra, self._flat_free = self._word_terms(trie.node_words,
-                                                                              flat_nodes)
-        self._any_free = bool(self._node_free.any() or self._flat_free.any())
+        word_count = xp.to_numpy(trie.word_count)
+        flat_nodes = np.repeat(np.arange(trie.static_size), word_count)
+        flat_word, flat_extra, flat_free = self._word_terms(xp.to_numpy(trie.node_words),
+                                                            flat_nodes)
+        self._any_free = bool(node_free.any() or flat_free.any())
+        self._node_word, self._node_extra, self._node_free = (
+            xp.asarray(node_word), xp.asarray(node_extra), xp.asarray(node_free))
+        self._flat_word, self._flat_extra, self._flat_free = (
+            xp.asarray(flat_word), xp.asarray(flat_extra), xp.asarray(flat_free))
 
     def _word_terms(self, word_ids: np.ndarray, nodes: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """LM word ids, extra score terms and "LM-free" flags of the known words ``word_ids``
-        (trie.words indices) ending at ``nodes``. Extra: a hotword's bonus. A hotword the LM
-        lacks is LM-free: it pays the unknown-word penalty instead of its LM term (its <unk>
-        probability would outweigh any bonus; KenLM gives -100 log10 when an ARPA has no <unk>)."""
+        (trie.words indices) ending at ``nodes`` (host arrays). Extra: a hotword's bonus. A
+        hotword the LM lacks is LM-free: it pays the unknown-word penalty instead of its LM term
+        (its <unk> probability would outweigh any bonus; KenLM gives -100 log10 when an ARPA has
+        no <unk>)."""
         n = len(word_ids)
         extra, free = np.zeros(n, np.float64), np.zeros(n, bool)
         if not n:
             return np.zeros(0, np.int64), extra, free
         lm_words = [self.trie.words[i] for i in word_ids.tolist()]
-        ids = np.asarray(self.lm.word_ids(lm_words), np.int64) if self.lm is not None \
-            else np.zeros(n, np.int64)
+        ids = np.asarray(self.host_lm.word_ids(lm_words), np.int64) \
+            if self.host_lm is not None else np.zeros(n, np.int64)
         if self.hot is not None:  # known words: no penalty; hotwords: their bonus
+            xp = self.xp
             named = np.isin(word_ids, list(self._hot_ids))
-            extra += np.where(named | self.text_from_tokens,
-                              self.hot.lookup(self.hot.word, nodes), 0.0)
-            if self.lm is not None:
-                free = named & ~self.lm.known(ids)
+            bonus = xp.to_numpy(self.hot.lookup(self.hot.word, xp.asarray(nodes), xp))
+            extra += np.where(named | self.text_from_tokens, bonus, 0.0)
+            if self.host_lm is not None:
+                free = named & ~np.asarray(self.host_lm.known(ids), bool)
                 extra[free] += self.penalty
         return ids, extra, free
 
-    def _fill(self, nodes: np.ndarray) -> None:
-        """Word tables of ``nodes`` (unique; not lexicon words): spelled, mapped to the LM's
-        casing and looked up once per node."""
-        labels, vocab = self.vocab.labels, self.vocab
+    def _fill(self, nodes: Any) -> None:
+        """Word tables of ``nodes`` (unique; not lexicon words): spelled on the host, mapped to
+        the LM's casing and looked up once per node."""
+        labels, vocab, xp = self.vocab.labels, self.vocab, self.xp
+        n = len(nodes)
         if not self.text_from_tokens:  # an unknown pronunciation has no text the LM knows
-            lm_words = [UNKNOWN_WORD] * len(nodes)
+            lm_words = [UNKNOWN_WORD] * n
         elif vocab.word_start is not None:
-            lm_words = [self.mapper(vocab.decode_tokens(self.trie.spelling(node)))
-                        for node in nodes.tolist()]
+            lm_words = [self.mapper(vocab.decode_tokens(ids))
+                        for ids in self.trie.spellings(nodes)]
         else:
-            lm_words = [self.mapper("".join(labels[i] for i in self.trie.spelling(node)))
-                        for node in nodes.tolist()]
-        known = np.zeros(len(nodes), bool)
-        if self.lm is not None:
-            ids = self.lm.word_ids(lm_words)
-            self._node_word[nodes] = ids
+            lm_words = [self.mapper("".join(labels[i] for i in ids))
+                        for ids in self.trie.spellings(nodes)]
+        known = np.zeros(n, bool)
+        if self.host_lm is not None:
+            ids = np.asarray(self.host_lm.word_ids(lm_words), np.int64)
             if not self.lexicon:  # no word list: the LM's own vocabulary decides
-                known = self.lm.known(ids)
+                known = np.asarray(self.host_lm.known(ids), bool)
         else:
-            self._node_word[nodes] = 0
+            ids = np.zeros(n, np.int64)
+        self._node_word[nodes] = xp.asarray(ids)
         if self.hard or (self.lm is not None and self.forbid_lm_oov):
             unknown = -math.inf
         elif self.soft or (self.lm is not None and self.penalise_lm_oov):
             unknown = self.penalty
         else:
             unknown = 0.0
-        self._node_extra[nodes] = np.where(known, 0.0, unknown)
+        self._node_extra[nodes] = xp.asarray(np.where(known, 0.0, unknown))
 
     def _grow_word_tables(self) -> None:
+        xp = self.xp
         capacity = len(self.trie.parent)
-        word = np.full(capacity, _UNSET, np.int64)
-        extra = np.zeros(capacity, np.float64)
-        free = np.zeros(capacity, bool)
+        word = xp.full(capacity, _UNSET, xp.int64)
+        extra = xp.zeros(capacity, xp.float64)
+        free = xp.zeros(capacity, xp.bool_)
         word[: len(self._node_word)] = self._node_word
         extra[: len(self._node_extra)] = self._node_extra
         free[: len(self._node_free)] = self._node_free
         self._node_word, self._node_extra, self._node_free = word, extra, free
 
     # ----------------------------------------------------------------------------- partial words
-    def partial_scores(self, nodes: np.ndarray) -> np.ndarray:
+    def partial_scores(self, nodes: Any) -> Any:
         """(n,) ln score a beam carries while ``nodes`` is its unfinished word."""
+        xp = self.xp
         if not self.soft and self.hot is None:
-            return np.zeros(len(nodes), np.float64)
+            return xp.zeros(len(nodes), xp.float64)
         # A node's score never changes while the node lives, so it is computed once per node
         # (trim() forgets the cached search nodes together with the nodes themselves).
         size = self.trie.size
         if self._partial_size < size:
             if len(self._partial) < size:
-                grown = np.zeros(max(size, 2 * len(self._partial)), np.float64)
+                grown = xp.zeros(max(size, 2 * len(self._partial)), xp.float64)
                 grown[: self._partial_size] = self._partial[: self._partial_size]
                 self._partial = grown
-            new = np.arange(self._partial_size, size)
+            new = xp.arange(size - self._partial_size, self._partial_size)
             self._partial[self._partial_size:size] = self._partial_of(new)
             self._partial_size = size
-        return self._partial.take(nodes)
+        return xp.take(self._partial, nodes)
 
-    def _partial_of(self, nodes: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(nodes), np.float64)
+    def _partial_of(self, nodes: Any) -> Any:
+        xp = self.xp
+        out = xp.zeros(len(nodes), xp.float64)
         if self.soft:
-            scale = np.maximum(1.0, self.trie.depth[nodes] / AVG_WORD_LABELS)
-            out += np.where(self.trie.in_lexicon[nodes], 0.0, self.penalty * scale)
+            depth = xp.astype(xp.take(self.trie.depth, nodes), xp.float64)
+            scale = xp.maximum(depth / AVG_WORD_LABELS, 1.0)
+            out += xp.where(xp.take(self.trie.in_lexicon, nodes), 0.0, self.penalty * scale)
         if self.hot is not None:
-            out += self.hot.lookup(self.hot.partial, nodes)
+            out += self.hot.lookup(self.hot.partial, nodes, xp)
         return out
 
-    def allowed(self, nodes: np.ndarray) -> np.ndarray:
+    def allowed(self, nodes: Any) -> Any:
         """(n,) bool: partial words the search may keep (hard mode: prefixes of known words)."""
         if self.hard:
-            return self.trie.in_lexicon[nodes]
-        return np.ones(len(nodes), bool)
+            return self.xp.take(self.trie.in_lexicon, nodes)
+        return self.xp.full(len(nodes), True, self.xp.bool_)
 
     # ----------------------------------------------------------------------------- finished words
-    def word_counts(self, nodes: np.ndarray) -> np.ndarray:
+    def word_counts(self, nodes: Any) -> Any:
         """(n,) how many words each node ends, at least 1 (an unknown word is one word)."""
-        static = self.trie.static_size
-        return np.where(nodes < static, np.maximum(
-            self.trie.word_count.take(np.minimum(nodes, static - 1)), 1), 1)
+        xp, static = self.xp, self.trie.static_size
+        counts = xp.take(self.trie.word_count, xp.minimum(nodes, static - 1))
+        return xp.where(nodes < static, xp.maximum(counts, 1), 1)
 
-    def word_ids(self, nodes: np.ndarray, choices: np.ndarray) -> np.ndarray:
+    def word_ids(self, nodes: Any, choices: Any) -> Any:
         """(n,) word id of homophone ``choices[i]`` at ``nodes[i]``; -1 for an unknown word."""
-        trie = self.trie
+        xp, trie = self.xp, self.trie
         static = trie.static_size
-        safe = np.minimum(nodes, static - 1)
-        known = (nodes < static) & (trie.word_count.take(safe) > choices)
+        safe = xp.minimum(nodes, static - 1)
+        known = (nodes < static) & (xp.take(trie.word_count, safe) > choices)
         if not len(trie.node_words):
-            return np.full(len(nodes), -1, np.int64)
-        flat = np.minimum(trie.word_first.take(safe) + choices, len(trie.node_words) - 1)
-        return np.where(known, trie.node_words.take(flat), -1)
+            return xp.full(len(nodes), -1, xp.int64)
+        flat = xp.minimum(xp.take(trie.word_first, safe) + choices, len(trie.node_words) - 1)
+        return xp.where(known, xp.take(trie.node_words, flat), -1)
 
-    def complete(self, contexts: np.ndarray, nodes: np.ndarray,
-                 choices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def complete(self, contexts: Any, nodes: Any, choices: Any = None) -> tuple[Any, Any]:
         """Score words ``nodes`` (homophone ``choices``, default 0) finished after LM histories
         ``contexts``: (delta, new contexts).
 
         contexts, nodes: (n,) int64, n >= 1. One LM call for all n words; no Python loop over them
         (only over nodes that end a word for the first time).
         """
+        xp = self.xp
         if len(self._node_word) < len(self.trie.parent):
             self._grow_word_tables()
-        ids = self._node_word.take(nodes)
-        if ids.min() < 0:
-            self._fill(np.unique(nodes[ids < 0]))
-            ids = self._node_word.take(nodes)
-        extra = self._node_extra.take(nodes)
-        free = self._node_free.take(nodes) if self._any_free else None
-        if choices is not None and choices.any():  # homophones after the first: their own words
-            other = choices.nonzero()[0]
-            flat = self.trie.word_first.take(nodes[other]) + choices[other]
-            ids[other] = self._flat_word.take(flat)
-            extra[other] = self._flat_extra.take(flat)
+        ids = xp.take(self._node_word, nodes)
+        if xp.item(ids.min() < 0):
+            self._fill(xp.unique_inverse(nodes[ids < 0])[0])
+            ids = xp.take(self._node_word, nodes)
+        extra = xp.take(self._node_extra, nodes)
+        free = xp.take(self._node_free, nodes) if self._any_free else None
+        if choices is not None and xp.item(choices.any()):  # homophones after the first
+            other = xp.flatnonzero(choices > 0)
+            flat = xp.take(self.trie.word_first, xp.take(nodes, other)) + xp.take(choices, other)
+            ids[other] = xp.take(self._flat_word, flat)
+            extra[other] = xp.take(self._flat_extra, flat)
             if free is not None:
-                free[other] = self._flat_free.take(flat)
+                free[other] = xp.take(self._flat_free, flat)
         if self.lm is None:
             return extra, contexts
         ln_prob, after = self.lm.score_batch(contexts, ids)
         if free is not None:  # LM-free hotwords: the penalty (in extra) replaces the LM term
-            ln_prob = np.where(free, 0.0, ln_prob)
+            ln_prob = xp.where(free, 0.0, ln_prob)
         delta = ln_prob * self.alpha
         delta += self.beta
         delta += extra  # one term at most: 0, the penalty, -inf or a (known) hotword's bonus
         return delta, after
 
-    def end(self, contexts: np.ndarray) -> np.ndarray:
+    def end(self, contexts: Any) -> Any:
         """(n,) alpha * ln P(</s> | history) for each context (0 without an LM)."""
         if self.lm is None:
-            return np.zeros(len(contexts), np.float64)
+            return self.xp.zeros(len(contexts), self.xp.float64)
         return self.alpha * self.lm.end_score_batch(contexts)

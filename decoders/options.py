@@ -9,9 +9,9 @@ classes, so they mean the same thing in both:
     └─ PrefixSearchOptions    beam_width, token_min_logp, beam_prune_logp, hotwords, hotword_weight,
        │                      nbest                                         (CTC prefix beam searches)
        ├─ BeamOptions         token_top_k, blank_skip_threshold, lexicon_mode,
-       │                      unknown_prefix_penalty, batch_size, lm_backend,
-       │                      lm_arrays_max_mib, lexicon_path, skip_unknown_tokens,
-       │                      tokenizer_path                                (``beam``)
+       │                      unknown_prefix_penalty, batch_size, device, array_backend,
+       │                      lm_backend, lm_arrays_max_mib, lexicon_path,
+       │                      skip_unknown_tokens, tokenizer_path           (``beam``)
        └─ PyctcdecodeOptions  prune_history, unk_score_offset, lm_score_boundary (``pyctcdecode``)
     GreedyOptions             (none)
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ctclab.core.arrays import ARRAY_BACKENDS, DEVICES
 from ctclab.core.options import NO_FLAG, option
 from ctclab.decoders import constants as C
 from ctclab.lm.constants import LM_BACKENDS
@@ -149,7 +150,16 @@ class BeamOptions(PrefixSearchOptions):
     unknown_prefix_penalty: float = option(
         C.DEFAULT_UNKNOWN_PREFIX_PENALTY, "ln penalty of a partial word that no known word starts "
         "with, and of an unknown finished word (soft lexicon)")
-    batch_size: int = option(C.DEFAULT_BATCH_SIZE, "utterances searched together")
+    batch_size: int | None = option(
+        None, "utterances searched together (none: the device's default, "
+        f"{C.DEFAULT_BATCH_SIZE_CPU} on the CPU, {C.DEFAULT_BATCH_SIZE_GPU} on a GPU)",
+        neutral=True)
+    device: str = option(
+        C.DEFAULT_DEVICE, "where the search runs: auto (CUDA when a GPU is present, else the "
+        "CPU), cpu, cuda or cuda:N; the same results everywhere", neutral=True)
+    array_backend: str = option(
+        "auto", "array library of the search: auto (numpy on the CPU, torch on a GPU), numpy, "
+        "or torch (on the CPU: the GPU's code path)", choices=ARRAY_BACKENDS, neutral=True)
     lm_backend: str = option(
         C.DEFAULT_LM_BACKEND, "how the LM is scored, with the same results: the array LM "
         "(arrays; auto = arrays for ARPA files, KenLM for binaries and oversized LMs) or KenLM",
@@ -172,7 +182,17 @@ class BeamOptions(PrefixSearchOptions):
         for name in ("lexicon_path", "tokenizer_path"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(getattr(self, name)))
-        _positive_int("batch_size", self.batch_size)
+        if self.batch_size is not None:
+            _positive_int("batch_size", self.batch_size)
+        kind = str(self.device).split(":")[0]
+        if kind not in DEVICES or (kind != "cuda" and ":" in self.device):
+            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
+        if self.array_backend not in ARRAY_BACKENDS:
+            raise ValueError(f"unknown array_backend {self.array_backend!r}; valid: "
+                             f"{', '.join(ARRAY_BACKENDS)}")
+        if kind == "cuda" and self.array_backend == "numpy":
+            raise ValueError("array_backend numpy runs on the CPU only: use device cpu, or "
+                             "array_backend torch (or auto) on cuda")
         if self.lm_backend not in LM_BACKENDS:
             raise ValueError(f"unknown lm_backend {self.lm_backend!r}; valid: "
                              f"{', '.join(LM_BACKENDS)}")

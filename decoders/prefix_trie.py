@@ -8,12 +8,19 @@ once. Columns are the labels themselves, or for a large token set whose words co
 pronunciation lexicon (phonemes) the tokens the lexicon uses plus one shared column for all
 others (partial words off the lexicon then share nodes: they have no text of their own to tell
 apart). A node may end several words (homophones of a pronunciation lexicon): words_of() lists them.
+
+The trie is built in numpy on the host and its arrays then live in the search's array namespace
+(ctclab.core.arrays: numpy, or torch on the CPU or a GPU); the search-time methods (children,
+static_children, forget_search_nodes, spellings) are written against it.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
+
+from ctclab.core.arrays import NUMPY, Arrays
 
 _INITIAL_CAPACITY = 1024
 
@@ -28,10 +35,12 @@ class WordTrie:
 
     def __init__(self, vocab_size: int, spellings: Iterable[Sequence[int]] = (),
                  words: Sequence[str] = (), owners: Sequence[int] | None = None,
-                 shared_columns: bool = False):
+                 shared_columns: bool = False, xp: Arrays = NUMPY):
         """spellings[k]: label ids spelling words[owners[k]] (owners default: k), words in the LM's
         own casing. shared_columns: give the child table one column per token the spellings use
-        plus one for all others (for pronunciation lexicons over large token sets)."""
+        plus one for all others (for pronunciation lexicons over large token sets). xp: the
+        array namespace the search runs in."""
+        self.xp = xp
         self.vocab_size = int(vocab_size)
         self.words: list[str] = list(words)
         self.has_lexicon = False
@@ -101,21 +110,36 @@ class WordTrie:
             flat = [w for node, first in terminal.items() for w in (first, *more.get(node, ()))]
         self.node_words = np.array(flat, np.int64)
         self.max_homophones = int(self.word_count.max(initial=0)) or 1
-        self._static_children: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # host copies of what never changes after the build (word tables read them)
+        self.host_word_index = self.word_index[:count].copy()
+        self.host_in_lexicon = self.in_lexicon[:count].copy()
+        self._to(xp)
+        self._static_children: tuple[Any, Any, Any] | None = None
+
+    _ARRAYS = ("child", "parent", "label", "depth", "in_lexicon", "word_index", "word_count",
+               "word_first", "node_words", "columns")
+
+    def _to(self, xp: Arrays) -> None:
+        for name in self._ARRAYS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, xp.asarray(value))
 
     # ----------------------------------------------------------------------------- lookups
-    def children(self, nodes: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """(n,) child node ids of (nodes[i], labels[i]); creates nodes for unseen partial words."""
+    def children(self, nodes: Any, labels: Any) -> Any:
+        """(n,) int64 child node ids of (nodes[i], labels[i]); creates nodes for unseen partial
+        words."""
+        xp = self.xp
         if self.columns is not None:
-            labels = self.columns.take(labels)
-        kids = self.child[nodes, labels].astype(np.int64)
-        missing = kids < 0
-        if missing.any():
+            labels = xp.take(self.columns, labels)
+        kids = xp.as_int64(self.child[nodes, labels])
+        if xp.item((kids < 0).any()):
+            missing = xp.flatnonzero(kids < 0)
             width = self.child.shape[1]
-            keys = nodes[missing] * width + labels[missing]
-            unique, inverse = np.unique(keys, return_inverse=True)
+            keys = xp.take(nodes, missing) * width + xp.take(labels, missing)
+            unique, inverse = xp.unique_inverse(keys)
             new_ids = self._add(unique // width, unique % width)
-            kids[missing] = new_ids[inverse]
+            kids[missing] = xp.take(new_ids, inverse)
         return kids
 
     def child_of(self, node: int, label: int) -> int:
@@ -123,17 +147,18 @@ class WordTrie:
         column = label if self.columns is None else int(self.columns[label])
         return int(self.child[node, column])
 
-    def static_children(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def static_children(self) -> tuple[Any, Any, Any]:
         """Children of the known-word nodes in CSR form: (start (static_size + 1,), label, child):
         node n's children are child[start[n]:start[n + 1]], reached by label[...] (token ids)."""
         if self._static_children is None:
+            xp = self.xp
             n = self.static_size
-            kids = np.arange(1, n)
+            kids = xp.arange(n - 1, 1)
             parents = self.parent[1:n]
-            order = np.argsort(parents, kind="stable")
-            start = np.searchsorted(parents[order], np.arange(n + 1))
-            self._static_children = (start.astype(np.int64), self.label[kids[order]].copy(),
-                                     kids[order].astype(np.int64))
+            order = xp.argsort(parents)
+            start = xp.searchsorted(xp.take(parents, order), xp.arange(n + 1))
+            self._static_children = (xp.as_int64(start), xp.take(self.label, xp.take(kids, order)),
+                                     xp.take(kids, order))
         return self._static_children
 
     def words_of(self, node: int) -> list[int]:
@@ -141,25 +166,28 @@ class WordTrie:
         if node >= self.static_size:
             return []
         first = int(self.word_first[node])
-        return self.node_words[first:first + int(self.word_count[node])].tolist()
+        return self.xp.to_numpy(self.node_words[first:first + int(self.word_count[node])]
+                                ).tolist()
 
-    def _add(self, parents: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def _add(self, parents: Any, labels: Any) -> Any:
+        xp = self.xp
         start, count = self.size, len(parents)
         if start + count > len(self.parent):
             self._grow(start + count)
-        ids = np.arange(start, start + count, dtype=np.int64)
-        self.child[parents, labels] = ids   # labels are columns here
-        self.parent[ids] = parents
-        self.label[ids] = labels
-        self.depth[ids] = self.depth[parents] + 1
+        ids = xp.arange(count, start)
+        self.child[parents, labels] = xp.astype(ids, self.child.dtype)  # labels are columns
+        self.parent[start:start + count] = parents
+        self.label[start:start + count] = labels
+        self.depth[start:start + count] = xp.take(self.depth, parents) + 1
         self.size = start + count
         return ids
 
     def _grow(self, needed: int) -> None:
+        xp = self.xp
         capacity = max(needed, 2 * len(self.parent))
 
-        def grown(arr: np.ndarray, fill: object) -> np.ndarray:
-            out = np.full((capacity, *arr.shape[1:]), fill, arr.dtype)
+        def grown(arr: Any, fill: float) -> Any:
+            out = xp.full((capacity, *arr.shape[1:]), fill, arr.dtype)
             out[: len(arr)] = arr
             return out
 
@@ -181,11 +209,21 @@ class WordTrie:
 
     def spelling(self, node: int) -> list[int]:
         """Label ids of the partial word at ``node``, first label first."""
-        out = []
-        while node > 0:
-            out.append(int(self.label[node]))
-            node = int(self.parent[node])
-        return out[::-1]
+        return self.spellings(self.xp.asarray(np.array([node], np.int64)))[0]
+
+    def spellings(self, nodes: Any) -> list[list[int]]:
+        """Label ids of the partial words at ``nodes`` ((n,) int64), first label first: one walk
+        up the trie for all of them, one copy to the host."""
+        xp = self.xp
+        steps = []
+        cur = nodes
+        while len(cur) and xp.item((cur > 0).any()):
+            steps.append(xp.where(cur > 0, xp.take(self.label, xp.maximum(cur, 0)), -1))
+            cur = xp.where(cur > 0, xp.take(self.parent, xp.maximum(cur, 0)), 0)
+        if not steps:
+            return [[] for _ in range(len(nodes))]
+        table = xp.to_numpy(xp.stack(steps[::-1], 1)).tolist()
+        return [[t for t in row if t >= 0] for row in table]
 
     def find(self, spelling: Sequence[int]) -> int:
         """Node id spelling exactly ``spelling``, or -1 when it does not exist (yet)."""

@@ -9,9 +9,10 @@ KenLM's state minimisation (the history kept after a word is the longest one a l
 extend). A context id is a KenLM state: 0 the empty history, 1 + w the history "w", larger ids
 n-gram entries (lm.array_build documents the arrays).
 
-The query is a fixed number of array operations per order, all of which have torch counterparts
-(take/index, searchsorted, where, maximum): per order one searchsorted of ``context base + word``
-in the sorted keys, then where/add along KenLM's backoff chain.
+The query is a fixed number of array operations per order, written once against an array
+namespace (lm.array_query): per order one searchsorted of ``context base + word`` in the sorted
+keys, then where/add along KenLM's backoff chain. ``lm.on(xp)`` gives the same LM scoring torch
+arrays (its tables copied to the device once), for a search running there.
 
 The arrays are saved in the LM cache (``<cache root>/lm``) under a name keyed by the ARPA's path,
 size and mtime, so an edited ARPA is read again, and the file is checked against the ARPA's
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ctclab.core.arrays import NUMPY, Arrays
 from ctclab.lm.arpa import looks_like_arpa, read_arpa_header
 from ctclab.lm.array_build import (
     ArrayLMTooLarge,
@@ -39,6 +41,7 @@ from ctclab.lm.array_build import (
     log10_to_ln,
 )
 from ctclab.lm.array_file import FORMAT_VERSION, ArrayFileError, read_array_file, write_array_file
+from ctclab.lm.array_query import DeviceArrayLM, QueryTables, lookup_log10
 from ctclab.lm.constants import (
     ARPA_SPECIAL_TOKENS,
     ARRAY_LM_MEMO_BITS,
@@ -71,9 +74,9 @@ class ArrayLanguageModel(LanguageModel, BatchLanguageModel):
         self.order = int(meta["order"])
         self._vocab_size = int(meta["vocab_size"])
         self._bos, self._eos = int(meta["bos"]), int(meta["eos"])
-        (self._uni_prob, self._uni_state, self._keys, self._prob, self._ext_state, self._ctx_base,
-         self._ctx_backoff, _) = (arrays[name] for name in _QUERY_ARRAYS)
         self._arrays = arrays
+        self._tables = QueryTables.of(arrays, NUMPY)
+        self._on: dict[str, DeviceArrayLM] = {}   # its tables on other devices, by namespace
         self._words: list[str] | None = None
         self._vocab: dict[str, int] | None = None
         self._unigrams: list[str] | None = None
@@ -148,36 +151,10 @@ class ArrayLanguageModel(LanguageModel, BatchLanguageModel):
 
     def lookup_log10(self, contexts: np.ndarray, word_ids: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """score_log10 without the memo: a fixed number of array operations per order."""
-        # Order m + 1 looks up (last m words of the context, word): one searchsorted for all
-        # orders at once (their keys are disjoint blocks of one sorted array).
-        query = self._ctx_base.take(contexts, axis=0).T + word_ids  # (N-1, n)
-        if query.size >= ARRAY_LM_SORTED_SEARCH:  # sorted, neighbouring searches share lines
-            flat = query.ravel()
-            order = flat.argsort()
-            pos = np.empty_like(order)
-            pos[order] = self._keys.searchsorted(flat.take(order))
-            pos = pos.reshape(query.shape)
-        else:
-            pos = self._keys.searchsorted(query)
-        hit = self._keys.take(pos) == query
-        found = self._prob.take(pos)
-        backoff = self._ctx_backoff.take(contexts, axis=0).T
-        # KenLM: prob of the longest n-gram found, plus the backoffs of the longer histories,
-        # added one by one from the shortest (float32, in that order). A miss at order m + 1
-        # implies misses above it (every n-gram's suffix is an n-gram: checked when built).
-        log10 = self._uni_prob.take(word_ids)
-        for m in range(self.order - 1):
-            log10 = np.where(hit[m], found[m], log10 + backoff[m])
-        # The next context: the longest n-gram found that KenLM keeps as history (0 when it is not
-        # kept). Context ids grow with the order, so it is the largest candidate; the highest
-        # order is never kept (a history holds at most N-1 words).
-        after = self._uni_state.take(word_ids)
-        if self.order > 2:
-            kept = self._ext_state.take(pos[: self.order - 2])
-            kept *= hit[: self.order - 2]
-            np.maximum(after, kept[0] if self.order == 3 else kept.max(axis=0), out=after)
-        return log10, after
+        """score_log10 without the memo: a fixed number of array operations per order
+        (lm.array_query.lookup_log10, the query every namespace runs)."""
+        return lookup_log10(NUMPY, self._tables, self.order, contexts, word_ids,
+                            ARRAY_LM_SORTED_SEARCH)
 
     def score_batch(self, contexts: np.ndarray, word_ids: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -187,6 +164,20 @@ class ArrayLanguageModel(LanguageModel, BatchLanguageModel):
     def end_score_batch(self, contexts: np.ndarray) -> np.ndarray:
         eos = np.full(len(contexts), self._eos, np.int64)
         return log10_to_ln(self.score_log10(contexts, eos)[0])
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos
+
+    def on(self, xp: Arrays) -> BatchLanguageModel:
+        """numpy: itself (with its memo); another namespace: its tables copied there once per
+        device (lm.array_query.DeviceArrayLM), the same scores."""
+        if xp.name == "numpy":
+            return self
+        key = f"{xp.name}:{xp.device}"
+        if key not in self._on:
+            self._on[key] = DeviceArrayLM(self, self._arrays, xp)
+        return self._on[key]
 
     # ------------------------------------------------------------------------- one word at a time
     def start_state(self) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ctclab.core.arrays import Arrays
 from ctclab.lm.arpa import ArpaFormatError, is_gzip, looks_like_arpa, validate_arpa
 from ctclab.lm.files import resolve_lm_path
 
@@ -86,6 +87,43 @@ class BatchLanguageModel(ABC):
         """Between searches: drop what was remembered for them once it outgrows its limits.
         True when context and word ids handed out before are no longer valid."""
         return False
+
+    def on(self, xp: Arrays) -> BatchLanguageModel:
+        """This LM scoring (contexts, word ids) arrays of the namespace ``xp`` (ctclab.core.arrays);
+        word_ids / known stay numpy. numpy: itself; else answered on the host (HostScored)
+        unless the LM has a form of its own there (the array LM's tables on the device)."""
+        return self if xp.name == "numpy" else HostScored(self, xp)
+
+
+class HostScored(BatchLanguageModel):
+    """A batch LM scored on the host for a search in another namespace: each call copies its
+    inputs to the host and its answers back (one copy each way)."""
+
+    def __init__(self, host: BatchLanguageModel, xp: Arrays):
+        self.host, self.xp = host, xp
+        self.order = host.order
+
+    @property
+    def start_context(self) -> int:
+        return self.host.start_context
+
+    def word_ids(self, words: Sequence[str]) -> np.ndarray:
+        return self.host.word_ids(words)
+
+    def known(self, word_ids: np.ndarray) -> np.ndarray:
+        return self.host.known(word_ids)
+
+    def score_batch(self, contexts: Any, word_ids: Any) -> tuple[Any, Any]:
+        xp = self.xp
+        ln, after = self.host.score_batch(xp.to_numpy(contexts), xp.to_numpy(word_ids))
+        return xp.asarray(ln, xp.float64), xp.asarray(after, xp.int64)
+
+    def end_score_batch(self, contexts: Any) -> Any:
+        xp = self.xp
+        return xp.asarray(self.host.end_score_batch(xp.to_numpy(contexts)), xp.float64)
+
+    def trim(self) -> bool:
+        return self.host.trim()
 
 
 class KenLMLanguageModel(LanguageModel):

@@ -166,7 +166,7 @@ def test_a_second_load_maps_the_saved_file(tmp_path):
     stamp = first.file.stat().st_mtime_ns
     second = load(path, tmp_path)
     assert second.file == first.file and first.file.stat().st_mtime_ns == stamp  # not rebuilt
-    assert not second._keys.flags.writeable  # a read-only view of the mmap, not a copy
+    assert not second._tables.keys.flags.writeable  # a read-only view of the mmap, not a copy
     assert [p.name for p in first.file.parent.iterdir()] == [first.file.name]  # no temp files
     ctx, words = np.array([second.start_context] * 3), second.word_ids(["w1", "w2", "zz"])
     for a, b in zip(first.score_log10(ctx, words), second.score_log10(ctx, words), strict=True):

@@ -1,0 +1,414 @@
+"""Array namespaces: the few array operations the beam search and the array LM are written in,
+for numpy (the CPU) and torch (CPU or CUDA), so that one piece of code runs on either.
+
+    xp = arrays_for("cpu")            # numpy; torch is not imported
+    xp = arrays_for("cuda")           # torch on the GPU (ValueError when there is none)
+    xp = torch_arrays("cpu")          # torch on the CPU: the GPU's code path, testable anywhere
+    a = xp.asarray(np.arange(5))      # host -> device;  xp.to_numpy(a): device -> host
+
+Code written against a namespace uses its methods for everything the two libraries spell
+differently (take, where, cumsum, repeat, nonzero, sorting, segment reductions, creation) and
+plain Python operators (+ - * == & | ~, slicing, integer and boolean indexing, in-place updates)
+for what they spell alike. Scores are float64 and indices int64 on every backend (torch's default
+float32 never appears: every float array is made with an explicit dtype).
+
+The numpy namespace binds numpy's own callables (ufuncs and ndarray methods) so that it adds no
+Python layer to an operation: the CPU search is dominated by the fixed cost of each call on small
+arrays, not by the arithmetic. array-api-compat would give the standard names, at the price of a
+wrapper per call on numpy, and it still lacks segment reductions.
+
+Results are bit-identical between numpy and torch on the CPU where both do the same IEEE
+operations (adds, multiplies, comparisons, gathers); transcendental functions (log, exp,
+logaddexp) may differ in the last unit in the last place between libraries and devices (see
+decoders/constants.py, BACKEND_SCORE_TOLERANCE).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+NEG_INF = -math.inf
+DEVICES = ("auto", "cpu", "cuda")
+ARRAY_BACKENDS = ("auto", "numpy", "torch")
+
+
+class NumpyArrays:
+    """The numpy namespace (host memory)."""
+
+    name = "numpy"
+    device = "cpu"
+    int64, float64, float32, bool_ = np.int64, np.float64, np.float32, np.bool_
+    # numpy's own callables (staticmethod: stored, never bound to the namespace object)
+    logaddexp = staticmethod(np.logaddexp)
+    maximum = staticmethod(np.maximum)
+    minimum = staticmethod(np.minimum)
+    isfinite = staticmethod(np.isfinite)
+    isneginf = staticmethod(np.isneginf)
+    exp = staticmethod(np.exp)
+    where = staticmethod(np.where)
+    take = staticmethod(np.ndarray.take)                  # take(a, idx[, axis])
+    cumsum = staticmethod(np.ndarray.cumsum)              # 1-D
+    repeat = staticmethod(np.ndarray.repeat)              # a[i] counts[i] times (1-D)
+    searchsorted = staticmethod(np.ndarray.searchsorted)  # searchsorted(sorted, values)
+    concat = staticmethod(np.concatenate)   # concat(seq, axis)
+    stack = staticmethod(np.stack)
+    lexsort = staticmethod(np.lexsort)      # lexsort((minor, ..., major)): stable
+    bincount = staticmethod(np.bincount)
+
+    @staticmethod
+    def asarray(x: Any, dtype: Any = None) -> np.ndarray:
+        return np.asarray(x, dtype)
+
+    @staticmethod
+    def to_numpy(a: Any) -> np.ndarray:
+        return np.asarray(a)
+
+    @staticmethod
+    def empty(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
+        return np.empty(shape, dtype)
+
+    @staticmethod
+    def zeros(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
+        return np.zeros(shape, dtype)
+
+    @staticmethod
+    def full(shape: int | tuple[int, ...], value: float, dtype: Any) -> np.ndarray:
+        return np.full(shape, value, dtype)
+
+    @staticmethod
+    def arange(n: int, start: int = 0) -> np.ndarray:
+        """(n,) int64: start, start + 1, ..."""
+        return np.arange(start, start + n, dtype=np.int64)
+
+    @staticmethod
+    def flatnonzero(mask: np.ndarray) -> np.ndarray:
+        """(k,) int64 positions of the true entries of a 1-D mask."""
+        return mask.nonzero()[0]
+
+    _range = np.arange(4096, dtype=np.int64)
+
+    @classmethod
+    def repeat_range(cls, counts: np.ndarray) -> np.ndarray:
+        """i repeated counts[i] times, for i in range(len(counts))."""
+        n = len(counts)
+        if len(cls._range) < n:
+            cls._range = np.arange(2 * n, dtype=np.int64)
+        return cls._range[:n].repeat(counts)
+
+    @staticmethod
+    def argsort(a: np.ndarray) -> np.ndarray:
+        """Stable argsort of a 1-D array."""
+        return a.argsort(kind="stable")
+
+    @staticmethod
+    def copy(a: np.ndarray) -> np.ndarray:
+        return a.copy()
+
+    @staticmethod
+    def unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted unique values, index of each entry of ``a`` in them)."""
+        return np.unique(a, return_inverse=True)
+
+    @staticmethod
+    def segment_max(values: np.ndarray, segments: np.ndarray, n: int) -> np.ndarray:
+        """(n,) max of ``values`` per segment id (-inf for an empty segment)."""
+        out = np.full(n, NEG_INF)
+        np.maximum.at(out, segments, values)
+        return out
+
+    @staticmethod
+    def segment_max_into(out: np.ndarray, segments: np.ndarray, values: np.ndarray) -> None:
+        """out[s] = max(out[s], values of segment s), in place."""
+        np.maximum.at(out, segments, values)
+
+    @staticmethod
+    def copy_where(dst: np.ndarray, src: Any, mask: np.ndarray) -> None:
+        """dst[mask] = src[mask] in place (src broadcast against dst)."""
+        np.copyto(dst, src, where=mask)
+
+    @staticmethod
+    def as_int64(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.int64)
+
+    @staticmethod
+    def astype(a: np.ndarray, dtype: Any) -> np.ndarray:
+        return a.astype(dtype)
+
+    @staticmethod
+    def item(a: Any) -> Any:
+        return a.item() if isinstance(a, np.ndarray | np.generic) else a
+
+
+class TorchArrays:
+    """The torch namespace on one device ("cpu", "cuda", "cuda:1"). Import torch lazily: only
+    building one imports it."""
+
+    name = "torch"
+
+    def __init__(self, device: str = "cpu"):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.int64, self.float64, self.float32, self.bool_ = (torch.int64, torch.float64,
+                                                              torch.float32, torch.bool)
+        self.logaddexp = torch.logaddexp
+        self.isfinite = torch.isfinite
+        self.isneginf = torch.isneginf
+        self.exp = torch.exp
+        self.cumsum = lambda a: torch.cumsum(a, 0)
+        self.stack = torch.stack
+        self.bincount = lambda x, minlength=0: torch.bincount(x, minlength=minlength)
+
+    def __repr__(self) -> str:
+        return f"TorchArrays({str(self.device)!r})"
+
+    # ------------------------------------------------------------------------- creation
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        torch = self.torch
+        if isinstance(x, torch.Tensor):
+            return x.to(device=self.device, dtype=dtype or x.dtype)
+        arr = np.asarray(x)
+        if dtype is None and arr.dtype == np.float64 or dtype == torch.float64:
+            arr = arr.astype(np.float64, copy=False)
+        return torch.as_tensor(arr, device=self.device, dtype=dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        if isinstance(a, self.torch.Tensor):
+            return a.detach().cpu().numpy()
+        return np.asarray(a)
+
+    def empty(self, shape: int | tuple[int, ...], dtype: Any) -> Any:
+        return self.torch.empty(shape, dtype=dtype, device=self.device)
+
+    def zeros(self, shape: int | tuple[int, ...], dtype: Any) -> Any:
+        return self.torch.zeros(shape, dtype=dtype, device=self.device)
+
+    def full(self, shape: int | tuple[int, ...], value: float, dtype: Any) -> Any:
+        return self.torch.full(shape if isinstance(shape, tuple) else (shape,), value,
+                               dtype=dtype, device=self.device)
+
+    def arange(self, n: int, start: int = 0) -> Any:
+        return self.torch.arange(start, start + n, dtype=self.torch.int64, device=self.device)
+
+    # ------------------------------------------------------------------------- indexing
+    def take(self, a: Any, idx: Any, axis: int | None = None) -> Any:
+        if axis is None:
+            return a.take(idx)
+        return a.index_select(axis, idx)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        return self.torch.where(cond, a, b)
+
+    def repeat(self, a: Any, counts: Any) -> Any:
+        # repeat_interleave of a view reads its whole base tensor (ms for a slice of a large
+        # arange): repeat a copy
+        return self.torch.repeat_interleave(a if a._base is None else a.clone(), counts)
+
+    def repeat_range(self, counts: Any) -> Any:
+        """i repeated counts[i] times, for i in range(len(counts))."""
+        return self.torch.repeat_interleave(counts)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        """Elementwise max; either side may be a Python number (numpy's broadcasting)."""
+        torch = self.torch
+        if not isinstance(b, torch.Tensor):
+            b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
+        elif not isinstance(a, torch.Tensor):
+            a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+        return torch.maximum(a, b)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        torch = self.torch
+        if not isinstance(b, torch.Tensor):
+            b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
+        elif not isinstance(a, torch.Tensor):
+            a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+        return torch.minimum(a, b)
+
+    def flatnonzero(self, mask: Any) -> Any:
+        return self.torch.nonzero(mask).reshape(-1)
+
+    def copy_where(self, dst: Any, src: Any, mask: Any) -> None:
+        dst.copy_(self.torch.where(mask, src, dst))
+
+    def concat(self, seq: Sequence[Any], axis: int = 0) -> Any:
+        return self.torch.cat(list(seq), dim=axis)
+
+    def copy(self, a: Any) -> Any:
+        return a.clone()
+
+    def as_int64(self, a: Any) -> Any:
+        return a.to(self.torch.int64)
+
+    def astype(self, a: Any, dtype: Any) -> Any:
+        return a.to(dtype)
+
+    @staticmethod
+    def item(a: Any) -> Any:
+        return a.item() if hasattr(a, "item") else a
+
+    # ------------------------------------------------------------------------- sorting
+    def argsort(self, a: Any) -> Any:
+        return self.torch.argsort(a, stable=True)
+
+    def lexsort(self, keys: Sequence[Any]) -> Any:
+        """numpy.lexsort: the last key is the primary one; stable."""
+        order = self.torch.argsort(keys[0], stable=True)
+        for key in keys[1:]:
+            order = order[self.torch.argsort(key[order], stable=True)]
+        return order
+
+    def searchsorted(self, sorted_: Any, values: Any) -> Any:
+        return self.torch.searchsorted(sorted_, values)
+
+    def unique_inverse(self, a: Any) -> tuple[Any, Any]:
+        return self.torch.unique(a, sorted=True, return_inverse=True)
+
+    # ------------------------------------------------------------------------- reductions
+    def segment_max(self, values: Any, segments: Any, n: int) -> Any:
+        out = self.full(n, NEG_INF, values.dtype)
+        return out.scatter_reduce_(0, segments, values, "amax")
+
+    def segment_max_into(self, out: Any, segments: Any, values: Any) -> None:
+        out.scatter_reduce_(0, segments, values, "amax")
+
+
+class Arrays(Protocol):
+    """What code written against a namespace may use (NumpyArrays and TorchArrays provide it).
+    Arrays are typed Any: numpy arrays or torch tensors. Members are read-only: numpy's are
+    its own callables stored on the class, torch's are methods."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def device(self) -> Any: ...
+    @property
+    def int64(self) -> Any: ...
+    @property
+    def float64(self) -> Any: ...
+    @property
+    def float32(self) -> Any: ...
+    @property
+    def bool_(self) -> Any: ...
+    @property
+    def asarray(self) -> Callable[..., Any]: ...
+    @property
+    def to_numpy(self) -> Callable[..., np.ndarray]: ...
+    @property
+    def empty(self) -> Callable[..., Any]: ...
+    @property
+    def zeros(self) -> Callable[..., Any]: ...
+    @property
+    def full(self) -> Callable[..., Any]: ...
+    @property
+    def arange(self) -> Callable[..., Any]: ...
+    @property
+    def take(self) -> Callable[..., Any]: ...
+    @property
+    def where(self) -> Callable[..., Any]: ...
+    @property
+    def logaddexp(self) -> Callable[..., Any]: ...
+    @property
+    def maximum(self) -> Callable[..., Any]: ...
+    @property
+    def minimum(self) -> Callable[..., Any]: ...
+    @property
+    def isfinite(self) -> Callable[..., Any]: ...
+    @property
+    def isneginf(self) -> Callable[..., Any]: ...
+    @property
+    def exp(self) -> Callable[..., Any]: ...
+    @property
+    def cumsum(self) -> Callable[..., Any]: ...
+    @property
+    def repeat(self) -> Callable[..., Any]: ...
+    @property
+    def repeat_range(self) -> Callable[..., Any]: ...
+    @property
+    def flatnonzero(self) -> Callable[..., Any]: ...
+    @property
+    def concat(self) -> Callable[..., Any]: ...
+    @property
+    def stack(self) -> Callable[..., Any]: ...
+    @property
+    def copy(self) -> Callable[..., Any]: ...
+    @property
+    def copy_where(self) -> Callable[..., None]: ...
+    @property
+    def as_int64(self) -> Callable[..., Any]: ...
+    @property
+    def astype(self) -> Callable[..., Any]: ...
+    @property
+    def item(self) -> Callable[..., Any]: ...
+    @property
+    def argsort(self) -> Callable[..., Any]: ...
+    @property
+    def lexsort(self) -> Callable[..., Any]: ...
+    @property
+    def searchsorted(self) -> Callable[..., Any]: ...
+    @property
+    def unique_inverse(self) -> Callable[..., Any]: ...
+    @property
+    def bincount(self) -> Callable[..., Any]: ...
+    @property
+    def segment_max(self) -> Callable[..., Any]: ...
+    @property
+    def segment_max_into(self) -> Callable[..., None]: ...
+
+
+
+NUMPY: Arrays = NumpyArrays()
+
+
+def torch_arrays(device: str = "cpu") -> Arrays:
+    """The torch namespace on ``device``; ValueError when torch or the device is missing."""
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError(f"device {device!r} needs torch, which is not installed (pip install "
+                         "torch); use --device cpu")
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} requested but torch sees no CUDA GPU (CPU-only "
+                         "torch build or no driver); use --device cpu")
+    return TorchArrays(device)
+
+
+def gpu_present() -> bool:
+    """True when a CUDA GPU is usable, found without importing torch when it is not loaded yet
+    (the driver's device files first; torch only when they exist)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    if "torch" not in sys.modules and not (os.path.exists("/proc/driver/nvidia/gpus")
+                                           or os.path.exists("/dev/nvidia0")):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def arrays_for(device: str = "auto", backend: str = "auto") -> Arrays:
+    """The namespace for a device option ("auto", "cpu", "cuda", "cuda:N") and an array backend
+    ("auto", "numpy", "torch"), as the emission stage reads its device: auto = CUDA when a GPU is
+    present, else the CPU. On the CPU "auto" is numpy (the fastest there; torch is not imported);
+    "torch" on the CPU runs the GPU's code path. Raises ValueError for impossible pairs."""
+    kind = device.split(":")[0]
+    if kind not in DEVICES or (kind != "cuda" and ":" in device):
+        raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+    if backend not in ARRAY_BACKENDS:
+        raise ValueError(f"unknown array backend {backend!r}; valid: {', '.join(ARRAY_BACKENDS)}")
+    if kind == "auto":
+        device = "cuda" if gpu_present() else "cpu"
+        kind = device
+    if kind == "cuda":
+        if backend == "numpy":
+            raise ValueError("the numpy arrays live on the CPU: use --device cpu with "
+                             "--array-backend numpy, or --array-backend torch (or auto) on cuda")
+        return torch_arrays(device)
+    return torch_arrays("cpu") if backend == "torch" else NUMPY

@@ -1,0 +1,251 @@
+"""The end of a batch search: final scores (the unfinished word, ``</s>``), beams of one text
+merged into one hypothesis, the n-best per utterance, and their words with timestamps.
+
+The scores are finished in the search's array namespace (the LM lives there); everything after
+works on host copies in numpy (a few thousand beams, once per batch). A trailing delimiter is
+merged away, so hypotheses are distinct texts.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ctclab.core.arrays import NUMPY, Arrays
+from ctclab.core.hypothesis import Hypothesis
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders.confidence import word_frame_confidence
+from ctclab.decoders.search_schedule import Schedule
+from ctclab.decoders.search_state import (
+    CTX,
+    END,
+    LAST,
+    LM,
+    NODE,
+    PB,
+    PNB,
+    UTT,
+    WNODE,
+    Beams,
+    Nodes,
+    word_hash,
+)
+from ctclab.decoders.search_words import SearchWords
+from ctclab.decoders.timestamps import WordSpan, make_words, word_spans
+
+N = Nodes  # node table rows: N.PARENT, N.LABEL, ...
+
+
+class Finish:
+    """Turns the final beams of a batch into hypotheses."""
+
+    def __init__(self, xp: Arrays, vocab: Vocabulary, words: SearchWords | None,
+                 schedule: Schedule, nodes: Nodes, x: np.ndarray, offsets: np.ndarray,
+                 nbest: int, frame_shift_s: float):
+        self.xp, self.vocab, self.words, self.schedule = xp, vocab, words, schedule
+        self.nodes, self.x, self.offsets = nodes, x, offsets
+        self.nbest, self.frame_shift_s = nbest, frame_shift_s
+        self.delim = vocab.delimiter
+        self.starts = vocab.starts_word if vocab.word_start is not None else None
+        self.words_out = words is not None and words.words_out
+
+    def _final_scores(self, b: Beams, n_utt: int) -> tuple[Any, ...]:
+        """(acoustic, lm, open word ids, dropped open words, END): in the search's namespace."""
+        xp, words, sched = self.xp, self.words, self.schedule
+        f, i = b.f, b.i
+        utt = i[UTT]
+        end = i[END]
+        if (sched.final_end >= 0).any():  # a run folded after the last step moves END
+            final_end = xp.take(xp.asarray(sched.final_end), utt)
+            end = xp.where(final_end >= 0, final_end, end)
+        acoustic = xp.logaddexp(f[PB], f[PNB]) + xp.take(xp.asarray(sched.trail), utt)
+        lm = xp.copy(f[LM])
+        open_ids = xp.full(len(utt), -1, xp.int64)  # word id of the unfinished word (words_out)
+        scorer = words.scorer if words is not None else None
+        if scorer is not None:  # the unfinished word is a word now; then </s>
+            open_word = xp.flatnonzero(i[WNODE] > 0)
+            ctx = xp.copy(i[CTX])
+            if len(open_word) and self.words_out:
+                assert words is not None
+                delta, ctx[open_word], open_ids[open_word] = words.best_homophone(
+                    xp.take(ctx, open_word), xp.take(i[WNODE], open_word))
+                lm[open_word] += delta
+            elif len(open_word):
+                delta, ctx[open_word] = scorer.complete(xp.take(ctx, open_word),
+                                                        xp.take(i[WNODE], open_word))
+                lm[open_word] += delta
+            lm += scorer.end(ctx)
+        total = acoustic + lm
+        drop_open = xp.zeros(len(utt), xp.bool_)
+        bad = ~xp.isfinite(total)
+        if xp.item(bad.any()):
+            # Hard lexicon, and every beam of an utterance ends inside a word that is none: the
+            # words before it are the text (the unfinished one is dropped), scored without it.
+            valid_utt = xp.zeros(n_utt, xp.bool_)
+            valid_utt[utt[~bad]] = True
+            fallback = bad & ~xp.take(valid_utt, utt) & xp.isfinite(acoustic)
+            lm[fallback] = f[LM][fallback]
+            if scorer is not None:
+                drop_open = fallback & (i[WNODE] > 0)
+                lm[drop_open] += scorer.end(i[CTX][drop_open])
+        return acoustic, lm, open_ids, drop_open, end
+
+    def hypotheses(self, b: Beams, n_utt: int) -> list[list[Hypothesis]]:
+        """Per utterance its hypotheses, best first (at least one)."""
+        xp = self.xp
+        acoustic, lm, open_ids, drop_open, end = (
+            xp.to_numpy(a) for a in self._final_scores(b, n_utt))
+        i = xp.to_numpy(b.i)
+        data = self.nodes.host()
+        utt, node, last = i[UTT], i[NODE], i[LAST]
+        total = acoustic + lm
+        ok = np.flatnonzero(np.isfinite(total))
+        # Beams with one text are one hypothesis: merge them, by text hash (one text can own
+        # several prefix nodes), counting a trailing delimiter as no label.
+        if self.words_out:  # the text is the words: hash them, the unfinished one included
+            text = np.where(i[WNODE] > 0,
+                            word_hash(data[N.WORDS_HASH].take(node), open_ids,
+                                      data[N.PART_HASH].take(node), NUMPY),
+                            data[N.WORDS_HASH].take(node))
+        elif self.starts is not None:  # word pieces: several labellings read as one text
+            text = np.zeros(len(node), np.int64)
+            if len(ok):
+                read = self.vocab.decode_tokens
+                text[ok] = [hash(read(p[0])) for p in self._paths(data, node[ok], end[ok])]
+        else:
+            canon = node.copy()
+            if self.delim is not None:
+                trailing = (last == self.delim) & (node > 0)
+                canon[trailing] = data[N.PARENT, node[trailing]]
+            text = data[N.HASH].take(canon)
+        order = ok[np.lexsort((-total[ok], text[ok], utt[ok]))]
+        same = (utt[order][1:] == utt[order][:-1]) & (text[order][1:] == text[order][:-1])
+        starts = np.flatnonzero(np.r_[True, ~same]) if len(order) else order
+        rep = order[starts]
+        g_total = np.logaddexp.reduceat(total[order], starts) if len(order) else total[:0]
+        g_acoustic = np.logaddexp.reduceat(acoustic[order], starts) if len(order) else total[:0]
+        g_utt = utt[rep]
+        # Best groups first within each utterance; keep nbest of each.
+        ranked = np.lexsort((-g_total, g_utt))
+        group_first = np.searchsorted(g_utt[ranked], np.arange(n_utt))
+        rank = np.arange(len(ranked)) - group_first[g_utt[ranked]]
+        chosen = ranked[rank < max(1, self.nbest)]
+        return self._build(data, chosen, rep, g_total, g_acoustic, g_utt, node, end, open_ids,
+                           drop_open, n_utt)
+
+    def _build(self, data: np.ndarray, chosen: np.ndarray, rep: np.ndarray,
+               g_total: np.ndarray, g_acoustic: np.ndarray, g_utt: np.ndarray,
+               node: np.ndarray, end: np.ndarray, open_ids: np.ndarray, drop_open: np.ndarray,
+               n_utt: int) -> list[list[Hypothesis]]:
+        per_utt: list[list[Hypothesis]] = [[] for _ in range(n_utt)]
+        paths = self._paths(data, node[rep[chosen]], end[rep[chosen]])
+        open_of = open_ids[rep[chosen]].tolist()
+        dropped = drop_open[rep[chosen]].tolist()
+        labellings, spans = [], []
+        for (tokens, start_rows, end_rows, word_ids), open_id, drop in zip(
+                paths, open_of, dropped, strict=True):
+            if drop:  # cut the unfinished word off
+                keep = self._last_word_end(tokens)
+                tokens, start_rows, end_rows = tokens[:keep], start_rows[:keep], end_rows[:keep]
+                word_ids = word_ids[:keep]
+            labellings.append(tokens)
+            spans.append(self._lexicon_spans(tokens, start_rows, end_rows, word_ids, open_id)
+                         if self.words_out else
+                         word_spans(tokens, start_rows, end_rows, self.vocab))
+        # Frame confidence of every word of every hypothesis in one pass over the batch's rows
+        # (a pass per hypothesis cost more than the n-best search itself).
+        flat = [s for ws in spans for s in ws]
+        conf = word_frame_confidence(self.x, [s.tokens for s in flat],
+                                     [(s.start, s.end) for s in flat]).tolist()
+        at = 0
+        for gi, tokens, ws in zip(chosen.tolist(), labellings, spans, strict=True):
+            ut = int(g_utt[gi])
+            off = int(self.offsets[ut])
+            words = make_words([s._replace(start=s.start - off, end=s.end - off) for s in ws],
+                               self.frame_shift_s, conf[at:at + len(ws)])
+            at += len(ws)
+            score, ac = float(g_total[gi]), float(g_acoustic[gi])
+            per_utt[ut].append(Hypothesis(
+                text=" ".join(w.word for w in words), score=score, tokens=tuple(tokens),
+                words=words, acoustic_score=ac, lm_score=score - ac))
+        for ut in range(n_utt):
+            if not per_utt[ut]:
+                per_utt[ut].append(Hypothesis.empty())
+        return per_utt
+
+    def _last_word_end(self, tokens: list[int]) -> int:
+        """How many labels precede the unfinished last word: up to its delimiter (or, for word
+        pieces, up to its word-start piece)."""
+        for k in range(len(tokens) - 1, -1, -1):
+            if tokens[k] == self.delim:
+                return k + 1
+            if self.starts is not None and self.starts[tokens[k]]:
+                return k
+        return 0
+
+    def _lexicon_spans(self, tokens: list[int], starts: list[int], ends: list[int],
+                       word_ids: list[int], open_id: int) -> list[WordSpan]:
+        """Words of a path whose words come from a pronunciation lexicon: each run of labels up
+        to a delimiter is the word that delimiter's node recorded (an unknown one: its labels)."""
+        assert self.words is not None
+        word_text = self.words.scorer.word_text
+        out: list[WordSpan] = []
+        group: list[int] = []
+        labels = self.vocab.labels
+
+        def flush(word_id: int) -> None:
+            if group:
+                text = word_text[word_id] if word_id >= 0 else "".join(
+                    labels[tokens[k]] for k in group)
+                out.append(WordSpan(text, starts[group[0]], ends[group[-1]],
+                                    [tokens[k] for k in group]))
+                group.clear()
+
+        for k, token in enumerate(tokens):
+            if token == self.delim:
+                flush(word_ids[k])
+            else:
+                group.append(k)
+        flush(open_id)
+        return out
+
+    def _paths(self, data: np.ndarray, nodes: np.ndarray, last_end: np.ndarray
+               ) -> list[tuple[list[int], list[int], list[int], list[int]]]:
+        """Labels, first rows, rows after the last of each prefix node's labels, and (words from
+        a lexicon) the word id each label's node recorded.
+
+        data: the node table (host); nodes: (n,) prefix node ids; last_end: (n,) active index
+        where each last label ended.
+        """
+        rows = self.schedule.act_rows.tolist()
+        cur = nodes.copy()
+        toks, starts, prev_ends, words = [], [], [], []
+        while (cur > 0).any():
+            live = cur > 0
+            toks.append(np.where(live, data[N.LABEL, cur], -1))
+            starts.append(data[N.START, cur])
+            prev_ends.append(data[N.PREV_END, cur])
+            if self.words_out:
+                words.append(data[N.WORD_ID, cur])
+            cur = data[N.PARENT, cur]  # the empty prefix is its own parent
+        if not toks:
+            return [([], [], [], []) for _ in nodes]
+        tok_m = np.stack(toks)[::-1].T.tolist()
+        start_m = np.stack(starts)[::-1].T.tolist()
+        prev_m = np.stack(prev_ends)[::-1].T.tolist()
+        word_m = np.stack(words)[::-1].T.tolist() if words else None
+        out = []
+        for k in range(len(nodes)):
+            tk = tok_m[k]
+            skip = next((j for j, t in enumerate(tk) if t >= 0), len(tk))
+            tk, sf, pe = tk[skip:], start_m[k][skip:], prev_m[k][skip:]
+            wd = word_m[k][skip:] if word_m is not None else []
+            ends = pe[1:] + [int(last_end[k])] if tk else []  # a label ends where the next starts
+            out.append((tk, [rows[a] for a in sf], [rows[a] + 1 for a in ends], wd))
+        return out
+
+
+def concat_beams(xp: Arrays, parts: Sequence[Beams]) -> Beams:
+    """The beams of several parts, one after the other."""
+    return Beams(xp.concat([b.f for b in parts], 1), xp.concat([b.i for b in parts], 1))

@@ -1,0 +1,232 @@
+"""Which frames the beam search steps through, and what each step reads: made once per batch,
+in numpy on the host, before the search (which may run on another device).
+
+A frame is *active* when token pruning leaves a usable non-blank label in it (and blank is not
+near-certain, ``blank_skip_threshold``). Every other frame only adds blank mass: it is folded in
+closed form into the next step (``gap``) or into the end (``trail``).
+
+Active frames that cannot change which beams live are folded too (*runs*), exactly. After a
+frame whose only usable label is c (blank included in "usable"), every surviving beam ends in c
+with no blank-ending mass (pb = -inf), so in the next frame, when its usable labels are c and
+at most blank:
+- no extension exists: c after c needs a blank between, and no other label is usable;
+- every beam moves alike: pnb += ln p(c), pb = pnb + ln p(blank) (from pb = -inf).
+So all scores shift by one amount, no beam is pruned that was not before, and the frame needs no
+search step; a chain of such frames is summed. Real emissions hold long runs (a letter spanning
+several frames): ~30% of active frames fold, and the longest utterance of the real set needs 243
+steps instead of 350. Runs are not folded in hard lexicon mode, whose beams extend by lexicon
+children whatever their frame probability.
+
+Per (step, utterance) the tables hold the step's frame and what happened since the last step:
+the blank mass of skipped frames, a folded run, and where the run leaves each beam's last label.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders.options import BeamOptions
+
+NEG_INF = -math.inf
+
+# Rows of the per-(step, utterance) integer table ``tab_i`` (steps, rows, utterances):
+XOFF, AR, CSTART, CCOUNT, HAS_GAP, HAS_RUN, RUN_END = range(7)
+# xoff: offset of the step's frame row in ``xf`` (ar * width); ar: its active index (what END
+# records); cstart / ccount: its extension candidates in cand_tok / cand_lp; has_gap: blank
+# frames were skipped before it (all mass moves to blank); has_run: a run was folded right
+# before it (no gap after the run); run_end: the active index a folded run leaves as every beam's
+# END (-1: no run).
+# Rows of the float table ``tab_f``:
+GAP, BLANK, RUN_B, RUN_NB = range(4)
+# gap: ln blank mass of the skipped frames (plus a folded run's total mass when both happened);
+# blank: ln p(blank) of the step's frame (-inf when pruned); run_b / run_nb: a folded run's
+# pb = pnb + run_b and pnb += run_nb.
+
+
+@dataclass
+class Schedule:
+    """The steps of one batch. Host numpy arrays; ``xf`` and the tables move to the search's
+    device. A = active frames (step and folded), S = steps, U = utterances, W = V + 1."""
+
+    act_rows: np.ndarray        # (A,) row of each active frame in the concatenated emissions
+    steps: np.ndarray           # (U,) search steps of each utterance
+    n_steps: int                # S = steps.max()
+    finishing: np.ndarray       # (S + 1,) some utterance takes its last step here
+    tab_i: np.ndarray           # (S, 7, U) int64, rows XOFF..RUN_END
+    tab_f: np.ndarray           # (S, 4, U) float64, rows GAP..RUN_NB
+    any_gap: np.ndarray         # (S,) bool
+    any_run: np.ndarray         # (S,) bool: some utterance has a run folded before this step
+    trail: np.ndarray           # (U,) ln mass after the last step (blank frames, a final run)
+    final_end: np.ndarray       # (U,) END a final folded run leaves (-1: none)
+    xf: np.ndarray              # (A * W,) float32: pruned ln probs of active frames; column V
+                                # is -inf (the "no last label" sentinel). float32 as the
+                                # emissions: every use adds it to a float64 score (exact widening)
+    raw: np.ndarray | None      # hard lexicon: unpruned ln probs of active frames, same layout
+    cand_tok: np.ndarray        # (C,) int64 extension candidates, by (step, utterance)
+    cand_lp: np.ndarray         # (C,) float32 their ln probs
+    width: int                  # W
+
+
+def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options: BeamOptions,
+                  hard: bool) -> Schedule:
+    """The schedule of a batch. x: (sum T_i, V) float32 concatenated log-probs; lengths: (U,)."""
+    st = options
+    n_utt, width = len(lengths), vocab.size + 1
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    blank = x[:, vocab.blank].astype(np.float64)
+    # Blank mass of frame ranges [a, b) from prefix sums; a -inf blank (p = 0, valid input)
+    # would make the differences NaN, so such frames are counted apart and give -inf.
+    impossible = np.isneginf(blank)
+    cum = np.concatenate([[0.0], np.cumsum(np.where(impossible, 0.0, blank))])
+    cum_impossible = np.concatenate([[0], np.cumsum(impossible)])
+
+    def blank_mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(cum_impossible[b] > cum_impossible[a], NEG_INF, cum[b] - cum[a])
+
+    # Token pruning: in each frame a label is usable when its ln prob is >= token_min_logp or it
+    # is the frame's best label (unused specials never are). A frame is active when an emitting
+    # label is usable: its best emitting label reaches token_min_logp or beats blank. Frame
+    # statistics are column reductions of the transposed emissions (fast in numpy, where row
+    # reductions over ~30 labels are not).
+    emit = np.zeros(vocab.size, bool)
+    emit[vocab.emitting_ids] = True
+    usable_cols = emit.copy()
+    usable_cols[vocab.blank] = True
+    xt = np.ascontiguousarray(x.T)
+    emit_max = xt[emit].max(axis=0, initial=NEG_INF).astype(np.float64)
+    active = (emit_max >= st.token_min_logp) | (emit_max >= blank)
+    if st.blank_skip_threshold is not None:
+        active &= blank < math.log(st.blank_skip_threshold)
+    rows = np.flatnonzero(active)
+    n_rows = len(rows)
+    utt = np.repeat(np.arange(n_utt), lengths)[rows]
+    sub = x[rows]
+    # The token pruning applies to blank and to the last label continuing too: a path through
+    # a label that improbable is dropped whatever the label (as pyctcdecode does). Without it a
+    # beam can "step over" a near-certain word delimiter through a blank of p < e^-5 whenever
+    # the LM dislikes the word just finished (e.g. an OOV scored at <unk>).
+    best_usable = np.maximum(emit_max[rows], blank[rows])
+    floor = np.minimum(st.token_min_logp, best_usable)
+    usable = (sub >= floor[:, None]) & usable_cols
+    floored = np.empty((n_rows, width), np.float32)
+    floored[:, vocab.size] = NEG_INF
+    raw = None
+    if hard:
+        # Hard lexicon: a beam inside an out-of-lexicon stretch must be able to wait (blank)
+        # or hold its label however improbable, else every beam dies there.
+        floored[:, : vocab.size] = np.where(usable_cols, sub, NEG_INF)
+        raw = floored.ravel()
+    else:
+        floored[:, : vocab.size] = np.where(usable, sub, NEG_INF)
+
+    # Runs (module docstring): row j folds when row j - 1 is the frame before it, in the same
+    # utterance, with one usable label c (blank not usable), and row j's usable labels are c and
+    # at most blank.
+    n_usable = np.count_nonzero(usable, axis=1)
+    sole_label = usable.argmax(axis=1)
+    fold = np.zeros(n_rows, bool)
+    if not hard and n_rows > 1:
+        prev_sole = sole_label[:-1]
+        fold[1:] = ((rows[1:] == rows[:-1] + 1) & (utt[1:] == utt[:-1]) & (n_usable[:-1] == 1)
+                    & (n_usable[1:] - usable[1:, vocab.blank] == 1)
+                    & usable[np.arange(1, n_rows), prev_sole])
+    step_rows = np.flatnonzero(~fold)
+    group = np.cumsum(~fold) - 1                      # the step each active row belongs to
+    n_groups = len(step_rows)
+    # A group's folded run: c is its step row's sole label.
+    run_rows = np.flatnonzero(fold)
+    run_group = group[run_rows]
+    run_c = sole_label[step_rows[run_group]]
+    lpc = floored[run_rows, run_c]
+    lpb = floored[run_rows, vocab.blank]
+    is_last = np.ones(len(run_rows), bool)
+    is_last[:-1] = run_group[1:] != run_group[:-1]
+    has_chain = np.zeros(n_groups, bool)
+    has_chain[run_group] = True
+    run_nb = np.bincount(run_group, lpc, minlength=n_groups).astype(np.float64)
+    run_b = np.bincount(run_group, np.where(is_last, lpb, lpc),
+                        minlength=n_groups).astype(np.float64)
+    run_nb[~has_chain] = 0.0
+    run_b[~has_chain] = NEG_INF
+    # END after the run: its last frame, unless blank ends that frame at least as likely
+    chain_end = np.full(n_groups, -1, np.int64)
+    last_rows = run_rows[is_last]
+    chain_end[run_group[is_last]] = np.where(lpc[is_last] > lpb[is_last], last_rows,
+                                             last_rows - 1)
+    run_total = np.logaddexp(run_b, run_nb)            # the run's mass (pb = -inf before it)
+
+    # Steps: the groups, numbered within their utterance.
+    s_utt = utt[step_rows]
+    steps = np.bincount(s_utt, minlength=n_utt)
+    first = np.cumsum(steps) - steps
+    step = np.arange(n_groups) - first[s_utt]
+    n_steps = int(steps.max(initial=0))
+    finishing = np.zeros(n_steps + 1, bool)
+    finishing[steps[steps > 0] - 1] = True
+    # What happened since the previous step: skipped frames after the previous active row
+    # (the last row of the previous group's run, or its step row) and that group's run.
+    prev_row = np.where(step_rows > 0, rows[np.maximum(step_rows - 1, 0)], -1)
+    prev_row = np.where(step > 0, prev_row, offsets[s_utt] - 1)
+    gap_now = rows[step_rows] > prev_row + 1
+    gap = blank_mass(prev_row + 1, rows[step_rows])
+    prev_group = np.maximum(np.arange(n_groups) - 1, 0)
+    prev_chain = (step > 0) & has_chain[prev_group]
+    gap = np.where(prev_chain & gap_now, gap + run_total[prev_group], gap)
+    has_run = prev_chain & ~gap_now
+    tab_i = np.zeros((n_steps, 7, n_utt), np.int64)
+    tab_f = np.zeros((n_steps, 4, n_utt), np.float64)
+    tab_i[:, RUN_END] = -1
+    tab_f[:, RUN_B] = NEG_INF
+    tab_i[step, XOFF, s_utt] = step_rows * width
+    tab_i[step, AR, s_utt] = step_rows
+    tab_i[step, HAS_GAP, s_utt] = gap_now
+    tab_i[step, HAS_RUN, s_utt] = has_run
+    tab_i[step, RUN_END, s_utt] = np.where(prev_chain, chain_end[prev_group], -1)
+    tab_f[step, GAP, s_utt] = np.where(gap_now, gap, 0.0)
+    tab_f[step, BLANK, s_utt] = floored[step_rows, vocab.blank]
+    tab_f[step, RUN_B, s_utt] = np.where(has_run, run_b[prev_group], NEG_INF)
+    tab_f[step, RUN_NB, s_utt] = np.where(has_run, run_nb[prev_group], 0.0)
+    any_gap = tab_i[:, HAS_GAP].any(axis=1)
+    any_run = (tab_i[:, RUN_END] >= 0).any(axis=1)
+    # After the last step: its run, then the blank frames to the end.
+    last_group = np.where(steps > 0, first + steps - 1, 0)
+    rows_per_utt = np.bincount(utt, minlength=n_utt)
+    last_index = np.maximum(np.cumsum(rows_per_utt) - 1, 0)
+    ends_at = np.where(rows_per_utt > 0, rows[last_index] if n_rows else 0, offsets - 1)
+    trail = blank_mass(ends_at + 1, offsets + lengths)
+    final_chain = (steps > 0) & has_chain[last_group] if n_groups else np.zeros(n_utt, bool)
+    final_end = np.full(n_utt, -1, np.int64)
+    if n_groups:
+        trail = np.where(final_chain, trail + run_total[last_group], trail)
+        final_end = np.where(final_chain, chain_end[last_group], -1)
+
+    # Extension candidates of the steps: usable labels, at most token_top_k of them per frame,
+    # stored by step, then utterance (a step reads one stretch).
+    ssub = sub[step_rows]
+    mask = usable[step_rows] & emit
+    if st.token_top_k is not None and st.token_top_k < vocab.size and n_groups:
+        kth = -np.partition(-ssub, st.token_top_k - 1, axis=1)[:, st.token_top_k - 1]
+        mask &= ssub >= kth[:, None]
+    order = np.argsort(step, kind="stable")   # utterances stay in order within a step
+    flat = np.flatnonzero(mask[order])
+    r, tok = np.divmod(flat, vocab.size)
+    counts = np.count_nonzero(mask, axis=1)[order]
+    tab_i[step[order], CSTART, s_utt[order]] = np.cumsum(counts) - counts
+    tab_i[step[order], CCOUNT, s_utt[order]] = counts
+    return Schedule(
+        act_rows=rows, steps=steps, n_steps=n_steps, finishing=finishing, tab_i=tab_i,
+        tab_f=tab_f, any_gap=any_gap, any_run=any_run, trail=trail, final_end=final_end,
+        xf=floored.ravel(), raw=raw, cand_tok=tok.astype(np.int64),
+        cand_lp=ssub[order[r], tok], width=width)
+
+
+def concat_emissions(emissions: Sequence[np.ndarray], vocab_size: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """((sum T_i, V) float32 concatenated emissions, (U,) int64 lengths)."""
+    lengths = np.array([len(e) for e in emissions], np.int64)
+    x = np.concatenate(emissions) if len(emissions) else np.zeros((0, vocab_size), np.float32)
+    return x, lengths

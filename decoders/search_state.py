@@ -1,0 +1,117 @@
+"""The beam search's state: live beams as two packed arrays, and the table of prefix nodes.
+
+Both live in an array namespace (ctclab.core.arrays: numpy, or torch on the CPU or a GPU). All
+hashes are int64 with wrapping arithmetic, which numpy and torch share bit for bit (a 64-bit
+multiply keeps the low 64 bits in either); torch has no uint64 arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ctclab.core.arrays import Arrays
+
+# Rows of the packed beam state. Floats (ln scores):
+PB, PNB, LM, PART = range(4)
+# pb: ln P(prefix, path ends in blank); pnb: ln P(prefix, path ends in its last label);
+# lm: word scores so far (LM, bonuses, penalties of finished words); part: unfinished word's score.
+# Integers:
+UTT, LAST, NODE, END, WNODE, CTX, PARENT, CHOICE, WORD = range(9)
+# utt: utterance in the batch; last: last label (V = none: empty prefix without a delimiter label);
+# node: prefix node id (0 = the empty prefix); end: active-frame index where the last label was
+# last emitted; wnode: trie node of the unfinished word (0 = none); ctx: LM context id; parent:
+# column of the live beam holding this prefix minus its last label, or -1. Only when words come
+# from a pronunciation lexicon: choice: homophone index of the word the last label (a delimiter)
+# finished; word: its word id (-1 unknown / none).
+BASE_INT_ROWS, WORD_INT_ROWS = 7, 9
+
+
+def _signed(value: int) -> int:
+    """A 64-bit constant as the int64 with the same bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+# Multiplier of the rolling hash of a prefix's labels (odd, so no label is lost mod 2^64).
+HASH_MUL = _signed(0x9E3779B97F4A7C15)
+# Multiplier of the word-sequence hash (words from a pronunciation lexicon); another odd constant.
+WORD_MUL = _signed(0xC2B2AE3D27D4EB4F)
+# Marks the hash of an unknown word's labels so it never equals a word id.
+UNKNOWN_SALT = _signed(0x165667B19E3779F9)
+
+
+@dataclass
+class Beams:
+    """Packed struct of arrays: f (4, N) float64 and i (7 or 9, N) int64, one column per beam."""
+
+    f: Any
+    i: Any
+
+    @property
+    def n(self) -> int:
+        return int(self.f.shape[1])
+
+    def take(self, xp: Arrays, idx: Any) -> Beams:
+        return Beams(xp.take(self.f, idx, 1), xp.take(self.i, idx, 1))
+
+
+def word_hash(before: Any, word: Any, part: Any, xp: Arrays) -> Any:
+    """Hash of the word sequence ``before`` + one word: its id, or (unknown) its labels' hash."""
+    unit = xp.where(word >= 0, word + 1, part ^ UNKNOWN_SALT)
+    return before * WORD_MUL + unit
+
+
+class Nodes:
+    """Growable prefix-node table, one column per node (column 0: the empty prefix): parent node,
+    label, active index of its first frame, the active index where the parent's last label was
+    last emitted (that label's end), and a hash of the prefix's labels (0 for the empty prefix).
+    With words from a pronunciation lexicon three more rows: the word id a delimiter node
+    finished (-1: unknown or none), a hash of the finished words (the text), and a hash of the
+    labels since the last delimiter.
+
+    One text can own several nodes (a prefix pruned and spelled again later while a child of
+    the old node lives on); the hash tells such duplicates apart from different texts."""
+
+    PARENT, LABEL, START, PREV_END, HASH, WORD_ID, WORDS_HASH, PART_HASH = range(8)
+
+    def __init__(self, xp: Arrays, words: bool = False, delimiter: int = -1) -> None:
+        self.xp = xp
+        self.size = 1
+        self.rows = 8 if words else 5
+        self.delimiter = delimiter
+        self.data = xp.zeros((self.rows, 4096), xp.int64)
+        self.data[self.PARENT, 0] = 0
+        if words:
+            self.data[self.WORD_ID, 0] = -1
+
+    def add(self, parent: Any, label: Any, start: Any, prev_end: Any, word: Any = None) -> Any:
+        """Append nodes; returns their ids. All arguments (n,) int64."""
+        xp = self.xp
+        n = len(parent)
+        if self.size + n > self.data.shape[1]:
+            grown = xp.zeros((self.rows, max(2 * self.data.shape[1], self.size + n)), xp.int64)
+            grown[:, : self.size] = self.data[:, : self.size]
+            self.data = grown
+        data, lo, hi = self.data, self.size, self.size + n
+        data[self.PARENT, lo:hi] = parent
+        data[self.LABEL, lo:hi] = label
+        data[self.START, lo:hi] = start
+        data[self.PREV_END, lo:hi] = prev_end
+        data[self.HASH, lo:hi] = xp.take(data[self.HASH], parent) * HASH_MUL + label + 1
+        if self.rows > 5:
+            assert word is not None
+            at_delim = label == self.delimiter
+            data[self.WORD_ID, lo:hi] = xp.where(at_delim, word, -1)
+            part_before = xp.take(data[self.PART_HASH], parent)
+            data[self.PART_HASH, lo:hi] = xp.where(at_delim, 0,
+                                                   part_before * HASH_MUL + label + 1)
+            before = xp.take(data[self.WORDS_HASH], parent)
+            data[self.WORDS_HASH, lo:hi] = xp.where(at_delim, word_hash(before, word,
+                                                                        part_before, xp), before)
+        self.size = hi
+        return xp.arange(n, lo)
+
+    def host(self) -> np.ndarray:
+        """(rows, size) int64 copy of the table in host memory (numpy: a view)."""
+        return self.xp.to_numpy(self.data[:, : self.size])

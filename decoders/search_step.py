@@ -1,0 +1,250 @@
+"""One step of the batch beam search: every live beam of every utterance advances by one
+active frame, in a fixed number of array operations whatever the batch size (no Python loop over
+beams or labels), in the search's array namespace (numpy, or torch on the CPU or a GPU):
+
+1. what happened since the last step: skipped blank frames (all mass moves to blank) and a
+   folded run of the last label (decoders.search_schedule);
+2. stays: every beam keeps its prefix: p_b' = p(prefix) * p(blank); p_nb' = p_nb * p(last label)
+   (the last label continues; a label repeated needs a blank in between);
+3. extensions: every (beam, candidate label) pair of the beam's utterance, candidates being the
+   labels that survived the frame's token pruning (and, in hard lexicon mode, the lexicon's);
+4. merging: an extension A + c that equals a live prefix B (B's parent is A and B ends in c) is
+   added to B. Live beams carry the column of their parent prefix, so this is one table lookup;
+5. word scoring of the extensions (decoders.search_words), then pruning per utterance: score
+   threshold relative to the utterance's best beam, then the beam width.
+
+Scores are natural logs in float64. The word delimiter is folded: a delimiter after a delimiter
+(or at the start) keeps the same prefix. Timestamps: each prefix node records the frame its label
+started in and where its parent's label ended.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ctclab.core.arrays import Arrays
+from ctclab.decoders.options import BeamOptions
+from ctclab.decoders.search_schedule import (
+    AR,
+    BLANK,
+    CCOUNT,
+    CSTART,
+    GAP,
+    HAS_GAP,
+    HAS_RUN,
+    RUN_B,
+    RUN_END,
+    RUN_NB,
+    XOFF,
+)
+from ctclab.decoders.search_state import (
+    CHOICE,
+    END,
+    LAST,
+    LM,
+    NODE,
+    PARENT,
+    PART,
+    PB,
+    PNB,
+    UTT,
+    WNODE,
+    WORD,
+    Beams,
+    Nodes,
+)
+from ctclab.decoders.search_words import SearchWords
+
+NEG_INF = float("-inf")
+
+
+class Stepper:
+    """Advances the beams of one batch, step by step. Tables: the schedule's, on the device."""
+
+    def __init__(self, xp: Arrays, tables: dict[str, Any], any_gap: Any, any_run: Any,
+                 options: BeamOptions, n_utt: int, n_int: int, delim: int | None,
+                 vocab_size: int, words: SearchWords | None, nodes: Nodes):
+        self.xp, self.t, self.options = xp, tables, options
+        self.any_gap, self.any_run = any_gap, any_run
+        self.n_utt, self.n_int, self.delim, self.vocab_size = n_utt, n_int, delim, vocab_size
+        self.words, self.nodes = words, nodes
+        self.hard = words is not None and words.hard
+        self.forks = words is not None and words.forks
+        self.words_out = words is not None and words.words_out
+        homophones = words.scorer.homophones if words is not None and self.forks else 1
+        # merge keys: labels, the sentinel, and one column per homophone choice beyond the first
+        self.merge_width = vocab_size + 1 + (homophones - 1)
+        self.max_word_gain = words.scorer.max_word_gain if words is not None else 0.0
+        self.neg_utt = xp.full(n_utt, NEG_INF, xp.float64)
+        self._merge_buf = xp.full(1024, -1, xp.int64)
+        self._arange = xp.arange(1024)
+
+    def _range(self, n: int) -> Any:
+        if len(self._arange) < n:
+            self._arange = self.xp.arange(2 * n)
+        return self._arange[:n]
+
+    def step(self, s: int, b: Beams) -> Beams:
+        # Few, fused array calls: arrays hold ~100s of beams, so per-call overhead dominates.
+        xp, st, delim = self.xp, self.options, self.delim
+        f, i = b.f, b.i
+        u, last, n = i[UTT], i[LAST], b.n
+        ti = xp.take(self.t["tab_i"][s], u, 1)   # (7, n): XOFF .. RUN_END
+        tf = xp.take(self.t["tab_f"][s], u, 1)   # (4, n): GAP .. RUN_NB
+        pb, pnb = f[PB], f[PNB]
+        if self.any_run[s]:  # a run folded since the last step: pb = -inf before it
+            has_run = ti[HAS_RUN] != 0
+            pb = xp.where(has_run, pnb + tf[RUN_B], pb)
+            pnb = pnb + tf[RUN_NB]
+            run_end = ti[RUN_END]
+            i[END] = xp.where(run_end >= 0, run_end, i[END])
+        tot = xp.logaddexp(pb, pnb)
+        if self.any_gap[s]:  # blank-certain frames skipped since the last step: all mass -> blank
+            tot += tf[GAP]
+            has_gap = ti[HAS_GAP] != 0
+            pb = xp.where(has_gap, tot, pb)
+            pnb = xp.where(has_gap, NEG_INF, pnb)
+        xoff = ti[XOFF]
+        stay_pb = tot + tf[BLANK]
+        rep = xp.take(self.t["xf"], xoff + last)
+        if delim is not None:   # a delimiter after a delimiter keeps the prefix
+            last_delim = last == delim
+            stay_pnb = xp.where(last_delim, tot, pnb) + rep
+            # ... and is no extension: its "repeat" base is -inf
+            pb_rep = xp.where(last_delim, NEG_INF, pb)
+        else:
+            stay_pnb = pnb + rep
+            pb_rep = pb
+        k = ti[CCOUNT]
+        m = int(k.sum())
+        e = 0
+        choice = None
+        src: Any = None
+        tok: Any = None
+        base: Any = None
+        if m or self.hard:
+            src = xp.repeat_range(k)
+            ci = xp.repeat(ti[CSTART] - (xp.cumsum(k) - k), k) + self._range(m)
+            tok = xp.take(self.t["cand_tok"], ci)
+            lp = xp.take(self.t["cand_lp"], ci)
+            if self.hard:
+                words = self.words
+                assert words is not None
+                floor = words.hard_floor - tot - f[LM]
+                if st.beam_prune_logp > NEG_INF:  # relative to the best stay of the utterance
+                    pre = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
+                    floor += xp.take(xp.segment_max(pre, u, self.n_utt), u)
+                src, tok, lp = words.hard_candidates(src, tok, lp, i[WNODE], xoff, floor,
+                                                     self.t["raw"])
+            if self.forks:
+                assert self.words is not None
+                src, tok, lp, choice = self.words.fork_homophones(src, tok, lp, i[WNODE])
+            m = len(src)
+        if m:
+            # base: tot of the source beam, or its pb when the label repeats its last label
+            pick = xp.concat((tot, pb_rep))
+            rep_src = (tok == xp.take(last, src)) * n
+            rep_src += src
+            base = xp.take(pick, rep_src) + lp
+            # Merge into live beams: A + c is the live B whose parent is A and whose last is c
+            # (with homophone forks: and whose choice is the same). Keys are shifted by one row
+            # so that parentless beams (-1) land in a row never asked.
+            wm = self.merge_width
+            if len(self._merge_buf) < (n + 1) * wm:
+                self._merge_buf = xp.full(2 * (n + 1) * wm, -1, xp.int64)
+            mb = self._merge_buf
+            pkeys = i[PARENT] * wm
+            q = src * wm
+            if choice is None:
+                pkeys += last
+                q += tok
+            else:  # choice c > 0 of a word is its own column after the sentinel
+                pkeys += xp.where(i[CHOICE] > 0, self.vocab_size + i[CHOICE], last)
+                q += xp.where(choice > 0, self.vocab_size + choice, tok)
+            pkeys += wm
+            mb[pkeys] = self._range(n)
+            q += wm
+            target = xp.take(mb, q)
+            mb[pkeys] = -1
+            merged = xp.flatnonzero(target >= 0)
+            if len(merged):
+                t = xp.take(target, merged)
+                stay_pnb[t] = xp.logaddexp(xp.take(stay_pnb, t), xp.take(base, merged))
+                base[merged] = NEG_INF
+        stay_score = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
+        best = None
+        if m:
+            keep = base > NEG_INF
+            if self.words is not None and st.beam_prune_logp > NEG_INF:
+                # extensions that cannot reach the threshold: dropped before any word scoring
+                best = xp.segment_max(stay_score, u, self.n_utt)
+                bound = best - self.max_word_gain + st.beam_prune_logp
+                keep &= base + xp.take(f[LM], src) >= xp.take(bound, xp.take(u, src))
+            sel = xp.flatnonzero(keep)
+            e = len(sel)
+            if e:
+                src, tok, base = xp.take(src, sel), xp.take(tok, sel), xp.take(base, sel)
+                if choice is not None:
+                    choice = xp.take(choice, sel)
+        fp = xp.empty((4, n + e), xp.float64)
+        ip = xp.empty((self.n_int, n + e), xp.int64)
+        fp[PB, :n], fp[PNB, :n], fp[LM:, :n] = stay_pb, stay_pnb, f[LM:]
+        ip[:, :n] = i
+        xp.copy_where(ip[END, :n], ti[AR], stay_pnb > stay_pb)
+        if e:
+            fp[PB, n:] = NEG_INF
+            fp[PNB, n:] = base
+            fp[LM:, n:] = xp.take(f[LM:], src, 1)
+            ip[:, n:] = xp.take(i, src, 1)
+            ip[LAST, n:], ip[END, n:], ip[PARENT, n:] = tok, xp.take(ti[AR], src), src
+            if self.words_out:
+                ip[CHOICE, n:] = 0 if choice is None else choice
+                ip[WORD, n:] = -1
+            if self.words is not None:
+                self.words.score(fp[:, n:], ip[:, n:])
+        return self.prune(Beams(fp, ip), n, i[END], stay_score, best)
+
+    def prune(self, pool: Beams, n_stays: int, old_end: Any, stay_score: Any,
+              stay_best: Any) -> Beams:
+        """Threshold and beam-width pruning of stays + extensions. stay_score: (n_stays,) scores
+        of the stays (already computed); stay_best: their best per utterance, or None."""
+        xp, st = self.xp, self.options
+        f, i = pool.f, pool.i
+        total = f.shape[1]
+        if total > n_stays:
+            # an extension has pb = -inf, and logaddexp(-inf, x) == x exactly
+            score = xp.concat((stay_score, f[PNB, n_stays:] + f[LM, n_stays:]
+                               + f[PART, n_stays:]))
+        else:
+            score = stay_score
+        u = i[UTT]
+        if st.beam_prune_logp > NEG_INF:
+            if stay_best is not None:
+                best = stay_best
+                xp.segment_max_into(best, u[n_stays:], score[n_stays:])
+            else:
+                best = xp.segment_max(score, u, self.n_utt)
+            keep = score >= xp.take(best + st.beam_prune_logp, u)
+            keep &= score > NEG_INF
+        else:
+            keep = score > NEG_INF
+        sel = xp.flatnonzero(keep)
+        if len(sel) > st.beam_width:
+            counts = xp.bincount(xp.take(u, sel), minlength=self.n_utt)
+            if int(counts.max()) > st.beam_width:
+                order = xp.take(sel, xp.lexsort((-xp.take(score, sel), xp.take(u, sel))))
+                group_first = xp.cumsum(counts) - counts
+                rank = self._range(len(order)) - xp.take(group_first, xp.take(u, order))
+                sel = order[rank < st.beam_width]
+                sel = xp.take(sel, xp.argsort(sel))
+        out = pool.take(xp, sel)
+        j = int((sel < n_stays).sum())   # sel is sorted: stays first
+        if j < len(sel):  # surviving extensions get prefix nodes
+            ie = out.i[:, j:]
+            ie[NODE] = self.nodes.add(ie[NODE], ie[LAST], ie[END],
+                                      xp.take(old_end, ie[PARENT]),
+                                      ie[WORD] if self.words_out else None)
+        # new position of each pool row, shifted by one: parent -1 maps to -1
+        newpos = xp.full(total + 1, -1, xp.int64)
+        newpos[sel + 1] = self._range(len(sel))
+        out.i[PARENT] = xp.take(newpos, out.i[PARENT] + 1)
+        return out
