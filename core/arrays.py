@@ -111,6 +111,16 @@ class NumpyArrays:
         return a.copy()
 
     @staticmethod
+    def first_true(mask: np.ndarray) -> np.ndarray:
+        """(n,) int64 column of the first True of each row of a (n, k) mask (0: none)."""
+        return mask.argmax(1)
+
+    @staticmethod
+    def count_below(sorted_: np.ndarray, value: int) -> int:
+        """How many entries of the sorted 1-D array are < value."""
+        return int(sorted_.searchsorted(value))
+
+    @staticmethod
     def unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(sorted unique values, index of each entry of ``a`` in them)."""
         return np.unique(a, return_inverse=True)
@@ -268,6 +278,12 @@ class TorchArrays:
     def searchsorted(self, sorted_: Any, values: Any) -> Any:
         return self.torch.searchsorted(sorted_, values)
 
+    def count_below(self, sorted_: Any, value: int) -> int:
+        return int((sorted_ < value).sum())
+
+    def first_true(self, mask: Any) -> Any:
+        return mask.to(self.torch.uint8).argmax(1)   # argmax: the first of equal maxima
+
     def unique_inverse(self, a: Any) -> tuple[Any, Any]:
         return self.torch.unique(a, sorted=True, return_inverse=True)
 
@@ -339,6 +355,10 @@ class Arrays(Protocol):
     def stack(self) -> Callable[..., Any]: ...
     @property
     def copy(self) -> Callable[..., Any]: ...
+    @property
+    def count_below(self) -> Callable[..., int]: ...
+    @property
+    def first_true(self) -> Callable[..., Any]: ...
     @property
     def copy_where(self) -> Callable[..., None]: ...
     @property

@@ -83,8 +83,8 @@ class BatchSearch:
         delim = vocab.delimiter
         nodes = Nodes(xp, self.words_out, -1 if delim is None else delim)
         n_int = WORD_INT_ROWS if self.words_out else BASE_INT_ROWS
-        stepper = Stepper(xp, tables, sched.any_gap, sched.any_run, self.options, n_utt, n_int,
-                          delim, vocab.size, words, nodes)
+        stepper = Stepper(xp, tables, sched, self.options, n_int, delim, vocab.size, words,
+                          nodes)
         start_ctx = words.scorer.start_context if words is not None else 0
         root_last = delim if delim is not None else vocab.size
 

@@ -110,7 +110,8 @@ class WordScorer:
             owners.append(owner)
             self._hot_ids.add(owner)
         self.trie = WordTrie(vocab.size, spellings, words, owners,
-                             shared_columns=not self.text_from_tokens, xp=xp)
+                             shared_columns=not self.text_from_tokens, xp=xp,
+                             reset=vocab.delimiter)
         self.hot = HotwordBonus.build(self.trie, [ids for _, ids in hot], hotword_weight) if hot \
             else None
         self.homophones = self.trie.max_homophones

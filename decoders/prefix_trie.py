@@ -35,11 +35,13 @@ class WordTrie:
 
     def __init__(self, vocab_size: int, spellings: Iterable[Sequence[int]] = (),
                  words: Sequence[str] = (), owners: Sequence[int] | None = None,
-                 shared_columns: bool = False, xp: Arrays = NUMPY):
+                 shared_columns: bool = False, xp: Arrays = NUMPY, reset: int | None = None):
         """spellings[k]: label ids spelling words[owners[k]] (owners default: k), words in the LM's
         own casing. shared_columns: give the child table one column per token the spellings use
         plus one for all others (for pronunciation lexicons over large token sets). xp: the
-        array namespace the search runs in."""
+        array namespace the search runs in. reset: a label (the word delimiter) whose child of
+        every node is the root, so that one lookup moves every extension (ends its word); not
+        with shared_columns, where the delimiter shares a column."""
         self.xp = xp
         self.vocab_size = int(vocab_size)
         self.words: list[str] = list(words)
@@ -80,7 +82,11 @@ class WordTrie:
         capacity = max(_INITIAL_CAPACITY, 2 * count)
         self.size = count
         self.static_size = count  # nodes of known words; later ones are made during search
+        # the reset label's column: node 0 (the root) everywhere, also in rows not used yet
+        self.reset = reset if not shared_columns else None
         self.child = np.full((capacity, width), -1, np.int32)
+        if self.reset is not None:
+            self.child[:, self.reset] = 0
         self.parent = np.full(capacity, -1, np.int64)
         self.label = np.full(capacity, -1, np.int64)
         self.depth = np.zeros(capacity, np.int64)
@@ -133,7 +139,7 @@ class WordTrie:
         if self.columns is not None:
             labels = xp.take(self.columns, labels)
         kids = xp.as_int64(self.child[nodes, labels])
-        if xp.item((kids < 0).any()):
+        if len(kids) and xp.item(kids.min()) < 0:
             missing = xp.flatnonzero(kids < 0)
             width = self.child.shape[1]
             keys = xp.take(nodes, missing) * width + xp.take(labels, missing)
@@ -143,7 +149,8 @@ class WordTrie:
         return kids
 
     def child_of(self, node: int, label: int) -> int:
-        """The child of ``node`` by ``label`` among the nodes built so far, or -1."""
+        """The child of ``node`` by ``label`` among the nodes built so far, or -1 (0: the reset
+        label's)."""
         column = label if self.columns is None else int(self.columns[label])
         return int(self.child[node, column])
 
@@ -192,6 +199,8 @@ class WordTrie:
             return out
 
         self.child = grown(self.child, -1)
+        if self.reset is not None:
+            self.child[:, self.reset] = 0
         self.parent = grown(self.parent, -1)
         self.label = grown(self.label, -1)
         self.depth = grown(self.depth, 0)
@@ -204,6 +213,8 @@ class WordTrie:
         parents, labels = self.parent[made], self.label[made]
         self.child[parents, labels] = -1
         self.child[made] = -1
+        if self.reset is not None:
+            self.child[made, self.reset] = 0
         self.parent[made], self.label[made], self.depth[made] = -1, -1, 0
         self.size = self.static_size
 

@@ -7,13 +7,14 @@ merged away, so hypotheses are distinct texts.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ctclab.core.arrays import NUMPY, Arrays
-from ctclab.core.hypothesis import Hypothesis
+from ctclab.core.hypothesis import Hypothesis, WordTimestamp
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.confidence import word_frame_confidence
 from ctclab.decoders.search_schedule import Schedule
@@ -32,7 +33,7 @@ from ctclab.decoders.search_state import (
     word_hash,
 )
 from ctclab.decoders.search_words import SearchWords
-from ctclab.decoders.timestamps import WordSpan, make_words, word_spans
+from ctclab.decoders.timestamps import WordSpan, word_spans
 
 N = Nodes  # node table rows: N.PARENT, N.LABEL, ...
 
@@ -49,6 +50,11 @@ class Finish:
         self.delim = vocab.delimiter
         self.starts = vocab.starts_word if vocab.word_start is not None else None
         self.words_out = words is not None and words.words_out
+        # labels that are text without spaces, the delimiter a space: words cut in one pass
+        texts = vocab.token_texts
+        self.simple = (not self.words_out and self.starts is None and self.delim is not None
+                       and all(texts[t] and " " not in texts[t] for t in vocab.emitting_ids
+                               if t != self.delim))
 
     def _final_scores(self, b: Beams, n_utt: int) -> tuple[Any, ...]:
         """(acoustic, lm, open word ids, dropped open words, END): in the search's namespace."""
@@ -112,7 +118,7 @@ class Finish:
             text = np.zeros(len(node), np.int64)
             if len(ok):
                 read = self.vocab.decode_tokens
-                text[ok] = [hash(read(p[0])) for p in self._paths(data, node[ok], end[ok])]
+                text[ok] = [hash(read(p[0])) for p in self._walk(data, node[ok], end[ok]).paths()]
         else:
             canon = node.copy()
             if self.delim is not None:
@@ -139,31 +145,38 @@ class Finish:
                node: np.ndarray, end: np.ndarray, open_ids: np.ndarray, drop_open: np.ndarray,
                n_utt: int) -> list[list[Hypothesis]]:
         per_utt: list[list[Hypothesis]] = [[] for _ in range(n_utt)]
-        paths = self._paths(data, node[rep[chosen]], end[rep[chosen]])
-        open_of = open_ids[rep[chosen]].tolist()
-        dropped = drop_open[rep[chosen]].tolist()
-        labellings, spans = [], []
-        for (tokens, start_rows, end_rows, word_ids), open_id, drop in zip(
-                paths, open_of, dropped, strict=True):
-            if drop:  # cut the unfinished word off
-                keep = self._last_word_end(tokens)
-                tokens, start_rows, end_rows = tokens[:keep], start_rows[:keep], end_rows[:keep]
-                word_ids = word_ids[:keep]
-            labellings.append(tokens)
-            spans.append(self._lexicon_spans(tokens, start_rows, end_rows, word_ids, open_id)
-                         if self.words_out else
-                         word_spans(tokens, start_rows, end_rows, self.vocab))
+        walk = self._walk(data, node[rep[chosen]], end[rep[chosen]])
+        dropped = drop_open[rep[chosen]]
+        if self.simple and not dropped.any():
+            labellings, spans = self._letter_words(walk)
+        else:
+            labellings, spans = [], []
+            for (tokens, start_rows, end_rows, word_ids), open_id, drop in zip(
+                    walk.paths(), open_ids[rep[chosen]].tolist(), dropped.tolist(), strict=True):
+                if drop:  # cut the unfinished word off
+                    keep = self._last_word_end(tokens)
+                    tokens, start_rows, end_rows = (tokens[:keep], start_rows[:keep],
+                                                    end_rows[:keep])
+                    word_ids = word_ids[:keep]
+                labellings.append(tokens)
+                spans.append(self._lexicon_spans(tokens, start_rows, end_rows, word_ids, open_id)
+                             if self.words_out else
+                             word_spans(tokens, start_rows, end_rows, self.vocab))
         # Frame confidence of every word of every hypothesis in one pass over the batch's rows
         # (a pass per hypothesis cost more than the n-best search itself).
         flat = [s for ws in spans for s in ws]
         conf = word_frame_confidence(self.x, [s.tokens for s in flat],
                                      [(s.start, s.end) for s in flat]).tolist()
         at = 0
+        shift = self.frame_shift_s
         for gi, tokens, ws in zip(chosen.tolist(), labellings, spans, strict=True):
             ut = int(g_utt[gi])
             off = int(self.offsets[ut])
-            words = make_words([s._replace(start=s.start - off, end=s.end - off) for s in ws],
-                               self.frame_shift_s, conf[at:at + len(ws)])
+            words = tuple(WordTimestamp(w.word, w.start - off, w.end - off,
+                                        round((w.start - off) * shift, 4),
+                                        round((w.end - off) * shift, 4),
+                                        frame_confidence=float(c))
+                          for w, c in zip(ws, conf[at:at + len(ws)], strict=True))
             at += len(ws)
             score, ac = float(g_total[gi]), float(g_acoustic[gi])
             per_utt[ut].append(Hypothesis(
@@ -173,6 +186,33 @@ class Finish:
             if not per_utt[ut]:
                 per_utt[ut].append(Hypothesis.empty())
         return per_utt
+
+    def _letter_words(self, walk: Walk) -> tuple[list[list[int]], list[list[WordSpan]]]:
+        """Labellings and word spans of all paths at once, for labels that are text without
+        spaces and a delimiter that is a space (what word_spans gives, without its loop over
+        labels)."""
+        tokens, starts, ends, sizes = walk.tokens, walk.start_rows, walk.end_rows, walk.sizes
+        n = len(tokens)
+        first = np.zeros(n, bool)
+        last = np.zeros(n, bool)
+        bounds = np.cumsum(sizes)
+        first[(bounds - sizes)[sizes > 0]] = True
+        last[bounds[sizes > 0] - 1] = True
+        letter = tokens != self.delim
+        word_first = np.flatnonzero(letter & (first | np.r_[True, ~letter[:-1]]))
+        word_last = np.flatnonzero(letter & (last | np.r_[~letter[1:], True]))
+        owner = np.repeat(np.arange(len(sizes)), sizes)[word_first]
+        texts = self.vocab.token_texts
+        token_list = tokens.tolist()
+        chars = [texts[t] for t in token_list]
+        spans: list[list[WordSpan]] = [[] for _ in range(len(sizes))]
+        for h, a, b, st, en in zip(owner.tolist(), word_first.tolist(), word_last.tolist(),
+                                   starts[word_first].tolist(), ends[word_last].tolist(),
+                                   strict=True):
+            spans[h].append(WordSpan("".join(chars[a:b + 1]), st, en, token_list[a:b + 1]))
+        cuts = np.concatenate([[0], bounds]).tolist()
+        labellings = [token_list[cuts[h]:cuts[h + 1]] for h in range(len(sizes))]
+        return labellings, spans
 
     def _last_word_end(self, tokens: list[int]) -> int:
         """How many labels precede the unfinished last word: up to its delimiter (or, for word
@@ -210,40 +250,53 @@ class Finish:
         flush(open_id)
         return out
 
-    def _paths(self, data: np.ndarray, nodes: np.ndarray, last_end: np.ndarray
-               ) -> list[tuple[list[int], list[int], list[int], list[int]]]:
-        """Labels, first rows, rows after the last of each prefix node's labels, and (words from
-        a lexicon) the word id each label's node recorded.
+    def _walk(self, data: np.ndarray, nodes: np.ndarray, last_end: np.ndarray) -> Walk:
+        """The labels of each prefix node, first label first, with the rows where each starts and
+        the row after it ends (and, words from a lexicon, the word each label's node recorded):
+        one walk up the node table for all nodes, a level a step.
 
         data: the node table (host); nodes: (n,) prefix node ids; last_end: (n,) active index
         where each last label ended.
         """
-        rows = self.schedule.act_rows.tolist()
-        cur = nodes.copy()
-        toks, starts, prev_ends, words = [], [], [], []
-        while (cur > 0).any():
-            live = cur > 0
-            toks.append(np.where(live, data[N.LABEL, cur], -1))
-            starts.append(data[N.START, cur])
-            prev_ends.append(data[N.PREV_END, cur])
-            if self.words_out:
-                words.append(data[N.WORD_ID, cur])
-            cur = data[N.PARENT, cur]  # the empty prefix is its own parent
-        if not toks:
-            return [([], [], [], []) for _ in nodes]
-        tok_m = np.stack(toks)[::-1].T.tolist()
-        start_m = np.stack(starts)[::-1].T.tolist()
-        prev_m = np.stack(prev_ends)[::-1].T.tolist()
-        word_m = np.stack(words)[::-1].T.tolist() if words else None
-        out = []
-        for k in range(len(nodes)):
-            tk = tok_m[k]
-            skip = next((j for j, t in enumerate(tk) if t >= 0), len(tk))
-            tk, sf, pe = tk[skip:], start_m[k][skip:], prev_m[k][skip:]
-            wd = word_m[k][skip:] if word_m is not None else []
-            ends = pe[1:] + [int(last_end[k])] if tk else []  # a label ends where the next starts
-            out.append((tk, [rows[a] for a in sf], [rows[a] + 1 for a in ends], wd))
-        return out
+        levels = []
+        cur = nodes
+        while len(cur) and cur.max() > 0:
+            level = data[:, cur]           # the root reads as label -1, its own parent
+            levels.append(level)
+            cur = level[N.PARENT]
+        if not levels:
+            levels.append(data[:, np.zeros(len(nodes), np.int64)])
+        stack = np.stack(levels[::-1], axis=2)     # (rows, n, depth): first label first
+        live = stack[N.LABEL] >= 0
+        sizes = live.sum(axis=1)
+        tokens = stack[N.LABEL][live]
+        start = stack[N.START][live]
+        # a label ends where the next one starts; the last one where its beam says
+        end = np.empty_like(start)
+        end[:-1] = stack[N.PREV_END][live][1:]
+        tails = np.cumsum(sizes)[sizes > 0] - 1
+        end[tails] = last_end[sizes > 0]
+        rows = self.schedule.act_rows
+        words = stack[N.WORD_ID][live] if self.words_out else None
+        return Walk(tokens, rows[start], rows[end] + 1, words, sizes)
+
+
+class Walk:
+    """The paths of n prefix nodes, concatenated: (sum sizes,) int64 labels, first rows, rows
+    after their ends, word ids (lexicon words) or None; sizes (n,)."""
+
+    def __init__(self, tokens: np.ndarray, start_rows: np.ndarray, end_rows: np.ndarray,
+                 word_ids: np.ndarray | None, sizes: np.ndarray):
+        self.tokens, self.start_rows, self.end_rows = tokens, start_rows, end_rows
+        self.word_ids, self.sizes = word_ids, sizes
+
+    def paths(self) -> list[tuple[list[int], list[int], list[int], list[int]]]:
+        """Per node: (labels, first rows, end rows, word ids) as lists."""
+        cuts = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
+        tok, sr, er = self.tokens.tolist(), self.start_rows.tolist(), self.end_rows.tolist()
+        wd = self.word_ids.tolist() if self.word_ids is not None else None
+        return [(tok[a:b], sr[a:b], er[a:b], wd[a:b] if wd is not None else [])
+                for a, b in itertools.pairwise(cuts)]
 
 
 def concat_beams(xp: Arrays, parts: Sequence[Beams]) -> Beams:

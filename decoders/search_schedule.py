@@ -19,6 +19,9 @@ children whatever their frame probability.
 
 Per (step, utterance) the tables hold the step's frame and what happened since the last step:
 the blank mass of skipped frames, a folded run, and where the run leaves each beam's last label.
+The extension candidates of step s are a dense (utterances, K_s) block, K_s the most any
+utterance has in that step (real emissions: 1-2), padded with the sentinel label V (ln p -inf):
+a beam reads its utterance's row with one gather, and no per-beam offsets are computed.
 """
 from __future__ import annotations
 
@@ -34,17 +37,15 @@ from ctclab.decoders.options import BeamOptions
 NEG_INF = -math.inf
 
 # Rows of the per-(step, utterance) integer table ``tab_i`` (steps, rows, utterances):
-XOFF, AR, CSTART, CCOUNT, HAS_GAP, HAS_RUN, RUN_END = range(7)
+XOFF, AR, HAS_GAP, RUN_END = range(4)
 # xoff: offset of the step's frame row in ``xf`` (ar * width); ar: its active index (what END
-# records); cstart / ccount: its extension candidates in cand_tok / cand_lp; has_gap: blank
-# frames were skipped before it (all mass moves to blank); has_run: a run was folded right
-# before it (no gap after the run); run_end: the active index a folded run leaves as every beam's
-# END (-1: no run).
+# records); has_gap: blank frames were skipped before it (all mass moves to blank); run_end: the
+# active index a folded run leaves as every beam's END (-1: no run).
 # Rows of the float table ``tab_f``:
 GAP, BLANK, RUN_B, RUN_NB = range(4)
 # gap: ln blank mass of the skipped frames (plus a folded run's total mass when both happened);
-# blank: ln p(blank) of the step's frame (-inf when pruned); run_b / run_nb: a folded run's
-# pb = pnb + run_b and pnb += run_nb.
+# blank: ln p(blank) of the step's frame (-inf when pruned); run_b / run_nb: a folded run right
+# before the step (no gap after it) sets pb = pnb + run_b and pnb += run_nb (else -inf and 0).
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Schedule:
     steps: np.ndarray           # (U,) search steps of each utterance
     n_steps: int                # S = steps.max()
     finishing: np.ndarray       # (S + 1,) some utterance takes its last step here
-    tab_i: np.ndarray           # (S, 7, U) int64, rows XOFF..RUN_END
+    tab_i: np.ndarray           # (S, 4, U) int64, rows XOFF..RUN_END
     tab_f: np.ndarray           # (S, 4, U) float64, rows GAP..RUN_NB
     any_gap: np.ndarray         # (S,) bool
     any_run: np.ndarray         # (S,) bool: some utterance has a run folded before this step
@@ -66,8 +67,11 @@ class Schedule:
                                 # is -inf (the "no last label" sentinel). float32 as the
                                 # emissions: every use adds it to a float64 score (exact widening)
     raw: np.ndarray | None      # hard lexicon: unpruned ln probs of active frames, same layout
-    cand_tok: np.ndarray        # (C,) int64 extension candidates, by (step, utterance)
-    cand_lp: np.ndarray         # (C,) float32 their ln probs
+    cand_tok: np.ndarray        # (C,) int64 extension candidates: step s is the (U, K_s) block
+                                # cand_tok[cand_off[s]:cand_off[s + 1]] (padding: V)
+    cand_lp: np.ndarray         # (C,) float32 their ln probs (padding: -inf)
+    cand_off: np.ndarray        # (S + 1,) int64 where each step's block starts
+    cand_k: np.ndarray          # (S,) int64 K_s
     width: int                  # W
 
 
@@ -177,14 +181,13 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     prev_chain = (step > 0) & has_chain[prev_group]
     gap = np.where(prev_chain & gap_now, gap + run_total[prev_group], gap)
     has_run = prev_chain & ~gap_now
-    tab_i = np.zeros((n_steps, 7, n_utt), np.int64)
+    tab_i = np.zeros((n_steps, 4, n_utt), np.int64)
     tab_f = np.zeros((n_steps, 4, n_utt), np.float64)
     tab_i[:, RUN_END] = -1
     tab_f[:, RUN_B] = NEG_INF
     tab_i[step, XOFF, s_utt] = step_rows * width
     tab_i[step, AR, s_utt] = step_rows
     tab_i[step, HAS_GAP, s_utt] = gap_now
-    tab_i[step, HAS_RUN, s_utt] = has_run
     tab_i[step, RUN_END, s_utt] = np.where(prev_chain, chain_end[prev_group], -1)
     tab_f[step, GAP, s_utt] = np.where(gap_now, gap, 0.0)
     tab_f[step, BLANK, s_utt] = floored[step_rows, vocab.blank]
@@ -211,17 +214,23 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     if st.token_top_k is not None and st.token_top_k < vocab.size and n_groups:
         kth = -np.partition(-ssub, st.token_top_k - 1, axis=1)[:, st.token_top_k - 1]
         mask &= ssub >= kth[:, None]
-    order = np.argsort(step, kind="stable")   # utterances stay in order within a step
-    flat = np.flatnonzero(mask[order])
-    r, tok = np.divmod(flat, vocab.size)
-    counts = np.count_nonzero(mask, axis=1)[order]
-    tab_i[step[order], CSTART, s_utt[order]] = np.cumsum(counts) - counts
-    tab_i[step[order], CCOUNT, s_utt[order]] = counts
+    counts = np.count_nonzero(mask, axis=1)
+    cand_k = np.zeros(n_steps, np.int64)
+    np.maximum.at(cand_k, step, counts)
+    cand_off = np.zeros(n_steps + 1, np.int64)
+    np.cumsum(cand_k * n_utt, out=cand_off[1:])
+    r, tok = np.divmod(np.flatnonzero(mask), vocab.size)   # by step row, then label
+    j = np.arange(len(r)) - (np.cumsum(counts) - counts)[r]    # rank within its row
+    pos = cand_off[step[r]] + s_utt[r] * cand_k[step[r]] + j
+    cand_tok = np.full(int(cand_off[-1]), vocab.size, np.int64)
+    cand_lp = np.full(int(cand_off[-1]), NEG_INF, np.float32)
+    cand_tok[pos] = tok
+    cand_lp[pos] = ssub[r, tok]
     return Schedule(
         act_rows=rows, steps=steps, n_steps=n_steps, finishing=finishing, tab_i=tab_i,
         tab_f=tab_f, any_gap=any_gap, any_run=any_run, trail=trail, final_end=final_end,
-        xf=floored.ravel(), raw=raw, cand_tok=tok.astype(np.int64),
-        cand_lp=ssub[order[r], tok], width=width)
+        xf=floored.ravel(), raw=raw, cand_tok=cand_tok, cand_lp=cand_lp, cand_off=cand_off,
+        cand_k=cand_k, width=width)
 
 
 def concat_emissions(emissions: Sequence[np.ndarray], vocab_size: int

@@ -19,6 +19,7 @@ PB, PNB, LM, PART = range(4)
 # lm: word scores so far (LM, bonuses, penalties of finished words); part: unfinished word's score.
 # Integers:
 UTT, LAST, NODE, END, WNODE, CTX, PARENT, CHOICE, WORD = range(9)
+# (LAST, NODE, END must stay consecutive: a new prefix node copies them as one block.)
 # utt: utterance in the batch; last: last label (V = none: empty prefix without a delimiter label);
 # node: prefix node id (0 = the empty prefix); end: active-frame index where the last label was
 # last emitted; wnode: trie node of the unfinished word (0 = none); ctx: LM context id; parent:
@@ -63,8 +64,8 @@ def word_hash(before: Any, word: Any, part: Any, xp: Arrays) -> Any:
 
 
 class Nodes:
-    """Growable prefix-node table, one column per node (column 0: the empty prefix): parent node,
-    label, active index of its first frame, the active index where the parent's last label was
+    """Growable prefix-node table, one column per node (column 0: the empty prefix): label,
+    parent node, active index of its first frame, the active index where the parent's last label was
     last emitted (that label's end), and a hash of the prefix's labels (0 for the empty prefix).
     With words from a pronunciation lexicon three more rows: the word id a delimiter node
     finished (-1: unknown or none), a hash of the finished words (the text), and a hash of the
@@ -73,7 +74,8 @@ class Nodes:
     One text can own several nodes (a prefix pruned and spelled again later while a child of
     the old node lives on); the hash tells such duplicates apart from different texts."""
 
-    PARENT, LABEL, START, PREV_END, HASH, WORD_ID, WORDS_HASH, PART_HASH = range(8)
+    LABEL, PARENT, START, PREV_END, HASH, WORD_ID, WORDS_HASH, PART_HASH = range(8)
+    # (label, parent, start) are a new node's beam rows (LAST, NODE, END): one block copy
 
     def __init__(self, xp: Arrays, words: bool = False, delimiter: int = -1) -> None:
         self.xp = xp
@@ -81,23 +83,23 @@ class Nodes:
         self.rows = 8 if words else 5
         self.delimiter = delimiter
         self.data = xp.zeros((self.rows, 4096), xp.int64)
-        self.data[self.PARENT, 0] = 0
+        self.data[self.LABEL, 0] = -1   # the root: no label, its own parent
         if words:
             self.data[self.WORD_ID, 0] = -1
 
-    def add(self, parent: Any, label: Any, start: Any, prev_end: Any, word: Any = None) -> Any:
-        """Append nodes; returns their ids. All arguments (n,) int64."""
+    def add(self, block: Any, prev_end: Any, word: Any = None) -> Any:
+        """Append nodes; returns their ids. block: (3, n) int64 label, parent node, active index
+        of the first frame (the new beams' LAST, NODE, END rows); prev_end, word: (n,) int64."""
         xp = self.xp
-        n = len(parent)
+        n = block.shape[1]
         if self.size + n > self.data.shape[1]:
             grown = xp.zeros((self.rows, max(2 * self.data.shape[1], self.size + n)), xp.int64)
             grown[:, : self.size] = self.data[:, : self.size]
             self.data = grown
         data, lo, hi = self.data, self.size, self.size + n
-        data[self.PARENT, lo:hi] = parent
-        data[self.LABEL, lo:hi] = label
-        data[self.START, lo:hi] = start
+        data[: self.PREV_END, lo:hi] = block
         data[self.PREV_END, lo:hi] = prev_end
+        label, parent = block[self.LABEL], block[self.PARENT]
         data[self.HASH, lo:hi] = xp.take(data[self.HASH], parent) * HASH_MUL + label + 1
         if self.rows > 5:
             assert word is not None

@@ -19,6 +19,7 @@ started in and where its parent's label ended.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ctclab.core.arrays import Arrays
@@ -26,15 +27,13 @@ from ctclab.decoders.options import BeamOptions
 from ctclab.decoders.search_schedule import (
     AR,
     BLANK,
-    CCOUNT,
-    CSTART,
     GAP,
     HAS_GAP,
-    HAS_RUN,
     RUN_B,
     RUN_END,
     RUN_NB,
     XOFF,
+    Schedule,
 )
 from ctclab.decoders.search_state import (
     CHOICE,
@@ -55,21 +54,25 @@ from ctclab.decoders.search_state import (
 from ctclab.decoders.search_words import SearchWords
 
 NEG_INF = float("-inf")
+_LOWEST = -sys.float_info.max
 
 
 class Stepper:
     """Advances the beams of one batch, step by step. Tables: the schedule's, on the device."""
 
-    def __init__(self, xp: Arrays, tables: dict[str, Any], any_gap: Any, any_run: Any,
-                 options: BeamOptions, n_utt: int, n_int: int, delim: int | None,
+    def __init__(self, xp: Arrays, tables: dict[str, Any], schedule: Schedule,
+                 options: BeamOptions, n_int: int, delim: int | None,
                  vocab_size: int, words: SearchWords | None, nodes: Nodes):
         self.xp, self.t, self.options = xp, tables, options
-        self.any_gap, self.any_run = any_gap, any_run
+        n_utt = len(schedule.steps)
+        self.any_gap, self.any_run = schedule.any_gap, schedule.any_run
+        self.cand_k, self.cand_off = schedule.cand_k, schedule.cand_off
         self.n_utt, self.n_int, self.delim, self.vocab_size = n_utt, n_int, delim, vocab_size
         self.words, self.nodes = words, nodes
         self.hard = words is not None and words.hard
         self.forks = words is not None and words.forks
         self.words_out = words is not None and words.words_out
+        self.plain = not self.hard and not self.forks
         homophones = words.scorer.homophones if words is not None and self.forks else 1
         # merge keys: labels, the sentinel, and one column per homophone choice beyond the first
         self.merge_width = vocab_size + 1 + (homophones - 1)
@@ -88,15 +91,15 @@ class Stepper:
         xp, st, delim = self.xp, self.options, self.delim
         f, i = b.f, b.i
         u, last, n = i[UTT], i[LAST], b.n
-        ti = xp.take(self.t["tab_i"][s], u, 1)   # (7, n): XOFF .. RUN_END
+        ti = xp.take(self.t["tab_i"][s], u, 1)   # (4, n): XOFF .. RUN_END
         tf = xp.take(self.t["tab_f"][s], u, 1)   # (4, n): GAP .. RUN_NB
         pb, pnb = f[PB], f[PNB]
-        if self.any_run[s]:  # a run folded since the last step: pb = -inf before it
-            has_run = ti[HAS_RUN] != 0
-            pb = xp.where(has_run, pnb + tf[RUN_B], pb)
+        if self.any_run[s]:  # a run folded since the last step: pb = -inf before it, so
+            # pb = pnb + run_b is logaddexp(pb, pnb + run_b), exactly; other utterances have
+            # run_b = -inf and keep pb (logaddexp(x, -inf) == x), run_nb = 0 and keep pnb
+            pb = xp.logaddexp(pb, pnb + tf[RUN_B])
             pnb = pnb + tf[RUN_NB]
-            run_end = ti[RUN_END]
-            i[END] = xp.where(run_end >= 0, run_end, i[END])
+            i[END] = xp.maximum(i[END], ti[RUN_END])   # a run ends after any END; none: -1
         tot = xp.logaddexp(pb, pnb)
         if self.any_gap[s]:  # blank-certain frames skipped since the last step: all mass -> blank
             tot += tf[GAP]
@@ -114,77 +117,30 @@ class Stepper:
         else:
             stay_pnb = pnb + rep
             pb_rep = pb
-        k = ti[CCOUNT]
-        m = int(k.sum())
-        e = 0
-        choice = None
-        src: Any = None
-        tok: Any = None
-        base: Any = None
-        if m or self.hard:
-            src = xp.repeat_range(k)
-            ci = xp.repeat(ti[CSTART] - (xp.cumsum(k) - k), k) + self._range(m)
-            tok = xp.take(self.t["cand_tok"], ci)
-            lp = xp.take(self.t["cand_lp"], ci)
-            if self.hard:
-                words = self.words
-                assert words is not None
-                floor = words.hard_floor - tot - f[LM]
-                if st.beam_prune_logp > NEG_INF:  # relative to the best stay of the utterance
-                    pre = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
-                    floor += xp.take(xp.segment_max(pre, u, self.n_utt), u)
-                src, tok, lp = words.hard_candidates(src, tok, lp, i[WNODE], xoff, floor,
-                                                     self.t["raw"])
-            if self.forks:
-                assert self.words is not None
-                src, tok, lp, choice = self.words.fork_homophones(src, tok, lp, i[WNODE])
-            m = len(src)
-        if m:
-            # base: tot of the source beam, or its pb when the label repeats its last label
-            pick = xp.concat((tot, pb_rep))
-            rep_src = (tok == xp.take(last, src)) * n
-            rep_src += src
-            base = xp.take(pick, rep_src) + lp
-            # Merge into live beams: A + c is the live B whose parent is A and whose last is c
-            # (with homophone forks: and whose choice is the same). Keys are shifted by one row
-            # so that parentless beams (-1) land in a row never asked.
-            wm = self.merge_width
-            if len(self._merge_buf) < (n + 1) * wm:
-                self._merge_buf = xp.full(2 * (n + 1) * wm, -1, xp.int64)
-            mb = self._merge_buf
-            pkeys = i[PARENT] * wm
-            q = src * wm
-            if choice is None:
-                pkeys += last
-                q += tok
-            else:  # choice c > 0 of a word is its own column after the sentinel
-                pkeys += xp.where(i[CHOICE] > 0, self.vocab_size + i[CHOICE], last)
-                q += xp.where(choice > 0, self.vocab_size + choice, tok)
-            pkeys += wm
-            mb[pkeys] = self._range(n)
-            q += wm
-            target = xp.take(mb, q)
-            mb[pkeys] = -1
-            merged = xp.flatnonzero(target >= 0)
-            if len(merged):
-                t = xp.take(target, merged)
-                stay_pnb[t] = xp.logaddexp(xp.take(stay_pnb, t), xp.take(base, merged))
-                base[merged] = NEG_INF
-        stay_score = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
-        best = None
-        if m:
-            keep = base > NEG_INF
-            if self.words is not None and st.beam_prune_logp > NEG_INF:
+        # the step's candidate block: row u holds utterance u's labels (padding: V, -inf)
+        k = int(self.cand_k[s])
+        lo, hi = int(self.cand_off[s]), int(self.cand_off[s + 1])
+        tok2 = xp.take(self.t["cand_tok"][lo:hi].reshape(self.n_utt, k), u, 0)   # (n, k)
+        lp2 = xp.take(self.t["cand_lp"][lo:hi].reshape(self.n_utt, k), u, 0)
+        if self.plain:
+            src, tok, base, stay_pnb, stay_score, best = self._plain_extensions(
+                f, i, tot, pb_rep, stay_pb, stay_pnb, tok2, lp2)
+            choice = None
+        else:
+            src, tok, base, stay_pnb, choice = self._general_extensions(
+                f, i, u, tot, pb_rep, stay_pb, stay_pnb, tok2, lp2, xoff)
+            stay_score = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
+            best = None
+            if len(src) and self.words is not None and st.beam_prune_logp > NEG_INF:
                 # extensions that cannot reach the threshold: dropped before any word scoring
                 best = xp.segment_max(stay_score, u, self.n_utt)
                 bound = best - self.max_word_gain + st.beam_prune_logp
-                keep &= base + xp.take(f[LM], src) >= xp.take(bound, xp.take(u, src))
-            sel = xp.flatnonzero(keep)
-            e = len(sel)
-            if e:
+                sel = xp.flatnonzero(base + xp.take(f[LM], src)
+                                     >= xp.take(bound, xp.take(u, src)))
                 src, tok, base = xp.take(src, sel), xp.take(tok, sel), xp.take(base, sel)
                 if choice is not None:
                     choice = xp.take(choice, sel)
+        e = len(src)
         fp = xp.empty((4, n + e), xp.float64)
         ip = xp.empty((self.n_int, n + e), xp.int64)
         fp[PB, :n], fp[PNB, :n], fp[LM:, :n] = stay_pb, stay_pnb, f[LM:]
@@ -202,6 +158,109 @@ class Stepper:
             if self.words is not None:
                 self.words.score(fp[:, n:], ip[:, n:])
         return self.prune(Beams(fp, ip), n, i[END], stay_score, best)
+
+    def _plain_extensions(self, f: Any, i: Any, tot: Any, pb_rep: Any, stay_pb: Any,
+                          stay_pnb: Any, tok2: Any, lp2: Any) -> tuple[Any, ...]:
+        """Extensions when every beam's candidates are its utterance's frame labels: (src, tok,
+        base) of those that may live, stay_pnb with the merged ones added, the stays' scores,
+        and their best per utterance (None unless words prune extensions early).
+
+        Merging reads from the target's side: a live beam B with parent column P and last label
+        c receives the extension P + c, which sits in P's row (the same utterance, so the same
+        candidates) at the column where c is, the column B's own row marks in ``is_rep``."""
+        xp, st = self.xp, self.options
+        n, k = tok2.shape
+        if not k:  # no candidates in this step
+            none = xp.zeros(0, xp.int64)
+            return (none, none, xp.zeros(0, xp.float64), stay_pnb,
+                    xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART], None)
+        # base: tot of the source beam, or its pb when the label repeats its last label
+        is_rep = tok2 == i[LAST][:, None]
+        base = xp.empty(n * k + 1, xp.float64)   # one slot more: where non-merges point
+        base2 = base[: n * k].reshape(n, k)
+        base2[:] = xp.where(is_rep, pb_rep[:, None], tot[:, None])
+        base2 += lp2
+        parent = i[PARENT]
+        valid = is_rep.any(1) & (parent >= 0)
+        at = xp.where(valid, parent * k + xp.first_true(is_rep), n * k)
+        base[n * k] = NEG_INF
+        stay_pnb = xp.logaddexp(stay_pnb, xp.take(base, at))   # logaddexp(x, -inf) == x
+        base[at] = NEG_INF
+        stay_score = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
+        best = None
+        if self.words is not None and st.beam_prune_logp > NEG_INF:
+            # extensions that cannot reach the threshold: dropped before any word scoring (a
+            # bound of -inf, an utterance without live stays, becomes the lowest float, which
+            # -inf misses as it misses any finite bound)
+            best = xp.segment_max(stay_score, i[UTT], self.n_utt)
+            bound = xp.maximum(best - self.max_word_gain + st.beam_prune_logp, _LOWEST)
+            live = base2 + f[LM][:, None] >= xp.take(bound, i[UTT])[:, None]
+        else:
+            live = base2 > NEG_INF
+        sel = xp.flatnonzero(live.reshape(-1))
+        return (sel // k, xp.take(tok2.reshape(-1), sel), xp.take(base, sel), stay_pnb,
+                stay_score, best)
+
+    def _general_extensions(self, f: Any, i: Any, u: Any, tot: Any, pb_rep: Any, stay_pb: Any,
+                            stay_pnb: Any, tok2: Any, lp2: Any, xoff: Any
+                            ) -> tuple[Any, Any, Any, Any, Any]:
+        """Extensions with a hard lexicon or homophone forks, whose candidates differ per beam:
+        (src, tok, base, stay_pnb with the merged ones added, homophone choice or None)."""
+        xp, st = self.xp, self.options
+        n, k = tok2.shape
+        sel = xp.flatnonzero(lp2.reshape(-1) > NEG_INF)
+        src, tok, lp = sel // k, xp.take(tok2.reshape(-1), sel), xp.take(lp2.reshape(-1), sel)
+        choice = None
+        if self.hard:
+            words = self.words
+            assert words is not None
+            floor = words.hard_floor - tot - f[LM]
+            if st.beam_prune_logp > NEG_INF:  # relative to the best stay of the utterance
+                pre = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
+                floor += xp.take(xp.segment_max(pre, u, self.n_utt), u)
+            src, tok, lp = words.hard_candidates(src, tok, lp, i[WNODE], xoff, floor,
+                                                 self.t["raw"])
+        if self.forks:
+            assert self.words is not None
+            src, tok, lp, choice = self.words.fork_homophones(src, tok, lp, i[WNODE])
+        if not len(src):
+            return src, tok, lp, stay_pnb, choice
+        last = i[LAST]
+        # base: tot of the source beam, or its pb when the label repeats its last label
+        pick = xp.concat((tot, pb_rep))
+        rep_src = (tok == xp.take(last, src)) * n
+        rep_src += src
+        base = xp.take(pick, rep_src) + lp
+        # Merge into live beams: A + c is the live B whose parent is A and whose last is c
+        # (with homophone forks: and whose choice is the same). Keys are shifted by one row
+        # so that parentless beams (-1) land in a row never asked.
+        wm = self.merge_width
+        if len(self._merge_buf) < (n + 1) * wm:
+            self._merge_buf = xp.full(2 * (n + 1) * wm, -1, xp.int64)
+        mb = self._merge_buf
+        pkeys = i[PARENT] * wm
+        q = src * wm
+        if choice is None:
+            pkeys += last
+            q += tok
+        else:  # choice c > 0 of a word is its own column after the sentinel
+            pkeys += xp.where(i[CHOICE] > 0, self.vocab_size + i[CHOICE], last)
+            q += xp.where(choice > 0, self.vocab_size + choice, tok)
+        pkeys += wm
+        mb[pkeys] = self._range(n)
+        q += wm
+        target = xp.take(mb, q)
+        mb[pkeys] = -1
+        merged = xp.flatnonzero(target >= 0)
+        if len(merged):
+            t = xp.take(target, merged)
+            stay_pnb[t] = xp.logaddexp(xp.take(stay_pnb, t), xp.take(base, merged))
+            base[merged] = NEG_INF
+        sel = xp.flatnonzero(base > NEG_INF)
+        src, tok, base = xp.take(src, sel), xp.take(tok, sel), xp.take(base, sel)
+        if choice is not None:
+            choice = xp.take(choice, sel)
+        return src, tok, base, stay_pnb, choice
 
     def prune(self, pool: Beams, n_stays: int, old_end: Any, stay_score: Any,
               stay_best: Any) -> Beams:
@@ -223,8 +282,8 @@ class Stepper:
                 xp.segment_max_into(best, u[n_stays:], score[n_stays:])
             else:
                 best = xp.segment_max(score, u, self.n_utt)
-            keep = score >= xp.take(best + st.beam_prune_logp, u)
-            keep &= score > NEG_INF
+            # a threshold of -inf (no live beam) becomes the lowest float: -inf scores miss it
+            keep = score >= xp.take(xp.maximum(best + st.beam_prune_logp, _LOWEST), u)
         else:
             keep = score > NEG_INF
         sel = xp.flatnonzero(keep)
@@ -237,11 +296,10 @@ class Stepper:
                 sel = order[rank < st.beam_width]
                 sel = xp.take(sel, xp.argsort(sel))
         out = pool.take(xp, sel)
-        j = int((sel < n_stays).sum())   # sel is sorted: stays first
+        j = xp.count_below(sel, n_stays)   # sel is sorted: stays first
         if j < len(sel):  # surviving extensions get prefix nodes
             ie = out.i[:, j:]
-            ie[NODE] = self.nodes.add(ie[NODE], ie[LAST], ie[END],
-                                      xp.take(old_end, ie[PARENT]),
+            ie[NODE] = self.nodes.add(ie[LAST:END + 1], xp.take(old_end, ie[PARENT]),
                                       ie[WORD] if self.words_out else None)
         # new position of each pool row, shifted by one: parent -1 maps to -1
         newpos = xp.full(total + 1, -1, xp.int64)

@@ -64,7 +64,7 @@ class SearchWords:
         wsrc = xp.take(wnode, src)
         cols = tok if trie.columns is None else xp.take(trie.columns, tok)
         kid = xp.as_int64(trie.child[wsrc, cols])
-        allowed = (kid >= 0) & (kid < trie.static_size)
+        allowed = (kid > 0) & (kid < trie.static_size)   # 0: the delimiter's reset
         if self.starts is not None:
             begins = xp.take(self.starts, tok)
             allowed = xp.where(begins, ((wsrc == 0) | xp.take(self.word_end, wsrc))
@@ -113,34 +113,48 @@ class SearchWords:
         if self.starts is not None:
             self._score_pieces(f, i)
             return
-        letters = words = None   # None: all extensions are letters
-        if self.delim is not None:
-            is_delim = i[LAST] == self.delim
-            words = xp.flatnonzero(is_delim)
-            if len(words):
-                letters = xp.flatnonzero(~is_delim)
-        if letters is None:
-            nodes = scorer.trie.children(i[WNODE], i[LAST])
-            i[WNODE] = nodes
-            f[PART] = scorer.partial_scores(nodes)
-            if scorer.hard:
-                f[PNB, ~scorer.allowed(nodes)] = NEG_INF
-        elif len(letters):
+        if self.delim is not None and scorer.trie.reset is None:  # delimiter in a shared column
+            self._score_split(f, i)
+            return
+        words = xp.flatnonzero(i[LAST] == self.delim) if self.delim is not None else None
+        if words is not None and len(words):
+            wnode = xp.take(i[WNODE], words)
+        # one lookup moves every extension: a delimiter's child is the root (no word, no score)
+        nodes = scorer.trie.children(i[WNODE], i[LAST])
+        i[WNODE] = nodes
+        f[PART] = scorer.partial_scores(nodes)
+        if scorer.hard:
+            f[PNB, ~scorer.allowed(nodes)] = NEG_INF
+        if words is not None and len(words):
+            self._finish_words(f, i, words, wnode)
+
+    def _score_split(self, f: Any, i: Any) -> None:
+        """score() when the delimiter has no column of its own: letters and words apart."""
+        scorer, xp = self.scorer, self.xp
+        is_delim = i[LAST] == self.delim
+        words = xp.flatnonzero(is_delim)
+        letters = xp.flatnonzero(~is_delim)
+        if len(letters):
             nodes = scorer.trie.children(xp.take(i[WNODE], letters), xp.take(i[LAST], letters))
             i[WNODE, letters] = nodes
             f[PART, letters] = scorer.partial_scores(nodes)
             if scorer.hard:
                 f[PNB, letters[~scorer.allowed(nodes)]] = NEG_INF
-        if words is not None and len(words):
+        if len(words):
             wnode = xp.take(i[WNODE], words)
-            choices = xp.take(i[CHOICE], words) if self.words_out else None
-            delta, ctx = scorer.complete(xp.take(i[CTX], words), wnode, choices)
-            f[LM, words] += delta
-            i[CTX, words] = ctx
             f[PART, words] = 0.0
             i[WNODE, words] = 0
-            if choices is not None:
-                i[WORD, words] = scorer.word_ids(wnode, choices)
+            self._finish_words(f, i, words, wnode)
+
+    def _finish_words(self, f: Any, i: Any, words: Any, wnode: Any) -> None:
+        """Score the words ``wnode`` that extensions ``words`` finished (their trie moves done)."""
+        scorer, xp = self.scorer, self.xp
+        choices = xp.take(i[CHOICE], words) if self.words_out else None
+        delta, ctx = scorer.complete(xp.take(i[CTX], words), wnode, choices)
+        f[LM, words] += delta
+        i[CTX, words] = ctx
+        if choices is not None:
+            i[WORD, words] = scorer.word_ids(wnode, choices)
 
     def _score_pieces(self, f: Any, i: Any) -> None:
         """Word pieces: a word-start piece finishes the beam's word (scored) and starts a new one."""
