@@ -7,9 +7,10 @@ Every decoder decodes the same emissions with the same beam width and pruning, e
 forked process (so peak memory is its own: the rise of peak RSS over the process's RSS at start,
 LM loading included). Figures: ms of decoding per second of audio over the whole set (mean of all
 repeats; the first pass alone, since repeats let cross-utterance LM caches warm up; the best
-and the median pass), speed ratio vs pyctcdecode on best passes and on median passes (> 1 =
-faster; the machine may be shared: the fastest pass is the least disturbed, the median the
-typical one), share of transcripts identical to
+and the median pass; the same in CPU time, which another process's load disturbs less), speed
+ratio vs pyctcdecode on best passes and on median passes, wall and CPU (> 1 = faster; the
+machine may be shared: the fastest pass is the least disturbed, the median the typical one),
+share of transcripts identical to
 pyctcdecode's, corpus WER where references exist (eval.metrics after the default normaliser, as
 eval/run.py scores), and for runs
 without an LM the mean CTC log-likelihood of each transcript minus pyctcdecode's (search quality
@@ -17,6 +18,10 @@ where texts differ). Inputs:
 - real: the QuartzNet emissions in ../shared/emissions/quartznet15x5-base-en (plain numpy reads).
 - peaky: synthetic random words, one dominant label per frame (like real acoustic models).
 - random: log_softmax of unit normal logits, the worst case for token pruning.
+- corpus: synthetic peaky utterances with LibriSpeech's length distribution (bench/durations.py)
+  and words drawn from the LM, a test-clean-sized set by default (2,620 utterances, 5.4 h;
+  --corpus-utterances several sizes, --corpus-hours for the largest; smaller sets are its first
+  utterances, so ms per audio second shows whether cost grows with the corpus).
 - hama: the hama IPA phoneme emissions in ../shared/emissions/hama-phoneme (a second, unrelated
   model, V = 191), decoded into words through the IPA lexicon ../shared/lm/en-us-70k-3gram
   .ipa-lexicon.tsv; the reference peer there is flashlight-text's LexiconDecoder (pyctcdecode
@@ -37,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import peers  # bench/peers.py, beside this script
+from durations import TEST_CLEAN, corpus_durations
 
 from ctclab.core.atomic import atomic_write_text
 from ctclab.core.logs import show_notes
@@ -66,7 +72,7 @@ PEAKY_SHARPNESS = 8.0        # logit boost of the frame's label: p ~ 0.98, like 
 RANDOM_UTTERANCES = 3
 RANDOM_FRAMES = 100
 REFERENCE = "pyctcdecode"
-INPUT_KINDS = ("real", "peaky", "random", "hama")
+INPUT_KINDS = ("real", "peaky", "random", "hama", "corpus")
 DEFAULT_INPUTS = ("real", "peaky", "random")
 # beam-kenlm: our beam scoring through KenLM instead of the array LM (LM runs only, as greedy
 # only runs without an LM).
@@ -75,6 +81,8 @@ DEFAULT_DECODERS = ("beam", "beam-kenlm", "pyctcdecode", "ctc-beam-decoder", "fl
 # Per input set: the peer the speed ratio and agreement are taken against (default pyctcdecode),
 # and on sets spelled through a lexicon the decoders that take one.
 REFERENCES = {"hama": "flashlight"}
+# Our beam decoders (the ones --device and --batch-size apply to).
+OUR_BEAMS = ("beam", "beam-kenlm")
 LEXICON_DECODERS = ("beam", "beam-kenlm", "flashlight")
 
 
@@ -113,11 +121,15 @@ class Measure:
     first_pass_ms_per_audio_s: float = float("nan")
     best_pass_ms_per_audio_s: float = float("nan")
     median_pass_ms_per_audio_s: float = float("nan")
+    cpu_best_ms_per_audio_s: float = float("nan")     # CPU time of the process, best pass
+    cpu_median_ms_per_audio_s: float = float("nan")
     peak_mib: float = float("nan")
     texts: list[str] = field(default_factory=list, repr=False)
     error: str = ""
     speed_vs_pyctcdecode: float = float("nan")
     median_speed_vs_pyctcdecode: float = float("nan")
+    cpu_speed_vs_pyctcdecode: float = float("nan")
+    cpu_median_speed_vs_pyctcdecode: float = float("nan")
     agreement: float = float("nan")
     wer: float = float("nan")
     delta_ln_p: float = float("nan")
@@ -174,20 +186,67 @@ def make_peaky(vocab: Vocabulary, rng: np.random.Generator, count: int,
             words = [rng.choice(letters, rng.integers(2, 9)) for _ in range(rng.integers(3, 15))]
         path: list[int] = [vocab.blank] * int(rng.integers(2, 10))
         for w_index, word in enumerate(words):
-            if w_index:
-                path += [vocab.delimiter] * int(rng.integers(1, 3))
-            for c_index, c in enumerate(word):
-                gap = int(rng.integers(0, 3))
-                if c_index and c == word[c_index - 1]:
-                    gap = max(gap, 1)  # a repeated letter needs a blank between
-                path += [vocab.blank] * gap + [int(c)] * int(rng.integers(1, 4))
+            path += spell(vocab, rng, word, w_index > 0)
         path += [vocab.blank] * int(rng.integers(2, 10))
-        logits = rng.normal(size=(len(path), vocab.size))
-        logits[np.arange(len(path)), path] += PEAKY_SHARPNESS
-        emissions.append(log_softmax(logits))
+        emissions.append(peaky_emission(vocab, rng, path))
         refs.append(" ".join("".join(vocab.labels[c] for c in w) for w in words).upper())
     seconds = sum(len(e) for e in emissions) * FRAME_SHIFT_S
     return InputSet("peaky", emissions, refs, seconds)
+
+
+def spell(vocab: Vocabulary, rng: np.random.Generator, word: list[int], after_word: bool
+          ) -> list[int]:
+    """A word's frames: delimiter frames before it (after another word), 1-3 frames per letter,
+    0-2 blanks before each letter (at least 1 between repeated letters)."""
+    path: list[int] = [vocab.delimiter] * int(rng.integers(1, 3)) if after_word else []
+    for c_index, c in enumerate(word):
+        gap = int(rng.integers(0, 3))
+        if c_index and c == word[c_index - 1]:
+            gap = max(gap, 1)  # a repeated letter needs a blank between
+        path += [vocab.blank] * gap + [int(c)] * int(rng.integers(1, 4))
+    return path
+
+
+def peaky_emission(vocab: Vocabulary, rng: np.random.Generator, path: list[int]) -> np.ndarray:
+    """(len(path), V) log-probs with the path's label dominant in each frame."""
+    logits = rng.normal(size=(len(path), vocab.size))
+    logits[np.arange(len(path)), path] += PEAKY_SHARPNESS
+    return log_softmax(logits)
+
+
+def make_corpus(vocab: Vocabulary, rng: np.random.Generator, count: int, hours: float,
+                lexicon: list[str] | None) -> InputSet:
+    """Peaky utterances (as make_peaky) with LibriSpeech-like lengths, ``hours`` of audio in
+    all: words are added while they fit the drawn length, then blanks fill it."""
+    frames = np.round(corpus_durations(rng, count, hours) / FRAME_SHIFT_S).astype(np.int64)
+    letters = [i for i in vocab.emitting_ids if i != vocab.delimiter]
+    emissions, refs = [], []
+    for target in frames.tolist():
+        words: list[list[int]] = []
+        path: list[int] = [vocab.blank] * int(rng.integers(2, 10))
+        while True:
+            if lexicon:
+                word = [vocab.label_to_id[c] for c in lexicon[int(rng.integers(len(lexicon)))]]
+            else:
+                word = [int(c) for c in rng.choice(letters, rng.integers(2, 9))]
+            piece = spell(vocab, rng, word, bool(words))
+            if words and len(path) + len(piece) + 2 > target:
+                break
+            words.append(word)
+            path += piece
+        path += [vocab.blank] * max(2, target - len(path))
+        emissions.append(peaky_emission(vocab, rng, path))
+        refs.append(" ".join("".join(vocab.labels[c] for c in w) for w in words).upper())
+    seconds = sum(len(e) for e in emissions) * FRAME_SHIFT_S
+    return InputSet("corpus", emissions, refs, seconds)
+
+
+def subset(data: InputSet, count: int) -> InputSet:
+    """The first ``count`` utterances of a set, named by their count."""
+    emissions = data.emissions[:count]
+    refs = None if data.references is None else data.references[:count]
+    return InputSet(f"{data.name}-{count}", emissions, refs,
+                    sum(len(e) for e in emissions) * FRAME_SHIFT_S)
 
 
 def make_random(vocab: Vocabulary, rng: np.random.Generator, count: int) -> InputSet:
@@ -236,17 +295,20 @@ def _measure(name: str, input_name: str, settings: peers.Settings, repeat: int, 
         result.load_s = time.perf_counter() - start
         shortest = min(data.emissions, key=len)
         decode([shortest])  # warm-up: imports, first-call allocations
-        passes = []
+        passes, cpu = [], []
         for index in range(repeat):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             texts = decode(data.emissions)
             passes.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - cpu_start)
             if index == 0:
                 result.texts = [" ".join(t.split()) for t in texts]
         result.ms_per_audio_s = 1000 * sum(passes) / (repeat * data.audio_seconds)
         result.first_pass_ms_per_audio_s = 1000 * passes[0] / data.audio_seconds
         result.best_pass_ms_per_audio_s = 1000 * min(passes) / data.audio_seconds
         result.median_pass_ms_per_audio_s = 1000 * float(np.median(passes)) / data.audio_seconds
+        result.cpu_best_ms_per_audio_s = 1000 * min(cpu) / data.audio_seconds
+        result.cpu_median_ms_per_audio_s = 1000 * float(np.median(cpu)) / data.audio_seconds
     except Exception as exc:  # noqa: BLE001 - a failing peer is reported in the table, not fatal
         result.error = f"{type(exc).__name__}: {exc}"[:200]
     peak = _rss_mib("VmHWM")
@@ -325,6 +387,10 @@ def score(measures: list[Measure]) -> None:
                 m.speed_vs_pyctcdecode = ref.best_pass_ms_per_audio_s / m.best_pass_ms_per_audio_s
                 m.median_speed_vs_pyctcdecode = (ref.median_pass_ms_per_audio_s
                                                  / m.median_pass_ms_per_audio_s)
+                m.cpu_speed_vs_pyctcdecode = (ref.cpu_best_ms_per_audio_s
+                                              / m.cpu_best_ms_per_audio_s)
+                m.cpu_median_speed_vs_pyctcdecode = (ref.cpu_median_ms_per_audio_s
+                                                     / m.cpu_median_ms_per_audio_s)
                 m.agreement = float(np.mean([a == b for a, b in zip(m.texts, ref.texts, strict=True)]))
             if ref_ln_p is not None:  # search quality: how probable the chosen labelling is
                 m.delta_ln_p = float(np.mean(ctc_ln_p(quartznet_vocab(), emissions, m.texts)
@@ -350,15 +416,18 @@ def table_rows(measures: list[Measure]) -> list[tuple[str, ...]]:
                      _cell(m.first_pass_ms_per_audio_s, ".3f"),
                      _cell(m.best_pass_ms_per_audio_s, ".3f"),
                      _cell(m.median_pass_ms_per_audio_s, ".3f"), _cell(m.speed_vs_pyctcdecode, ".2f"),
-                     _cell(m.median_speed_vs_pyctcdecode, ".2f"), _cell(m.agreement, ".1f", 100),
+                     _cell(m.median_speed_vs_pyctcdecode, ".2f"), _cell(m.cpu_best_ms_per_audio_s, ".3f"),
+                     _cell(m.cpu_median_ms_per_audio_s, ".3f"), _cell(m.cpu_speed_vs_pyctcdecode, ".2f"),
+                     _cell(m.cpu_median_speed_vs_pyctcdecode, ".2f"), _cell(m.agreement, ".1f", 100),
                      _cell(m.wer, ".2f", 100), _cell(m.peak_mib, ".1f"), _cell(m.delta_ln_p, ".2f")))
     return rows
 
 
 def print_table(measures: list[Measure]) -> None:
     header = ("inputs", "LM", "decoder", "utts", "audio s", "load s", "ms/aud-s", "1st pass",
-              "best", "median", "x ref", "x median", "agree %", "WER %", "peak MiB", "d ln p")
-    print(Table(header, table_rows(measures), align="<<<" + ">" * 13).text())
+              "best", "median", "x ref", "x median", "cpu best", "cpu med", "x cpu", "x cpu med",
+              "agree %", "WER %", "peak MiB", "d ln p")
+    print(Table(header, table_rows(measures), align="<<<" + ">" * 17).text())
 
 
 def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> None:
@@ -396,6 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="utterances in the peaky set")
     p.add_argument("--random-utterances", type=int, default=RANDOM_UTTERANCES,
                    help=f"utterances in the random set ({RANDOM_FRAMES} frames each)")
+    p.add_argument("--corpus-utterances", type=int, nargs="+", default=[TEST_CLEAN[0]],
+                   help="sizes of the corpus sets (the smaller ones are the largest's first "
+                   "utterances); test-other: 2939")
+    p.add_argument("--corpus-hours", type=float, default=TEST_CLEAN[1],
+                   help="audio of the largest corpus set; test-other: 5.3")
+    p.add_argument("--device", default=None,
+                   help="where our beam searches run: auto, cpu, cuda, cuda:N (default: the "
+                   "decoder's own, auto)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="utterances our beam searches together (default: the device's)")
     p.add_argument("--out", default=str(OUT_FILE), help="JSON results file (written atomically)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -408,8 +487,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.matched = PyctcdecodeOptions(**given_options(args, {REFERENCE: PyctcdecodeOptions}))
     except (TypeError, ValueError) as exc:
         p.error(str(exc))
-    if min(args.repeat, args.jobs, args.peaky_utterances, args.random_utterances) < 1:
-        p.error("--repeat, --jobs and the utterance counts must be >= 1")
+    if min(args.repeat, args.jobs, args.peaky_utterances, args.random_utterances,
+           *args.corpus_utterances, args.batch_size or 1) < 1 or not args.corpus_hours > 0:
+        p.error("--repeat, --jobs, --batch-size and the utterance counts must be >= 1, "
+                "--corpus-hours > 0")
     valid = set(available_decoders()) | set(peers.PEERS)
     for name in args.decoder:
         if name not in valid:  # pyctcdecode without its package: say what to install
@@ -447,6 +528,11 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "peaky":
             _INPUTS["peaky"] = make_peaky(vocab, rng, args.peaky_utterances,
                                           peaky_lexicon(lm_runs))
+        elif name == "corpus":
+            sizes = sorted(set(args.corpus_utterances))
+            whole = make_corpus(vocab, rng, sizes[-1], args.corpus_hours, peaky_lexicon(lm_runs))
+            for size in sizes:
+                _INPUTS[f"corpus-{size}"] = subset(whole, size)
         else:
             _INPUTS["random"] = make_random(vocab, rng, args.random_utterances)
     jobs = [(d, i, lm_label, lm_file) for i in _INPUTS for lm_label, lm_file in lm_runs
@@ -455,20 +541,24 @@ def main(argv: list[str] | None = None) -> int:
             and (_INPUTS[i].lexicon is None or d in LEXICON_DECODERS)]
     measures = []
     m = args.matched
+    beam_options = {k: v for k, v in (("device", args.device), ("batch_size", args.batch_size))
+                    if v is not None}
     bar = progress_bar(len(jobs), "decoders", "run", enabled=not args.quiet)
     for decoder, input_name, lm_label, lm_file in jobs:
         settings = peers.Settings(replace(m, lm_path=None if lm_file is None else str(lm_file)),
-                                  lm_file)
+                                  lm_file, beam_options=beam_options)
         measures.append(measure_in_child(decoder, input_name, settings, args.repeat, args.jobs,
                                          lm_label))
         bar.update(1)
     bar.close()
     score(measures)
+    ours_at = beam_options or "at its defaults"
     print(f"\nbeam width {m.beam_width}, token_min_logp {m.token_min_logp}, beam_prune_logp "
           f"{m.beam_prune_logp}, prune_history {m.prune_history}, alpha {m.alpha}, beta "
-          f"{m.beta}, repeat {args.repeat}, jobs {args.jobs}; x ref = the reference peer's best "
-          "pass / this one's (> 1 = faster; the reference is pyctcdecode, flashlight on hama), "
-          "x median the same on median passes; agree = identical transcripts to the "
+          f"{m.beta}, repeat {args.repeat}, jobs {args.jobs}, our beam {ours_at}; x ref = the "
+          "reference peer's best pass / this one's (> 1 = faster; the "
+          "reference is pyctcdecode, flashlight on hama), x median the same on median passes, "
+          "x cpu / x cpu med the same in CPU time; agree = identical transcripts to the "
           "reference's; d ln p (no-LM runs) = "
           "mean ln P(text | emission) over all alignments minus pyctcdecode's (> 0 = the search "
           "found a more probable labelling)")

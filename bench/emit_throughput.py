@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from durations import draw_durations  # bench/durations.py, beside this script
 
 from ctclab.core.options import HelpFormatter
 from ctclab.core.vocabulary import Vocabulary
@@ -38,8 +39,6 @@ from ctclab.emission.extract import (
 from ctclab.emission.models import CTCModel, zero_mean_unit_var
 
 SAMPLE_RATE = 16_000
-# LibriSpeech test-clean: 2,620 utterances, mean 7.4 s, 1.3 s to 35 s.
-DURATION_MEDIAN_S, DURATION_SIGMA, DURATION_RANGE_S = 6.0, 0.6, (1.3, 35.0)
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,7 @@ def synthetic_audio(total_seconds: float, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     waves, total = [], 0.0
     while total < total_seconds:
-        dur = float(np.clip(rng.lognormal(np.log(DURATION_MEDIAN_S), DURATION_SIGMA),
-                            *DURATION_RANGE_S))
+        dur = float(draw_durations(rng, 1)[0])
         waves.append((0.1 * rng.standard_normal(int(dur * SAMPLE_RATE))).astype(np.float32))
         total += dur
     return waves

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,8 @@ class Settings:
     options: PyctcdecodeOptions
     lm_file: Path | None = None
     lexicon: Path | None = None    # pronunciation lexicon (word<TAB>tokens) words are spelled by
+    # options of our decoders beyond the matched ones (device, batch_size), where they have them
+    beam_options: dict[str, object] = field(default_factory=dict)
 
 
 Decode = Callable[[Sequence[np.ndarray]], list[str]]
@@ -77,7 +79,9 @@ def ours(name: str, vocab: Vocabulary, s: Settings, jobs: int, **extra: object) 
     """A registered ctclab decoder with the matched settings (and ``extra`` options)."""
     cls = decoder_class(name)
     options = matched_options(cls.Options, s.options)
-    if s.lexicon is not None and "lexicon_path" in field_names(cls.Options):
+    names = field_names(cls.Options)
+    extra = {**{k: v for k, v in s.beam_options.items() if k in names}, **extra}
+    if s.lexicon is not None and "lexicon_path" in names:
         extra = {**extra, "lexicon_path": str(s.lexicon)}
     if extra:
         options = replace(options, **extra)  # type: ignore[type-var]

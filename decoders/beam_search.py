@@ -31,12 +31,13 @@ from ctclab.decoders.options import BeamOptions
 from ctclab.decoders.search_finish import Finish, concat_beams
 from ctclab.decoders.search_schedule import concat_emissions, make_schedule
 from ctclab.decoders.search_state import (
-    BASE_INT_ROWS,
     CTX,
+    INT_ROWS,
     LAST,
     NODE,
     PARENT,
     PNB,
+    SCORED_INT_ROWS,
     UTT,
     WORD,
     WORD_INT_ROWS,
@@ -81,8 +82,11 @@ class BatchSearch:
                   "cand_lp": xp.asarray(sched.cand_lp),
                   "raw": None if sched.raw is None else xp.asarray(sched.raw)}
         delim = vocab.delimiter
-        nodes = Nodes(xp, self.words_out, -1 if delim is None else delim)
-        n_int = WORD_INT_ROWS if self.words_out else BASE_INT_ROWS
+        # room for a few dozen prefix nodes per step frame (grown when more)
+        nodes = Nodes(xp, self.words_out, -1 if delim is None else delim,
+                      capacity=32 * int(sched.steps.sum()) + 4096)
+        n_int = WORD_INT_ROWS if self.words_out else SCORED_INT_ROWS if words is not None \
+            else INT_ROWS
         stepper = Stepper(xp, tables, sched, self.options, n_int, delim, vocab.size, words,
                           nodes)
         start_ctx = words.scorer.start_context if words is not None else 0
@@ -90,11 +94,13 @@ class BatchSearch:
 
         def roots(utts: np.ndarray) -> Beams:
             n = len(utts)
-            f = xp.zeros((4, n), xp.float64)
+            f = xp.zeros((stepper.n_float, n), xp.float64)
             f[PNB] = NEG_INF
             i = xp.zeros((n_int, n), xp.int64)
             i[UTT] = xp.asarray(utts)
-            i[LAST], i[NODE], i[CTX], i[PARENT] = root_last, 0, start_ctx, -1
+            i[LAST], i[NODE], i[PARENT] = root_last, 0, -1
+            if words is not None:
+                i[CTX] = start_ctx
             if self.words_out:
                 i[WORD] = -1
             return Beams(f, i)

@@ -76,6 +76,18 @@ DEFAULT_NBEST = 1
 DEFAULT_BATCH_SIZE_CPU = 512
 DEFAULT_BATCH_SIZE_GPU = 2048
 
+# From this many (beam, label) candidates in a search step on, extensions that cannot come within
+# beam_prune_logp of their utterance's best beam are dropped before their words are scored (the
+# scoring then works on ~30% fewer); below it the ~8 array calls of that early pruning cost more
+# than they save (per-call overhead dominates small arrays). Results are the same either way:
+# the final pruning drops them too.
+EARLY_PRUNE_MIN_CANDIDATES = 2048
+
+# Slots (log2) of the word scorer's memo of (LM context, word node) -> (word score, context
+# after): a search step's finished words then cost one hashed lookup instead of the word tables
+# plus the LM's own memo. 2^16 slots take 1.5 MB; numpy only (a GPU scores its words in bulk).
+WORD_MEMO_BITS = 16
+
 # Where the beam search runs: "auto" as the emission stage reads it (CUDA when a GPU is present,
 # else the CPU). On the CPU the search runs in numpy (torch is not imported).
 DEFAULT_DEVICE = "auto"

@@ -35,7 +35,7 @@ import numpy as np
 
 from ctclab.core.arrays import NUMPY, Arrays
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.decoders.constants import AVG_WORD_LABELS, SEARCH_NODE_LIMIT
+from ctclab.decoders.constants import AVG_WORD_LABELS, SEARCH_NODE_LIMIT, WORD_MEMO_BITS
 from ctclab.decoders.hotwords import HotwordBonus, hotword_spellings
 from ctclab.decoders.prefix_trie import WordTrie
 from ctclab.lm.language_model import BatchLanguageModel, LanguageModel
@@ -46,6 +46,10 @@ from ctclab.lm.spelling import SpelledWords, Spelling
 _UNSET = -1
 # The LM word an unknown partial word of a pronunciation lexicon is scored as.
 UNKNOWN_WORD = "<unk>"
+# Memo keys: context * 2^32 + node (trie nodes stay below 2^32, contexts below 2^31).
+_NODE_SPAN = 1 << 32
+# Fibonacci hashing of a key: the top bits of key * 2^64/phi (as int64: the same bits).
+_MEMO_MUL = 0x9E3779B97F4A7C15 - (1 << 64)
 
 
 class WordScorer:
@@ -117,6 +121,12 @@ class WordScorer:
         self.homophones = self.trie.max_homophones
         self._partial = xp.zeros(0, xp.float64)   # partial_scores per trie node
         self._partial_size = 0                    # nodes [0, size) of it are filled
+        # (context, node) -> (delta, context after) of finished words, direct-mapped; numpy
+        # only (per-call overhead is what it saves; a GPU scores words in bulk)
+        self._memo: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if xp.name == "numpy":
+            size = 1 << WORD_MEMO_BITS
+            self._memo = (np.full(size, -1, np.int64), np.zeros(size), np.zeros(size, np.int64))
         self._build_word_tables()
 
     @property
@@ -140,6 +150,8 @@ class WordScorer:
             self.trie.forget_search_nodes()
             self._partial_size = min(self._partial_size, self.trie.size)
             self._build_word_tables()
+            if self._memo is not None:  # its node (and maybe context) ids mean other things now
+                self._memo[0][:] = -1
 
     # ----------------------------------------------------------------------------- word tables
     def _build_word_tables(self) -> None:
@@ -291,8 +303,21 @@ class WordScorer:
         ``contexts``: (delta, new contexts).
 
         contexts, nodes: (n,) int64, n >= 1. One LM call for all n words; no Python loop over them
-        (only over nodes that end a word for the first time).
+        (only over nodes that end a word for the first time). Without homophone choices the
+        answers come from a memo when it has them all.
         """
+        if self._memo is not None and choices is None:
+            key = contexts * _NODE_SPAN + nodes
+            slot = (key * _MEMO_MUL >> (64 - WORD_MEMO_BITS)) & ((1 << WORD_MEMO_BITS) - 1)
+            keys, deltas, afters = self._memo
+            if (keys.take(slot) == key).all():
+                return deltas.take(slot), afters.take(slot)
+            delta, after = self._complete(contexts, nodes, None)
+            keys[slot], deltas[slot], afters[slot] = key, delta, after
+            return delta, after
+        return self._complete(contexts, nodes, choices)
+
+    def _complete(self, contexts: Any, nodes: Any, choices: Any) -> tuple[Any, Any]:
         xp = self.xp
         if len(self._node_word) < len(self.trie.parent):
             self._grow_word_tables()

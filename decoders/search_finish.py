@@ -16,7 +16,7 @@ import numpy as np
 from ctclab.core.arrays import NUMPY, Arrays
 from ctclab.core.hypothesis import Hypothesis, WordTimestamp
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.decoders.confidence import word_frame_confidence
+from ctclab.decoders.confidence import token_peak_probs, word_frame_confidence
 from ctclab.decoders.search_schedule import Schedule
 from ctclab.decoders.search_state import (
     CTX,
@@ -53,8 +53,9 @@ class Finish:
         # labels that are text without spaces, the delimiter a space: words cut in one pass
         texts = vocab.token_texts
         self.simple = (not self.words_out and self.starts is None and self.delim is not None
-                       and all(texts[t] and " " not in texts[t] for t in vocab.emitting_ids
-                               if t != self.delim))
+                       and texts[self.delim] == " "
+                       and all(texts[t] and not any(c.isspace() for c in texts[t])
+                               for t in vocab.emitting_ids if t != self.delim))
 
     def _final_scores(self, b: Beams, n_utt: int) -> tuple[Any, ...]:
         """(acoustic, lm, open word ids, dropped open words, END): in the search's namespace."""
@@ -66,7 +67,7 @@ class Finish:
             final_end = xp.take(xp.asarray(sched.final_end), utt)
             end = xp.where(final_end >= 0, final_end, end)
         acoustic = xp.logaddexp(f[PB], f[PNB]) + xp.take(xp.asarray(sched.trail), utt)
-        lm = xp.copy(f[LM])
+        lm = xp.copy(f[LM]) if words is not None else xp.zeros(len(utt), xp.float64)
         open_ids = xp.full(len(utt), -1, xp.int64)  # word id of the unfinished word (words_out)
         scorer = words.scorer if words is not None else None
         if scorer is not None:  # the unfinished word is a word now; then </s>
@@ -91,7 +92,7 @@ class Finish:
             valid_utt = xp.zeros(n_utt, xp.bool_)
             valid_utt[utt[~bad]] = True
             fallback = bad & ~xp.take(valid_utt, utt) & xp.isfinite(acoustic)
-            lm[fallback] = f[LM][fallback]
+            lm[fallback] = f[LM][fallback] if words is not None else 0.0
             if scorer is not None:
                 drop_open = fallback & (i[WNODE] > 0)
                 lm[drop_open] += scorer.end(i[CTX][drop_open])
@@ -148,20 +149,30 @@ class Finish:
         walk = self._walk(data, node[rep[chosen]], end[rep[chosen]])
         dropped = drop_open[rep[chosen]]
         if self.simple and not dropped.any():
-            labellings, spans = self._letter_words(walk)
+            self._letter_hypotheses(walk, chosen, g_total, g_acoustic, g_utt, per_utt)
         else:
-            labellings, spans = [], []
-            for (tokens, start_rows, end_rows, word_ids), open_id, drop in zip(
-                    walk.paths(), open_ids[rep[chosen]].tolist(), dropped.tolist(), strict=True):
-                if drop:  # cut the unfinished word off
-                    keep = self._last_word_end(tokens)
-                    tokens, start_rows, end_rows = (tokens[:keep], start_rows[:keep],
-                                                    end_rows[:keep])
-                    word_ids = word_ids[:keep]
-                labellings.append(tokens)
-                spans.append(self._lexicon_spans(tokens, start_rows, end_rows, word_ids, open_id)
-                             if self.words_out else
-                             word_spans(tokens, start_rows, end_rows, self.vocab))
+            self._path_hypotheses(walk, chosen, g_total, g_acoustic, g_utt, open_ids[rep[chosen]],
+                                  dropped, per_utt)
+        for ut in range(n_utt):
+            if not per_utt[ut]:
+                per_utt[ut].append(Hypothesis.empty())
+        return per_utt
+
+    def _path_hypotheses(self, walk: Walk, chosen: np.ndarray, g_total: np.ndarray,
+                         g_acoustic: np.ndarray, g_utt: np.ndarray, open_ids: np.ndarray,
+                         dropped: np.ndarray, per_utt: list[list[Hypothesis]]) -> None:
+        """Hypotheses path by path (word pieces, lexicon words, cut-off unfinished words)."""
+        labellings, spans = [], []
+        for (tokens, start_rows, end_rows, word_ids), open_id, drop in zip(
+                walk.paths(), open_ids.tolist(), dropped.tolist(), strict=True):
+            if drop:  # cut the unfinished word off
+                keep = self._last_word_end(tokens)
+                tokens, start_rows, end_rows = tokens[:keep], start_rows[:keep], end_rows[:keep]
+                word_ids = word_ids[:keep]
+            labellings.append(tokens)
+            spans.append(self._lexicon_spans(tokens, start_rows, end_rows, word_ids, open_id)
+                         if self.words_out else
+                         word_spans(tokens, start_rows, end_rows, self.vocab))
         # Frame confidence of every word of every hypothesis in one pass over the batch's rows
         # (a pass per hypothesis cost more than the n-best search itself).
         flat = [s for ws in spans for s in ws]
@@ -182,37 +193,59 @@ class Finish:
             per_utt[ut].append(Hypothesis(
                 text=" ".join(w.word for w in words), score=score, tokens=tuple(tokens),
                 words=words, acoustic_score=ac, lm_score=score - ac))
-        for ut in range(n_utt):
-            if not per_utt[ut]:
-                per_utt[ut].append(Hypothesis.empty())
-        return per_utt
 
-    def _letter_words(self, walk: Walk) -> tuple[list[list[int]], list[list[WordSpan]]]:
-        """Labellings and word spans of all paths at once, for labels that are text without
-        spaces and a delimiter that is a space (what word_spans gives, without its loop over
-        labels)."""
+    def _letter_hypotheses(self, walk: Walk, chosen: np.ndarray, g_total: np.ndarray,
+                           g_acoustic: np.ndarray, g_utt: np.ndarray,
+                           per_utt: list[list[Hypothesis]]) -> None:
+        """Hypotheses of all paths at once, for labels that are text without whitespace and a
+        delimiter that is a space: words are cut, spelled and scored by frame confidence in
+        array operations (what word_spans and word_frame_confidence give, without their loops
+        over labels and words)."""
         tokens, starts, ends, sizes = walk.tokens, walk.start_rows, walk.end_rows, walk.sizes
         n = len(tokens)
+        bounds = np.cumsum(sizes)
         first = np.zeros(n, bool)
         last = np.zeros(n, bool)
-        bounds = np.cumsum(sizes)
         first[(bounds - sizes)[sizes > 0]] = True
         last[bounds[sizes > 0] - 1] = True
         letter = tokens != self.delim
         word_first = np.flatnonzero(letter & (first | np.r_[True, ~letter[:-1]]))
         word_last = np.flatnonzero(letter & (last | np.r_[~letter[1:], True]))
+        w_start, w_end = starts[word_first], ends[word_last]
         owner = np.repeat(np.arange(len(sizes)), sizes)[word_first]
+        counts = np.bincount(owner, minlength=len(sizes))
+        # frame confidence: each letter at its best frame within its word, the word its worst
+        at = np.flatnonzero(letter)
+        starts_word = np.zeros(n, bool)
+        starts_word[word_first] = True
+        word_of = np.cumsum(starts_word)[at] - 1
+        conf = np.full(len(word_first), np.nan)
+        valid = (w_start >= 0) & (w_end > w_start)
+        if len(at):
+            peaks = token_peak_probs(self.x, tokens[at], w_start[word_of], w_end[word_of])
+            first_letter = np.cumsum(letter)[word_first] - 1
+            conf = np.where(valid, np.minimum.reduceat(peaks, first_letter), np.nan)
         texts = self.vocab.token_texts
         token_list = tokens.tolist()
-        chars = [texts[t] for t in token_list]
-        spans: list[list[WordSpan]] = [[] for _ in range(len(sizes))]
-        for h, a, b, st, en in zip(owner.tolist(), word_first.tolist(), word_last.tolist(),
-                                   starts[word_first].tolist(), ends[word_last].tolist(),
-                                   strict=True):
-            spans[h].append(WordSpan("".join(chars[a:b + 1]), st, en, token_list[a:b + 1]))
         cuts = np.concatenate([[0], bounds]).tolist()
-        labellings = [token_list[cuts[h]:cuts[h + 1]] for h in range(len(sizes))]
-        return labellings, spans
+        word_cuts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        shift = self.frame_shift_s
+        ws, we, wc = w_start.tolist(), w_end.tolist(), conf.tolist()
+        for h, gi in enumerate(chosen.tolist()):
+            labels = token_list[cuts[h]:cuts[h + 1]]
+            spelled = "".join([texts[t] for t in labels]).split()
+            ut = int(g_utt[gi])
+            off = int(self.offsets[ut])
+            a = word_cuts[h]
+            words = tuple(WordTimestamp(text, ws[a + k] - off, we[a + k] - off,
+                                        round((ws[a + k] - off) * shift, 4),
+                                        round((we[a + k] - off) * shift, 4),
+                                        frame_confidence=wc[a + k])
+                          for k, text in enumerate(spelled))
+            score, ac = float(g_total[gi]), float(g_acoustic[gi])
+            per_utt[ut].append(Hypothesis(
+                text=" ".join(spelled), score=score, tokens=tuple(labels), words=words,
+                acoustic_score=ac, lm_score=score - ac))
 
     def _last_word_end(self, tokens: list[int]) -> int:
         """How many labels precede the unfinished last word: up to its delimiter (or, for word
@@ -258,15 +291,18 @@ class Finish:
         data: the node table (host); nodes: (n,) prefix node ids; last_end: (n,) active index
         where each last label ended.
         """
-        levels = []
+        parent = data[N.PARENT]
+        ids = []
         cur = nodes
-        while len(cur) and cur.max() > 0:
-            level = data[:, cur]           # the root reads as label -1, its own parent
-            levels.append(level)
-            cur = level[N.PARENT]
-        if not levels:
-            levels.append(data[:, np.zeros(len(nodes), np.int64)])
-        stack = np.stack(levels[::-1], axis=2)     # (rows, n, depth): first label first
+        while len(cur):   # up to the root (its own parent), 8 levels between checks
+            for _ in range(8):
+                ids.append(cur)
+                cur = parent.take(cur)
+            if cur.max() <= 0:
+                break
+        if not ids:
+            ids.append(nodes)
+        stack = data[:, np.stack(ids[::-1], axis=1)]   # (rows, n, depth): first label first
         live = stack[N.LABEL] >= 0
         sizes = live.sum(axis=1)
         tokens = stack[N.LABEL][live]

@@ -18,15 +18,16 @@ PB, PNB, LM, PART = range(4)
 # pb: ln P(prefix, path ends in blank); pnb: ln P(prefix, path ends in its last label);
 # lm: word scores so far (LM, bonuses, penalties of finished words); part: unfinished word's score.
 # Integers:
-UTT, LAST, NODE, END, WNODE, CTX, PARENT, CHOICE, WORD = range(9)
-# (LAST, NODE, END must stay consecutive: a new prefix node copies them as one block.)
+UTT, LAST, NODE, END, PEND, HASH, PARENT, WNODE, CTX, CHOICE, WORD = range(11)
 # utt: utterance in the batch; last: last label (V = none: empty prefix without a delimiter label);
 # node: prefix node id (0 = the empty prefix); end: active-frame index where the last label was
-# last emitted; wnode: trie node of the unfinished word (0 = none); ctx: LM context id; parent:
-# column of the live beam holding this prefix minus its last label, or -1. Only when words come
-# from a pronunciation lexicon: choice: homophone index of the word the last label (a delimiter)
-# finished; word: its word id (-1 unknown / none).
-BASE_INT_ROWS, WORD_INT_ROWS = 7, 9
+# last emitted; pend: where the label before it ended (its parent's END when it was made); hash:
+# hash of the prefix's labels; parent: column of the live beam holding this prefix minus its last
+# label, or -1. Only when words are scored: wnode: trie node of the unfinished word (0 = none);
+# ctx: LM context id. Only when words come from a pronunciation lexicon: choice: homophone index
+# of the word the last label (a delimiter) finished; word: its word id (-1 unknown / none).
+# LAST, NODE, END, PEND, HASH are consecutive: a new prefix node copies them as one block.
+INT_ROWS, SCORED_INT_ROWS, WORD_INT_ROWS = 7, 9, 11
 
 
 def _signed(value: int) -> int:
@@ -75,34 +76,34 @@ class Nodes:
     the old node lives on); the hash tells such duplicates apart from different texts."""
 
     LABEL, PARENT, START, PREV_END, HASH, WORD_ID, WORDS_HASH, PART_HASH = range(8)
-    # (label, parent, start) are a new node's beam rows (LAST, NODE, END): one block copy
+    # the first five are a new node's beam rows LAST, NODE, END, PEND, HASH: one block copy
 
-    def __init__(self, xp: Arrays, words: bool = False, delimiter: int = -1) -> None:
+    def __init__(self, xp: Arrays, words: bool = False, delimiter: int = -1,
+                 capacity: int = 4096) -> None:
         self.xp = xp
         self.size = 1
         self.rows = 8 if words else 5
         self.delimiter = delimiter
-        self.data = xp.zeros((self.rows, 4096), xp.int64)
+        self.data = xp.zeros((self.rows, capacity), xp.int64)
         self.data[self.LABEL, 0] = -1   # the root: no label, its own parent
         if words:
             self.data[self.WORD_ID, 0] = -1
 
-    def add(self, block: Any, prev_end: Any, word: Any = None) -> Any:
-        """Append nodes; returns their ids. block: (3, n) int64 label, parent node, active index
-        of the first frame (the new beams' LAST, NODE, END rows); prev_end, word: (n,) int64."""
+    def add(self, block: Any, word: Any = None) -> Any:
+        """Append nodes; returns their ids. block: (5, n) int64 label, parent node, active index
+        of the first frame, where the parent's label ended, prefix hash (the new beams' rows
+        LAST .. HASH); word: (n,) int64 word ids (lexicon words)."""
         xp = self.xp
         n = block.shape[1]
         if self.size + n > self.data.shape[1]:
-            grown = xp.zeros((self.rows, max(2 * self.data.shape[1], self.size + n)), xp.int64)
+            grown = xp.empty((self.rows, max(2 * self.data.shape[1], self.size + n)), xp.int64)
             grown[:, : self.size] = self.data[:, : self.size]
             self.data = grown
         data, lo, hi = self.data, self.size, self.size + n
-        data[: self.PREV_END, lo:hi] = block
-        data[self.PREV_END, lo:hi] = prev_end
-        label, parent = block[self.LABEL], block[self.PARENT]
-        data[self.HASH, lo:hi] = xp.take(data[self.HASH], parent) * HASH_MUL + label + 1
+        data[: self.WORD_ID, lo:hi] = block
         if self.rows > 5:
             assert word is not None
+            label, parent = block[self.LABEL], block[self.PARENT]
             at_delim = label == self.delimiter
             data[self.WORD_ID, lo:hi] = xp.where(at_delim, word, -1)
             part_before = xp.take(data[self.PART_HASH], parent)

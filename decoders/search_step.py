@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from ctclab.core.arrays import Arrays
+from ctclab.decoders.constants import EARLY_PRUNE_MIN_CANDIDATES
 from ctclab.decoders.options import BeamOptions
 from ctclab.decoders.search_schedule import (
     AR,
@@ -38,12 +39,15 @@ from ctclab.decoders.search_schedule import (
 from ctclab.decoders.search_state import (
     CHOICE,
     END,
+    HASH,
+    HASH_MUL,
     LAST,
     LM,
     NODE,
     PARENT,
     PART,
     PB,
+    PEND,
     PNB,
     UTT,
     WNODE,
@@ -63,7 +67,11 @@ class Stepper:
     def __init__(self, xp: Arrays, tables: dict[str, Any], schedule: Schedule,
                  options: BeamOptions, n_int: int, delim: int | None,
                  vocab_size: int, words: SearchWords | None, nodes: Nodes):
-        self.xp, self.t, self.options = xp, tables, options
+        self.xp, self.options = xp, options
+        # the schedule's tables on the search's device
+        self.tab_i, self.tab_f, self.xf = tables["tab_i"], tables["tab_f"], tables["xf"]
+        self.cand_tok, self.cand_lp, self.raw = (tables["cand_tok"], tables["cand_lp"],
+                                                 tables["raw"])
         n_utt = len(schedule.steps)
         self.any_gap, self.any_run = schedule.any_gap, schedule.any_run
         self.cand_k, self.cand_off = schedule.cand_k, schedule.cand_off
@@ -73,6 +81,8 @@ class Stepper:
         self.forks = words is not None and words.forks
         self.words_out = words is not None and words.words_out
         self.plain = not self.hard and not self.forks
+        # float rows of the beams: without words, LM and PART are always 0 and left out
+        self.n_float = 4 if words is not None else 2
         homophones = words.scorer.homophones if words is not None and self.forks else 1
         # merge keys: labels, the sentinel, and one column per homophone choice beyond the first
         self.merge_width = vocab_size + 1 + (homophones - 1)
@@ -91,8 +101,8 @@ class Stepper:
         xp, st, delim = self.xp, self.options, self.delim
         f, i = b.f, b.i
         u, last, n = i[UTT], i[LAST], b.n
-        ti = xp.take(self.t["tab_i"][s], u, 1)   # (4, n): XOFF .. RUN_END
-        tf = xp.take(self.t["tab_f"][s], u, 1)   # (4, n): GAP .. RUN_NB
+        ti = xp.take(self.tab_i[s], u, 1)   # (4, n): XOFF .. RUN_END
+        tf = xp.take(self.tab_f[s], u, 1)   # (4, n): GAP .. RUN_NB
         pb, pnb = f[PB], f[PNB]
         if self.any_run[s]:  # a run folded since the last step: pb = -inf before it, so
             # pb = pnb + run_b is logaddexp(pb, pnb + run_b), exactly; other utterances have
@@ -108,7 +118,7 @@ class Stepper:
             pnb = xp.where(has_gap, NEG_INF, pnb)
         xoff = ti[XOFF]
         stay_pb = tot + tf[BLANK]
-        rep = xp.take(self.t["xf"], xoff + last)
+        rep = xp.take(self.xf, xoff + last)
         if delim is not None:   # a delimiter after a delimiter keeps the prefix
             last_delim = last == delim
             stay_pnb = xp.where(last_delim, tot, pnb) + rep
@@ -120,8 +130,8 @@ class Stepper:
         # the step's candidate block: row u holds utterance u's labels (padding: V, -inf)
         k = int(self.cand_k[s])
         lo, hi = int(self.cand_off[s]), int(self.cand_off[s + 1])
-        tok2 = xp.take(self.t["cand_tok"][lo:hi].reshape(self.n_utt, k), u, 0)   # (n, k)
-        lp2 = xp.take(self.t["cand_lp"][lo:hi].reshape(self.n_utt, k), u, 0)
+        tok2 = xp.take(self.cand_tok[lo:hi].reshape(self.n_utt, k), u, 0)   # (n, k)
+        lp2 = xp.take(self.cand_lp[lo:hi].reshape(self.n_utt, k), u, 0)
         if self.plain:
             src, tok, base, stay_pnb, stay_score, best = self._plain_extensions(
                 f, i, tot, pb_rep, stay_pb, stay_pnb, tok2, lp2)
@@ -129,9 +139,10 @@ class Stepper:
         else:
             src, tok, base, stay_pnb, choice = self._general_extensions(
                 f, i, u, tot, pb_rep, stay_pb, stay_pnb, tok2, lp2, xoff)
-            stay_score = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
+            stay_score = self._stay_score(f, stay_pb, stay_pnb)
             best = None
-            if len(src) and self.words is not None and st.beam_prune_logp > NEG_INF:
+            if len(src) >= EARLY_PRUNE_MIN_CANDIDATES and self.words is not None \
+                    and st.beam_prune_logp > NEG_INF:
                 # extensions that cannot reach the threshold: dropped before any word scoring
                 best = xp.segment_max(stay_score, u, self.n_utt)
                 bound = best - self.max_word_gain + st.beam_prune_logp
@@ -141,23 +152,40 @@ class Stepper:
                 if choice is not None:
                     choice = xp.take(choice, sel)
         e = len(src)
-        fp = xp.empty((4, n + e), xp.float64)
+        fp = xp.empty((self.n_float, n + e), xp.float64)
         ip = xp.empty((self.n_int, n + e), xp.int64)
-        fp[PB, :n], fp[PNB, :n], fp[LM:, :n] = stay_pb, stay_pnb, f[LM:]
+        fp[PB, :n], fp[PNB, :n] = stay_pb, stay_pnb
+        if self.words is not None:
+            fp[LM:, :n] = f[LM:]
         ip[:, :n] = i
         xp.copy_where(ip[END, :n], ti[AR], stay_pnb > stay_pb)
         if e:
             fp[PB, n:] = NEG_INF
             fp[PNB, n:] = base
-            fp[LM:, n:] = xp.take(f[LM:], src, 1)
-            ip[:, n:] = xp.take(i, src, 1)
-            ip[LAST, n:], ip[END, n:], ip[PARENT, n:] = tok, xp.take(ti[AR], src), src
+            if self.words is not None:
+                fp[LM:, n:] = xp.take(f[LM:], src, 1)
+            ext = ip[:, n:]
+            ext[:] = xp.take(i, src, 1)
+            ext[PEND] = ext[END]   # the parent's last label ends where this one starts
+            ext[LAST], ext[END], ext[PARENT] = tok, xp.take(ti[AR], src), src
+            h = ext[HASH]
+            h *= HASH_MUL   # wraps mod 2^64, in numpy and torch alike
+            h += tok
+            h += 1
             if self.words_out:
                 ip[CHOICE, n:] = 0 if choice is None else choice
                 ip[WORD, n:] = -1
             if self.words is not None:
                 self.words.score(fp[:, n:], ip[:, n:])
-        return self.prune(Beams(fp, ip), n, i[END], stay_score, best)
+        return self.prune(Beams(fp, ip), n, stay_score, best)
+
+    def _stay_score(self, f: Any, stay_pb: Any, stay_pnb: Any) -> Any:
+        """(n,) scores of the stays (without words: their acoustic mass alone)."""
+        score = self.xp.logaddexp(stay_pb, stay_pnb)
+        if self.words is not None:
+            score += f[LM]
+            score += f[PART]
+        return score
 
     def _plain_extensions(self, f: Any, i: Any, tot: Any, pb_rep: Any, stay_pb: Any,
                           stay_pnb: Any, tok2: Any, lp2: Any) -> tuple[Any, ...]:
@@ -173,7 +201,7 @@ class Stepper:
         if not k:  # no candidates in this step
             none = xp.zeros(0, xp.int64)
             return (none, none, xp.zeros(0, xp.float64), stay_pnb,
-                    xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART], None)
+                    self._stay_score(f, stay_pb, stay_pnb), None)
         # base: tot of the source beam, or its pb when the label repeats its last label
         is_rep = tok2 == i[LAST][:, None]
         base = xp.empty(n * k + 1, xp.float64)   # one slot more: where non-merges point
@@ -186,9 +214,10 @@ class Stepper:
         base[n * k] = NEG_INF
         stay_pnb = xp.logaddexp(stay_pnb, xp.take(base, at))   # logaddexp(x, -inf) == x
         base[at] = NEG_INF
-        stay_score = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
+        stay_score = self._stay_score(f, stay_pb, stay_pnb)
         best = None
-        if self.words is not None and st.beam_prune_logp > NEG_INF:
+        if self.words is not None and st.beam_prune_logp > NEG_INF \
+                and n * k >= EARLY_PRUNE_MIN_CANDIDATES:
             # extensions that cannot reach the threshold: dropped before any word scoring (a
             # bound of -inf, an utterance without live stays, becomes the lowest float, which
             # -inf misses as it misses any finite bound)
@@ -219,7 +248,7 @@ class Stepper:
                 pre = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
                 floor += xp.take(xp.segment_max(pre, u, self.n_utt), u)
             src, tok, lp = words.hard_candidates(src, tok, lp, i[WNODE], xoff, floor,
-                                                 self.t["raw"])
+                                                 self.raw)
         if self.forks:
             assert self.words is not None
             src, tok, lp, choice = self.words.fork_homophones(src, tok, lp, i[WNODE])
@@ -262,8 +291,7 @@ class Stepper:
             choice = xp.take(choice, sel)
         return src, tok, base, stay_pnb, choice
 
-    def prune(self, pool: Beams, n_stays: int, old_end: Any, stay_score: Any,
-              stay_best: Any) -> Beams:
+    def prune(self, pool: Beams, n_stays: int, stay_score: Any, stay_best: Any) -> Beams:
         """Threshold and beam-width pruning of stays + extensions. stay_score: (n_stays,) scores
         of the stays (already computed); stay_best: their best per utterance, or None."""
         xp, st = self.xp, self.options
@@ -271,8 +299,11 @@ class Stepper:
         total = f.shape[1]
         if total > n_stays:
             # an extension has pb = -inf, and logaddexp(-inf, x) == x exactly
-            score = xp.concat((stay_score, f[PNB, n_stays:] + f[LM, n_stays:]
-                               + f[PART, n_stays:]))
+            ext = f[PNB, n_stays:]
+            if self.words is not None:
+                ext = ext + f[LM, n_stays:]
+                ext += f[PART, n_stays:]
+            score = xp.concat((stay_score, ext))
         else:
             score = stay_score
         u = i[UTT]
@@ -288,21 +319,26 @@ class Stepper:
             keep = score > NEG_INF
         sel = xp.flatnonzero(keep)
         if len(sel) > st.beam_width:
-            counts = xp.bincount(xp.take(u, sel), minlength=self.n_utt)
+            us = xp.take(u, sel)
+            counts = xp.bincount(us, minlength=self.n_utt)
             if int(counts.max()) > st.beam_width:
-                order = xp.take(sel, xp.lexsort((-xp.take(score, sel), xp.take(u, sel))))
-                group_first = xp.cumsum(counts) - counts
-                rank = self._range(len(order)) - xp.take(group_first, xp.take(u, order))
-                sel = order[rank < st.beam_width]
+                # the best beam_width of each utterance holding more: sort only their entries,
+                # by utterance then score (stable: equal scores keep pool order)
+                full = xp.take(counts, us) > st.beam_width
+                cut = sel[full]
+                order = xp.take(cut, xp.lexsort((-xp.take(score, cut), xp.take(u, cut))))
+                over = xp.where(counts > st.beam_width, counts, 0)
+                first = xp.cumsum(over) - over
+                rank = self._range(len(order)) - xp.take(first, xp.take(u, order))
+                sel = xp.concat((sel[~full], order[rank < st.beam_width]))
                 sel = xp.take(sel, xp.argsort(sel))
         out = pool.take(xp, sel)
         j = xp.count_below(sel, n_stays)   # sel is sorted: stays first
         if j < len(sel):  # surviving extensions get prefix nodes
             ie = out.i[:, j:]
-            ie[NODE] = self.nodes.add(ie[LAST:END + 1], xp.take(old_end, ie[PARENT]),
-                                      ie[WORD] if self.words_out else None)
-        # new position of each pool row, shifted by one: parent -1 maps to -1
+            ie[NODE] = self.nodes.add(ie[LAST:HASH + 1], ie[WORD] if self.words_out else None)
+        # new position of each pool row; parent -1 reads the last entry, -1
         newpos = xp.full(total + 1, -1, xp.int64)
-        newpos[sel + 1] = self._range(len(sel))
-        out.i[PARENT] = xp.take(newpos, out.i[PARENT] + 1)
+        newpos[sel] = self._range(len(sel))
+        out.i[PARENT] = xp.take(newpos, out.i[PARENT])
         return out
