@@ -185,8 +185,8 @@ class TorchArrays:
         if isinstance(x, torch.Tensor):
             return x.to(device=self.device, dtype=dtype or x.dtype)
         arr = np.asarray(x)
-        if dtype is None and arr.dtype == np.float64 or dtype == torch.float64:
-            arr = arr.astype(np.float64, copy=False)
+        if not arr.flags.writeable:  # torch tensors are writable: never alias read-only memory
+            arr = arr.copy()
         return torch.as_tensor(arr, device=self.device, dtype=dtype)
 
     def to_numpy(self, a: Any) -> np.ndarray:

@@ -34,16 +34,25 @@ class QueryTables:
     ext_state: Any     # (K,) context after each key's n-gram (0: not kept)
     ctx_base: Any      # (contexts, N-1) int64 key base of each context's last m words
     ctx_backoff: Any   # (contexts, N-1) float32 their log10 backoffs
+    by_order: bool = False   # ctx_base / ctx_backoff stored (N-1, contexts) instead
 
     @classmethod
     def of(cls, arrays: dict[str, np.ndarray], xp: Arrays) -> QueryTables:
         def to(name: str, dtype: Any = None) -> Any:
             return xp.asarray(arrays[name], dtype)
 
-        # numpy keeps the (mmap'd, shared) arrays as they are; a device gets int64 states
-        states = None if xp.name == "numpy" else xp.int64
+        if xp.name == "numpy":  # the (mmap'd, shared) arrays as they are
+            return cls(to("uni_prob"), to("uni_state"), to("keys"), to("prob"),
+                       to("ext_state"), to("ctx_base"), to("ctx_backoff"))
+        # a device copy: int64 states, context rows by order (contiguous query rows)
         return cls(to("uni_prob"), to("uni_state"), to("keys"), to("prob"),
-                   to("ext_state", states), to("ctx_base"), to("ctx_backoff"))
+                   to("ext_state", xp.int64),
+                   xp.asarray(np.ascontiguousarray(arrays["ctx_base"].T)),
+                   xp.asarray(np.ascontiguousarray(arrays["ctx_backoff"].T)), by_order=True)
+
+    def by_context(self, xp: Arrays, table: Any, contexts: Any) -> Any:
+        """(N-1, n): the rows of ``table`` (ctx_base or ctx_backoff) for ``contexts``."""
+        return xp.take(table, contexts, 1) if self.by_order else xp.take(table, contexts, 0).T
 
 
 def lookup_log10(xp: Arrays, t: QueryTables, order: int, contexts: Any, word_ids: Any,
@@ -56,7 +65,7 @@ def lookup_log10(xp: Arrays, t: QueryTables, order: int, contexts: Any, word_ids
     """
     # Order m + 1 looks up (last m words of the context, word): one searchsorted for all
     # orders at once (their keys are disjoint blocks of one sorted array).
-    query = xp.take(t.ctx_base, contexts, 0).T + word_ids  # (N-1, n)
+    query = t.by_context(xp, t.ctx_base, contexts) + word_ids  # (N-1, n)
     if sorted_from is not None and query.shape[0] * query.shape[1] >= sorted_from:
         flat = query.reshape(-1)
         sort = xp.argsort(flat)
@@ -67,7 +76,7 @@ def lookup_log10(xp: Arrays, t: QueryTables, order: int, contexts: Any, word_ids
         pos = xp.searchsorted(t.keys, query)
     hit = xp.take(t.keys, pos) == query
     found = xp.take(t.prob, pos)
-    backoff = xp.take(t.ctx_backoff, contexts, 0).T
+    backoff = t.by_context(xp, t.ctx_backoff, contexts)
     # KenLM: prob of the longest n-gram found, plus the backoffs of the longer histories,
     # added one by one from the shortest (float32, in that order). A miss at order m + 1
     # implies misses above it (every n-gram's suffix is an n-gram: checked when built).

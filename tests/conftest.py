@@ -101,3 +101,22 @@ def analysis_results(tmp_path_factory):
                  "none", str(lm), "--nbest", "4", "--calibrate-split", "dev-a",
                  "--out", str(results / "confidence")])
     return {"cache": cache, "results": results, "lm": lm}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_for_torch_backend_tests(request):
+    """Tests parametrised onto the beam's torch backend (a parameter value naming torch) run it
+    with one CPU thread: torch's small operations spin-wait for their worker threads, which on a
+    shared, loaded machine turns microseconds into milliseconds. The setting is restored after."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or not any("torch" in str(v) for v in callspec.params.values()):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,10 @@ import numpy as np
 
 from ctclab.decoders import Vocabulary
 
+# The array backends the beam search is tested on: numpy, and torch on the CPU, which runs the
+# code path a GPU runs (decoders/search_*.py are written once against ctclab.core.arrays).
+BEAM_BACKENDS = {"numpy": {}, "torch": {"device": "cpu", "array_backend": "torch"}}
+
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """(T, V) -> (T, V) float32 natural-log softmax over the last axis."""

@@ -11,7 +11,7 @@ import pytest
 from arpa_fixtures import ngram_walks, random_arpa
 
 from ctclab.lm.arpa import ArpaFormatError
-from ctclab.lm.array_build import ArrayLMTooLarge, ArrayLMUnsupported
+from ctclab.lm.array_build import ArrayLMTooLarge, ArrayLMUnsupported, log10_to_ln
 from ctclab.lm.array_lm import ArrayLanguageModel, array_lm_file, load_array_lm
 from ctclab.lm.build import build_binary
 from ctclab.lm.language_model import KenLMLanguageModel
@@ -265,3 +265,26 @@ def test_a_kenlm_binary_is_scored_by_kenlm(tmp_path):
         load_lm(binary, backend="arrays")
     with pytest.raises(ArrayLMUnsupported, match="not an ARPA"):
         load(binary, tmp_path)
+
+
+def test_the_array_lm_on_torch_scores_as_on_numpy(tmp_path):
+    """lm.on(torch namespace): the tables copied to the device, the same query: equal float32
+    log10 scores and contexts (a 4-gram with backoffs, <unk> and misses)."""
+    from ctclab.core.arrays import torch_arrays
+
+    path = random_arpa(tmp_path / "r.arpa", np.random.default_rng(8), 4, with_unk=True)
+    lm = load(path, tmp_path)
+    xp = torch_arrays("cpu")
+    device = lm.on(xp)
+    assert lm.on(xp) is device   # copied once per device
+    rng = np.random.default_rng(1)
+    ctx = np.array([lm.start_context], np.int64).repeat(300)
+    for _ in range(4):
+        words = rng.integers(0, len(lm.words), 300)
+        expected = lm.lookup_log10(ctx, words)
+        ln, after = device.score_batch(xp.asarray(ctx), xp.asarray(words))
+        assert np.array_equal(xp.to_numpy(after), expected[1])
+        assert np.array_equal(xp.to_numpy(ln), log10_to_ln(expected[0]))
+        ctx = expected[1]
+    ends = device.end_score_batch(xp.asarray(ctx))
+    assert np.array_equal(xp.to_numpy(ends), lm.end_score_batch(ctx))

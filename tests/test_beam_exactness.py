@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from decoding_fixtures import log_softmax
+from decoding_fixtures import BEAM_BACKENDS, log_softmax
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,12 +66,13 @@ def _vocab(size: int, with_delimiter: bool, blank_last: bool) -> Vocabulary:
                                   delimiter="|" if with_delimiter else None)
 
 
+@pytest.mark.parametrize("backend", BEAM_BACKENDS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), num_frames=st.integers(1, 6), size=st.integers(2, 4),
        with_delimiter=st.booleans(), blank_last=st.booleans(),
-       sharpness=st.sampled_from([0.0, 1.0, 3.0]))
-def test_wide_beam_finds_the_brute_force_best_text(seed, num_frames, size, with_delimiter,
-                                                   blank_last, sharpness):
+       sharpness=st.sampled_from([0.0, 1.0, 3.0, 8.0]))
+def test_wide_beam_finds_the_brute_force_best_text(backend, seed, num_frames, size,
+                                                   with_delimiter, blank_last, sharpness):
     if with_delimiter and size < 3:
         with_delimiter = False
     vocab = _vocab(size, with_delimiter, blank_last)
@@ -83,18 +84,21 @@ def test_wide_beam_finds_the_brute_force_best_text(seed, num_frames, size, with_
     ranked = sorted(truth.values(), reverse=True)
     if len(ranked) > 1 and ranked[0] - ranked[1] < 1e-6:
         return  # a tie: either text is right
-    hyp = create_decoder("beam", vocab, **EXACT, nbest=min(5, len(truth))).decode(x)
+    hyp = create_decoder("beam", vocab, **EXACT, **BEAM_BACKENDS[backend],
+                         nbest=min(5, len(truth))).decode(x)
     assert hyp.text == best_text
     assert hyp.score == pytest.approx(truth[best_text], abs=1e-4)
     for alt in hyp.nbest:  # every alternative carries its exact text probability
         assert alt.score == pytest.approx(truth[alt.text], abs=1e-4)
 
 
-def test_repeated_label_needs_a_blank_in_between():
+@pytest.mark.parametrize("backend", BEAM_BACKENDS)
+def test_repeated_label_needs_a_blank_in_between(backend):
     vocab = _vocab(3, False, False)  # <pad> A B
     a, blank = 1, 0
+    options = {**EXACT, **BEAM_BACKENDS[backend]}
     x = np.log(np.array([[0.05, 0.9, 0.05], [0.05, 0.9, 0.05], [0.05, 0.9, 0.05]]))
-    assert create_decoder("beam", vocab, **EXACT).decode(x.astype(np.float32)).text == "A"
+    assert create_decoder("beam", vocab, **options).decode(x.astype(np.float32)).text == "A"
     y = np.log(np.array([[0.05, 0.9, 0.05], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]]))
-    hyp = create_decoder("beam", vocab, **EXACT).decode(y.astype(np.float32))
+    hyp = create_decoder("beam", vocab, **options).decode(y.astype(np.float32))
     assert hyp.text == "AA" and hyp.tokens == (a, a) and blank not in hyp.tokens

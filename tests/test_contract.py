@@ -13,10 +13,19 @@ from decoding_fixtures import log_softmax, peaky
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctclab.decoders import Hypothesis, Vocabulary, create_decoder
+from ctclab.decoders import Hypothesis, Vocabulary
+from ctclab.decoders import create_decoder as create_registered
 
-# Every registered decoder; one whose optional package is missing here skips with the reason.
-DECODERS = decoder_params()
+# Every registered decoder (one whose optional package is missing here skips with the reason),
+# and the beam once more on its torch backend (the GPU's code path).
+DECODERS = [*decoder_params(), "beam[torch]"]
+
+
+def create_decoder(name: str, vocab: Vocabulary, **options) -> object:
+    """create_decoder, with "beam[torch]" = the beam on the torch backend (CPU)."""
+    if name == "beam[torch]":
+        return create_registered("beam", vocab, device="cpu", array_backend="torch", **options)
+    return create_registered(name, vocab, **options)
 SHIFT = 0.02
 LETTERS = "ABCDEFGHIJ"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import decoder_params, needs_pyctcdecode
-from decoding_fixtures import log_softmax, quartznet_vocab, write_arpa
+from decoding_fixtures import BEAM_BACKENDS, log_softmax, quartznet_vocab, write_arpa
 
 from ctclab.decoders import create_decoder
 from ctclab.decoders.base import registered_decoders
@@ -49,11 +49,12 @@ def ambiguous_peaky(vocab, rng: np.random.Generator, runs: int) -> np.ndarray:
 
 
 @needs_pyctcdecode
-def test_same_text_on_random_peaky_logits_without_lm():
+@pytest.mark.parametrize("backend", BEAM_BACKENDS)
+def test_same_text_on_random_peaky_logits_without_lm(backend):
     v = quartznet_vocab()
     rng = np.random.default_rng(11)
     emissions = [ambiguous_peaky(v, rng, int(rng.integers(5, 16))) for _ in range(120)]
-    a = [h.text for h in ours(v).decode_many(emissions)]
+    a = [h.text for h in ours(v, **BEAM_BACKENDS[backend]).decode_many(emissions)]
     b = [h.text for h in theirs(v).decode_many(emissions)]
     same = np.mean([x == y for x, y in zip(a, b, strict=True)])
     assert same >= 0.99, [(x, y) for x, y in zip(a, b, strict=True) if x != y][:5]
@@ -86,15 +87,16 @@ def spoken(vocab, words: list[str], rng: np.random.Generator) -> np.ndarray:
 
 
 @needs_pyctcdecode
-def test_same_text_with_a_small_lm(tmp_path):
+@pytest.mark.parametrize("backend", BEAM_BACKENDS)
+def test_same_text_with_a_small_lm(tmp_path, backend):
     v = quartznet_vocab()
     arpa = write_arpa(tmp_path / "small.arpa", LM_WORDS, BIGRAMS)
     rng = np.random.default_rng(5)
     words = sorted(LM_WORDS)
     emissions = [spoken(v, list(rng.choice(words, rng.integers(2, 6))), rng) for _ in range(100)]
     lm = {"lm_path": str(arpa), "alpha": 0.5, "beta": 1.5}
-    a = [h.text for h in ours(v, **lm, lexicon_mode="soft", unknown_prefix_penalty=-10.0
-                              ).decode_many(emissions)]
+    a = [h.text for h in ours(v, **lm, lexicon_mode="soft", unknown_prefix_penalty=-10.0,
+                              **BEAM_BACKENDS[backend]).decode_many(emissions)]
     b = [h.text for h in theirs(v, **lm, unk_score_offset=-10.0).decode_many(emissions)]
     same = np.mean([x == y for x, y in zip(a, b, strict=True)])
     assert same >= 0.98, [(x, y) for x, y in zip(a, b, strict=True) if x != y][:5]

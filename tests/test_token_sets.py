@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 from conftest import needs_pyctcdecode
-from decoding_fixtures import log_softmax, peaky, write_arpa
+from decoding_fixtures import BEAM_BACKENDS, log_softmax, peaky, write_arpa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_beam_exactness import EXACT, ctc_log_prob
@@ -65,14 +65,16 @@ def test_several_pronunciations_are_one_text_in_nbest(lexicon):
     assert texts[0] == "the cat" and len(texts) == len(set(texts))
 
 
-def test_homophones_are_told_apart_by_the_lm(tmp_path, lexicon):
+@pytest.mark.parametrize("backend", BEAM_BACKENDS)
+def test_homophones_are_told_apart_by_the_lm(tmp_path, lexicon, backend):
     v = phoneme_vocab()
     x = say(v, "t u | d ɔ g")
     for first, rival in (("two", "to"), ("to", "two")):
         arpa = write_arpa(tmp_path / f"{first}.arpa", {"to": 0.2, "two": 0.2, "dog": 0.2,
                                                         "cat": 0.1, "the": 0.2, "a": 0.1},
                           {(first, "dog"): 0.5, (rival, "dog"): 0.001})
-        hyp = create_decoder("beam", v, lexicon_path=lexicon, lm_path=str(arpa)).decode(x)
+        hyp = create_decoder("beam", v, lexicon_path=lexicon, lm_path=str(arpa),
+                             **BEAM_BACKENDS[backend]).decode(x)
         assert hyp.text == f"{first} dog"
 
 
@@ -118,12 +120,13 @@ def brute_force(x: np.ndarray, vocab: Vocabulary, read) -> dict[str, float]:
     return totals
 
 
-def check_exact(x, vocab, truth, **options):
+def check_exact(x, vocab, truth, backend="numpy", **options):
     best = max(truth, key=truth.get)
     ranked = sorted(truth.values(), reverse=True)
     if len(ranked) > 1 and ranked[0] - ranked[1] < 1e-6:
         return False  # a tie: either text is right
-    hyp = create_decoder("beam", vocab, **EXACT, nbest=min(4, len(truth)), **options).decode(x)
+    hyp = create_decoder("beam", vocab, **EXACT, **BEAM_BACKENDS[backend],
+                         nbest=min(4, len(truth)), **options).decode(x)
     assert hyp.text == best
     assert hyp.score == pytest.approx(truth[best], abs=1e-4)
     for alt in hyp.nbest:
@@ -131,7 +134,8 @@ def check_exact(x, vocab, truth, **options):
     return True
 
 
-def test_phoneme_lexicon_search_is_exact(tmp_path):
+@pytest.mark.parametrize("backend", BEAM_BACKENDS)
+def test_phoneme_lexicon_search_is_exact(tmp_path, backend):
     """Hard lexicon, no LM: P(words) sums every labelling that reads as those words, all
     pronunciations included (x: 'a'; y: 'a b' or 'b a'; z: 'b b')."""
     vocab = Vocabulary.from_labels(["|", "a", "b", "<blank>"], blank="<blank>", delimiter="|",
@@ -151,11 +155,12 @@ def test_phoneme_lexicon_search_is_exact(tmp_path):
     for _ in range(25):
         x = log_softmax(rng.normal(size=(int(rng.integers(2, 6)), vocab.size)) * 2)
         truth = brute_force(x, vocab, read)
-        checked += check_exact(x, vocab, truth, lexicon_path=str(path))
+        checked += check_exact(x, vocab, truth, backend, lexicon_path=str(path))
     assert checked >= 15
 
 
-def test_word_piece_search_is_exact():
+@pytest.mark.parametrize("backend", BEAM_BACKENDS)
+def test_word_piece_search_is_exact(backend):
     """No lexicon: texts join pieces; '▁a' and '▁' + 'a' read the same and are one text."""
     vocab = Vocabulary.from_labels(["<blank>", "▁a", "▁", "a", "b"], blank=0)
     rng = np.random.default_rng(1)
@@ -163,7 +168,7 @@ def test_word_piece_search_is_exact():
     for _ in range(25):
         x = log_softmax(rng.normal(size=(int(rng.integers(2, 5)), vocab.size)) * 2)
         truth = brute_force(x, vocab, vocab.decode_tokens)
-        checked += check_exact(x, vocab, truth, lexicon_mode="none")
+        checked += check_exact(x, vocab, truth, backend, lexicon_mode="none")
     assert checked >= 15
 
 
@@ -297,18 +302,20 @@ def test_lm_at_zero_weight_equals_the_lexicon_alone_on_phonemes(tmp_path, lexico
         assert a.score == pytest.approx(b.score, abs=1e-6)
 
 
+@pytest.mark.parametrize("backend", BEAM_BACKENDS)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(num_frames=st.integers(0, 40), sharpness=st.sampled_from([0.0, 2.0, 8.0]),
        mode=st.sampled_from(["soft", "hard"]), seed=st.integers(0, 2**31 - 1))
-def test_contract_on_phonemes_through_a_lexicon(lexicon, num_frames, sharpness, mode, seed):
+def test_contract_on_phonemes_through_a_lexicon(lexicon, backend, num_frames, sharpness, mode,
+                                                seed):
     v = phoneme_vocab()
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=(num_frames, v.size))
     logits[np.arange(num_frames), rng.integers(0, v.size, num_frames)] += sharpness
     x = log_softmax(logits) if num_frames else np.zeros((0, v.size), np.float32)
     hyp = create_decoder("beam", v, lexicon_path=lexicon, lexicon_mode=mode, nbest=3,
-                         beam_width=8).decode(x)
+                         beam_width=8, **BEAM_BACKENDS[backend]).decode(x)
     assert hyp.text == " ".join(w.word for w in hyp.words) == " ".join(hyp.text.split())
     assert all(0 <= t < v.size and t != v.blank and t not in v.unused for t in hyp.tokens)
     known = {"the", "cat", "dog", "to", "two", "a"}

@@ -1,0 +1,235 @@
+"""The beam search on its array backends: numpy, and torch on the CPU (the code path a GPU runs;
+the search is written once against ctclab.core.arrays). Both give the same texts, tokens, word
+timestamps and n-best lists, and scores within BACKEND_SCORE_TOLERANCE, in every search mode;
+the numpy path never imports torch; the device option means what the emission stage's does.
+"""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, shared_path
+from decoding_fixtures import BEAM_BACKENDS, log_softmax, quartznet_vocab, write_arpa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ctclab.core.arrays import NUMPY, arrays_for, gpu_present, torch_arrays
+from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders import create_decoder
+from ctclab.decoders.constants import BACKEND_SCORE_TOLERANCE, DEFAULT_BATCH_SIZE_CPU
+from ctclab.decoders.options import BeamOptions
+from ctclab.decoders.search_schedule import make_schedule
+
+TORCH = BEAM_BACKENDS["torch"]
+WORDS = {"the": 0.2, "cat": 0.08, "cap": 0.01, "sat": 0.06, "on": 0.1, "mat": 0.04, "a": 0.1}
+BIGRAMS = {("the", "cat"): 0.3, ("cat", "sat"): 0.4, ("sat", "on"): 0.5, ("on", "the"): 0.4}
+
+
+def assert_same(numpy_hyps, torch_hyps):
+    """Same texts, tokens, words and n-best on both backends; scores within the tolerance."""
+    for a, b in zip(numpy_hyps, torch_hyps, strict=True):
+        assert (a.text, a.tokens, a.words) == (b.text, b.tokens, b.words)
+        assert [n.text for n in a.nbest] == [n.text for n in b.nbest]
+        for x, y in [(a.score, b.score), (a.acoustic_score, b.acoustic_score),
+                     *[(n.score, m.score) for n, m in zip(a.nbest, b.nbest, strict=True)]]:
+            assert x == y or abs(x - y) <= BACKEND_SCORE_TOLERANCE, (x, y)
+        for u, w in zip(a.words, b.words, strict=True):
+            assert u.frame_confidence == pytest.approx(w.frame_confidence, nan_ok=True)
+
+
+def random_emissions(rng, vocab, count, max_frames, sharpness):
+    out = []
+    for _ in range(count):
+        n = int(rng.integers(0, max_frames))
+        logits = rng.normal(size=(n, vocab.size))
+        logits[np.arange(n), rng.integers(0, vocab.size, n)] += sharpness
+        out.append(log_softmax(logits) if n else np.zeros((0, vocab.size), np.float32))
+    return out
+
+
+MODES = {
+    "no LM": {},
+    "LM, soft lexicon": {"lm": True},
+    "LM, hard lexicon, 5-best": {"lm": True, "lexicon_mode": "hard", "nbest": 5},
+    "LM and hotwords": {"lm": True, "hotwords": ("mat",)},
+    "no LM, exact": {"beam_prune_logp": -math.inf, "token_min_logp": -math.inf,
+                     "blank_skip_threshold": None, "beam_width": 64, "nbest": 4},
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@settings(max_examples=6, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), sharpness=st.sampled_from([0.0, 3.0, 8.0]))
+def test_letters_are_decoded_alike_on_numpy_and_torch(tmp_path, mode, seed, sharpness):
+    v = quartznet_vocab()
+    options = dict(MODES[mode])
+    if options.pop("lm", False):
+        options["lm_path"] = str(write_arpa(tmp_path / "lm.arpa", WORDS, BIGRAMS))
+    rng = np.random.default_rng(seed)
+    emissions = random_emissions(rng, v, 12, 60, sharpness)
+    ours = create_decoder("beam", v, beam_width=options.pop("beam_width", 16), **options)
+    on_torch = create_decoder("beam", v, beam_width=ours.options.beam_width, **options, **TORCH)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert_same(ours.decode_many(emissions), on_torch.decode_many(emissions))
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("backend", ["torch"])
+def test_phonemes_with_homophones_and_word_pieces_alike(tmp_path, backend):
+    lexicon = tmp_path / "lex.tsv"
+    lexicon.write_text("the\tð ə\nthe\tð i\ncat\tk æ t\nto\tt u\ntwo\tt u\na\tə\n",
+                       encoding="utf-8")
+    phonemes = Vocabulary.from_labels(["|", "ð", "ə", "i", "k", "æ", "t", "u", "<blank>"],
+                                      blank="<blank>", delimiter="|", units="phonemes")
+    pieces = Vocabulary.from_labels(["<blank>", "▁the", "▁c", "at", "▁s", "a", "t"], blank=0)
+    arpa = write_arpa(tmp_path / "lm.arpa", {"the": 0.3, "cat": 0.2, "to": 0.2, "two": 0.1,
+                                             "a": 0.1, "sat": 0.1})
+    rng = np.random.default_rng(3)
+    for vocab, options in ((phonemes, {"lexicon_path": str(lexicon), "lm_path": str(arpa),
+                                       "nbest": 3}),
+                           (pieces, {"lm_path": str(arpa), "nbest": 3})):
+        emissions = random_emissions(rng, vocab, 10, 40, 4.0)
+        a = create_decoder("beam", vocab, beam_width=16, **options).decode_many(emissions)
+        b = create_decoder("beam", vocab, beam_width=16, **options,
+                           **BEAM_BACKENDS[backend]).decode_many(emissions)
+        assert_same(a, b)
+
+
+# ----------------------------------------------------------------------------- the real data
+QUARTZNET = ("emissions", "quartznet15x5-base-en")
+HAMA = ("emissions", "hama-phoneme")
+LM = ("lm", "en-us-70k-3gram.arpa.gz")
+IPA = ("lm", "en-us-70k-3gram.ipa-lexicon.tsv")
+
+
+def load_set(root, vocab):
+    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text(
+        encoding="utf-8").splitlines()[1:]]
+    return [np.load(root / split / f"{utt}.npy") for split, utt, *_ in rows]
+
+
+@pytest.mark.parametrize("backend", ["torch"])
+def test_the_real_sets_are_decoded_alike_on_torch(backend):
+    """The 94 real utterances: QuartzNet letters without and with the shared 3-gram, and the
+    hama phonemes through the IPA lexicon with the 3-gram (hard lexicon, homophone forks)."""
+    paths = [shared_path(*p) for p in (QUARTZNET, HAMA, LM, IPA)]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"real data not present: {missing}")
+    quartznet, hama, lm, ipa = paths
+    import json
+
+    letters = quartznet_vocab()
+    meta = json.loads((hama / "labels.json").read_text(encoding="utf-8"))
+    phonemes = Vocabulary.from_labels(meta["labels"], blank=meta["blank_index"],
+                                      delimiter=meta["word_delimiter"], unused=meta.get("unused"),
+                                      units="phonemes")
+    runs = [(letters, load_set(quartznet, letters), {}),
+            (letters, load_set(quartznet, letters), {"lm_path": str(lm)}),
+            (phonemes, load_set(hama, phonemes), {"lm_path": str(lm), "lexicon_path": str(ipa)})]
+    for vocab, emissions, options in runs:
+        a = create_decoder("beam", vocab, **options).decode_many(emissions)
+        b = create_decoder("beam", vocab, **options, **BEAM_BACKENDS[backend]
+                           ).decode_many(emissions)
+        assert_same(a, b)
+
+
+@pytest.mark.skipif(not gpu_present(), reason="no CUDA GPU: the CUDA path is the torch path "
+                    "tested above on the CPU")
+def test_a_gpu_decodes_as_numpy(tmp_path):
+    v = quartznet_vocab()
+    arpa = str(write_arpa(tmp_path / "lm.arpa", WORDS, BIGRAMS))
+    emissions = random_emissions(np.random.default_rng(9), v, 50, 200, 6.0)
+    for options in ({}, {"lm_path": arpa, "nbest": 3}):
+        assert_same(create_decoder("beam", v, **options).decode_many(emissions),
+                    create_decoder("beam", v, device="cuda", **options).decode_many(emissions))
+
+
+# ----------------------------------------------------------------------------- options, imports
+def test_the_numpy_path_never_imports_torch():
+    code = ("import sys, numpy as np\n"
+            "from ctclab.decoders import create_decoder, Vocabulary\n"
+            "v = Vocabulary.from_labels(['|', 'a', 'b', '<pad>'], blank='<pad>', delimiter='|')\n"
+            "x = np.log(np.full((6, 4), 0.25, np.float32))\n"
+            "for device in ('cpu', 'auto'):\n"
+            "    create_decoder('beam', v, device=device, nbest=2).decode_many([x, x[:3]])\n"
+            "print('torch' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = "True" if gpu_present() else "False"   # auto picks a GPU when there is one
+    assert run.stdout.strip() == expected
+
+
+def test_device_and_backend_options():
+    assert arrays_for("cpu") is NUMPY
+    assert arrays_for("cpu", "torch").name == "torch"
+    if not gpu_present():
+        assert arrays_for("auto") is NUMPY
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            create_decoder("beam", quartznet_vocab(), device="cuda")
+    for bad, words in (({"device": "tpu"}, "unknown device"),
+                       ({"device": "cpu:1"}, "unknown device"),
+                       ({"array_backend": "jax"}, "array_backend"),
+                       ({"device": "cuda", "array_backend": "numpy"}, "CPU only"),
+                       ({"batch_size": 0}, "batch_size")):
+        with pytest.raises(ValueError, match=words):
+            BeamOptions(**bad)
+    cpu = create_decoder("beam", quartznet_vocab(), device="cpu")
+    assert cpu.batch_size == DEFAULT_BATCH_SIZE_CPU
+    assert create_decoder("beam", quartznet_vocab(), batch_size=7).batch_size == 7
+
+
+# ----------------------------------------------------------------------------- the namespace
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_namespace_operations_agree_with_numpy(backend):
+    xp = NUMPY if backend == "numpy" else torch_arrays("cpu")
+    rng = np.random.default_rng(0)
+    seg = rng.integers(0, 7, 50)
+    val = rng.normal(size=50)
+    val[::9] = val[1]   # ties
+    expected = np.full(9, -np.inf)
+    np.maximum.at(expected, seg, val)
+    got = xp.to_numpy(xp.segment_max(xp.asarray(val), xp.asarray(seg), 9))
+    assert np.array_equal(got, expected)
+    keys = (xp.asarray(-val), xp.asarray(seg))
+    assert np.array_equal(xp.to_numpy(xp.lexsort(keys)), np.lexsort((-val, seg)))
+    counts = np.array([2, 0, 3, 1])
+    assert xp.to_numpy(xp.repeat_range(xp.asarray(counts))).tolist() == [0, 0, 2, 2, 2, 3]
+    mask = np.array([[False, True, True], [False, False, False], [True, False, True]])
+    assert xp.to_numpy(xp.first_true(xp.asarray(mask))).tolist() == [1, 0, 0]
+    assert xp.count_below(xp.asarray(np.array([1, 4, 9])), 5) == 2
+    hashed = xp.to_numpy(xp.asarray(np.array([2**62, -5])) * -7046029254386353131 + 3)
+    assert hashed.tolist() == (np.array([2**62, -5]) * np.int64(-7046029254386353131)
+                               + 3).tolist()   # int64 wraps alike
+
+
+# ----------------------------------------------------------------------------- folded runs
+def test_runs_of_one_label_need_no_search_steps():
+    """Frames after a frame whose only usable label is c, whose usable labels are c and at most
+    blank, are folded: 'a a a _ b b' takes two steps (one per label), not five."""
+    v = quartznet_vocab()
+    a, b, blank = v.label_to_id["a"], v.label_to_id["b"], v.blank
+    probs = np.full((6, v.size), 1e-6)
+    for t, lab in enumerate([a, a, a, blank, b, b]):
+        probs[t, lab] = 1.0
+    probs[2, blank] = 0.3   # blank usable in the run's last frame: still folded
+    x = np.log(probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+    sched = make_schedule(x, np.array([6]), v, BeamOptions(), hard=False)
+    assert len(sched.act_rows) == 5 and sched.n_steps == 2
+    hyp = create_decoder("beam", v).decode(x)
+    assert hyp.text == "ab"
+    # the same search without folding (every frame a step: nothing pruned, no skipping)
+    exact = {"token_min_logp": -math.inf, "beam_prune_logp": -math.inf,
+             "blank_skip_threshold": None}
+    assert create_decoder("beam", v, **exact).decode(x).text == "ab"
+    assert hyp.words[0].end_frame == 6 and hyp.tokens == (a, b)
