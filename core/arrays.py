@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 NEG_INF = -math.inf
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 ARRAY_BACKENDS = ("auto", "numpy", "torch")
 
 
@@ -414,13 +414,16 @@ def gpu_present() -> bool:
 
 
 def arrays_for(device: str = "auto", backend: str = "auto") -> Arrays:
-    """The namespace for a device option ("auto", "cpu", "cuda", "cuda:N") and an array backend
-    ("auto", "numpy", "torch"), as the emission stage reads its device: auto = CUDA when a GPU is
-    present, else the CPU. On the CPU "auto" is numpy (the fastest there; torch is not imported);
-    "torch" on the CPU runs the GPU's code path. Raises ValueError for impossible pairs."""
+    """The namespace for a device option ("auto", "cpu", "cuda", "cuda:N", "mps") and an array
+    backend ("auto", "numpy", "torch"), as the emission stage reads its device: auto = CUDA when
+    a GPU is present, else the CPU. On the CPU "auto" is numpy (the fastest there; torch is not
+    imported); "torch" on the CPU runs the GPU's code path. "mps" (an Apple GPU, which has no
+    float64) searches on the CPU. Raises ValueError for impossible pairs."""
     kind = device.split(":")[0]
     if kind not in DEVICES or (kind != "cuda" and ":" in device):
-        raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+        raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N, mps")
+    if kind == "mps":
+        device = kind = "cpu"
     if backend not in ARRAY_BACKENDS:
         raise ValueError(f"unknown array backend {backend!r}; valid: {', '.join(ARRAY_BACKENDS)}")
     if kind == "auto":

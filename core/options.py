@@ -94,6 +94,8 @@ def add_option_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                      owners: Mapping[str, type], only: Sequence[str] | None = None) -> None:
     """One flag per field of the options classes in ``owners`` (name -> dataclass); a field that
     several classes share gets one flag whose help names them all. ``only``: these fields alone.
+    A field whose flag the parser already has (from another group, e.g. the emission stage's
+    ``--device``) shares that flag: one value for both, by the same field name.
 
     Help: the field's text, the owners in brackets when there are several, and the default.
     """
@@ -111,7 +113,13 @@ def add_option_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
             fields.setdefault(f.name, f)
             types_[f.name] = hints[f.name]
             defaults.setdefault(f.name, {})[owner] = f.default
+    taken = getattr(parser, "_option_string_actions", {})
     for name, f in fields.items():
+        if flag_of(f) in taken and taken[flag_of(f)].dest == name:
+            shared = taken[flag_of(f)]
+            shared.help = f"{shared.help}; also {', '.join(defaults[name])}: " \
+                f"{f.metadata.get(_HELP, '')}".replace("%", "%%")
+            continue
         parse, many, is_bool = _parser_for(types_[name])
         shown = {_shown(v) for v in defaults[name].values()}
         default = shown.pop() if len(shown) == 1 else ", ".join(

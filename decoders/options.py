@@ -156,7 +156,8 @@ class BeamOptions(PrefixSearchOptions):
         neutral=True)
     device: str = option(
         C.DEFAULT_DEVICE, "where the search runs: auto (CUDA when a GPU is present, else the "
-        "CPU), cpu, cuda or cuda:N; the same results everywhere", neutral=True)
+        "CPU), cpu, cuda or cuda:N (mps: the CPU; Apple GPUs have no float64); the same results "
+        "everywhere", neutral=True)
     array_backend: str = option(
         "auto", "array library of the search: auto (numpy on the CPU, torch on a GPU), numpy, "
         "or torch (on the CPU: the GPU's code path)", choices=ARRAY_BACKENDS, neutral=True)
@@ -186,7 +187,8 @@ class BeamOptions(PrefixSearchOptions):
             _positive_int("batch_size", self.batch_size)
         kind = str(self.device).split(":")[0]
         if kind not in DEVICES or (kind != "cuda" and ":" in self.device):
-            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
+            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N, "
+                             "mps")
         if self.array_backend not in ARRAY_BACKENDS:
             raise ValueError(f"unknown array_backend {self.array_backend!r}; valid: "
                              f"{', '.join(ARRAY_BACKENDS)}")

@@ -233,3 +233,22 @@ def test_runs_of_one_label_need_no_search_steps():
              "blank_skip_threshold": None}
     assert create_decoder("beam", v, **exact).decode(x).text == "ab"
     assert hyp.words[0].end_frame == 6 and hyp.tokens == (a, b)
+
+
+def test_one_device_flag_reaches_the_emission_stage_and_the_beam():
+    """eval/run.py has one --device: the emission stage's, which the beam's device shares (the
+    same field name, the same meaning)."""
+    from ctclab.core.options import given_options
+    from ctclab.emission.options import ExtractOptions
+    from ctclab.eval import run as run_mod
+    from ctclab.eval.systems import decoder_options
+
+    parser = run_mod.build_parser()
+    args = parser.parse_args(["--device", "cpu", "--array-backend", "torch"])
+    assert given_options(args, decoder_options())["device"] == "cpu"
+    assert given_options(args, {"extract": ExtractOptions})["device"] == "cpu"
+    assert "also beam" in parser.format_help()
+    options = BeamOptions(**{k: v for k, v in given_options(args, decoder_options()).items()
+                             if k in ("device", "array_backend")})
+    assert arrays_for(options.device, options.array_backend).name == "torch"
+    assert arrays_for("mps") is NUMPY   # an Apple GPU has no float64: the search stays on the CPU
