@@ -12,6 +12,11 @@ import numpy as np
 # value by up to ~1e-3 relative, so accept a small deviation of the row log-sum-exp from 0.
 LOG_SUM_EXP_TOLERANCE = 0.05
 
+# Frames checked together by validate_log_probs_many: ~4 MB of 30-label float32 rows, which stay
+# in cache between the checks; a whole corpus at once would allocate (and page-fault) hundreds of
+# MB for its exponentials.
+VALIDATION_CHUNK_ROWS = 32_768
+
 
 def validate_log_probs(log_probs: Any, vocab_size: int, name: str = "log_probs") -> np.ndarray:
     """Check one utterance's emission and return it as a C-contiguous float32 array.
@@ -55,11 +60,10 @@ def _logsumexp_rows(arr: np.ndarray) -> np.ndarray:
 
 
 def validate_log_probs_many(arrays: Sequence[Any], vocab_size: int, name: str = "emission"
-                            ) -> tuple[list[np.ndarray], np.ndarray]:
-    """validate_log_probs for every array at once: (the arrays as C-contiguous float32, their
-    concatenation (sum T_i, V)). The same checks and errors (an error names the utterance's
-    index, ``name``[i]), in a few array operations over the concatenation instead of a dozen
-    per utterance.
+                            ) -> list[np.ndarray]:
+    """validate_log_probs for every array at once: the arrays as C-contiguous float32. The same
+    checks and errors (an error names the utterance's index, ``name``[i]), in a few array
+    operations per chunk of ~VALIDATION_CHUNK_ROWS frames instead of a dozen per utterance.
     """
     out = []
     for index, raw in enumerate(arrays):
@@ -68,11 +72,17 @@ def validate_log_probs_many(arrays: Sequence[Any], vocab_size: int, name: str = 
                                                                             np.floating):
             validate_log_probs(arr, vocab_size, f"{name}[{index}]")  # raises the precise error
         out.append(np.ascontiguousarray(arr, dtype=np.float32))
-    whole = np.concatenate(out) if out else np.zeros((0, vocab_size), np.float32)
-    if not _rows_look_valid(whole):
-        for index, arr in enumerate(out):  # find the first bad one and raise its error
-            validate_log_probs(arr, vocab_size, f"{name}[{index}]")
-    return out, whole
+    start, rows = 0, 0
+    for stop, arr in enumerate(out, start=1):
+        rows += len(arr)
+        if rows < VALIDATION_CHUNK_ROWS and stop < len(out):
+            continue
+        part = out[start:stop]
+        if not _rows_look_valid(np.concatenate(part) if len(part) > 1 else part[0]):
+            for index in range(start, stop):  # find the first bad one and raise its error
+                validate_log_probs(out[index], vocab_size, f"{name}[{index}]")
+        start, rows = stop, 0
+    return out
 
 
 def _rows_look_valid(arr: np.ndarray) -> bool:

@@ -104,7 +104,7 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
         T = 0 gives Hypothesis.empty() without a search (with an LM the search would score the
         empty sentence, </s> after <s>).
         """
-        checked, _ = validate_log_probs_many(emissions, self.vocab.size)
+        checked = validate_log_probs_many(emissions, self.vocab.size)
         out: list[Hypothesis | None] = [None if len(x) else Hypothesis.empty() for x in checked]
         empty = len(checked) - out.count(None)
         if empty and on_done:

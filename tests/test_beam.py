@@ -161,3 +161,14 @@ def test_nbest_texts_are_distinct_when_a_pruned_prefix_is_spelled_again():
                                  token_min_logp=-8.0, blank_skip_threshold=None).decode(x)
             texts = [alt.text for alt in hyp.nbest]
             assert len(set(texts)) == len(texts), texts
+
+
+def test_a_bad_emission_deep_in_a_large_chunk_is_named():
+    """decode_many checks a chunk's emissions a few thousand frames at a time: a bad one far into
+    the chunk still gets validate_log_probs' error, naming its index."""
+    v = Vocabulary.from_labels(["|", "a", "b", "<pad>"], blank="<pad>", delimiter="|")
+    rng = np.random.default_rng(0)
+    emissions = [log_softmax(rng.normal(size=(400, v.size))) for _ in range(120)]
+    emissions[97] = np.full((400, v.size), -1.0, np.float32)   # rows do not normalise
+    with pytest.raises(ValueError, match=r"emission\[97\].*log_softmax"):
+        create_decoder("beam", v).decode_many(emissions)
