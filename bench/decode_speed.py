@@ -415,7 +415,9 @@ def table_rows(measures: list[Measure]) -> list[tuple[str, ...]]:
                      f"{m.load_s:.2f}", _cell(m.ms_per_audio_s, ".3f"),
                      _cell(m.first_pass_ms_per_audio_s, ".3f"),
                      _cell(m.best_pass_ms_per_audio_s, ".3f"),
-                     _cell(m.median_pass_ms_per_audio_s, ".3f"), _cell(m.speed_vs_pyctcdecode, ".2f"),
+                     _cell(m.median_pass_ms_per_audio_s, ".3f"),
+                     _cell(m.best_pass_ms_per_audio_s * m.audio_seconds / 1000, ".2f"),
+                     _cell(m.speed_vs_pyctcdecode, ".2f"),
                      _cell(m.median_speed_vs_pyctcdecode, ".2f"), _cell(m.cpu_best_ms_per_audio_s, ".3f"),
                      _cell(m.cpu_median_ms_per_audio_s, ".3f"), _cell(m.cpu_speed_vs_pyctcdecode, ".2f"),
                      _cell(m.cpu_median_speed_vs_pyctcdecode, ".2f"), _cell(m.agreement, ".1f", 100),
@@ -425,9 +427,9 @@ def table_rows(measures: list[Measure]) -> list[tuple[str, ...]]:
 
 def print_table(measures: list[Measure]) -> None:
     header = ("inputs", "LM", "decoder", "utts", "audio s", "load s", "ms/aud-s", "1st pass",
-              "best", "median", "x ref", "x median", "cpu best", "cpu med", "x cpu", "x cpu med",
+              "best", "median", "best s", "x ref", "x median", "cpu best", "cpu med", "x cpu", "x cpu med",
               "agree %", "WER %", "peak MiB", "d ln p")
-    print(Table(header, table_rows(measures), align="<<<" + ">" * 17).text())
+    print(Table(header, table_rows(measures), align="<<<" + ">" * 18).text())
 
 
 def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> None:
@@ -558,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{m.beta}, repeat {args.repeat}, jobs {args.jobs}, our beam {ours_at}; x ref = the "
           "reference peer's best pass / this one's (> 1 = faster; the "
           "reference is pyctcdecode, flashlight on hama), x median the same on median passes, "
+          "best s = the best pass in seconds, "
           "x cpu / x cpu med the same in CPU time; agree = identical transcripts to the "
           "reference's; d ln p (no-LM runs) = "
           "mean ln P(text | emission) over all alignments minus pyctcdecode's (> 0 = the search "
