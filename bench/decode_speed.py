@@ -453,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the shared IPA phoneme emissions)")
     p.add_argument("--lm", default=str(DEFAULT_LM),
                    help="KenLM .arpa/.arpa.gz/.binary for the LM runs; 'none' for no-LM runs only")
+    p.add_argument("--lm-only", action="store_true", help="skip the runs without an LM")
     p.add_argument("--decoder", nargs="+", default=list(DEFAULT_DECODERS),
                    help="ctclab decoders and peers to run (as eval/run.py's --decoder: names "
                    f"separated by spaces; peers: {', '.join(peers.PEERS)})")
@@ -485,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
+    if args.lm_only and args.lm.lower() == "none":
+        p.error("--lm-only needs an LM (--lm PATH)")
     try:
         args.matched = PyctcdecodeOptions(**given_options(args, {REFERENCE: PyctcdecodeOptions}))
     except (TypeError, ValueError) as exc:
@@ -507,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     _INPUTS.clear()
     rng = np.random.default_rng(args.seed)
     vocab = quartznet_vocab()
-    lm_runs: list[tuple[str, Path | None]] = [("none", None)]
+    lm_runs: list[tuple[str, Path | None]] = [] if args.lm_only else [("none", None)]
     if args.lm.lower() != "none":
         if Path(args.lm).exists():
             lm_runs.append((Path(args.lm).name.split(".")[0][:15], resolve_lm_path(args.lm)))
