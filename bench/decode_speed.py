@@ -30,6 +30,7 @@ where texts differ). Inputs:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -435,7 +436,11 @@ def print_table(measures: list[Measure]) -> None:
 def save(measures: list[Measure], args: argparse.Namespace, out_file: Path) -> None:
     out_file.parent.mkdir(parents=True, exist_ok=True)
     payload = {"args": {k: str(v) for k, v in vars(args).items()},
-               "results": [{k: v for k, v in asdict(m).items() if k != "texts"} for m in measures]}
+               "results": [{**{k: v for k, v in asdict(m).items() if k != "texts"},
+                            # the transcripts' fingerprint: runs on two devices or machines
+                            # compare by it (same transcripts, same hash)
+                            "texts_sha1": hashlib.sha1("\n".join(m.texts).encode()).hexdigest()}
+                           for m in measures]}
     atomic_write_text(out_file, json.dumps(payload, indent=1))
 
 

@@ -7,9 +7,11 @@ CTC model (random weights: speed does not depend on them).
 
 For each --batch-seconds it runs the length-sorted, exactly-masked batches of eval/extract.py over
 synthetic utterances with LibriSpeech-like durations, in memory; the peer in the same run is one
-utterance at a time (batch of 1), and the ratio is printed. --pipeline also times the full
-eval.extract.extract (FLAC decode in the loader thread + model + atomic cache writes) on a
-temporary OpenSLR-layout corpus.
+utterance at a time (batch of 1), and the ratio is printed. --write also times the emission
+stage's own extract over the same audio held in memory (front end in the loader thread + model +
+atomic float16 cache writes, the manifest and the finish: the figure to compare with a plain
+batched forward that writes its cache); --pipeline times it on a temporary OpenSLR-layout corpus
+of FLAC files (FLAC decode in the loader thread on top).
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ from durations import draw_durations  # bench/durations.py, beside this script
 
 from ctclab.core.options import HelpFormatter
 from ctclab.core.vocabulary import Vocabulary
+from ctclab.emission.audio_sources import AudioReadError, AudioSource, SourceEntry, SourceRow
 from ctclab.emission.extract import (
     DEFAULT_BATCH_SECONDS_CPU,
     DEFAULT_BATCH_SECONDS_GPU,
@@ -113,6 +118,48 @@ def run_batches(runner: _Runner, model: CTCModel, waves: list[np.ndarray], batch
     return Figure(label, batch_seconds, sum(seconds), wall, _peak(runner.device))
 
 
+class MemorySource(AudioSource):
+    """The synthetic waves as an emission-stage source: nothing to decode, so extract's figure is
+    the model and the cache writes (and the front end, done by the loader thread as always)."""
+
+    name = "memory"
+    location = "synthetic audio in memory"
+    data_key = "emit-throughput-bench"
+
+    def __init__(self, waves: list[np.ndarray]):
+        self.waves = waves
+        self.split = "bench"
+
+    def _raw_entries(self) -> Iterator[tuple[str, str, str, Any]]:
+        for i, w in enumerate(self.waves):
+            yield f"utt-{i:06d}", "BENCH", f"memory[{i}]", w
+
+    def listing(self) -> list[SourceRow]:
+        return [SourceRow(f"utt-{i:06d}", "BENCH", f"memory[{i}]", 4 * len(w), 0)
+                for i, w in enumerate(self.waves)]
+
+    def probe(self, rows: Sequence[SourceRow], skip_bad: bool = False
+              ) -> tuple[list[SourceEntry], list[AudioReadError]]:
+        return [SourceEntry(r.id, r.text, r.path, r.size / 4 / SAMPLE_RATE) for r in rows], []
+
+    def load(self, entry: SourceEntry) -> np.ndarray:
+        return self.waves[int(entry.id.removeprefix("utt-"))]
+
+
+def run_write(model: CTCModel, waves: list[np.ndarray], options: ExtractOptions) -> Figure:
+    """extract() over the waves held in memory, into a temporary cache (float16, as default)."""
+    from ctclab.emission.extract import extract
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _reset_peak(select_device(options.device))
+        cache, stats = extract(model, MemorySource(waves), Path(tmp) / "cache", options=options,
+                               progress=False)
+        peak = _peak(select_device(options.device))
+        assert len(cache) == len(waves), (len(cache), len(waves))
+    return Figure("in memory + model + cache write", options.batch_seconds or 0,
+                  stats.audio_seconds, stats.wall_seconds, peak)
+
+
 def run_pipeline(model: CTCModel, waves: list[np.ndarray], options: ExtractOptions) -> Figure:
     import soundfile as sf
 
@@ -148,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-seconds", type=float, default=60.0,
                    help="total synthetic audio per configuration")
     p.add_argument("--no-peer", action="store_true", help="skip the one-at-a-time peer")
+    p.add_argument("--peer-audio-seconds", type=float, default=None,
+                   help="run the one-at-a-time peer on only the first this many seconds of the "
+                   "audio (its speed is per audio second; one at a time is slow on large sets)")
+    p.add_argument("--write", action="store_true",
+                   help="also time extract over the audio in memory (model + cache writes)")
     p.add_argument("--pipeline", action="store_true",
                    help="also time the full extract (FLAC decode, model, cache writes)")
     p.add_argument("--threads", type=int, default=None,
@@ -175,10 +227,16 @@ def main(argv: list[str] | None = None) -> int:
           f"({params:.0f}M params)")
     figures = [run_batches(runner, model, waves, b, "batched") for b in args.batch_seconds]
     if not args.no_peer:
-        figures.append(run_batches(runner, model, waves, 0.0, "one at a time (peer)"))
+        peer_waves = waves
+        if args.peer_audio_seconds is not None:
+            ends = np.cumsum([len(w) for w in waves]) / SAMPLE_RATE
+            peer_waves = waves[:max(1, int(np.searchsorted(ends, args.peer_audio_seconds)))]
+        figures.append(run_batches(runner, model, peer_waves, 0.0, "one at a time (peer)"))
+    options = ExtractOptions(device=args.device, dtype=args.dtype,
+                             batch_seconds=args.batch_seconds[-1])
+    if args.write:
+        figures.append(run_write(model, waves, options))
     if args.pipeline:
-        options = ExtractOptions(device=args.device, dtype=args.dtype,
-                                 batch_seconds=args.batch_seconds[-1])
         figures.append(run_pipeline(model, waves, options))
     peak_kind = "GPU max allocated" if device.type == "cuda" else "process peak RSS (cumul.)"
     print(f"{'mode':30} {'batch s':>8} {'audio s':>8} {'wall s':>8} {'audio s/s':>10} "
