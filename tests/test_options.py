@@ -96,7 +96,8 @@ def test_every_decoder_option_has_exactly_one_generated_flag_in_eval_run():
                 assert f.name == "lm_path"               # given as --lm, one system per LM
     # defaults shown are the dataclasses' own
     help_text = " ".join(parser.format_help().split())
-    assert f"(default: {BeamOptions().batch_size})" in help_text
+    batch_default = BeamOptions().batch_size     # None: the device picks (shown as "none")
+    assert f"(default: {'none' if batch_default is None else batch_default})" in help_text
     assert f"[beam, pyctcdecode] (default: {PrefixSearchOptions().beam_width})" in help_text
 
 
