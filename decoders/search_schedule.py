@@ -192,8 +192,9 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     tab_f[step, BLANK, s_utt] = floored[step_rows, vocab.blank]
     tab_f[step, RUN_B, s_utt] = np.where(has_run, run_b[prev_group], NEG_INF)
     tab_f[step, RUN_NB, s_utt] = np.where(has_run, run_nb[prev_group], 0.0)
-    any_gap = tab_i[:, HAS_GAP].any(axis=1)
-    any_run = (tab_i[:, RUN_END] >= 0).any(axis=1)
+    # np.any, not .any(): numpy 2's stubs type the method's result as bool | array (mypy)
+    any_gap = np.any(tab_i[:, HAS_GAP], axis=1)
+    any_run = np.any(tab_i[:, RUN_END] >= 0, axis=1)
     # After the last step: its run, then the blank frames to the end.
     last_group = np.where(steps > 0, first + steps - 1, 0)
     rows_per_utt = np.bincount(utt, minlength=n_utt)
