@@ -1,0 +1,210 @@
+"""Ray, the engine ctclab scales out with: which cluster to use, and the connection to it.
+
+    options = ray_options(args)                      # --ray ADDRESS (or $RAY_ADDRESS), --ray-*
+    with open_cluster(options, logs=Path("results/x/logs")) as cluster:
+        if cluster is None: ...                      # no address: one machine, Ray not imported
+        pool = cluster.workers(MyWorker, role="decode", count=4, num_cpus=1)   # core.workers
+
+Ray is imported only here (and in the workers it starts), and only when an address is given, so
+a run without ``--ray`` neither needs nor loads it. The connection:
+
+- ``--ray local`` starts a cluster on this machine (ray.init(address="local"));
+- ``HOST:PORT`` (a ``ray start --head``), ``ray://HOST:10001`` (Ray Client) or ``auto`` connect to
+  a running one. A HOST:PORT that does not answer is an error within CONNECT_TIMEOUT_S: Ray's own
+  connect retries for minutes without saying why;
+- a process that already called ``ray.init`` (a notebook, a test) keeps its connection.
+
+Workers must see the same files as the driver at the same paths (caches, LMs, audio, models: a
+shared filesystem); they start in the driver's working directory when it exists there, so relative
+paths mean the same on every node, and they get the driver's CTCLAB_*, HF_* and TRANSFORMERS_*
+environment variables. Leaving the block kills every worker it started (no orphaned actors) and
+disconnects, unless the connection was the caller's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctclab.core.options import given_options, option
+
+ADDRESS_ENV = "RAY_ADDRESS"
+# --ray value that starts a cluster on this machine.
+LOCAL = "local"
+# Seconds to wait for a HOST:PORT to accept a TCP connection before calling it unreachable (a
+# head node on the same network answers in milliseconds).
+CONNECT_TIMEOUT_S = 10.0
+# Driver environment variables the workers get (where caches and LMs live, hub settings).
+FORWARDED_ENV_PREFIXES = ("CTCLAB_", "HF_", "TRANSFORMERS_")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how work runs on a Ray cluster (eval/emit.py and eval/run.py)."""
+
+    ray: str | None = option(
+        None, "Ray cluster to run on: HOST:PORT of a running cluster (ray start --head), "
+        "ray://HOST:10001, auto, or local (start one on this machine); none: $RAY_ADDRESS when "
+        "set, else no Ray (this machine only; Ray is not imported)")
+    ray_workers: int | None = option(
+        None, "workers (Ray actors); none: eval/emit.py one per GPU (one per CPU when the cluster "
+        "has no GPU), eval/run.py one per CPU")
+    ray_cpus: float | None = option(
+        None, "CPUs each worker holds (its decoding threads); none: 1 for decoding and CPU "
+        "emission, up to 8 per GPU emission worker (they decode the audio)")
+    ray_logs: str | None = option(
+        None, "folder for one log file per worker (read it when a worker fails); none: "
+        "<out>/ray-logs (eval/run.py) or <cache root>/ray-logs/<UTC time> (eval/emit.py)")
+
+    def __post_init__(self) -> None:
+        if self.ray_workers is not None and self.ray_workers < 1:
+            raise ValueError(f"--ray-workers must be >= 1, got {self.ray_workers}")
+        if self.ray_cpus is not None and not self.ray_cpus > 0:
+            raise ValueError(f"--ray-cpus must be positive, got {self.ray_cpus}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ray)
+
+
+def ray_options(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> RayOptions:
+    """The RayOptions of parsed flags (made by add_option_flags from RayOptions); without --ray
+    the address comes from $RAY_ADDRESS, and ``--ray none`` turns Ray off even when it is set."""
+    values = given_options(args, {"ray": RayOptions})
+    if "ray" not in values:
+        values["ray"] = (env if env is not None else os.environ).get(ADDRESS_ENV) or None
+    return RayOptions(**values)
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``; None for other forms (auto)."""
+    bare = address.removeprefix("ray://")
+    host, sep, port = bare.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """RuntimeError naming ``address`` when its HOST:PORT does not accept a TCP connection."""
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            return
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+    raise RuntimeError(
+        f"cannot reach the Ray cluster at {address} ({reason} after at most {timeout:g} s): start "
+        "it with `ray start --head` on the head node (the address is the one it prints), check "
+        "the host and port, or pass --ray local to start a cluster on this machine")
+
+
+def import_ray() -> Any:
+    """The ray module; ImportError with the install command when it is missing."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--ray needs Ray: pip install -e '.[ray]' (or pip install "
+                          "'ray[tune,client]')") from None
+    return ray
+
+
+def forwarded_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The driver's environment variables that workers get (FORWARDED_ENV_PREFIXES)."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in env.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
+class Cluster:
+    """A live connection to a Ray cluster (made by :func:`open_cluster`). ``ray`` is the module;
+    ``logs`` the folder of the workers' log files; ``address`` what was connected to."""
+
+    def __init__(self, ray: Any, address: str, options: RayOptions, logs: Path):
+        self.ray, self.address, self.options, self.logs = ray, address, options, logs
+        self.cwd = os.getcwd()
+        self.env = forwarded_env()
+        self._pools: list[Any] = []
+
+    def resources(self) -> dict[str, float]:
+        """The cluster's total resources (CPU, GPU, memory, ...)."""
+        return {k: float(v) for k, v in self.ray.cluster_resources().items()}
+
+    def describe(self) -> str:
+        """``2 nodes, 16 CPUs, 2 GPUs`` (for log lines and errors)."""
+        res = self.resources()
+        nodes = sum(1 for n in self.ray.nodes() if n.get("Alive"))
+        gpus = f", {res['GPU']:g} GPUs" if res.get("GPU") else ", no GPU"
+        return f"{nodes} node{'s' if nodes != 1 else ''}, {res.get('CPU', 0):g} CPUs{gpus}"
+
+    def workers(self, cls: type, *, role: str, count: int, num_cpus: float,
+                num_gpus: float = 0.0, setup: tuple = (), start_timeout: float | None = None
+                ) -> Any:
+        """Start ``count`` actors of ``cls`` (a core.workers.Worker) holding ``num_cpus`` CPUs and
+        ``num_gpus`` GPUs each; returns the core.workers.WorkerPool (closed with the cluster)."""
+        from ctclab.core.workers import WorkerPool
+
+        pool = WorkerPool(self, cls, role=role, count=count, num_cpus=num_cpus,
+                          num_gpus=num_gpus, setup=setup, start_timeout=start_timeout)
+        self._pools.append(pool)
+        return pool
+
+    def close(self) -> None:
+        """Kill every worker this connection started (idempotent)."""
+        while self._pools:
+            self._pools.pop().close()
+
+
+@contextmanager
+def open_cluster(options: RayOptions, logs: Path) -> Iterator[Cluster | None]:
+    """Connect as ``options.ray`` says (None: yield None, Ray untouched); on leaving, kill the
+    workers started and disconnect (a connection this process had before is left open).
+
+    Errors: ImportError (Ray missing), RuntimeError (an address that does not answer, or one Ray
+    refuses, with its reason)."""
+    if not options.enabled:
+        yield None
+        return
+    assert options.ray is not None
+    ray = import_ray()
+    mine = not ray.is_initialized()
+    if mine:
+        _connect(ray, options.ray)
+    else:
+        print("[ray] using this process's existing Ray connection", file=sys.stderr)
+    cluster = Cluster(ray, options.ray, options, Path(logs).resolve())
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.close()
+        finally:
+            if mine:
+                ray.shutdown()
+
+
+def _connect(ray: Any, address: str) -> None:
+    import logging
+
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if address == LOCAL:
+        kwargs["address"] = "local"
+    else:
+        check_reachable(address)
+        kwargs["address"] = address
+        # Remote workers do not inherit this shell's environment.
+        kwargs["runtime_env"] = {"env_vars": forwarded_env()}
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        hint = " (ray:// needs Ray Client: pip install 'ray[client]')" \
+            if "client" in str(exc).lower() else ""
+        raise RuntimeError(f"cannot connect to the Ray cluster at {address}: "
+                           f"{str(exc).splitlines()[0]}{hint}") from None
