@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -224,9 +225,20 @@ def _read_snapshot(path: Path) -> dict[str, tuple[int, int]] | None:
     return out
 
 
+def shard_array(arrays: Sequence[np.ndarray], dtype: str) -> np.ndarray:
+    """The (sum T_i, V) array of one shard: utterances' frames concatenated, in ``dtype``."""
+    return np.concatenate(arrays, axis=0).astype(dtype, copy=False)
+
+
+def write_shard(handle: IO[bytes], array: np.ndarray) -> None:
+    """Write one shard's .npy bytes (of :func:`shard_array`) to an open binary file: the same
+    bytes wherever the shard is written, by the cache writer or by a distributed worker."""
+    np.save(handle, array)
+
+
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as handle:
-        np.save(handle, array)
+        write_shard(handle, array)
 
 
 class EmissionCache:
@@ -498,13 +510,46 @@ class CacheWriter:
                                  f"stores (T, {self._vocab_size}) arrays")
             arrays.append(arr)
         shard = f"{self._next_shard:06d}.npy"
-        stacked = np.concatenate(arrays, axis=0).astype(self.meta.dtype, copy=False)
-        _atomic_save_npy(self.path / SHARD_DIR / shard, stacked)
+        _atomic_save_npy(self.path / SHARD_DIR / shard, shard_array(arrays, self.meta.dtype))
         self._next_shard += 1
+        self._commit(shard, [(utt, text, seconds, arr.shape[0])
+                             for (utt, text, seconds, _), arr in zip(items, arrays, strict=True)])
+
+    def add_shard_file(self, staged: str | Path, items: Sequence[tuple[str, str, float, int]]
+                       ) -> None:
+        """Store utterances whose shard was written elsewhere (a worker of
+        emission.distributed, with :func:`write_shard`, fsynced, under a temp name in
+        ``shards/``): the file is checked, renamed to the next shard name, and its utterances
+        are committed as by :meth:`add_batch`. items: (id, text, audio_seconds, num_frames) in
+        row order. An id already stored is a ValueError (no utterance is stored twice)."""
+        staged = Path(staged)
+        twice = [it[0] for it in items if it[0] in self._done]
+        if twice:
+            raise ValueError(f"utterance(s) {twice[:3]} are already in the cache at {self.path}; "
+                             "refusing to store them twice")
+        frames = sum(int(it[3]) for it in items)
+        try:
+            array = np.load(staged, mmap_mode="r")
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{staged} (written by a worker) is not visible on this machine: the cache "
+                "folder must be on a filesystem that every node mounts at the same path") from None
+        shape, dtype = array.shape, array.dtype
+        del array
+        if shape != (frames, self._vocab_size) or dtype != np.dtype(self.meta.dtype):
+            raise ValueError(f"{staged} holds a {shape} {dtype} array; this batch needs "
+                             f"({frames}, {self._vocab_size}) {self.meta.dtype}")
+        shard = f"{self._next_shard:06d}.npy"
+        os.replace(staged, self.path / SHARD_DIR / shard)
+        self._next_shard += 1
+        self._commit(shard, items)
+
+    def _commit(self, shard: str, items: Sequence[tuple[str, str, float, int]]) -> None:
+        """Append the manifest lines of the utterances of a published shard (then fsync)."""
         offset, lines, new = 0, [], []
-        for (utt, text, seconds, _), arr in zip(items, arrays, strict=True):
-            record = UtteranceRecord(utt, text, int(arr.shape[0]), float(seconds), shard, offset)
-            offset += arr.shape[0]
+        for utt, text, seconds, frames in items:
+            record = UtteranceRecord(utt, text, int(frames), float(seconds), shard, offset)
+            offset += int(frames)
             lines.append(record.manifest_line())
             new.append(record)
         with open(self.path / MANIFEST_FILE, "a", encoding="utf-8") as fh:

@@ -21,8 +21,10 @@ import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -278,31 +280,45 @@ def extract_report(model: CTCModel, source: AudioSource, cache_root: str | Path,
             run_model(model, source, writer, e, options, progress=progress, on_batch=on_batch)))
 
 
-def run_model(model: CTCModel, source: AudioSource, writer: CacheWriter,
-              entries: list[SourceEntry], options: ExtractOptions, *, progress: bool = True,
-              on_batch: Callable[[int], None] | None = None) -> ExtractStats:
-    """Run ``model`` over ``entries`` (probed, not yet cached) in length-sorted batches and add
-    each batch to ``writer``. Audio unreadable at decode time is skipped with
-    ``options.skip_bad`` (returned in ``skipped``), else raises AudioReadError."""
-    start = time.perf_counter()
-    device = select_device(options.device)
-    batch_seconds = options.batch_seconds or (
-        DEFAULT_BATCH_SECONDS_GPU if device.type == "cuda" else DEFAULT_BATCH_SECONDS_CPU)
-    batches = plan_batches([e.seconds for e in entries], batch_seconds)
-    runner = _Runner(model, device, options.dtype)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+@dataclass(frozen=True)
+class BatchOutput:
+    """One batch through the model: the utterances whose audio was read (batch order), their
+    true sample counts, their (T_i, V) float32 log-probs, and those skipped as unreadable."""
+
+    entries: list[SourceEntry]
+    samples: np.ndarray
+    log_probs: list[np.ndarray]
+    skipped: list[SkippedItem]
+
+    def items(self, sample_rate: int) -> list[tuple[str, str, float, np.ndarray]]:
+        """(id, text, audio seconds, log-probs) of each utterance: what a cache stores."""
+        return [(e.id, e.text, n / sample_rate, lp) for e, n, lp
+                in zip(self.entries, self.samples, self.log_probs, strict=True)]
+
+
+def model_runner(model: CTCModel, options: ExtractOptions) -> _Runner:
+    """The model moved to ``options.device`` once, ready for :func:`run_batches`."""
+    return _Runner(model, select_device(options.device), options.dtype)
+
+
+def default_batch_seconds(device_type: str) -> float:
+    """Padded audio seconds per batch on a device type ("cuda", "cpu", ...)."""
+    return DEFAULT_BATCH_SECONDS_GPU if device_type == "cuda" else DEFAULT_BATCH_SECONDS_CPU
+
+
+def run_batches(model: CTCModel, source: AudioSource, entries: list[SourceEntry],
+                batches: list[list[int]], options: ExtractOptions, runner: _Runner
+                ) -> Generator[BatchOutput, None, None]:
+    """Run ``batches`` (index lists into ``entries``) through ``runner``, one BatchOutput per
+    batch in order, with the audio decoded ahead by a loader thread. Audio unreadable at decode
+    time is skipped with ``options.skip_bad``, else raises AudioReadError. Closing the generator
+    early stops the loader thread."""
     work: queue.Queue = queue.Queue(maxsize=options.prefetch)
     stop = threading.Event()
     thread = threading.Thread(target=_loader, daemon=True, args=(
         source, model, entries, batches, work, options.skip_bad, stop, options.loader_threads,
-        device.type == "cuda"))
+        runner.device.type == "cuda"))
     thread.start()
-    count, seconds, frames = 0, 0.0, 0
-    skipped: list[SkippedItem] = []
-    short: list[str] = []
-    bar = progress_bar(sum(e.seconds for e in entries), f"{model.name} {source_split(source)}",
-                       "audio-s", enabled=progress)
     try:
         while True:
             item = work.get()
@@ -311,34 +327,63 @@ def run_model(model: CTCModel, source: AudioSource, writer: CacheWriter,
             if isinstance(item, BaseException):
                 raise item
             ok, padded, lengths, samples, bad = item
-            if bad:
-                writer.add_skipped(bad)
-                skipped += bad
-            if ok:
-                outputs = runner(padded, lengths)
-                writer.add_batch([(e.id, e.text, n / model.sample_rate, lp) for e, n, lp
-                                  in zip(ok, samples, outputs, strict=True)])
-                count += len(ok)
-                seconds += float(samples.sum()) / model.sample_rate
-                frames += int(sum(lp.shape[0] for lp in outputs))
-                short += [e.id for e, lp in zip(ok, outputs, strict=True) if lp.shape[0] == 0]
-                bar.update(sum(e.seconds for e in ok))
-            if on_batch is not None:
-                on_batch(len(ok))
+            outputs = runner(padded, lengths) if ok else []
+            yield BatchOutput(ok, samples, outputs, bad)
     finally:
         stop.set()
-        bar.close()
         while thread.is_alive():  # unblock a loader waiting on a full queue
             try:
                 work.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.05)
-    warnings: tuple[str, ...] = ()
-    if short:
-        ms = 1000 * model.min_samples / model.sample_rate
-        warnings = (f"{len(short)} utterance(s) shorter than the model's receptive field "
-                    f"({model.min_samples} samples = {ms:g} ms) have no frames, so any decoder "
-                    f"gives them an empty hypothesis: {', '.join(sorted(short)[:5])}",)
+
+
+def short_warning(model: CTCModel, short: list[str]) -> tuple[str, ...]:
+    """The warning for utterances too short to give a frame (none when ``short`` is empty)."""
+    if not short:
+        return ()
+    ms = 1000 * model.min_samples / model.sample_rate
+    return (f"{len(short)} utterance(s) shorter than the model's receptive field "
+            f"({model.min_samples} samples = {ms:g} ms) have no frames, so any decoder "
+            f"gives them an empty hypothesis: {', '.join(sorted(short)[:5])}",)
+
+
+def run_model(model: CTCModel, source: AudioSource, writer: CacheWriter,
+              entries: list[SourceEntry], options: ExtractOptions, *, progress: bool = True,
+              on_batch: Callable[[int], None] | None = None) -> ExtractStats:
+    """Run ``model`` over ``entries`` (probed, not yet cached) in length-sorted batches and add
+    each batch to ``writer``. Audio unreadable at decode time is skipped with
+    ``options.skip_bad`` (returned in ``skipped``), else raises AudioReadError."""
+    start = time.perf_counter()
+    runner = model_runner(model, options)
+    device = runner.device
+    batches = plan_batches([e.seconds for e in entries],
+                           options.batch_seconds or default_batch_seconds(device.type))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    count, seconds, frames = 0, 0.0, 0
+    skipped: list[SkippedItem] = []
+    short: list[str] = []
+    bar = progress_bar(sum(e.seconds for e in entries), f"{model.name} {source_split(source)}",
+                       "audio-s", enabled=progress)
+    try:
+        with closing(run_batches(model, source, entries, batches, options, runner)) as outputs:
+            for out in outputs:
+                if out.skipped:
+                    writer.add_skipped(out.skipped)
+                    skipped += out.skipped
+                if out.entries:
+                    writer.add_batch(out.items(model.sample_rate))
+                    count += len(out.entries)
+                    seconds += float(out.samples.sum()) / model.sample_rate
+                    frames += int(sum(lp.shape[0] for lp in out.log_probs))
+                    short += [e.id for e, lp in zip(out.entries, out.log_probs, strict=True)
+                              if lp.shape[0] == 0]
+                    bar.update(sum(e.seconds for e in out.entries))
+                if on_batch is not None:
+                    on_batch(len(out.entries))
+    finally:
+        bar.close()
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     return ExtractStats(count, seconds, frames, time.perf_counter() - start, str(device),
-                        options.dtype, 0, tuple(skipped), peak, warnings)
+                        options.dtype, 0, tuple(skipped), peak, short_warning(model, short))

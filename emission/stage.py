@@ -40,6 +40,7 @@ from ctclab.emission.cache import (
     cache_dir_for,
     check_compatible,
 )
+from ctclab.emission.distributed import EmissionWorkers
 from ctclab.emission.importer import import_split
 from ctclab.emission.locate import find_cache
 from ctclab.emission.models import load_ctc_model, resolve_revision
@@ -118,10 +119,12 @@ class EmissionResult:
 
 
 def open_emissions(spec: EmissionSpec, split: str, *, models: ModelLoader | None = None,
-                   progress: bool = True,
-                   on_batch: Callable[[int], None] | None = None) -> EmissionResult:
+                   progress: bool = True, on_batch: Callable[[int], None] | None = None,
+                   workers: EmissionWorkers | None = None) -> EmissionResult:
     """The complete emission cache of ``split`` for ``spec``: found, imported or computed (see
     the module docstring for the order). on_batch(n): called after each stored batch (tests).
+    workers: compute on a Ray cluster instead of here (emission.distributed; the model then
+    loads on the workers only).
 
     Errors: ValueError/FileNotFoundError for bad input and refused caches, AudioReadError (a
     ValueError) for unreadable audio without skip_bad, RuntimeError for a locked cache or an
@@ -171,7 +174,11 @@ def open_emissions(spec: EmissionSpec, split: str, *, models: ModelLoader | None
         raise unlisted or RuntimeError(f"cannot list {source.location}")
     if meta is not None and path is not None:
         cache, report = _fill_existing(spec, source, listing, path, meta, models, progress,
-                                       on_batch)
+                                       on_batch, workers)
+    elif workers is not None:
+        source.probe(listing, spec.extract.skip_bad)
+        cache, report = workers.extract_report(spec, source, root, listing, progress=progress,
+                                               on_batch=on_batch)
     else:
         source.probe(listing, spec.extract.skip_bad)  # unreadable audio: an error before the model
         from ctclab.emission import extract  # torch: imported only once the model has to run
@@ -215,10 +222,14 @@ def _check_request(meta: CacheMeta, spec: EmissionSpec, source: AudioSource | No
 
 def _fill_existing(spec: EmissionSpec, source: AudioSource, listing: list[SourceRow], path: Path,
                    meta: CacheMeta, models: ModelLoader, progress: bool,
-                   on_batch: Callable[[int], None] | None) -> tuple[EmissionCache, FillReport]:
+                   on_batch: Callable[[int], None] | None, workers: EmissionWorkers | None
+                   ) -> tuple[EmissionCache, FillReport]:
     """Bring an existing cache up to date; the model loads only if audio is left to compute."""
     with CacheWriter(path, meta) as writer:
         def compute(entries: list[SourceEntry]) -> ExtractStats:
+            if workers is not None:
+                return workers.compute(spec, source, writer, entries, progress=progress,
+                                       on_batch=on_batch)
             from ctclab.emission import extract  # torch: imported only once the model must run
 
             assert spec.model is not None

@@ -2,6 +2,10 @@
 
     python eval/emit.py --model facebook/wav2vec2-base-960h --split test-clean --data-dir DIR
     python eval/emit.py --import-emissions ../shared/emissions/quartznet15x5-base-en --split test-clean
+    python eval/emit.py --model ... --split train-clean-360 --data-dir DIR --ray HOST:6379
+
+With --ray (or $RAY_ADDRESS) the model runs on Ray workers, one per GPU of the cluster, each
+writing its shards into the one cache (emission/distributed.py); the cache is the same.
 
 Re-running the same command resumes an interrupted run; a complete cache is left as is (decided
 before the model loads); new utterances in the source extend it; corrected references update it.
@@ -10,9 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 
-from ctclab.core.options import HelpFormatter
+from ctclab.core.cluster import RayOptions, open_cluster, ray_options
+from ctclab.core.options import HelpFormatter, add_option_flags
 from ctclab.core.table import Table
+from ctclab.emission.distributed import EmissionWorkers
 from ctclab.emission.options import add_emission_flags, spec_from_flags
 from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
 
@@ -24,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", required=True,
                    help="split name(s), e.g. test-clean test-other")
     add_emission_flags(p)
+    add_option_flags(p.add_argument_group("Ray cluster"), {"ray": RayOptions})
     # --quiet as in eval/run.py and the benchmarks; --no-progress is the older spelling
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
                    help="no progress display (--no-progress: the same)")
@@ -33,12 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> list[EmissionResult]:
     """Get the cache of every split (one model load for all); returns one result per split."""
     spec, models = spec_from_flags(args, default_source="hf"), ModelLoader()
+    ray = ray_options(args)
+    logs = Path(ray.ray_logs) if ray.ray_logs else \
+        spec.cache_root() / "ray-logs" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     results = []
-    for split in args.split:
-        result = open_emissions(spec, split, models=models, progress=not args.quiet)
-        for line in result.messages():
-            print(line, file=sys.stderr)
-        results.append(result)
+    with open_cluster(ray, logs) as cluster:
+        workers = EmissionWorkers(cluster, ray) if cluster is not None else None
+        for split in args.split:
+            result = open_emissions(spec, split, models=models, progress=not args.quiet,
+                                    workers=workers)
+            for line in result.messages():
+                print(line, file=sys.stderr)
+            results.append(result)
     return results
 
 

@@ -212,3 +212,36 @@ def test_import_errors_name_the_problem(tmp_path):
     (src / "labels.json").write_text("{labels")
     with pytest.raises(ValueError, match="labels.json is not valid JSON"):
         import_emissions(src, tmp_path / "out", split="s", frame_shift_s=0.02)
+
+
+def test_a_shard_written_elsewhere_is_published_like_add_batch(tmp_path):
+    """CacheWriter.add_shard_file (what emission.distributed's driver commits): the same files
+    as add_batch; a wrong or missing file, or an id stored twice, is refused."""
+    from ctclab.emission.cache import shard_array, write_shard
+
+    rng = np.random.default_rng(1)
+    batches = [[(f"u{b}{i}", f"T {b}{i}", 0.5, _log_probs(rng, 4 + i)) for i in range(3)]
+               for b in range(2)]
+    with CacheWriter(tmp_path / "a", _meta()) as writer:
+        for batch in batches:
+            writer.add_batch(batch)
+        writer.finish()
+    with CacheWriter(tmp_path / "b", _meta()) as writer:
+        shards = tmp_path / "b" / SHARD_DIR
+        for number, batch in enumerate(batches):
+            staged = shards / f".stage-x-{number:06d}.tmp"
+            with open(staged, "wb") as handle:
+                write_shard(handle, shard_array([a for *_, a in batch], "float16"))
+            writer.add_shard_file(staged, [(u, t, s, len(a)) for u, t, s, a in batch])
+        with pytest.raises(ValueError, match="already in the cache"):
+            writer.add_shard_file(staged, [("u00", "T", 0.5, 4)])
+        with open(shards / ".bad.tmp", "wb") as handle:
+            write_shard(handle, shard_array([_log_probs(rng, 3)], "float32"))
+        with pytest.raises(ValueError, match=r"needs \(3, 32\) float16"):
+            writer.add_shard_file(shards / ".bad.tmp", [("new", "T", 0.1, 3)])
+        with pytest.raises(FileNotFoundError, match="every node mounts at the same path"):
+            writer.add_shard_file(shards / ".gone.tmp", [("new", "T", 0.1, 3)])
+        writer.finish()
+    for name in (MANIFEST_FILE, f"{SHARD_DIR}/000000.npy", f"{SHARD_DIR}/000001.npy"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert sorted(p.name for p in shards.iterdir()) == [".bad.tmp", "000000.npy", "000001.npy"]
