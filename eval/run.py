@@ -6,6 +6,7 @@
     python eval/run.py ... --tune alpha beta --tune-split dev-clean      # then --params FILE
     python eval/run.py ... --nbest 10 --calibrate-split dev-clean        # then --calibration FILE
     python eval/run.py ... --nbest 10 --rescore 4gram.arpa --tune rescore_weight   # or a causal LM
+    python eval/run.py ... --ray HOST:6379     # decode (and tune, and emit) on a Ray cluster
 
 Every (decoder, LM) pair is a *system* labelled ``decoder`` or ``decoder+<lm name>``; decoder
 options go to the decoders that have them (greedy has none and runs once; a value that reaches no
@@ -27,11 +28,13 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ctclab.core.cluster import Cluster, RayOptions, open_cluster, ray_options
 from ctclab.core.logs import show_notes
 from ctclab.core.normalize import NORMALIZERS, get_normalizer
 from ctclab.core.options import HelpFormatter, add_option_flags, given_options
 from ctclab.decoders.base import available_decoders
 from ctclab.emission.cache import EmissionCache
+from ctclab.emission.distributed import EmissionWorkers
 from ctclab.emission.options import add_emission_flags, spec_from_flags
 from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
 from ctclab.eval.cached_models import pick_model
@@ -42,6 +45,8 @@ from ctclab.eval.calibration import (
     load_calibration,
     save_calibration,
 )
+from ctclab.eval.distributed_decode import RayDecoderFactory
+from ctclab.eval.distributed_tune import RayTuneSearch
 from ctclab.eval.records import Summary
 from ctclab.eval.report import calibration_table, console_table, skipped_text
 from ctclab.eval.rescore import RescoreOptions
@@ -126,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-rank n-best lists with a second LM: a KenLM file or name, or a causal "
                    "LM (hub id or directory); one extra system each")
     add_option_flags(c, RESCORE_OPTIONS)
+    add_option_flags(p.add_argument_group(
+        "Ray cluster (decoding chunks, tuning trials and the emission stage on Ray workers)"),
+        {"ray": RayOptions})
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars and no notes (warnings and errors still print)")
     return p
@@ -164,8 +172,20 @@ def run(argv: Sequence[str] | None = None) -> Summary:
     """Everything ``main`` does, returning the Summary (for tests and notebooks)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    out = Path(args.out or Path("results") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
+    ray = ray_options(args)
+    with open_cluster(ray, Path(ray.ray_logs) if ray.ray_logs else out / "ray-logs") as cluster:
+        return _run(parser, args, argv, out, ray, cluster)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,
+         argv: Sequence[str] | None, out: Path, ray: RayOptions,
+         cluster: Cluster | None) -> Summary:
     show_notes(not args.quiet)
     check_flag_pairs(parser, args)
+    if cluster is not None and args.jobs > 1:
+        raise ValueError("--jobs starts decoding processes on this machine; with --ray the Ray "
+                         "workers decode: set their number with --ray-workers")
     if args.tune and args.params:
         raise ValueError("--tune and --params exclude each other: tune first, then pass the file")
     if args.calibrate_split and args.calibration:
@@ -177,7 +197,6 @@ def run(argv: Sequence[str] | None = None) -> Summary:
     settings = EvalSettings(jobs=args.jobs, bootstrap=args.bootstrap,
                             normalizer=get_normalizer(args.normalizer), progress=not args.quiet,
                             word_timestamps=args.word_timestamps)
-    out = Path(args.out or Path("results") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
     lms = [None if x.lower() == NO_LM else x for x in (args.lm or [NO_LM])]
     values = given_options(args, decoder_options())
     tuned = load_params(args.params) if args.params else None
@@ -194,14 +213,19 @@ def run(argv: Sequence[str] | None = None) -> Summary:
         spec = dataclasses.replace(
             spec, model=pick_model(spec, [*args.split, *(plan.splits if plan else ())]))
 
+    workers = EmissionWorkers(cluster, ray) if cluster is not None else None
+
     def cache_of(split: str) -> EmissionCache:
-        result = open_emissions(spec, split, models=models, progress=not args.quiet)
+        result = open_emissions(spec, split, models=models, progress=not args.quiet,
+                                workers=workers)
         report_emission(result)
         return result.cache
 
     caches = {split: cache_of(split) for split in args.split}
     calibrate_on = [caches.get(t) or cache_of(t) for t in args.calibrate_split or []]
     dev = [caches.get(t) or cache_of(t) for t in plan.splits] if plan else []
+    if workers is not None:
+        workers.close()  # their CPUs and GPUs go to the tuning trials and decoding workers
     command = list(sys.argv if argv is None else ["eval/run.py", *argv])
     folder = ResultsFolder(out)
     # The folder too: one that cannot be resumed with these caches and systems is refused before
@@ -212,13 +236,18 @@ def run(argv: Sequence[str] | None = None) -> Summary:
     first = next(iter(caches.values()), None)
     phonemes = phoneme_scoring(first.vocabulary, values.get("lexicon_path")) \
         if first is not None else None
-    factory = DecoderFactory("phonemes" if phonemes is not None else None)
+    units = "phonemes" if phonemes is not None else None
+    factory = RayDecoderFactory(cluster, ray, units) if cluster is not None \
+        else DecoderFactory(units)
     if phonemes is not None:
         print(f"[lexicon] {values['lexicon_path']} spells words in the model's phonemes: words "
               "come from it; decoders that output only tokens are scored by phoneme error rate "
               "[PER]")
     if plan is not None:
-        tuned = tune_systems(plan, dev, args.tune_method, args.tune_trials, factory, settings)
+        search = RayTuneSearch(cluster, dev, settings, out / "ray-tune", units) \
+            if cluster is not None else None
+        tuned = tune_systems(plan, dev, args.tune_method, args.tune_trials, factory, settings,
+                             search)
         params_path = Path(args.params_out) if args.params_out else out / "params.json"
         save_params(params_path, tuned)
         print(f"[tune] best on {tuned.split}: " + "; ".join(

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.normalize import DEFAULT_NORMALIZER, TextNormalizer
 from ctclab.emission.cache import EmissionCache
 from ctclab.eval.calibration import Calibrator
@@ -90,12 +91,7 @@ def decode_records(decoder: SystemDecoder, cache: EmissionCache, records: Sequen
     """
     out: list[UtteranceResult] = []
     chunk = max(CHUNK_PER_JOB * max(1, jobs), decoder.batch_size)
-    for start in range(0, len(records), chunk):
-        part = records[start:start + chunk]
-        arrays = [cache.log_probs(r.id) for r in part]
-        began = time.perf_counter()
-        hyps = decoder.decode_many(arrays, jobs=jobs)
-        wall = time.perf_counter() - began
+    for part, hyps, wall in decode_chunks(decoder, cache, records, chunk, jobs):
         frames = sum(max(1, r.num_frames) for r in part)
         results = []
         for r, hyp in zip(part, hyps, strict=True):
@@ -128,6 +124,23 @@ def decode_records(decoder: SystemDecoder, cache: EmissionCache, records: Sequen
         if progress is not None:
             progress(results, wall)
     return out
+
+
+def decode_chunks(decoder: SystemDecoder, cache: EmissionCache, records: Sequence[Any], chunk: int,
+                  jobs: int) -> Iterator[tuple[Sequence[Any], list[Hypothesis], float]]:
+    """(records, hypotheses, decode wall seconds) of consecutive chunks of ``records``, in order.
+    A decoder that decodes elsewhere (eval.distributed_decode.RemoteDecoder) has its own
+    ``decode_chunks``: it reads the arrays where it decodes them."""
+    elsewhere = getattr(decoder, "decode_chunks", None)
+    if elsewhere is not None:
+        yield from elsewhere(cache, records, chunk)
+        return
+    for start in range(0, len(records), chunk):
+        part = records[start:start + chunk]
+        arrays = [cache.log_probs(r.id) for r in part]
+        began = time.perf_counter()
+        hyps = decoder.decode_many(arrays, jobs=jobs)
+        yield part, hyps, time.perf_counter() - began
 
 
 def evaluate_system(system: System, cache: EmissionCache, split: str, folder: ResultsFolder,

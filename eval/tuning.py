@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ctclab.core.hypothesis import Hypothesis
@@ -148,23 +148,38 @@ class _RescoredObjective:
         return total.rate
 
 
+# A search run elsewhere (eval.distributed_tune.RayTuneSearch): (system, its grids, method,
+# trials, on_trial) -> (best trial, all trials); the trials build objective_for where they run.
+Search = Callable[[System, dict[str, tuple[float, ...]], str, int, Callable[[Trial], None]],
+                  tuple[Trial, list[Trial]]]
+
+
+def objective_for(s: System, caches: Sequence[EmissionCache], factory: DecoderFactory,
+                  settings: EvalSettings) -> Callable[[dict[str, float]], float]:
+    """The tuning objective of ``s``: option values -> corpus WER over the pooled ``caches``
+    (re-ranked n-best lists for a rescored system)."""
+    rescored = _RescoredObjective(s, caches, factory, settings) if s.rescore is not None else None
+
+    def objective(params: dict[str, float]) -> float:
+        if rescored is not None:
+            return rescored(params)
+        return _decoded_wer(s, dataclasses.replace(s.options, **params), caches, factory,
+                            settings)
+
+    return objective
+
+
 def tune_systems(plan: TunePlan, caches: Sequence[EmissionCache], method: str, trials: int,
-                 factory: DecoderFactory, settings: EvalSettings) -> TunedParams:
+                 factory: DecoderFactory, settings: EvalSettings,
+                 search: Search | None = None) -> TunedParams:
     """Search each target's grids of ``plan`` on ``caches`` (the dev splits, pooled: the
     objective is the corpus WER over all their utterances); the best values per system.
-    method: 'grid' or 'optuna' (``trials`` of them)."""
+    method: 'grid' or 'optuna' (``trials`` of them). search: run the trials elsewhere (Ray
+    Tune) instead of one after another here."""
     split_name = "+".join(plan.splits)
     best_params, best_wer, all_trials = {}, {}, {}
     for s in plan.targets:
-        rescored = _RescoredObjective(s, caches, factory, settings) \
-            if s.rescore is not None else None
-
-        def objective(params: dict[str, float], s: System = s,
-                      rescored: _RescoredObjective | None = rescored) -> float:
-            if rescored is not None:
-                return rescored(params)
-            return _decoded_wer(s, dataclasses.replace(s.options, **params), caches, factory,
-                                settings)
+        objective = objective_for(s, caches, factory, settings)
 
         def report(t: Trial, s: System = s) -> None:
             if settings.progress:
@@ -173,7 +188,9 @@ def tune_systems(plan: TunePlan, caches: Sequence[EmissionCache], method: str, t
                       flush=True)
 
         grids = plan.grids[s.label]
-        if method == "optuna":
+        if search is not None:
+            best, found = search(s, grids, method, trials, report)
+        elif method == "optuna":
             best, found = optuna_search(objective, grids, trials, on_trial=report)
         else:
             best, found = grid_search(objective, grids, on_trial=report)
