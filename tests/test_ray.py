@@ -1,0 +1,300 @@
+"""ctclab on a Ray cluster (issue #14), on a local cluster of 2 CPUs shared by the whole module:
+emission by CPU workers (the one-worker-per-GPU path with num_gpus=0), decoding and tuning, each
+equal to the single-process result, and workers killed mid-run without loss or duplicates.
+Skipped when Ray is not installed (pip install -e .[ray])."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eval_fixtures import write_tiny_arpa, write_tiny_emissions
+from fixtures_audio import make_openslr_corpus, make_tiny_model
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[ray])")
+
+from ctclab.core.cluster import RayOptions, open_cluster  # noqa: E402
+from ctclab.emission import distributed  # noqa: E402
+from ctclab.emission.distributed import EmissionWorkers  # noqa: E402
+from ctclab.emission.options import EmissionSpec, ExtractOptions, SourceOptions  # noqa: E402
+from ctclab.emission.stage import open_emissions  # noqa: E402
+from ctclab.eval import run as run_mod  # noqa: E402
+from ctclab.eval.results import ResultsFolder  # noqa: E402
+
+LOCAL = RayOptions(ray="local", ray_workers=2)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One local Ray instance (2 CPUs, no GPU) for the module; the code under test finds it
+    (open_cluster keeps a connection the process already has)."""
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=80 * 2**20,
+             logging_level="warning")
+    logs = tmp_path_factory.mktemp("ray-logs")
+    with open_cluster(LOCAL, logs) as connected:
+        yield connected
+    ray.shutdown()
+
+
+def _our_actors() -> list[str]:
+    return [a["name"] if isinstance(a, dict) else a for a in ray.util.list_named_actors()
+            if "ctclab-" in (a["name"] if isinstance(a, dict) else a)]
+
+
+def _no_actors_left() -> bool:
+    deadline = time.monotonic() + 20
+    while _our_actors() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _our_actors()
+
+
+# ----------------------------------------------------------------------------- emission
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray-emit")
+    corpus = make_openslr_corpus(root / "data", "dev-x", num_utterances=14, seconds=(0.4, 1.6))
+    return {"model": make_tiny_model(root / "model"), "data": corpus.root, "corpus": corpus}
+
+
+def _spec(audio, cache: Path) -> EmissionSpec:
+    # Short batches: many of them, so work is spread and a kill lands mid-run.
+    return EmissionSpec(model=str(audio["model"]), cache_dir=str(cache),
+                        audio=SourceOptions(data_dir=str(audio["data"])),
+                        extract=ExtractOptions(device="cpu", batch_seconds=1.0, skip_bad=True,
+                                               loader_threads=1))
+
+
+def _files(cache_dir: Path) -> dict[str, bytes]:
+    """Every file of a cache (meta.json without its creation time), for an exact comparison."""
+    out = {}
+    for path in sorted(cache_dir.rglob("*")):
+        if path.is_file() and path.name != ".lock":
+            data = path.read_bytes()
+            if path.name == "meta.json":
+                meta = json.loads(data)
+                meta.pop("created")
+                data = json.dumps(meta, sort_keys=True).encode()
+            out[str(path.relative_to(cache_dir))] = data
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(audio, tmp_path_factory):
+    """The single-process cache, computed with one torch thread: the workers hold one CPU each,
+    and equal bytes need the same kernels."""
+    with one_thread():
+        result = open_emissions(_spec(audio, tmp_path_factory.mktemp("one")), "dev-x",
+                                progress=False)
+    assert len(result.cache.skipped) == 2 and len(result.cache) == 15  # the corrupt, empty files
+    assert len({r.shard for r in result.cache.records}) > 6          # many batches
+    return result.cache.path, _files(result.cache.path)
+
+
+class TestEmission:
+    """Two emission workers shared by these tests (closed after them: the decoding tests need
+    the CPUs)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def emitters(cls, cluster):
+        workers = EmissionWorkers(cluster, LOCAL)
+        yield workers
+        workers.close()
+
+    def test_on_workers_equals_a_single_process_run(self, cluster, audio, reference, emitters,
+                                                    tmp_path):
+        check_equal_run(cluster, audio, reference, emitters, tmp_path)
+
+    def test_a_killed_worker_and_an_interrupted_run_lose_nothing(self, audio, reference,
+                                                                 emitters, tmp_path, capsys,
+                                                                 monkeypatch):
+        check_kill_and_resume(audio, reference, emitters, tmp_path, capsys, monkeypatch)
+
+
+def check_equal_run(cluster, audio, reference, emitters, tmp_path):
+    result = open_emissions(_spec(audio, tmp_path), "dev-x", progress=False, workers=emitters)
+    assert result.action == "computed" and result.device == "ray 2x cpu"
+    assert _files(result.cache.path) == reference[1]       # shards, manifest, source, skipped
+    logs = {p.name for p in cluster.logs.glob("emit-*.log")}
+    assert {"emit-0.log", "emit-1.log"} <= logs
+    assert "dev-x: batches" in (cluster.logs / "emit-0.log").read_text() + \
+        (cluster.logs / "emit-1.log").read_text()
+
+
+def check_kill_and_resume(audio, reference, emitters, tmp_path, capsys, monkeypatch):
+    killed = []
+
+    def kill_one(n: int) -> None:   # after the first committed batch: SIGKILL a worker
+        if not killed:
+            victim = emitters.ready_workers()[-1]
+            os.kill(victim.pid, signal.SIGKILL)
+            killed.append(victim.pid)
+
+    # One batch per job: at the first commit most jobs still wait, so the victim has work.
+    monkeypatch.setattr(distributed, "BATCHES_PER_JOB", 1)
+    result = open_emissions(_spec(audio, tmp_path / "k"), "dev-x", progress=False,
+                            workers=emitters, on_batch=kill_one)
+    monkeypatch.undo()
+    assert killed and "died" in capsys.readouterr().err
+    assert _files(result.cache.path) == reference[1]       # nothing lost, nothing twice
+
+    # A single-process run killed after 3 batches, resumed by the workers; then a run on the
+    # workers interrupted after 2 batches (its workers are stopped, its staged files removed),
+    # resumed by a single process. Commits go in plan order, so what is left is the plan's
+    # tail: either way the cache is the uninterrupted one.
+    for first, then in ((None, emitters), (emitters, None)):
+        folder = tmp_path / ("i1" if first is None else "i2")
+        with pytest.raises(KeyboardInterrupt), one_thread():
+            open_emissions(_spec(audio, folder), "dev-x", progress=False, workers=first,
+                           on_batch=interrupt_after(3 if first is None else 2))
+        if first is not None:
+            assert not list(folder.rglob("*.tmp")) and _no_actors_left()
+        with one_thread():
+            resumed = open_emissions(_spec(audio, folder), "dev-x", progress=False,
+                                     workers=then)
+        assert resumed.action == "resumed"
+        assert _files(resumed.cache.path) == reference[1]
+
+
+def interrupt_after(batches: int):
+    seen = []
+
+    def interrupt(n: int) -> None:
+        seen.append(n)
+        if len(seen) == batches:
+            raise KeyboardInterrupt
+
+    return interrupt
+
+
+@contextmanager
+def one_thread():
+    """torch on one thread here, like the workers (one CPU each): the same kernels, equal
+    bytes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_worker_that_cannot_load_the_model_is_a_clean_error(audio, cluster, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    spec = EmissionSpec(model=str(broken), cache_dir=str(tmp_path / "c"),
+                        audio=SourceOptions(data_dir=str(audio["data"])),
+                        extract=ExtractOptions(device="cpu", skip_bad=True))
+    workers = EmissionWorkers(cluster, RayOptions(ray="local", ray_workers=1))
+    try:
+        with pytest.raises((ValueError, OSError)) as caught:
+            open_emissions(spec, "dev-x", progress=False, workers=workers)
+    finally:
+        workers.close()
+    assert "emit worker 0 failed to start" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- decoding, tuning
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray-decode")
+    return {"emissions": write_tiny_emissions(root), "cache": root / "cache",
+            "lm": write_tiny_arpa(root / "tiny.arpa")}
+
+
+def _run(tiny, out: Path, *extra: str):
+    return run_mod.run(["--import-emissions", str(tiny["emissions"]), "--cache-dir",
+                        str(tiny["cache"]), "--out", str(out), "--quiet", "--bootstrap", "0",
+                        *extra])
+
+
+def _hyps(out: Path, split: str, system: str) -> list[tuple]:
+    return [(r.id, r.hyp, r.score, r.substitutions, r.deletions, r.insertions)
+            for r in ResultsFolder(out).read_utterances(split, system)]
+
+
+def test_decoding_and_tuning_on_workers_equal_a_single_process_run(cluster, tiny, tmp_path,
+                                                                   capsys):
+    lm = str(tiny["lm"])
+    # A grid whose points differ in WER (a word penalty deletes words), with ties between others.
+    args = ["--decoder", "greedy", "beam", "--lm", "none", lm, "--beam-width", "8",
+            "--split", "dev-a", "test-a", "--tune", "alpha", "beta", "--tune-split", "dev-a",
+            "dev-b", "--tune-values", "alpha=0,1,4", "beta=-8,0,2"]
+    one = _run(tiny, tmp_path / "one", *args)
+    two = _run(tiny, tmp_path / "two", *args, "--ray", "local", "--ray-workers", "2")
+    printed = capsys.readouterr()
+    p1, p2 = (json.loads((tmp_path / d / "params.json").read_text()) for d in ("one", "two"))
+    assert p1["trials"] == p2["trials"] and p1["systems"] == p2["systems"]
+    wers = [t["wer"] for t in p1["trials"]["beam+tiny"]]
+    assert len(set(wers)) > 1 and wers.count(min(wers)) > 1   # the tie-break is tested too
+    assert [(s.split, s.system, s.wer, s.cer) for s in one.systems] == \
+        [(s.split, s.system, s.wer, s.cer) for s in two.systems]
+    for split in ("dev-a", "test-a"):
+        for system in ("greedy", "beam", "beam+tiny"):
+            assert _hyps(tmp_path / "one", split, system) == _hyps(tmp_path / "two", split, system)
+    assert "[ray] starting 2 decode workers" in printed.err
+    assert (tmp_path / "two" / "ray-logs" / "decode-0.log").is_file()
+    assert _no_actors_left()
+
+
+def test_a_killed_decoding_worker_loses_no_utterance(cluster, tiny, tmp_path):
+    from ctclab.emission.cache import EmissionCache
+    from ctclab.eval.distributed_decode import RayDecoderFactory
+    from ctclab.eval.systems import DecoderFactory, build_systems
+
+    _run(tiny, tmp_path / "warm", "--decoder", "greedy", "--split", "dev-a")  # imports the cache
+    settings = json.loads((tmp_path / "warm" / "settings.json").read_text())
+    cache = EmissionCache.open(settings["splits"]["dev-a"]["cache"])
+    records = cache.records * 8                                    # 32 utterances, 8 chunks
+    (system,) = build_systems(["beam"], [str(tiny["lm"])], {"beam_width": 8})
+    local, _ = DecoderFactory().build(system, cache.meta.vocabulary, cache.frame_shift_s)
+    expected = local.decode_many([cache.log_probs(r.id) for r in records])
+    factory = RayDecoderFactory(cluster, LOCAL)
+    remote, _ = factory.build(system, cache.meta.vocabulary, cache.frame_shift_s)
+    got = []
+    for number, (part, hyps, _) in enumerate(remote.decode_chunks(cache, records, 4)):
+        assert [r.id for r in part] == [r.id for r in records[4 * number:4 * number + 4]]
+        got += hyps
+        if number == 0:
+            os.kill(factory.pool().ready_workers[-1].pid, signal.SIGKILL)
+    assert [(h.text, h.score) for h in got] == [(h.text, h.score) for h in expected]
+    assert max(factory.peak_memory()) > 0
+    factory.pool().close()
+
+
+def test_jobs_with_ray_is_refused(cluster, tiny, tmp_path, capsys):
+    code = run_mod.main(["--import-emissions", str(tiny["emissions"]), "--cache-dir",
+                         str(tiny["cache"]), "--out", str(tmp_path / "x"), "--split", "dev-a",
+                         "--ray", "local", "--jobs", "2"])
+    assert code == 2 and "--ray-workers" in capsys.readouterr().err
+
+
+def test_arrays_sent_to_workers_decode_like_here(cluster, tiny):
+    """RemoteDecoder.decode_many (arrays shipped, for callers that hold them) equals a local
+    decoder, in order."""
+    from ctclab.core.vocabulary import Vocabulary
+    from ctclab.eval.distributed_decode import RayDecoderFactory
+    from ctclab.eval.systems import DecoderFactory, build_systems
+
+    labels = json.loads((tiny["emissions"] / "labels.json").read_text())
+    vocab = Vocabulary.from_labels(labels["labels"], blank=labels["blank_index"],
+                                   delimiter=" ").to_dict()
+    rng = np.random.default_rng(0)
+    arrays = [np.log(rng.dirichlet(np.ones(len(labels["labels"])), size=n)).astype(np.float32)
+              for n in (5, 30, 12, 1, 40)]
+    (system,) = build_systems(["greedy"], [None], {})
+    local, _ = DecoderFactory().build(system, vocab, 0.02)
+    factory = RayDecoderFactory(cluster, LOCAL)
+    remote, _ = factory.build(system, vocab, 0.02)
+    assert [h.text for h in remote.decode_many(arrays)] == [h.text for h in local.decode_many(arrays)]
+    assert remote.decode(arrays[1]).text == local.decode(arrays[1]).text
+    factory.pool().close()
