@@ -5,8 +5,9 @@
         if cluster is None: ...                      # no address: one machine, Ray not imported
         pool = cluster.workers(MyWorker, role="decode", count=4, num_cpus=1)   # core.workers
 
-Ray is imported only here (and in the workers it starts), and only when an address is given, so
-a run without ``--ray`` neither needs nor loads it. The connection:
+Ray is imported only here (and in the workers it starts), and only once work runs on the cluster:
+a run without ``--ray`` neither needs nor loads it, and one with nothing to compute (a complete
+cache, a finished results folder) does not connect. The connection:
 
 - ``--ray local`` starts a cluster on this machine (ray.init(address="local"));
 - ``HOST:PORT`` (a ``ray start --head``), ``ray://HOST:10001`` (Ray Client) or ``auto`` connect to
@@ -124,14 +125,31 @@ def forwarded_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class Cluster:
-    """A live connection to a Ray cluster (made by :func:`open_cluster`). ``ray`` is the module;
-    ``logs`` the folder of the workers' log files; ``address`` what was connected to."""
+    """A Ray cluster to run on (made by :func:`open_cluster`). It connects on first use (``ray``),
+    so a run with nothing to compute (a complete cache, a finished results folder) never starts
+    or joins a cluster. ``logs``: the folder of the workers' log files."""
 
-    def __init__(self, ray: Any, address: str, options: RayOptions, logs: Path):
-        self.ray, self.address, self.options, self.logs = ray, address, options, logs
+    def __init__(self, address: str, options: RayOptions, logs: Path):
+        self.address, self.options, self.logs = address, options, Path(logs).resolve()
         self.cwd = os.getcwd()
-        self.env = forwarded_env()
+        self._ray: Any = None
+        self._mine = False
         self._pools: list[Any] = []
+        self._started: dict[str, int] = {}   # pools started per role (their logs' names)
+
+    @property
+    def ray(self) -> Any:
+        """The ray module, connected (ImportError without Ray, RuntimeError when the cluster
+        cannot be reached)."""
+        if self._ray is None:
+            ray = import_ray()
+            if ray.is_initialized():
+                print("[ray] using this process's existing Ray connection", file=sys.stderr)
+            else:
+                _connect(ray, self.address)
+                self._mine = True
+            self._ray = ray
+        return self._ray
 
     def resources(self) -> dict[str, float]:
         """The cluster's total resources (CPU, GPU, memory, ...)."""
@@ -151,43 +169,41 @@ class Cluster:
         ``num_gpus`` GPUs each; returns the core.workers.WorkerPool (closed with the cluster)."""
         from ctclab.core.workers import WorkerPool
 
+        self._started[role] = self._started.get(role, 0) + 1
         pool = WorkerPool(self, cls, role=role, count=count, num_cpus=num_cpus,
-                          num_gpus=num_gpus, setup=setup, start_timeout=start_timeout)
+                          num_gpus=num_gpus, setup=setup, start_timeout=start_timeout,
+                          number=self._started[role] - 1)
         self._pools.append(pool)
         return pool
 
     def close(self) -> None:
-        """Kill every worker this connection started (idempotent)."""
-        while self._pools:
-            self._pools.pop().close()
+        """Kill every worker started here, and disconnect when this made the connection
+        (idempotent)."""
+        try:
+            while self._pools:
+                self._pools.pop().close()
+        finally:
+            if self._mine:
+                self._ray.shutdown()
+                self._mine = False
 
 
 @contextmanager
 def open_cluster(options: RayOptions, logs: Path) -> Iterator[Cluster | None]:
-    """Connect as ``options.ray`` says (None: yield None, Ray untouched); on leaving, kill the
-    workers started and disconnect (a connection this process had before is left open).
+    """The cluster ``options.ray`` names (None without one: Ray untouched), connected on first
+    use; on leaving, the workers started are killed and the connection made is closed.
 
-    Errors: ImportError (Ray missing), RuntimeError (an address that does not answer, or one Ray
-    refuses, with its reason)."""
+    Errors at the first use: ImportError (Ray missing), RuntimeError (an address that does not
+    answer, or one Ray refuses, with its reason)."""
     if not options.enabled:
         yield None
         return
     assert options.ray is not None
-    ray = import_ray()
-    mine = not ray.is_initialized()
-    if mine:
-        _connect(ray, options.ray)
-    else:
-        print("[ray] using this process's existing Ray connection", file=sys.stderr)
-    cluster = Cluster(ray, options.ray, options, Path(logs).resolve())
+    cluster = Cluster(options.ray, options, logs)
     try:
         yield cluster
     finally:
-        try:
-            cluster.close()
-        finally:
-            if mine:
-                ray.shutdown()
+        cluster.close()
 
 
 def _connect(ray: Any, address: str) -> None:

@@ -141,11 +141,13 @@ class WorkerPool:
     """Actors of one Worker class on a cluster; made by core.cluster.Cluster.workers."""
 
     def __init__(self, cluster: Any, cls: type, *, role: str, count: int, num_cpus: float,
-                 num_gpus: float = 0.0, setup: tuple = (), start_timeout: float | None = None):
+                 num_gpus: float = 0.0, setup: tuple = (), start_timeout: float | None = None,
+                 number: int = 0):
         if count < 1:
             raise ValueError(f"a worker pool needs at least one worker, got {count}")
         self.cluster, self.ray = cluster, cluster.ray
         self.role, self.count, self.setup = role, count, setup
+        self.log_name = role if not number else f"{role}-{number + 1}"
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.start_timeout = DEFAULT_START_TIMEOUT_S if start_timeout is None else start_timeout
         self._remote = self.ray.remote(cls)
@@ -154,6 +156,7 @@ class WorkerPool:
         self._info: dict[int, WorkerInfo] = {}     # index -> info, ready workers
         self._next_index = 0
         self._replacements = REPLACEMENTS_PER_WORKER * count
+        self._last_death = ""
         self._token = f"{os.getpid()}-{int(time.time() * 1000) % 10**9}"
         self.closed = False
         print(f"[ray] starting {count} {role} worker{'s' if count != 1 else ''} ({num_cpus:g} CPU"
@@ -163,10 +166,15 @@ class WorkerPool:
             self._start_one()
 
     # ----------------------------------------------------------------------------- workers
+    def _log(self, index: int) -> Path:
+        """The log file of worker ``index``: ``<role>-<index>.log``, ``<role>-<pool>-<index>.log``
+        for a later pool of the same role on the cluster."""
+        return self.cluster.logs / f"{self.log_name}-{index}.log"
+
     def _start_one(self) -> None:
         index = self._next_index
         self._next_index += 1
-        log = self.cluster.logs / f"{self.role}-{index}.log"
+        log = self._log(index)
         actor = self._remote.options(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=0,
             name=f"ctclab-{self.role}-{self._token}-{index}",
@@ -185,14 +193,14 @@ class WorkerPool:
         except self.ray.exceptions.RayTaskError as exc:
             self.close()  # the others would fail the same way
             raise _unwrap(exc, f"{self.role} worker {index} failed to start (log: "
-                          f"{self.cluster.logs / f'{self.role}-{index}.log'})") from None
+                          f"{self._log(index)})") from None
 
     def _lost(self, index: int, exc: BaseException) -> None:
         """Worker ``index`` died: say so, forget it, and start a replacement if allowed."""
         info = self._info.pop(index, None)
-        where = info.where() if info else f"{self.role} worker {index} (log " \
-            f"{self.cluster.logs / f'{self.role}-{index}.log'})"
+        where = info.where() if info else f"{self.role} worker {index} (log {self._log(index)})"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        self._last_death = f"{where}: {reason[:300]}"
         actor = self._actors.pop(index, None)
         if actor is not None:
             self.ray.kill(actor, no_restart=True)
@@ -214,8 +222,8 @@ class WorkerPool:
         deadline = time.monotonic() + self.start_timeout
         while not self._info:
             if not self._starting:
-                raise RuntimeError(f"no {self.role} worker could start; see the logs in "
-                                   f"{self.cluster.logs}")
+                raise RuntimeError(f"no {self.role} worker could start (last: {self._last_death}"
+                                   f"); see the logs in {self.cluster.logs}")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError(
@@ -246,9 +254,17 @@ class WorkerPool:
             while next_out < len(jobs):
                 self._submit(jobs, queue, running, attempts, call, next_out)
                 if not running and not self._starting:
-                    raise RuntimeError(f"every {self.role} worker died; see the logs in "
-                                       f"{self.cluster.logs}")
-                ready, _ = self.ray.wait([*running, *self._starting], num_returns=1)
+                    raise RuntimeError(f"every {self.role} worker died (last: {self._last_death}"
+                                       f"); see the logs in {self.cluster.logs}")
+                # Only replacements starting: they must come up within the start timeout.
+                timeout = None if running else self.start_timeout
+                ready, _ = self.ray.wait([*running, *self._starting], num_returns=1,
+                                         timeout=timeout)
+                if not ready:
+                    raise RuntimeError(
+                        f"every {self.role} worker died and no replacement started within "
+                        f"{self.start_timeout:g} s (the cluster has {self.cluster.describe()}); "
+                        f"see the logs in {self.cluster.logs}")
                 for ref in ready:
                     if ref in self._starting:
                         self._started(ref)

@@ -16,6 +16,9 @@ referenced, overwritten later) or a torn last manifest line (dropped on resume).
 ids already in the manifest; ``complete`` is set in meta.json (atomically) only once all are done.
 Temp files of a write cut short (``.meta.json.*.tmp``, ``shards/.NNNNNN.npy.*.tmp``) are removed
 when a writer next opens the directory (it holds the lock, so no other write is in flight).
+Distributed workers (emission/distributed.py) write shards under temp names in ``shards/`` too;
+the writer alone publishes them (:meth:`CacheWriter.add_shard_file`: rename, then manifest lines),
+so the same guarantees hold.
 
 Tolerance. Two caches of the same model and audio (one resumed, or made with other batch sizes)
 agree within :func:`storage_tolerance`: float32 storage within BATCH_TOLERANCE (the float32

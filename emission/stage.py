@@ -20,7 +20,8 @@ source or a bad manifest never waits for torch or the model:
    importing torch. A removed or changed cached utterance: refused, saying which.
 5. Otherwise, under the cache's lock: update references, record the source, probe the headers
    of what is left, and only when something readable remains load the model (once per
-   ModelLoader) and run it.
+   ModelLoader) and run it; with ``workers`` (emission.distributed) the model loads and runs on
+   Ray workers instead, one per GPU, and the cache comes out the same.
 """
 from __future__ import annotations
 

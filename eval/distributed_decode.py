@@ -32,6 +32,11 @@ from ctclab.eval.systems import DecoderFactory, System
 
 # CPUs a decoding worker holds: decoders run one utterance batch at a time on one core.
 DEFAULT_DECODE_CPUS = 1.0
+# Audio seconds per job (several of the runner's chunks, each decoded as one decode_many call):
+# a Ray task costs about a millisecond and a chunk of greedy decoding little more, so jobs of ten
+# minutes of audio keep the overhead small (greedy ~0.1 s a job, the beam with an LM ~0.5 s)
+# while a dead worker's job stays cheap to redo.
+JOB_AUDIO_SECONDS = 600.0
 # Utterances per job when arrays are sent to the workers (decode_many; the runner's chunks read
 # them from the cache instead).
 ARRAYS_PER_JOB = 16
@@ -54,6 +59,8 @@ class DecodeWorker(Worker):
     def setup(self) -> None:
         self.factory = DecoderFactory()
         self.caches: dict[str, EmissionCache] = {}
+        self.audio_seconds = 0.0   # decoded by this worker, and the CPU seconds it took
+        self.cpu_seconds = 0.0
 
     def _decoder(self, spec: DecoderSpec) -> Decoder:
         decoder, seconds = self.factory.build(spec.system, spec.vocabulary, spec.frame_shift_s,
@@ -71,18 +78,31 @@ class DecodeWorker(Worker):
         """One untimed decode (lazy imports, first allocations, LM pages)."""
         return self._decoder(spec).decode(log_probs)
 
-    def decode(self, spec: DecoderSpec, cache_path: str, ids: list[str]
-               ) -> tuple[list[Hypothesis], float]:
-        """Hypotheses of the utterances ``ids`` of the cache at ``cache_path``, and the seconds
-        decoding took (reading the arrays excluded, as in eval.runner)."""
+    def decode(self, spec: DecoderSpec, cache_path: str, chunks: list[list[str]]
+               ) -> list[tuple[list[Hypothesis], float]]:
+        """For each chunk of utterance ids of the cache at ``cache_path``: its hypotheses (one
+        decode_many call, as in eval.runner) and the seconds decoding took (reading the arrays
+        excluded)."""
         decoder = self._decoder(spec)
         if cache_path not in self.caches:
             self.caches[cache_path] = EmissionCache.open(cache_path)
         cache = self.caches[cache_path]
-        arrays = [cache.log_probs(i) for i in ids]
-        began = time.perf_counter()
-        hyps = decoder.decode_many(arrays, jobs=1)
-        return hyps, time.perf_counter() - began
+        out = []
+        cpu = time.process_time()
+        for ids in chunks:
+            arrays = [cache.log_probs(i) for i in ids]
+            began = time.perf_counter()
+            hyps = decoder.decode_many(arrays, jobs=1)
+            out.append((hyps, time.perf_counter() - began))
+            self.audio_seconds += sum(cache.record(i).audio_seconds for i in ids)
+        self.cpu_seconds += time.process_time() - cpu
+        return out
+
+    def usage(self) -> dict[str, float]:
+        """Audio seconds decoded from caches, the CPU seconds that took (reading included), and
+        the peak resident memory in bytes: what a worker costs, whatever else runs beside it."""
+        return {"audio_seconds": self.audio_seconds, "cpu_seconds": self.cpu_seconds,
+                "peak_rss": float(peak_rss_bytes())}
 
     def decode_arrays(self, spec: DecoderSpec, arrays: list[np.ndarray]) -> list[Hypothesis]:
         return self._decoder(spec).decode_many(arrays, jobs=1)
@@ -132,17 +152,35 @@ class RemoteDecoder(Decoder[Any]):
         records), in order; the workers read the arrays from the cache (eval.runner)."""
         path = str(cache.path.resolve())
         parts = [records[i:i + chunk] for i in range(0, len(records), chunk)]
+        jobs = job_groups(parts)
         label = self.spec.system.label
 
-        def call(actor: Any, part: Sequence[Any], attempt: int) -> Any:
-            return actor.decode.remote(self._ref, path, [r.id for r in part])
+        def call(actor: Any, job: list[Sequence[Any]], attempt: int) -> Any:
+            return actor.decode.remote(self._ref, path, [[r.id for r in part] for part in job])
 
-        def describe(part: Sequence[Any]) -> str:
-            return f"{cache.meta.split} {label} utterances {part[0].id}..{part[-1].id}"
+        def describe(job: list[Sequence[Any]]) -> str:
+            return f"{cache.meta.split} {label} utterances {job[0][0].id}..{job[-1][-1].id}"
 
-        with closing(self.pool.map_ordered(parts, call, describe)) as results:
-            for number, (hyps, wall) in enumerate(results):
-                yield parts[number], hyps, wall
+        with closing(self.pool.map_ordered(jobs, call, describe)) as results:
+            for job, answers in zip(jobs, results, strict=True):
+                for part, (hyps, wall) in zip(job, answers, strict=True):
+                    yield part, hyps, wall
+
+
+def job_groups(parts: list[Sequence[Any]], seconds: float | None = None
+               ) -> list[list[Sequence[Any]]]:
+    """Consecutive chunks grouped into jobs of at least ``seconds`` of audio (JOB_AUDIO_SECONDS)
+    each; every chunk is still decoded on its own, so its batches are the single process's."""
+    seconds = JOB_AUDIO_SECONDS if seconds is None else seconds
+    jobs: list[list[Sequence[Any]]] = []
+    held = seconds
+    for part in parts:
+        if held >= seconds:
+            jobs.append([])
+            held = 0.0
+        jobs[-1].append(part)
+        held += sum(float(r.audio_seconds) for r in part)
+    return jobs
 
 
 class RayDecoderFactory(DecoderFactory):
@@ -189,6 +227,6 @@ class RayDecoderFactory(DecoderFactory):
         if self._pool is not None and not self._pool.closed:
             self._pool.broadcast(lambda actor: actor.forget.remote(label))
 
-    def peak_memory(self) -> list[int]:
-        """Peak resident memory of each decoding worker, bytes (for the benchmark)."""
-        return [int(m) for m in self.pool().broadcast(lambda actor: actor.peak_memory.remote())]
+    def usage(self) -> list[dict[str, float]]:
+        """DecodeWorker.usage of every worker (for the benchmark)."""
+        return list(self.pool().broadcast(lambda actor: actor.usage.remote()))

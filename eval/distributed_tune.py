@@ -89,6 +89,7 @@ class RayTuneSearch:
 
     def __call__(self, system: System, grids: dict[str, tuple[float, ...]], method: str,
                  trials: int, on_trial: Callable[[Trial], None]) -> tuple[Trial, list[Trial]]:
+        self.cluster.ray  # noqa: B018 - connect first: Ray Tune would start a cluster of its own
         from ray import tune
 
         points = grid_points(grids) if method != "optuna" else None

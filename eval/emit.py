@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> list[EmissionResult]:
     """Get the cache of every split (one model load for all); returns one result per split."""
     spec, models = spec_from_flags(args, default_source="hf"), ModelLoader()
     ray = ray_options(args)
+    if ray.enabled and spec.import_dir:
+        print("[ray] --import-emissions runs no model: Ray is not used", file=sys.stderr)
+        ray = RayOptions()
     logs = Path(ray.ray_logs) if ray.ray_logs else \
         spec.cache_root() / "ray-logs" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     results = []

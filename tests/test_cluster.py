@@ -69,10 +69,11 @@ def test_an_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path, capsys
     with pytest.raises(RuntimeError, match=f"cannot reach the Ray cluster at {address}.*ray start"):
         check_reachable(address, timeout=2)
     check_reachable("auto")  # not a HOST:PORT: left to Ray
-    from ctclab.eval.emit import main
+    from ctclab.eval.run import main
 
     code = main(["--import-emissions", str(write_tiny_emissions(tmp_path)), "--split", "dev-a",
-                 "--cache-dir", str(tmp_path / "c"), "--ray", address])
+                 "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r"), "--quiet",
+                 "--ray", address])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     try:
@@ -86,14 +87,19 @@ def test_an_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path, capsys
 def test_without_ray_flag_ray_is_never_imported(tmp_path):
     emissions = write_tiny_emissions(tmp_path)
     common = ["--import-emissions", str(emissions), "--cache-dir", str(tmp_path / "c")]
+    evaluate = [*common, "--split", "dev-a", "--quiet", "--out", str(tmp_path / "r")]
     script = (
         "import sys\n"
         "from ctclab.eval import emit, run\n"
         f"assert emit.main({[*common, '--split', 'dev-a', '--no-progress']!r}) == 0\n"
-        f"assert run.main({[*common, '--split', 'dev-a', '--quiet', '--out', str(tmp_path / 'r')]!r}) == 0\n"
-        "print('ray loaded:', 'ray' in sys.modules)\n")
+        f"assert run.main({evaluate!r}) == 0\n"
+        "print('ray loaded:', 'ray' in sys.modules)\n"
+        # With --ray but nothing left to do (the results are there): no connection, no Ray.
+        f"assert run.main({[*evaluate, '--ray', '127.0.0.1:9']!r}) == 0\n"
+        "print('ray loaded for a finished run:', 'ray' in sys.modules)\n")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300, env=env, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ray loaded: False" in done.stdout
+    assert "ray loaded for a finished run: False" in done.stdout

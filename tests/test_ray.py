@@ -23,6 +23,7 @@ from ctclab.emission import distributed  # noqa: E402
 from ctclab.emission.distributed import EmissionWorkers  # noqa: E402
 from ctclab.emission.options import EmissionSpec, ExtractOptions, SourceOptions  # noqa: E402
 from ctclab.emission.stage import open_emissions  # noqa: E402
+from ctclab.eval import distributed_decode  # noqa: E402
 from ctclab.eval import run as run_mod  # noqa: E402
 from ctclab.eval.results import ResultsFolder  # noqa: E402
 
@@ -246,7 +247,7 @@ def test_decoding_and_tuning_on_workers_equal_a_single_process_run(cluster, tiny
     assert _no_actors_left()
 
 
-def test_a_killed_decoding_worker_loses_no_utterance(cluster, tiny, tmp_path):
+def test_a_killed_decoding_worker_loses_no_utterance(cluster, tiny, tmp_path, monkeypatch):
     from ctclab.emission.cache import EmissionCache
     from ctclab.eval.distributed_decode import RayDecoderFactory
     from ctclab.eval.systems import DecoderFactory, build_systems
@@ -259,23 +260,34 @@ def test_a_killed_decoding_worker_loses_no_utterance(cluster, tiny, tmp_path):
     local, _ = DecoderFactory().build(system, cache.meta.vocabulary, cache.frame_shift_s)
     expected = local.decode_many([cache.log_probs(r.id) for r in records])
     factory = RayDecoderFactory(cluster, LOCAL)
-    remote, _ = factory.build(system, cache.meta.vocabulary, cache.frame_shift_s)
-    got = []
-    for number, (part, hyps, _) in enumerate(remote.decode_chunks(cache, records, 4)):
-        assert [r.id for r in part] == [r.id for r in records[4 * number:4 * number + 4]]
-        got += hyps
-        if number == 0:
-            os.kill(factory.pool().ready_workers[-1].pid, signal.SIGKILL)
-    assert [(h.text, h.score) for h in got] == [(h.text, h.score) for h in expected]
-    assert max(factory.peak_memory()) > 0
-    factory.pool().close()
+    try:
+        remote, _ = factory.build(system, cache.meta.vocabulary, cache.frame_shift_s)
+        monkeypatch.setattr(distributed_decode, "JOB_AUDIO_SECONDS", 0.0)  # a job per chunk
+        got = []
+        for number, (part, hyps, _) in enumerate(remote.decode_chunks(cache, records, 4)):
+            assert [r.id for r in part] == [r.id for r in records[4 * number:4 * number + 4]]
+            got += hyps
+            if number == 0:
+                os.kill(factory.pool().ready_workers[-1].pid, signal.SIGKILL)
+        assert [(h.text, h.score) for h in got] == [(h.text, h.score) for h in expected]
+        usage = factory.usage()   # the survivors' share
+        assert sum(u["audio_seconds"] for u in usage) > 0 and all(u["peak_rss"] > 0 for u in usage)
+    finally:
+        factory.pool().close()
 
 
-def test_jobs_with_ray_is_refused(cluster, tiny, tmp_path, capsys):
-    code = run_mod.main(["--import-emissions", str(tiny["emissions"]), "--cache-dir",
-                         str(tiny["cache"]), "--out", str(tmp_path / "x"), "--split", "dev-a",
-                         "--ray", "local", "--jobs", "2"])
+def test_jobs_with_ray_and_optuna_without_it_are_refused(cluster, tiny, tmp_path, capsys):
+    common = ["--import-emissions", str(tiny["emissions"]), "--cache-dir", str(tiny["cache"]),
+              "--split", "dev-a", "--ray", "local"]
+    code = run_mod.main([*common, "--out", str(tmp_path / "x"), "--jobs", "2"])
     assert code == 2 and "--ray-workers" in capsys.readouterr().err
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        code = run_mod.main([*common, "--out", str(tmp_path / "y"), "--decoder", "beam", "--lm",
+                             str(tiny["lm"]), "--tune", "alpha", "--tune-split", "dev-a",
+                             "--tune-method", "optuna"])
+        assert code == 2 and "pip install optuna" in capsys.readouterr().err
 
 
 def test_arrays_sent_to_workers_decode_like_here(cluster, tiny):
@@ -294,7 +306,10 @@ def test_arrays_sent_to_workers_decode_like_here(cluster, tiny):
     (system,) = build_systems(["greedy"], [None], {})
     local, _ = DecoderFactory().build(system, vocab, 0.02)
     factory = RayDecoderFactory(cluster, LOCAL)
-    remote, _ = factory.build(system, vocab, 0.02)
-    assert [h.text for h in remote.decode_many(arrays)] == [h.text for h in local.decode_many(arrays)]
-    assert remote.decode(arrays[1]).text == local.decode(arrays[1]).text
-    factory.pool().close()
+    try:
+        remote, _ = factory.build(system, vocab, 0.02)
+        assert [h.text for h in remote.decode_many(arrays)] == \
+            [h.text for h in local.decode_many(arrays)]
+        assert remote.decode(arrays[1]).text == local.decode(arrays[1]).text
+    finally:
+        factory.pool().close()
