@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator, Mapping
@@ -220,7 +221,24 @@ def _connect(ray: Any, address: str) -> None:
     try:
         ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        hint = " (ray:// needs Ray Client: pip install 'ray[client]')" \
-            if "client" in str(exc).lower() else ""
-        raise RuntimeError(f"cannot connect to the Ray cluster at {address}: "
-                           f"{str(exc).splitlines()[0]}{hint}") from None
+        reason = _root_cause(exc)
+        hint = ""
+        if "client" in reason.lower():
+            hint = " (ray:// needs Ray Client: pip install 'ray[client]')"
+        elif "auth" in reason.lower():
+            hint = (" (the cluster uses token authentication: set RAY_AUTH_MODE=token here and "
+                    "give the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN)")
+        raise RuntimeError(f"cannot connect to the Ray cluster at {address}: {reason}{hint}"
+                           ) from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """Why Ray could not connect: the innermost ``SomeError: message`` line of the exceptions it
+    chained, some of which carry an inner traceback as text (the outer ones say only that the
+    connection failed)."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    lines = [line.strip() for e in chain for line in str(e).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return (named[-1] if named else lines[0] if lines else type(exc).__name__)[:400]
