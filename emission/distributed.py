@@ -118,6 +118,17 @@ class SourceKey:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """The model as the driver knows it (the weights, the front end and the cache meta's fields
+    stay on the workers): name as given, revision, receptive field in samples, sample rate."""
+
+    name: str
+    revision: str
+    min_samples: int
+    sample_rate: int
+
+
+@dataclass(frozen=True)
 class Job:
     """Consecutive batches of the plan: ``batches[k]`` is batch number ``first + k``."""
 
@@ -163,9 +174,16 @@ class EmissionWorker(Worker):
         self.log(f"model {name} (revision {self.model.revision}) on {self.runner.device} in "
                  f"{time.perf_counter() - start:.1f} s; torch threads {torch.get_num_threads()}")
 
-    def model_info(self) -> Any:
-        """The CTCModel without its weights (what the cache meta is made of)."""
-        return dataclasses.replace(self.model, module=None)
+    def info(self) -> ModelInfo:
+        """What the driver needs to know of the model (the model itself stays here)."""
+        m = self.model
+        return ModelInfo(m.name, m.revision, m.min_samples, m.sample_rate)
+
+    def meta(self, key: SourceKey, store_dtype: str) -> CacheMeta:
+        """The cache meta of this model over the source ``key`` (extract.model_meta)."""
+        from ctclab.emission import extract
+
+        return extract.model_meta(self.model, self._source(key), store_dtype)
 
     def _source(self, key: SourceKey) -> AudioSource:
         if key not in self.sources:
@@ -223,7 +241,11 @@ class EmissionWorker(Worker):
 class _Workers:
     pool: Any
     plan: WorkerPlan
-    model: Any   # CTCModel without weights
+    model: ModelInfo
+
+    def meta(self, key: SourceKey, store_dtype: str) -> CacheMeta:
+        """The cache meta of the model over ``key``, as a worker makes it."""
+        return self.pool.broadcast(lambda actor: actor.meta.remote(key, store_dtype))[0]
 
 
 class EmissionWorkers:
@@ -250,7 +272,7 @@ class EmissionWorkers:
                                     setup=(spec.model, load_from, spec.revision, options,
                                            plan.threads))
         try:
-            models = pool.broadcast(lambda actor: actor.model_info.remote())
+            models = pool.broadcast(lambda actor: actor.info.remote())
             revisions = sorted({m.revision for m in models})
             if len(revisions) > 1:
                 raise ValueError(f"the workers loaded different versions of {spec.model} "
@@ -261,6 +283,14 @@ class EmissionWorkers:
             raise
         self._pools[key] = _Workers(pool, plan, models[0])
         return self._pools[key]
+
+    @staticmethod
+    def _key(spec: EmissionSpec, source: AudioSource) -> SourceKey:
+        """How the workers open ``source`` (absolute paths: their working directory may differ)."""
+        from ctclab.emission import extract
+
+        return SourceKey(source.name, extract.source_split(source),
+                         _absolute(spec.audio.data_dir), _absolute(spec.audio.manifest))
 
     def ready_workers(self) -> list[Any]:
         """core.workers.WorkerInfo of every ready worker (all models)."""
@@ -279,14 +309,13 @@ class EmissionWorkers:
                        ) -> tuple[EmissionCache, FillReport]:
         """A new (or unlocated) cache made by the workers: extract.extract_report's twin, the
         model loaded on the workers only."""
-        from ctclab.emission import extract  # the meta's fields; torch, on the driver too
-
-        model = self._workers(spec).model
-        path = cache_dir_for(root, model.name, model.revision, source.name,
-                             extract.source_split(source))
+        workers = self._workers(spec)
+        key = self._key(spec, source)
+        path = cache_dir_for(root, workers.model.name, workers.model.revision, source.name,
+                             key.split)
         existing = CacheMeta.read(path)
         store = spec.extract.store_dtype or (existing.dtype if existing else DEFAULT_DTYPE)
-        with CacheWriter(path, extract.model_meta(model, source, store)) as writer:
+        with CacheWriter(path, workers.meta(key, store)) as writer:
             return fill(writer, source, listing, skip_bad=spec.extract.skip_bad,
                         compute=lambda entries: self.compute(spec, source, writer, entries,
                                                              progress=progress,
@@ -301,15 +330,13 @@ class EmissionWorkers:
 
         start = time.perf_counter()
         workers = self._workers(spec)
-        check_compatible(writer.meta, extract.model_meta(workers.model, source, writer.meta.dtype),
-                         writer.path)
+        key = self._key(spec, source)
+        check_compatible(writer.meta, workers.meta(key, writer.meta.dtype), writer.path)
         batches = extract.plan_batches([e.seconds for e in entries], spec.extract.batch_seconds
                                        or extract.default_batch_seconds(workers.plan.device))
         planned = [sum(entries[i].seconds for i in b) for b in batches]
         jobs = [Job(k, tuple(tuple(entries[i] for i in b) for b in batches[k:k + BATCHES_PER_JOB]))
                 for k in range(0, len(batches), BATCHES_PER_JOB)]
-        key = SourceKey(source.name, extract.source_split(source),
-                        _absolute(spec.audio.data_dir), _absolute(spec.audio.manifest))
         shards = writer.path.resolve() / SHARD_DIR
         run = uuid.uuid4().hex[:8]  # a late write of a dead run never meets this run's names
         split = key.split
@@ -351,5 +378,6 @@ class EmissionWorkers:
         return ExtractStats(count, seconds, frames, time.perf_counter() - start,
                             f"ray {n}x {workers.plan.device}", spec.extract.dtype, 0,
                             tuple(skipped), peak or None,
-                            extract.short_warning(workers.model, short))
+                            extract.short_warning(workers.model.min_samples,
+                                                  workers.model.sample_rate, short))
 

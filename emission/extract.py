@@ -338,13 +338,14 @@ def run_batches(model: CTCModel, source: AudioSource, entries: list[SourceEntry]
                 thread.join(timeout=0.05)
 
 
-def short_warning(model: CTCModel, short: list[str]) -> tuple[str, ...]:
-    """The warning for utterances too short to give a frame (none when ``short`` is empty)."""
+def short_warning(min_samples: int, sample_rate: int, short: list[str]) -> tuple[str, ...]:
+    """The warning for utterances too short to give a frame (none when ``short`` is empty), for
+    a model whose receptive field is ``min_samples`` at ``sample_rate`` Hz."""
     if not short:
         return ()
-    ms = 1000 * model.min_samples / model.sample_rate
+    ms = 1000 * min_samples / sample_rate
     return (f"{len(short)} utterance(s) shorter than the model's receptive field "
-            f"({model.min_samples} samples = {ms:g} ms) have no frames, so any decoder "
+            f"({min_samples} samples = {ms:g} ms) have no frames, so any decoder "
             f"gives them an empty hypothesis: {', '.join(sorted(short)[:5])}",)
 
 
@@ -386,4 +387,5 @@ def run_model(model: CTCModel, source: AudioSource, writer: CacheWriter,
         bar.close()
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     return ExtractStats(count, seconds, frames, time.perf_counter() - start, str(device),
-                        options.dtype, 0, tuple(skipped), peak, short_warning(model, short))
+                        options.dtype, 0, tuple(skipped), peak,
+                        short_warning(model.min_samples, model.sample_rate, short))

@@ -28,7 +28,7 @@ from ctclab.core.vocabulary import Vocabulary
 from ctclab.core.workers import Worker, peak_rss_bytes
 from ctclab.decoders.base import Decoder
 from ctclab.emission.cache import EmissionCache
-from ctclab.eval.systems import DecoderFactory, System
+from ctclab.eval.systems import DecoderFactory, System, SystemDecoder
 
 # CPUs a decoding worker holds: decoders run one utterance batch at a time on one core.
 DEFAULT_DECODE_CPUS = 1.0
@@ -50,6 +50,7 @@ class DecoderSpec:
     vocabulary: dict
     frame_shift_s: float
     options: Any
+    units: str | None = None   # DecoderFactory's units (phonemes with a pronunciation lexicon)
 
 
 class DecodeWorker(Worker):
@@ -57,14 +58,15 @@ class DecodeWorker(Worker):
     caches it reads."""
 
     def setup(self) -> None:
-        self.factory = DecoderFactory()
+        self.factories: dict[str | None, DecoderFactory] = {}   # by units
         self.caches: dict[str, EmissionCache] = {}
         self.audio_seconds = 0.0   # decoded by this worker, and the CPU seconds it took
         self.cpu_seconds = 0.0
 
-    def _decoder(self, spec: DecoderSpec) -> Decoder:
-        decoder, seconds = self.factory.build(spec.system, spec.vocabulary, spec.frame_shift_s,
-                                              spec.options)
+    def _decoder(self, spec: DecoderSpec) -> SystemDecoder:
+        factory = self.factories.setdefault(spec.units, DecoderFactory(spec.units))
+        decoder, seconds = factory.build(spec.system, spec.vocabulary, spec.frame_shift_s,
+                                         spec.options)
         if seconds:
             self.log(f"built {spec.system.label} ({spec.options!r:.200}) in {seconds:.2f} s; "
                      f"peak memory {peak_rss_bytes() / 2**20:.0f} MiB")
@@ -108,7 +110,8 @@ class DecodeWorker(Worker):
         return self._decoder(spec).decode_many(arrays, jobs=1)
 
     def forget(self, label: str) -> None:
-        self.factory.forget(label)
+        for factory in self.factories.values():
+            factory.forget(label)
 
 
 class RemoteDecoder(Decoder[Any]):
@@ -187,8 +190,8 @@ class RayDecoderFactory(DecoderFactory):
     """eval.systems.DecoderFactory whose decoders run on Ray workers (started on first use: one
     per CPU of the cluster unless --ray-workers says otherwise; closed with the cluster)."""
 
-    def __init__(self, cluster: Cluster, options: RayOptions):
-        super().__init__()
+    def __init__(self, cluster: Cluster, options: RayOptions, units: str | None = None):
+        super().__init__(units)
         self.cluster, self.options = cluster, options
         self._pool: Any = None
         self._remote: dict[tuple, RemoteDecoder] = {}
@@ -205,7 +208,7 @@ class RayDecoderFactory(DecoderFactory):
         return self._pool
 
     def build(self, system: System, vocab_dict: dict, frame_shift_s: float,
-              options: Any = None) -> tuple[Decoder, float]:
+              options: Any = None) -> tuple[SystemDecoder, float]:
         """(RemoteDecoder, seconds spent building it on the workers, LM loading included; 0.0
         when memoised)."""
         options = options or system.options
@@ -214,7 +217,7 @@ class RayDecoderFactory(DecoderFactory):
         if key in self._remote:
             return self._remote[key], 0.0
         start = time.perf_counter()
-        spec = DecoderSpec(system, vocab_dict, frame_shift_s, options)
+        spec = DecoderSpec(system, vocab_dict, frame_shift_s, options, self.units)
         ref = self.cluster.ray.put(spec)
         sizes = pool.broadcast(lambda actor: actor.prepare.remote(ref))
         decoder = RemoteDecoder(pool, spec, ref, int(sizes[0]))

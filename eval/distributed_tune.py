@@ -56,7 +56,8 @@ def grid_points(grids: dict[str, tuple[float, ...]]) -> list[dict[str, float]]:
 
 
 def run_trial(config: dict[str, Any], *, system: System, caches: list[str],
-              settings: EvalSettings, points: list[dict[str, float]] | None, cwd: str) -> None:
+              settings: EvalSettings, points: list[dict[str, float]] | None, cwd: str,
+              units: str | None) -> None:
     """One Ray Tune trial: the corpus WER of ``system`` with the trial's values on ``caches``
     (paths), reported as METRIC."""
     global _FACTORY
@@ -66,8 +67,8 @@ def run_trial(config: dict[str, Any], *, system: System, caches: list[str],
         os.chdir(cwd)
     params = points[int(config["point"])] if points is not None else {
         k: float(v) for k, v in config.items()}
-    if _FACTORY is None:
-        _FACTORY = DecoderFactory()
+    if _FACTORY is None or _FACTORY.units != units:
+        _FACTORY = DecoderFactory(units)
     for path in caches:
         if path not in _CACHES:
             _CACHES[path] = EmissionCache.open(path)
@@ -80,8 +81,8 @@ class RayTuneSearch:
     """eval.tuning's ``search``: the trials of one system run as Ray Tune trials."""
 
     def __init__(self, cluster: Cluster, caches: list[EmissionCache], settings: EvalSettings,
-                 storage: Path):
-        self.cluster = cluster
+                 storage: Path, units: str | None = None):
+        self.cluster, self.units = cluster, units
         self.caches = [str(c.path.resolve()) for c in caches]
         # Trials draw no progress bars (they run elsewhere) and use one process each.
         self.settings = dataclasses.replace(settings, progress=False, jobs=1)
@@ -103,7 +104,8 @@ class RayTuneSearch:
             search_alg, samples = _optuna(), trials
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, system=system, caches=self.caches,
-                                 settings=self.settings, points=points, cwd=self.cluster.cwd),
+                                 settings=self.settings, points=points, cwd=self.cluster.cwd,
+                                 units=self.units),
             {"cpu": TRIAL_CPUS})
         tuner = tune.Tuner(
             trainable, param_space=space,

@@ -34,7 +34,8 @@ LOCAL = RayOptions(ray="local", ray_workers=2)
 def cluster(tmp_path_factory):
     """One local Ray instance (2 CPUs, no GPU) for the module; the code under test finds it
     (open_cluster keeps a connection the process already has)."""
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=80 * 2**20,
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
+             object_store_memory=80 * 2**20,
              logging_level="warning")
     logs = tmp_path_factory.mktemp("ray-logs")
     with open_cluster(LOCAL, logs) as connected:
