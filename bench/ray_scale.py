@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctclab.core.cluster import RayOptions, open_cluster
+from ctclab.cluster.connection import RayOptions, open_cluster
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.normalize import DEFAULT_NORMALIZER
 from ctclab.core.table import Table

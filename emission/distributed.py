@@ -1,7 +1,7 @@
 """The emission stage on a Ray cluster: utterances computed by workers (one per GPU, each loading
 the model once), stored in the one cache on a shared filesystem.
 
-    with open_cluster(RayOptions(ray="local"), logs) as cluster:           # core.cluster
+    with open_cluster(RayOptions(ray="local"), logs) as cluster:           # cluster.connection
         workers = EmissionWorkers(cluster, RayOptions(ray="local"))
         result = open_emissions(spec, "test-clean", workers=workers)       # emission.stage
 
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctclab.core.cluster import Cluster, RayOptions
+from ctclab.cluster.connection import Cluster, RayOptions
+from ctclab.cluster.workers import Worker
 from ctclab.core.progress import progress_bar
-from ctclab.core.workers import Worker
 from ctclab.emission.audio_sources import AudioSource, SourceEntry, SourceRow, open_source
 from ctclab.emission.cache import (
     DEFAULT_DTYPE,
@@ -293,7 +293,7 @@ class EmissionWorkers:
                          _absolute(spec.audio.data_dir), _absolute(spec.audio.manifest))
 
     def ready_workers(self) -> list[Any]:
-        """core.workers.WorkerInfo of every ready worker (all models)."""
+        """cluster.workers.WorkerInfo of every ready worker (all models)."""
         return [info for w in self._pools.values() for info in w.pool.ready_workers]
 
     def close(self) -> None:

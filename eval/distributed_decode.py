@@ -10,7 +10,7 @@ cache itself (the cache folder is on a filesystem every node shares), decodes th
 a single process would (``decode_many`` with one job: the same chunks, the same batches), and
 returns the hypotheses. Chunks come back in order, so the results folder, the scores and the
 progress bar are those of a single-process run; only the timings differ. A dead worker's chunk is
-decoded again by another (core.workers).
+decoded again by another (cluster.workers).
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from ctclab.core.cluster import Cluster, RayOptions
+from ctclab.cluster.connection import Cluster, RayOptions
+from ctclab.cluster.workers import Worker, peak_rss_bytes
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.core.workers import Worker, peak_rss_bytes
 from ctclab.decoders.base import Decoder
 from ctclab.emission.cache import EmissionCache
 from ctclab.eval.systems import DecoderFactory, System, SystemDecoder

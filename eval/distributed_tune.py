@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ctclab.core.cluster import Cluster
+from ctclab.cluster.connection import Cluster
 from ctclab.emission.cache import EmissionCache
 from ctclab.eval.runner import EvalSettings
 from ctclab.eval.systems import DecoderFactory, System

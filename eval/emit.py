@@ -17,7 +17,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ctclab.core.cluster import RayOptions, open_cluster, ray_options
+from ctclab.cluster.connection import RayOptions, open_cluster, ray_options
 from ctclab.core.options import HelpFormatter, add_option_flags
 from ctclab.core.table import Table
 from ctclab.emission.distributed import EmissionWorkers

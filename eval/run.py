@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ctclab.core.cluster import Cluster, RayOptions, open_cluster, ray_options
+from ctclab.cluster.connection import Cluster, RayOptions, open_cluster, ray_options
 from ctclab.core.logs import show_notes
 from ctclab.core.normalize import NORMALIZERS, get_normalizer
 from ctclab.core.options import HelpFormatter, add_option_flags, given_options

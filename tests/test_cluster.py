@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO_ROOT
 from eval_fixtures import write_tiny_emissions
 
-from ctclab.core.cluster import RayOptions, check_reachable, forwarded_env, ray_options
+from ctclab.cluster.connection import RayOptions, check_reachable, forwarded_env, ray_options
 from ctclab.core.options import add_option_flags
 from ctclab.emission.distributed import MAX_CPUS_PER_GPU_WORKER, WorkerPlan, plan_workers
 

@@ -10,14 +10,16 @@ from pathlib import Path
 
 from conftest import REPO_ROOT
 
-# Each stage package and the packages it may import. core is the shared bottom; lm and emission
-# build on it; decoders fuse LMs; eval scores and reports everything.
+# Each stage package and the packages it may import. core is the shared bottom; cluster (the Ray
+# connection and worker pools) sits just above it; lm and emission build on core; decoders fuse
+# LMs; emission and eval run their work on the cluster; eval scores and reports everything.
 ALLOWED = {
     "core": set(),
+    "cluster": {"core"},
     "lm": {"core"},
-    "emission": {"core"},
+    "emission": {"core", "cluster"},
     "decoders": {"core", "lm"},
-    "eval": {"core", "lm", "emission", "decoders"},
+    "eval": {"core", "cluster", "lm", "emission", "decoders"},
 }
 PREFIX = "ctclab."
 

@@ -18,7 +18,7 @@ from fixtures_audio import make_openslr_corpus, make_tiny_model
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[ray])")
 
-from ctclab.core.cluster import RayOptions, open_cluster  # noqa: E402
+from ctclab.cluster.connection import RayOptions, open_cluster  # noqa: E402
 from ctclab.emission import distributed  # noqa: E402
 from ctclab.emission.distributed import EmissionWorkers  # noqa: E402
 from ctclab.emission.options import EmissionSpec, ExtractOptions, SourceOptions  # noqa: E402

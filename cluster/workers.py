@@ -138,7 +138,7 @@ class Worker:
 
 
 class WorkerPool:
-    """Actors of one Worker class on a cluster; made by core.cluster.Cluster.workers."""
+    """Actors of one Worker class on a cluster; made by cluster.connection.Cluster.workers."""
 
     def __init__(self, cluster: Any, cls: type, *, role: str, count: int, num_cpus: float,
                  num_gpus: float = 0.0, setup: tuple = (), start_timeout: float | None = None,

@@ -3,7 +3,7 @@
     options = ray_options(args)                      # --ray ADDRESS (or $RAY_ADDRESS), --ray-*
     with open_cluster(options, logs=Path("results/x/logs")) as cluster:
         if cluster is None: ...                      # no address: one machine, Ray not imported
-        pool = cluster.workers(MyWorker, role="decode", count=4, num_cpus=1)   # core.workers
+        pool = cluster.workers(MyWorker, role="decode", count=4, num_cpus=1)   # cluster.workers
 
 Ray is imported only here (and in the workers it starts), and only once work runs on the cluster:
 a run without ``--ray`` neither needs nor loads it, and one with nothing to compute (a complete
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctclab.cluster.workers import WorkerPool
 from ctclab.core.options import given_options, option
 
 ADDRESS_ENV = "RAY_ADDRESS"
@@ -135,7 +136,7 @@ class Cluster:
         self.cwd = os.getcwd()
         self._ray: Any = None
         self._mine = False
-        self._pools: list[Any] = []
+        self._pools: list[WorkerPool] = []
         self._started: dict[str, int] = {}   # pools started per role (their logs' names)
 
     @property
@@ -165,11 +166,9 @@ class Cluster:
 
     def workers(self, cls: type, *, role: str, count: int, num_cpus: float,
                 num_gpus: float = 0.0, setup: tuple = (), start_timeout: float | None = None
-                ) -> Any:
-        """Start ``count`` actors of ``cls`` (a core.workers.Worker) holding ``num_cpus`` CPUs and
-        ``num_gpus`` GPUs each; returns the core.workers.WorkerPool (closed with the cluster)."""
-        from ctclab.core.workers import WorkerPool
-
+                ) -> WorkerPool:
+        """Start ``count`` actors of ``cls`` (a cluster.workers.Worker) holding ``num_cpus`` CPUs
+        and ``num_gpus`` GPUs each; returns their WorkerPool (closed with the cluster)."""
         self._started[role] = self._started.get(role, 0) + 1
         pool = WorkerPool(self, cls, role=role, count=count, num_cpus=num_cpus,
                           num_gpus=num_gpus, setup=setup, start_timeout=start_timeout,
