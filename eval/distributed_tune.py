@@ -13,7 +13,9 @@ all the trials it runs.
   eval.tune.grid_search visits them and ties go to the lower number, so the best values are those
   the local grid search picks.
 - optuna (``--tune-method optuna``): Ray Tune's OptunaSearch (TPE, seed 0) over each grid's
-  [min, max], ``--tune-trials`` trials, several at once. Needs optuna, like the local search.
+  [min, max], ``--tune-trials`` trials, several at once. Needs optuna (the ray extra has it), like
+  the local search; TPE's first 10 trials are its seeded random start-up, so they are the points
+  the local search tries, whichever trial finishes first.
 
 A trial whose worker dies is run again (FAILURE_RETRIES); a trial that fails is an error naming
 its values. Ray Tune keeps its files (one folder per trial) under ``storage``.

@@ -277,6 +277,26 @@ def test_a_killed_decoding_worker_loses_no_utterance(cluster, tiny, tmp_path, mo
         factory.pool().close()
 
 
+def test_optuna_tuning_on_workers_tries_the_points_of_the_local_search(cluster, tiny, tmp_path):
+    """--tune-method optuna on Ray Tune (OptunaSearch, seed 0) against the local optuna search:
+    TPE's first 10 trials are its seeded random start-up, so both propose the same points
+    whichever Ray trial finishes first, and score them alike."""
+    pytest.importorskip("optuna", reason="optuna is not installed (pip install -e .[ray])")
+    args = ["--decoder", "beam", "--lm", str(tiny["lm"]), "--beam-width", "8", "--split",
+            "dev-a", "--tune", "alpha", "beta", "--tune-split", "dev-a", "dev-b",
+            "--tune-values", "alpha=0,4", "beta=-12,2", "--tune-method", "optuna",
+            "--tune-trials", "4"]
+    _run(tiny, tmp_path / "one", *args)
+    _run(tiny, tmp_path / "two", *args, "--ray", "local", "--ray-workers", "2")
+    p1, p2 = (json.loads((tmp_path / d / "params.json").read_text()) for d in ("one", "two"))
+    trials = p2["trials"]["beam+tiny"]
+    assert p2["method"] == "optuna" and len(trials) == 4
+    assert all(0 <= t["params"]["alpha"] <= 4 and -12 <= t["params"]["beta"] <= 2
+               for t in trials)
+    assert p1["trials"] == p2["trials"] and p1["systems"] == p2["systems"]
+    assert (tmp_path / "two" / "ray-tune").is_dir() and _no_actors_left()
+
+
 def test_jobs_with_ray_and_optuna_without_it_are_refused(cluster, tiny, tmp_path, capsys):
     common = ["--import-emissions", str(tiny["emissions"]), "--cache-dir", str(tiny["cache"]),
               "--split", "dev-a", "--ray", "local"]

@@ -235,6 +235,26 @@ def test_parallel_jobs_give_the_same_results(tiny, tmp_path):
     assert hyps[0] == hyps[1]
 
 
+def test_optuna_method_runs_its_trials_within_the_ranges(tiny, tmp_path):
+    pytest.importorskip("optuna", reason="optuna is not installed (pip install optuna, or the "
+                        "ray extra)")
+    args = ("--decoder", LM_DECODER, "--lm", str(tiny["lm"]), "--tune", "alpha", "beta",
+            "--tune-split", "dev-a", "--tune-values", "alpha=0,4", "beta=-12,2",
+            "--tune-method", "optuna", "--tune-trials", "5", "--split", "test-a")
+    run_mod.run(base_args(tiny, tmp_path / "o1", *args))
+    run_mod.run(base_args(tiny, tmp_path / "o2", *args))
+    p1, p2 = (json.loads((tmp_path / d / "params.json").read_text()) for d in ("o1", "o2"))
+    label = next(iter(p1["trials"]))
+    trials = p1["trials"][label]
+    assert p1["method"] == "optuna" and len(trials) == 5
+    assert all(0 <= t["params"]["alpha"] <= 4 and -12 <= t["params"]["beta"] <= 2
+               for t in trials)
+    assert len({(t["params"]["alpha"], t["params"]["beta"]) for t in trials}) == 5
+    best = min(trials, key=lambda t: t["wer"])
+    assert p1["systems"][label] == best["params"]
+    assert p1["trials"] == p2["trials"]                      # seeded: the same search again
+
+
 def test_optuna_method_without_optuna_gives_install_hint(tiny, tmp_path, capsys):
     try:
         import optuna  # noqa: F401
