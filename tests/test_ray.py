@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -297,18 +298,17 @@ def test_optuna_tuning_on_workers_tries_the_points_of_the_local_search(cluster, 
     assert (tmp_path / "two" / "ray-tune").is_dir() and _no_actors_left()
 
 
-def test_jobs_with_ray_and_optuna_without_it_are_refused(cluster, tiny, tmp_path, capsys):
+def test_jobs_with_ray_and_optuna_without_it_are_refused(cluster, tiny, tmp_path, capsys,
+                                                         monkeypatch):
     common = ["--import-emissions", str(tiny["emissions"]), "--cache-dir", str(tiny["cache"]),
               "--split", "dev-a", "--ray", "local"]
     code = run_mod.main([*common, "--out", str(tmp_path / "x"), "--jobs", "2"])
     assert code == 2 and "--ray-workers" in capsys.readouterr().err
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        code = run_mod.main([*common, "--out", str(tmp_path / "y"), "--decoder", "beam", "--lm",
-                             str(tiny["lm"]), "--tune", "alpha", "--tune-split", "dev-a",
-                             "--tune-method", "optuna"])
-        assert code == 2 and "pip install optuna" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "optuna", None)   # `import optuna` fails, as if missing
+    code = run_mod.main([*common, "--out", str(tmp_path / "y"), "--decoder", "beam", "--lm",
+                         str(tiny["lm"]), "--tune", "alpha", "--tune-split", "dev-a",
+                         "--tune-method", "optuna"])
+    assert code == 2 and "pip install optuna" in capsys.readouterr().err
 
 
 def test_arrays_sent_to_workers_decode_like_here(cluster, tiny):
