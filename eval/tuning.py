@@ -13,6 +13,7 @@ re-ranked for every rescoring value.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -180,14 +181,18 @@ def tune_systems(plan: TunePlan, caches: Sequence[EmissionCache], method: str, t
     best_params, best_wer, all_trials = {}, {}, {}
     for s in plan.targets:
         objective = objective_for(s, caches, factory, settings)
+        grids = plan.grids[s.label]
+        # Trials of this system, for the count on each line (on Ray they finish in any order).
+        total = trials if method == "optuna" else math.prod(len(v) for v in grids.values())
+        done = [0]
 
-        def report(t: Trial, s: System = s) -> None:
+        def report(t: Trial, s: System = s, total: int = total, done: list[int] = done) -> None:
+            done[0] += 1
             if settings.progress:
                 shown = " ".join(f"{k}={v:.3g}" for k, v in t.params.items())
-                print(f"[tune] {split_name} {s.label} {shown}: WER {100 * t.wer:.2f}%",
-                      flush=True)
+                print(f"[tune] {split_name} {s.label} trial {done[0]}/{total} {shown}: "
+                      f"WER {100 * t.wer:.2f}%", flush=True)
 
-        grids = plan.grids[s.label]
         if search is not None:
             best, found = search(s, grids, method, trials, report)
         elif method == "optuna":

@@ -235,14 +235,15 @@ def test_parallel_jobs_give_the_same_results(tiny, tmp_path):
     assert hyps[0] == hyps[1]
 
 
-def test_optuna_method_runs_its_trials_within_the_ranges(tiny, tmp_path):
+def test_optuna_method_runs_its_trials_within_the_ranges(tiny, tmp_path, capsys):
     pytest.importorskip("optuna", reason="optuna is not installed (pip install optuna, or the "
                         "ray extra)")
     args = ("--decoder", LM_DECODER, "--lm", str(tiny["lm"]), "--tune", "alpha", "beta",
             "--tune-split", "dev-a", "--tune-values", "alpha=0,4", "beta=-12,2",
             "--tune-method", "optuna", "--tune-trials", "5", "--split", "test-a")
     run_mod.run(base_args(tiny, tmp_path / "o1", *args))
-    run_mod.run(base_args(tiny, tmp_path / "o2", *args))
+    run_mod.run([a for a in base_args(tiny, tmp_path / "o2", *args) if a != "--quiet"])
+    assert "trial 5/5 alpha=" in capsys.readouterr().out     # a count on each trial's line
     p1, p2 = (json.loads((tmp_path / d / "params.json").read_text()) for d in ("o1", "o2"))
     label = next(iter(p1["trials"]))
     trials = p1["trials"][label]
