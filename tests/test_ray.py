@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
+import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,8 +48,9 @@ def cluster(tmp_path_factory):
 
 
 def _our_actors() -> list[str]:
-    return [a["name"] if isinstance(a, dict) else a for a in ray.util.list_named_actors()
-            if "ctclab-" in (a["name"] if isinstance(a, dict) else a)]
+    """Our live actors, every driver's (each has its own namespace)."""
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith("ctclab-")]
 
 
 def _no_actors_left() -> bool:
@@ -204,6 +208,49 @@ def test_a_worker_that_cannot_load_the_model_is_a_clean_error(audio, cluster, tm
         workers.close()
     assert "emit worker 0 failed to start" in str(caught.value)
     assert "Traceback" not in str(caught.value)
+
+
+def test_a_killed_driver_leaves_no_worker_behind(cluster, tmp_path):
+    """The workers are not detached actors: when their driver dies (SIGKILL: no cleanup runs),
+    Ray ends them with it, so a lost eval/run.py or eval/emit.py orphans nothing."""
+    driver = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from ctclab.cluster.connection import RayOptions, open_cluster
+        from ctclab.cluster.workers import Worker
+
+        class Idle(Worker):
+            def run(self, x):
+                return x
+
+        options = RayOptions(ray={ray.get_runtime_context().gcs_address!r})
+        with open_cluster(options, Path({str(tmp_path)!r})) as cluster:
+            cluster.workers(Idle, role="orphan", count=2, num_cpus=1).wait_ready()
+            print("ready", flush=True)
+            time.sleep(300)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        logs = sorted(tmp_path.glob("orphan-*.log"))
+        pids = {int(m) for log in logs for m in re.findall(r" pid (\d+):", log.read_text())}
+        assert logs and len(pids) == len(logs) and len(_our_actors()) == 2   # one may be starting
+    finally:
+        child.kill()
+        child.wait()
+    assert _no_actors_left()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- decoding, tuning
