@@ -186,6 +186,17 @@ def job_groups(parts: list[Sequence[Any]], seconds: float | None = None
     return jobs
 
 
+def check_cpu_search(options: Any, label: str) -> None:
+    """ValueError when ``options`` ask for a search on a GPU: decoding workers and tuning trials
+    hold CPUs only, and Ray hides the GPUs from them (the emission workers get the GPUs)."""
+    device = str(getattr(options, "device", None) or "cpu")
+    if device.split(":")[0] == "cuda":
+        raise ValueError(f"{label}: --device {device} runs the beam search on a GPU, but with "
+                         "--ray the decoding workers and tuning trials hold CPUs only (the "
+                         "emission workers get the GPUs): use --device auto (GPU emission, CPU "
+                         "decoding), or decode without --ray")
+
+
 class RayDecoderFactory(DecoderFactory):
     """eval.systems.DecoderFactory whose decoders run on Ray workers (started on first use: one
     per CPU of the cluster unless --ray-workers says otherwise; closed with the cluster)."""
@@ -212,6 +223,7 @@ class RayDecoderFactory(DecoderFactory):
         """(RemoteDecoder, seconds spent building it on the workers, LM loading included; 0.0
         when memoised)."""
         options = options or system.options
+        check_cpu_search(options, system.label)
         pool = self.pool()
         key = (system.label, repr(options), repr(vocab_dict), frame_shift_s)
         if key in self._remote:

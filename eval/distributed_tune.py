@@ -32,6 +32,7 @@ from typing import Any
 
 from ctclab.cluster.connection import Cluster
 from ctclab.emission.cache import EmissionCache
+from ctclab.eval.distributed_decode import check_cpu_search
 from ctclab.eval.runner import EvalSettings
 from ctclab.eval.systems import DecoderFactory, System
 from ctclab.eval.tune import Trial
@@ -92,6 +93,7 @@ class RayTuneSearch:
 
     def __call__(self, system: System, grids: dict[str, tuple[float, ...]], method: str,
                  trials: int, on_trial: Callable[[Trial], None]) -> tuple[Trial, list[Trial]]:
+        check_cpu_search(system.options, system.label)
         self.cluster.ray  # noqa: B018 - connect first: Ray Tune would start a cluster of its own
         from ray import tune
 

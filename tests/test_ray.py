@@ -358,6 +358,23 @@ def test_jobs_with_ray_and_optuna_without_it_are_refused(cluster, tiny, tmp_path
     assert code == 2 and "pip install optuna" in capsys.readouterr().err
 
 
+def test_a_gpu_search_on_cpu_workers_is_refused_before_any_starts(cluster, tiny, tmp_path,
+                                                                  capsys):
+    from ctclab.eval.distributed_decode import RayDecoderFactory
+    from ctclab.eval.systems import build_systems
+
+    (system,) = build_systems(["beam"], [None], {"beam_width": 8, "device": "cuda:1"})
+    factory = RayDecoderFactory(cluster, LOCAL)
+    with pytest.raises(ValueError, match="--device auto"):
+        factory.build(system, {}, 0.02)
+    assert factory._pool is None                        # no worker was started for it
+    code = run_mod.main(["--import-emissions", str(tiny["emissions"]), "--cache-dir",
+                         str(tiny["cache"]), "--out", str(tmp_path / "o"), "--decoder", "beam",
+                         "--split", "dev-a", "--device", "cuda", "--ray", "local"])
+    err = capsys.readouterr().err
+    assert code == 2 and "hold CPUs only" in err and "Traceback" not in err
+
+
 def test_arrays_sent_to_workers_decode_like_here(cluster, tiny):
     """RemoteDecoder.decode_many (arrays shipped, for callers that hold them) equals a local
     decoder, in order."""
