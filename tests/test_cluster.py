@@ -103,3 +103,18 @@ def test_without_ray_flag_ray_is_never_imported(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ray loaded: False" in done.stdout
     assert "ray loaded for a finished run: False" in done.stdout
+
+
+def test_ray_missing_is_an_error_with_the_install_command(tmp_path, capsys, monkeypatch):
+    """--ray where Ray is not installed (as in .venv-np2): an error line, not a traceback, once
+    there is work for the cluster."""
+    from ctclab.eval import run
+
+    monkeypatch.setitem(sys.modules, "ray", None)   # `import ray` fails, as if missing
+    emissions = write_tiny_emissions(tmp_path)
+    code = run.main(["--import-emissions", str(emissions), "--cache-dir", str(tmp_path / "c"),
+                     "--split", "dev-a", "--decoder", "greedy", "--quiet", "--out",
+                     str(tmp_path / "r"), "--ray", "local"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--ray needs Ray: pip install -e '.[ray]'" in err
+    assert "Traceback" not in err
