@@ -24,6 +24,7 @@ disconnects, unless the connection was the caller's.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import socket
@@ -207,8 +208,6 @@ def open_cluster(options: RayOptions, logs: Path) -> Iterator[Cluster | None]:
 
 
 def _connect(ray: Any, address: str) -> None:
-    import logging
-
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address == LOCAL:
         kwargs["address"] = "local"
