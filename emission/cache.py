@@ -43,7 +43,7 @@ import numpy as np
 from ctclab.core.atomic import atomic_open, atomic_write_bytes
 from ctclab.core.paths import default_cache_root  # noqa: F401 - re-exported: one root for all stages
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.emission.options import STORAGE_DTYPES
+from ctclab.emission.options import COMPUTE_DTYPES, DEFAULT_COMPUTE_DTYPE, STORAGE_DTYPES
 
 # Bumped when the on-disk layout changes; recorded in meta.json.
 TOOL_VERSION = "ctclab-cache/1"
@@ -62,7 +62,7 @@ MANIFEST_COLUMNS = ("id", "num_frames", "audio_seconds", "shard", "offset", "tex
 SOURCE_COLUMNS = ("id", "size", "mtime_ns", "path")
 # Fields of CacheMeta that must agree before new utterances may be added to an existing cache.
 IDENTITY_FIELDS = ("model", "revision", "source", "split", "vocabulary", "frame_shift_s",
-                   "sample_rate", "dtype", "tool_version", "data_key")
+                   "sample_rate", "dtype", "compute_dtype", "tool_version", "data_key")
 
 
 def slug(text: str) -> str:
@@ -100,7 +100,8 @@ class SkippedItem:
 @dataclass(frozen=True)
 class CacheMeta:
     """What made the emissions. vocabulary: ``Vocabulary.to_dict()``; frame_shift_s: seconds per
-    frame; sample_rate: Hz of the audio fed to the model; dtype: storage dtype of the arrays."""
+    frame; sample_rate: Hz of the audio fed to the model; dtype: storage dtype of the arrays;
+    compute_dtype: precision of the model forward that made them (ExtractOptions.dtype)."""
 
     model: str
     revision: str
@@ -117,12 +118,20 @@ class CacheMeta:
     # Identifies the corpus where ids are only locally meaningful (a manifest or dataset path);
     # "" for LibriSpeech (globally unique ids, so a moved data folder still matches).
     data_key: str = ""
-    # Free-form provenance (device, compute dtype, batching strategy); not used for matching.
+    # The model forward's precision (--dtype): arrays of two precisions must not share a cache.
+    # A meta.json written before this field existed reads as the stage's default (float32): what
+    # such a cache was made with unless --dtype was given. Imports keep the default: the model ran
+    # elsewhere, and an import is keyed by its content (data_key) instead.
+    compute_dtype: str = DEFAULT_COMPUTE_DTYPE
+    # Free-form provenance (device, batching strategy); not used for matching.
     details: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
             raise ValueError(f"cache dtype must be one of {STORAGE_DTYPES}, got {self.dtype!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"cache compute_dtype must be one of {COMPUTE_DTYPES}, got "
+                             f"{self.compute_dtype!r}")
         if not self.frame_shift_s > 0:
             raise ValueError(f"frame_shift_s must be positive seconds, got {self.frame_shift_s}")
         Vocabulary.from_dict(self.vocabulary)  # raises ValueError on a malformed vocabulary
@@ -158,10 +167,10 @@ class CacheMeta:
 class CacheIdentity:
     """What a cache is, for a results folder to record and compare: model, revision, source,
     split, and ``content_key``, a hash of everything the emissions were made from and hold
-    (vocabulary, frame shift, sample rate, storage dtype, data key, and every utterance's id,
-    frame count, audio seconds and reference text, and the skipped ids). Two caches with equal
-    identities hold the same utterances and references from the same model and data; the key
-    changes when a reference is corrected or the cache is extended."""
+    (vocabulary, frame shift, sample rate, storage and compute dtypes, data key, and every
+    utterance's id, frame count, audio seconds and reference text, and the skipped ids). Two
+    caches with equal identities hold the same utterances and references from the same model and
+    data; the key changes when a reference is corrected or the cache is extended."""
 
     model: str
     revision: str
@@ -316,6 +325,10 @@ class EmissionCache:
         if self._identity is None:
             digest = hashlib.sha256()
             meta = {name: getattr(self.meta, name) for name in IDENTITY_FIELDS}
+            if meta["compute_dtype"] == DEFAULT_COMPUTE_DTYPE:
+                # Hashed only when not the default, so that the keys of caches made before the
+                # field existed (read as the default) stay what results folders recorded.
+                del meta["compute_dtype"]
             digest.update(json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
             for r in self._records:  # sorted by id
                 digest.update(f"{r.id}\t{r.num_frames}\t{r.audio_seconds:.6f}\t"
@@ -596,6 +609,12 @@ def check_compatible(old: CacheMeta, new: CacheMeta, path: Path) -> None:
         if a != b:
             shown_a, shown_b = (("labels " + str(x.get("labels"))[:80] + f", blank {x.get('blank')}")
                                 if name == "vocabulary" else repr(x) for x in (a, b))
+            if name == "compute_dtype":
+                raise ValueError(
+                    f"the emission cache at {path} was computed with --dtype {a}, but this run "
+                    f"asks for --dtype {b}; refusing to mix arrays of two precisions in one "
+                    f"cache. Run with --dtype {a} to resume or extend it, or pass another "
+                    f"--cache-dir for a {b} cache (or delete {path} to rebuild it).")
             raise ValueError(
                 f"the emission cache at {path} was made with a different {name} ({shown_a}) than "
                 f"this run ({shown_b}); refusing to mix them. Use another --cache-dir, or delete "

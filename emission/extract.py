@@ -234,12 +234,14 @@ def source_split(source: AudioSource) -> str:
     return str(getattr(source, "split", None) or "all")
 
 
-def model_meta(model: CTCModel, source: AudioSource, store_dtype: str) -> CacheMeta:
-    """The CacheMeta of ``model`` run over ``source``, stored as ``store_dtype``."""
+def model_meta(model: CTCModel, source: AudioSource, store_dtype: str,
+               compute_dtype: str) -> CacheMeta:
+    """The CacheMeta of ``model`` run over ``source`` in ``compute_dtype``, stored as
+    ``store_dtype``."""
     return CacheMeta(model=model.name, revision=model.revision, source=source.name,
                      split=source_split(source), vocabulary=model.vocabulary.to_dict(),
                      frame_shift_s=model.frame_shift_s, sample_rate=model.sample_rate,
-                     dtype=store_dtype, data_key=source.data_key,
+                     dtype=store_dtype, compute_dtype=compute_dtype, data_key=source.data_key,
                      details={"data": source.location, "model_type": model.model_type,
                               # how padded batches were made exact (emission/padding.py)
                               "padding": list(model.padding_plan),
@@ -275,7 +277,7 @@ def extract_report(model: CTCModel, source: AudioSource, cache_root: str | Path,
     existing = CacheMeta.read(path)
     store = options.store_dtype or (existing.dtype if existing else DEFAULT_DTYPE)
     rows = listing if listing is not None else source.listing()
-    with CacheWriter(path, model_meta(model, source, store)) as writer:
+    with CacheWriter(path, model_meta(model, source, store, options.dtype)) as writer:
         return fill(writer, source, rows, skip_bad=options.skip_bad, compute=lambda e: (
             run_model(model, source, writer, e, options, progress=progress, on_batch=on_batch)))
 

@@ -20,6 +20,10 @@ from ctclab.core.paths import default_cache_root
 
 SOURCE_NAMES = ("openslr", "hf", "manifest")
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+# The model forward's default precision: float32, the reference the tolerances are measured in
+# (emission/cache.py); reduced precision is an explicit choice (--dtype). A cache records its own
+# (CacheMeta.compute_dtype).
+DEFAULT_COMPUTE_DTYPE = "float32"
 STORAGE_DTYPES = ("float16", "float32")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Batches prepared ahead by the loader thread (each holds only its padded waveforms).
@@ -66,8 +70,9 @@ class ExtractOptions:
     """How the acoustic model runs over the audio and how its output is stored."""
 
     device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps")
-    dtype: str = option("float32", "compute dtype; float16/bfloat16 run under autocast (norms "
-                        "and softmax stay float32)", choices=COMPUTE_DTYPES)
+    dtype: str = option(DEFAULT_COMPUTE_DTYPE, "compute dtype; float16/bfloat16 run under autocast "
+                        "(norms and softmax stay float32); a cache records it and refuses to be "
+                        "resumed or extended in another", choices=COMPUTE_DTYPES)
     store_dtype: str | None = option(
         None, "dtype of the cached log-probs; none: float16 for a new cache, an existing cache's "
         "own otherwise (a cache stored in another dtype than the one given is an error)",

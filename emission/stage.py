@@ -164,6 +164,9 @@ def open_emissions(spec: EmissionSpec, split: str, *, models: ModelLoader | None
                 raise ValueError(refusal)
             if plan.is_noop:
                 return EmissionResult(cache, "cached", time.perf_counter() - start)
+            if plan.pending:  # audio to compute: refuse another precision before the cache
+                _check_compute_dtype(meta, spec, path)  # is reopened (pending audio that all
+                # proves unreadable would have run nothing; refusing it too is the safe side)
     if source is None:
         raise FileNotFoundError(
             f"no emission cache for model {spec.model!r}, split {split!r} under {root}. Make it "
@@ -215,10 +218,19 @@ def _locate(spec: EmissionSpec, root: Path, split: str, source: str | None) -> P
 def _check_request(meta: CacheMeta, spec: EmissionSpec, source: AudioSource | None,
                    path: Path) -> None:
     """ValueError when the options asked for explicitly contradict the cache (another storage
-    dtype, another manifest), before anything is loaded."""
+    dtype, another manifest; for an incomplete cache that the model is to finish, another
+    compute dtype), before anything is loaded. A complete cache is read whatever --dtype says
+    (eval/run.py passes its default); :func:`_check_compute_dtype` guards extending it."""
     wanted = dataclasses.replace(meta, dtype=spec.extract.store_dtype or meta.dtype,
                                  data_key=source.data_key if source is not None else meta.data_key)
     check_compatible(meta, wanted, path)
+    if source is not None and not meta.complete:
+        _check_compute_dtype(meta, spec, path)
+
+
+def _check_compute_dtype(meta: CacheMeta, spec: EmissionSpec, path: Path) -> None:
+    """ValueError when the model is to add to the cache in another precision than it was made in."""
+    check_compatible(meta, dataclasses.replace(meta, compute_dtype=spec.extract.dtype), path)
 
 
 def _fill_existing(spec: EmissionSpec, source: AudioSource, listing: list[SourceRow], path: Path,
@@ -235,8 +247,8 @@ def _fill_existing(spec: EmissionSpec, source: AudioSource, listing: list[Source
 
             assert spec.model is not None
             model = models(spec.model, spec.revision)
-            check_compatible(writer.meta, extract.model_meta(model, source, writer.meta.dtype),
-                             path)
+            check_compatible(writer.meta, extract.model_meta(model, source, writer.meta.dtype,
+                                                             spec.extract.dtype), path)
             return extract.run_model(model, source, writer, entries, spec.extract,
                                      progress=progress, on_batch=on_batch)
 

@@ -114,6 +114,35 @@ def test_meta_mismatch_is_a_clear_error(tmp_path):
         assert writer.done_ids == {"a"}
 
 
+def test_compute_dtype_is_part_of_the_identity_and_old_metas_read_as_float32(tmp_path):
+    rng = np.random.default_rng(4)
+    arr = _log_probs(rng, 4)
+    for name, compute in (("f32", "float32"), ("bf16", "bfloat16")):
+        with CacheWriter(tmp_path / name, _meta(compute_dtype=compute)) as writer:
+            writer.add_batch([("a", "A", 1.0, arr)])
+            writer.finish()
+    f32, bf16 = EmissionCache.open(tmp_path / "f32"), EmissionCache.open(tmp_path / "bf16")
+    assert (f32.meta.compute_dtype, bf16.meta.compute_dtype) == ("float32", "bfloat16")
+    assert f32.identity.content_key != bf16.identity.content_key
+    with pytest.raises(ValueError, match="computed with --dtype bfloat16.*--dtype float32"
+                                         ".*Run with --dtype bfloat16.*another --cache-dir"
+                                         ) as refused:
+        CacheWriter(tmp_path / "bf16", _meta(compute_dtype="float32"))
+    assert str(tmp_path / "bf16") in str(refused.value)
+    with pytest.raises(ValueError, match="compute_dtype must be one of"):
+        _meta(compute_dtype="int8")
+
+    # A meta.json from before the field: read as float32, with the content key it had then.
+    file = tmp_path / "f32" / "meta.json"
+    data = json.loads(file.read_text())
+    del data["compute_dtype"]
+    file.write_text(json.dumps(data))
+    old = EmissionCache.open(tmp_path / "f32")
+    assert old.meta.compute_dtype == "float32" and old.identity == f32.identity
+    with pytest.raises(ValueError, match="computed with --dtype float32"):
+        CacheWriter(tmp_path / "f32", _meta(compute_dtype="bfloat16"))
+
+
 def test_one_writer_at_a_time_and_wrong_shapes(tmp_path):
     with CacheWriter(tmp_path / "c", _meta()) as writer:
         with pytest.raises(RuntimeError, match="another process"):

@@ -171,6 +171,48 @@ def test_disk_full_is_a_clean_error_and_the_run_resumes_exactly(model, corpus, t
                                    atol=cache_module.BATCH_TOLERANCE)
 
 
+def test_another_compute_dtype_never_resumes_or_extends_a_cache(model, corpus, tmp_path, capsys):
+    audio, rows = corpus
+    manifest = _manifest(audio, rows[:2])
+    root = tmp_path / "c"
+
+    class Killed(Exception):
+        pass
+
+    def kill(n: int) -> None:
+        raise Killed
+
+    spec = EmissionSpec(model=str(model), cache_dir=str(root),
+                        audio=SourceOptions(manifest=str(manifest)),
+                        extract=ExtractOptions(device="cpu", batch_seconds=0.6))
+    with pytest.raises(Killed):  # a float32 run killed after its first batch
+        open_emissions(spec, "s", progress=False, on_batch=kill)
+    path = next(root.rglob("meta.json")).parent
+    partial = EmissionCache.open(path, allow_incomplete=True)
+    assert len(partial) == 1 and partial.meta.compute_dtype == "float32"
+
+    # Resuming in bfloat16: refused before the model loads, naming the cache and the fix.
+    assert main(_emit(model, manifest, root, "--dtype", "bfloat16")) == 2
+    err = capsys.readouterr().err
+    assert f"the emission cache at {path} was computed with --dtype float32" in err
+    assert "Run with --dtype float32 to resume" in err and "another --cache-dir" in err
+    assert "Traceback" not in err
+    assert EmissionCache.open(path, allow_incomplete=True).ids == partial.ids
+
+    assert main(_emit(model, manifest, root)) == 0  # the same dtype resumes it
+    assert "computed 1, resumed after 1" in capsys.readouterr().out
+    done = EmissionCache.open(path)
+    assert done.meta.compute_dtype == "float32" and done.ids == ["u0", "u1"]
+
+    # A complete cache is read whatever --dtype says, but not extended in another precision.
+    assert main(_emit(model, manifest, root, "--dtype", "bfloat16")) == 0
+    assert "cached (no-op)" in capsys.readouterr().out
+    assert main(_emit(model, _manifest(audio, rows), root, "--dtype", "bfloat16")) == 2
+    err = capsys.readouterr().err
+    assert "computed with --dtype float32, but this run asks for --dtype bfloat16" in err
+    assert EmissionCache.open(path).ids == done.ids  # untouched: still complete
+
+
 def test_locked_cache_and_offline_dataset_are_clean_errors(model, corpus, tmp_path, capsys,
                                                            monkeypatch):
     audio, rows = corpus
