@@ -28,6 +28,8 @@ class Decoder(ABC, Generic[OptionsT]):
 
     Subclasses set ``Options`` (a frozen dataclass whose ``__post_init__`` validates its values) and
     implement :meth:`decode`. ``frame_shift_s`` converts frame indices to seconds in timestamps.
+    ``progress``: show the progress of slow set-up work (decompressing an .arpa.gz, building an
+    array LM); False prints none (eval/run.py --quiet). Not an option: results do not depend on it.
     """
 
     name: ClassVar[str] = ""
@@ -35,7 +37,7 @@ class Decoder(ABC, Generic[OptionsT]):
     options: OptionsT
 
     def __init__(self, vocab: Vocabulary, options: OptionsT | None = None, *,
-                 frame_shift_s: float = 0.02):
+                 frame_shift_s: float = 0.02, progress: bool = True):
         if options is None:
             options = self.Options()
         if not isinstance(options, self.Options):
@@ -49,6 +51,7 @@ class Decoder(ABC, Generic[OptionsT]):
         self.vocab = vocab
         self.options = options  # type: ignore[assignment]  # checked against self.Options above
         self.frame_shift_s = float(frame_shift_s)
+        self.progress = progress
 
     @property
     def batch_size(self) -> int:
@@ -233,10 +236,11 @@ def require_decoder(name: str) -> type[Decoder]:
 
 
 def fused_lm(options: LMOptions, lm: LoadedLM | None, backend: str = "kenlm",
-             arrays_max_mib: float | None = None) -> LoadedLM | None:
+             arrays_max_mib: float | None = None, progress: bool = True) -> LoadedLM | None:
     """The LM a decoder fuses: ``lm`` when given (then the options must not name another),
     else the one ``options.lm_path`` names, loaded once per process (lm.loaded.load_lm) in the
-    form ``backend`` asks for ('kenlm', 'arrays' or 'auto', see lm.loaded)."""
+    form ``backend`` asks for ('kenlm', 'arrays' or 'auto', see lm.loaded), showing the progress
+    of first-use work when ``progress``."""
     if lm is not None:
         if options.lm_path is not None or options.unigrams_path is not None:
             raise ValueError("give the language model once: a loaded lm= or options.lm_path / "
@@ -245,7 +249,7 @@ def fused_lm(options: LMOptions, lm: LoadedLM | None, backend: str = "kenlm",
     if options.lm_path is None:
         return None
     return load_lm(options.lm_path, options.unigrams_path, backend=backend,
-                   arrays_max_mib=arrays_max_mib)
+                   arrays_max_mib=arrays_max_mib, progress=progress)
 
 
 def create_decoder(name: str, vocab: Vocabulary, *, frame_shift_s: float = 0.02,

@@ -53,11 +53,12 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
     Options = BeamOptions
 
     def __init__(self, vocab: Vocabulary, options: BeamOptions | None = None, *,
-                 frame_shift_s: float = 0.02, lm: LoadedLM | None = None):
-        super().__init__(vocab, options, frame_shift_s=frame_shift_s)
+                 frame_shift_s: float = 0.02, lm: LoadedLM | None = None,
+                 progress: bool = True):
+        super().__init__(vocab, options, frame_shift_s=frame_shift_s, progress=progress)
         opts = self.options
         self.xp = arrays_for(opts.device, opts.array_backend)
-        self.lm = fused_lm(opts, lm, opts.lm_backend, opts.lm_arrays_max_mib)
+        self.lm = fused_lm(opts, lm, opts.lm_backend, opts.lm_arrays_max_mib, progress)
         self.spelling = make_spelling(vocab, opts.lexicon_path, opts.tokenizer_path,
                                       opts.skip_unknown_tokens)
         mode = opts.lexicon_mode or (C.DEFAULT_LEXICON_MODE if self.spelling.from_tokens

@@ -55,8 +55,10 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
     Options = PyctcdecodeOptions
 
     def __init__(self, vocab: Vocabulary, options: PyctcdecodeOptions | None = None, *,
-                 frame_shift_s: float = 0.02, lm: LoadedLM | None = None):
-        super().__init__(vocab, options, frame_shift_s=frame_shift_s)  # ImportError without it
+                 frame_shift_s: float = 0.02, lm: LoadedLM | None = None,
+                 progress: bool = True):
+        super().__init__(vocab, options, frame_shift_s=frame_shift_s,  # ImportError without it
+                         progress=progress)
         if vocab.units == "phonemes":
             raise ValueError("pyctcdecode decodes letters and word pieces, whose labels spell the "
                              "words; this model emits phonemes, whose words come only through a "
@@ -64,7 +66,7 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
                              "--lexicon FILE (lexicon_path=)")
         import pyctcdecode
         opts = self.options
-        self.lm = fused_lm(opts, lm)
+        self.lm = fused_lm(opts, lm, progress=progress)
         # acoustic word -> LM word (identity without an LM); raises on an all-OOV setup, also for
         # a binary LM without a word list (its casing is probed with common words).
         self.word_mapper: Callable[[str], str] = (

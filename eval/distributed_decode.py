@@ -201,8 +201,9 @@ class RayDecoderFactory(DecoderFactory):
     """eval.systems.DecoderFactory whose decoders run on Ray workers (started on first use: one
     per CPU of the cluster unless --ray-workers says otherwise; closed with the cluster)."""
 
-    def __init__(self, cluster: Cluster, options: RayOptions, units: str | None = None):
-        super().__init__(units)
+    def __init__(self, cluster: Cluster, options: RayOptions, units: str | None = None, *,
+                 progress: bool = True):
+        super().__init__(units, progress=progress)
         self.cluster, self.options = cluster, options
         self._pool: Any = None
         self._remote: dict[tuple, RemoteDecoder] = {}

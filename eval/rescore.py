@@ -49,11 +49,14 @@ def is_kenlm(spec: str) -> bool:
     return path.is_file() and (path.name.endswith(KENLM_SUFFIXES) or looks_like_arpa(path))
 
 
-def open_rescorer(spec: str, vocab: Vocabulary, case: str = DEFAULT_CASE) -> SentenceScorer:
+def open_rescorer(spec: str, vocab: Vocabulary, case: str = DEFAULT_CASE, *,
+                  progress: bool = True) -> SentenceScorer:
     """A KenLM sentence scorer (file / known name; words mapped to its casing) or a causal LM
-    (hub id / directory; text in ``case``)."""
+    (hub id / directory; text in ``case``). progress: show the progress of first-use work on a
+    large KenLM file (lm.loaded.load_lm)."""
     if is_kenlm(spec):
-        lm = load_lm(spec)   # the one loaded object: shared with decoders that fuse the same file
+        # the one loaded object: shared with decoders that fuse the same file
+        lm = load_lm(spec, progress=progress)
         return KenLMSentenceScorer(lm.model, lm.word_mapper(vocab), Path(spec).name)
     return CausalLMScorer.load(spec, case=case)
 

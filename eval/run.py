@@ -207,7 +207,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,
     # Every input before any decoding: a missing LM, word list or cache fails now, not after
     # other systems (or a long tuning run) were decoded. Without --data-dir/--manifest/--source
     # only existing caches are used (no hub download).
-    check_input_files(systems)
+    check_input_files(systems, progress=not args.quiet)
     spec, models = spec_from_flags(args, default_source=None), ModelLoader()
     if spec.model is None and spec.import_dir is None:
         spec = dataclasses.replace(
@@ -237,8 +237,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,
     phonemes = phoneme_scoring(first.vocabulary, values.get("lexicon_path")) \
         if first is not None else None
     units = "phonemes" if phonemes is not None else None
-    factory = RayDecoderFactory(cluster, ray, units) if cluster is not None \
-        else DecoderFactory(units)
+    factory = RayDecoderFactory(cluster, ray, units, progress=not args.quiet) \
+        if cluster is not None else DecoderFactory(units, progress=not args.quiet)
     if phonemes is not None:
         print(f"[lexicon] {values['lexicon_path']} spells words in the model's phonemes: words "
               "come from it; decoders that output only tokens are scored by phoneme error rate "

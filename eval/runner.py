@@ -276,7 +276,7 @@ def evaluate(systems: Sequence[System], caches: Mapping[str, EmissionCache],
 
     phonemes: the tokens are phonemes of this lexicon (eval.token_scoring): systems that output
     no words are scored by phoneme error rate, and compared only with each other."""
-    factory = factory or DecoderFactory()
+    factory = factory or DecoderFactory(progress=settings.progress)
     record = run_settings(systems, caches, settings, command)
     with folder.lock():
         folder.check_resumable(record)

@@ -352,11 +352,12 @@ def _shown(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def check_input_files(systems: Sequence[System]) -> None:
+def check_input_files(systems: Sequence[System], *, progress: bool = True) -> None:
     """Every file the systems read, checked before anything is decoded (a missing LM must not
     surface after other systems ran for an hour): each LM resolved (an .arpa.gz decompressed
     once, a known name downloaded: offline that fails now, saying how to get the file) and
     recognised as an ARPA or a KenLM binary (a rescoring KenLM too); each word list present.
+    progress: show a large decompression's progress.
     FileNotFoundError, ValueError or ConnectionError naming the file and the fix."""
     seen: set[tuple[str, str]] = set()
     for s in systems:
@@ -365,7 +366,7 @@ def check_input_files(systems: Sequence[System]) -> None:
                 continue
             seen.add((name, value))
             if name in ("lm_path", "rescore_lm"):
-                path = resolve_lm_path(value)
+                path = resolve_lm_path(value, progress=progress)
                 if not (looks_like_arpa(path) or is_kenlm_binary(path)):
                     flag = "--lm" if name == "lm_path" else "--rescore"
                     raise ValueError(f"{flag} {value}: {path} is neither an ARPA file (its first "
@@ -380,11 +381,13 @@ class DecoderFactory:
     vocabulary, frame shift): a later split with the same vocabulary reuses it. A rescored
     system's decoder is its base decoder followed by the re-ranking (second LM loaded once)."""
 
-    def __init__(self, units: str | None = None) -> None:
+    def __init__(self, units: str | None = None, *, progress: bool = True) -> None:
         """units: what the tokens are when the cache cannot say (phonemes: --lexicon is a
-        pronunciation lexicon), or None to keep the cache's vocabulary as it is."""
+        pronunciation lexicon), or None to keep the cache's vocabulary as it is. progress: let
+        decoders show the progress of slow set-up work (decompressing or building an LM)."""
         self._decoders: dict[tuple, Decoder] = {}
         self.units = units
+        self.progress = progress
         self._rescorers: dict[tuple, SentenceScorer] = {}
 
     def rescorer(self, rescore: RescoreOptions, vocab_dict: dict) -> SentenceScorer:
@@ -392,7 +395,7 @@ class DecoderFactory:
         key = (rescore.rescore_lm, rescore.rescore_case, repr(vocab_dict))
         if key not in self._rescorers:
             self._rescorers[key] = open_rescorer(rescore.rescore_lm, Vocabulary.from_dict(vocab_dict),
-                                                 rescore.rescore_case)
+                                                 rescore.rescore_case, progress=self.progress)
         return self._rescorers[key]
 
     def build(self, system: System, vocab_dict: dict, frame_shift_s: float,
@@ -416,7 +419,7 @@ class DecoderFactory:
         vocab = Vocabulary.from_dict(vocab_dict)
         if self.units is not None:
             vocab = dataclasses.replace(vocab, units=self.units)
-        decoder = system.cls(vocab, options, frame_shift_s=frame_shift_s)
+        decoder = system.cls(vocab, options, frame_shift_s=frame_shift_s, progress=self.progress)
         self._decoders[key] = decoder
         return decoder, time.perf_counter() - start
 

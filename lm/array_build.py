@@ -47,6 +47,7 @@ from ctclab.lm.arpa import (
 from ctclab.lm.constants import (
     ARPA_READ_CHUNK_LINES,
     KENLM_UNKNOWN_MISSING_LOG10,
+    PROGRESS_MIN_NGRAMS,
     UNKNOWN_WORDS,
 )
 
@@ -146,7 +147,7 @@ def _read_sections(path: Path, header: ArpaHeader, vocab: dict[str, int], progre
     receives word -> id from the 1-grams (<unk> is 0 and not in it)."""
     total = sum(header.counts)
     bar = progress_bar(total, f"arrays {path.name}", "n-gram", leave=False,
-                       enabled=progress and total >= 1_000_000)
+                       enabled=progress and total >= PROGRESS_MIN_NGRAMS)
     with open_text(path) as f, contextlib.closing(bar):
         _skip_to_section(f, 1, header_done=False)
         lookup = vocab  # word -> id for the n-grams of order >= 2 (set after the 1-grams)

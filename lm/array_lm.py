@@ -219,6 +219,7 @@ def load_array_lm(arpa: str | os.PathLike, cache_root: str | os.PathLike | None 
     """The array LM of an ARPA file (.arpa or gzip): mmap'd from the cache, built on first use.
 
     max_bytes: refuse (ArrayLMTooLarge) when the arrays would take more; None = no limit.
+    progress: show the build's progress (a large ARPA; False: nothing is printed).
     Raises ArrayLMUnsupported for a non-ARPA file (a KenLM binary keeps no n-gram list) or an ARPA
     KenLM reads by filling in pruned n-grams, ArpaFormatError for a broken ARPA.
     """

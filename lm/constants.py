@@ -14,6 +14,11 @@ ARPA_SPECIAL_TOKENS = frozenset({"<s>", "</s>", "<unk>", "<UNK>"})
 # small enough to be harmless in memory.
 COPY_CHUNK_BYTES = 1 << 20
 
+# Work smaller than these shows no progress display (it takes about a second or less): the
+# compressed bytes of an .arpa.gz to decompress, the n-grams of an ARPA to read into arrays.
+PROGRESS_MIN_GZIP_BYTES = 32 * COPY_CHUNK_BYTES
+PROGRESS_MIN_NGRAMS = 1_000_000
+
 # Casing detection looks at this many LM words: enough to be certain, fast on a 200k-word LM.
 CASING_SAMPLE_WORDS = 50_000
 

@@ -16,12 +16,13 @@ from pathlib import Path
 from ctclab.core.atomic import atomic_open
 from ctclab.core.progress import progress_bar
 from ctclab.lm.arpa import is_gzip
-from ctclab.lm.constants import COPY_CHUNK_BYTES
+from ctclab.lm.constants import COPY_CHUNK_BYTES, PROGRESS_MIN_GZIP_BYTES
 from ctclab.lm.fetch import KNOWN_RESOURCES, fetch_resource, lm_cache_dir
 
 
 def resolve_lm_path(path_or_name: str | os.PathLike,
-                    cache_root: str | os.PathLike | None = None) -> Path:
+                    cache_root: str | os.PathLike | None = None, *,
+                    progress: bool = True) -> Path:
     """A KenLM-readable file for ``path_or_name``.
 
     - an existing .arpa / .binary / .klm (any non-gzip file): returned as is;
@@ -30,15 +31,17 @@ def resolve_lm_path(path_or_name: str | os.PathLike,
     - a known name such as ``librispeech-4gram`` (see ``lm.fetch.KNOWN_RESOURCES``): downloaded
       into the cache (needs the internet) and then resolved as above.
     cache_root: the ctclab cache root (default ``$CTCLAB_CACHE_DIR`` or ``~/.cache/ctclab``).
+    progress: show the decompression's progress (a large file; False: nothing is printed).
     Raises FileNotFoundError listing the known names when it is neither a file nor a known name.
     """
     path = Path(path_or_name).expanduser()
     if path.is_file():
-        return _decompress_cached(path, lm_cache_dir(cache_root)) if is_gzip(path) else path
+        return _decompress_cached(path, lm_cache_dir(cache_root), progress) if is_gzip(path) \
+            else path
     name = str(path_or_name)
     if name in KNOWN_RESOURCES:
         fetched = fetch_resource(name, dest_dir=lm_cache_dir(cache_root))
-        return resolve_lm_path(fetched, cache_root)
+        return resolve_lm_path(fetched, cache_root, progress=progress)
     if path.exists():
         raise ValueError(f"{path} is not a file; pass a KenLM .arpa, .arpa.gz or .binary file")
     lm_names = sorted(n for n, r in KNOWN_RESOURCES.items() if r.is_lm)
@@ -55,25 +58,26 @@ def decompressed_name(path: Path) -> str:
     return f"{base}-{key[:12]}.{ext}" if dot and base else f"{stem}-{key[:12]}"
 
 
-def _decompress_cached(path: Path, cache_dir: Path) -> Path:
+def _decompress_cached(path: Path, cache_dir: Path, progress: bool) -> Path:
     target = cache_dir / decompressed_name(path)
     if target.is_file():
         return target
     try:  # atomic: readers see the whole file or none, and a failure leaves no temp file
         with atomic_open(target, "wb") as out, gzip.open(path, "rb") as src:
-            _copy_with_progress(src, out, path)
+            _copy_with_progress(src, out, path, progress)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated / bad header / bad data
         raise ValueError(f"{path}: could not decompress ({exc}); the gzip file is damaged or "
                          "truncated: download or rebuild it") from exc
     return target
 
 
-def _copy_with_progress(src, out, path: Path) -> None:
-    """Copy a gzip stream with a progress display over the compressed bytes read."""
+def _copy_with_progress(src, out, path: Path, progress: bool) -> None:
+    """Copy a gzip stream with a progress display (when ``progress`` and the file is large) over
+    the compressed bytes read."""
     total = path.stat().st_size
     raw = src.fileobj  # the underlying compressed file: its position is our progress
-    bar = progress_bar(total, f"gunzip {path.name}", "B", enabled=total >= 32 * COPY_CHUNK_BYTES,
-                       leave=False)
+    bar = progress_bar(total, f"gunzip {path.name}", "B", leave=False,
+                       enabled=progress and total >= PROGRESS_MIN_GZIP_BYTES)
     done = 0
     try:
         while True:

@@ -113,23 +113,25 @@ def load_word_list(path: str | Path) -> list[str]:
 
 def load_lm(source: str | Path, unigrams_path: str | Path | None = None,
             cache_root: str | Path | None = None, *, backend: str = "kenlm",
-            arrays_max_mib: float | None = None) -> LoadedLM:
+            arrays_max_mib: float | None = None, progress: bool = True) -> LoadedLM:
     """The LM named by ``source`` (.arpa / .arpa.gz / .binary or a known name, see
     lm.files.resolve_lm_path), loaded once per process per (LM file, word list, model form).
 
     backend: 'kenlm' | 'arrays' | 'auto' (module docstring); arrays_max_mib: the largest array
-    LM to build and hold (None: no limit). Known words come from ``unigrams_path`` (word list,
-    lexicon, ARPA) when given, else from the LM's own ARPA; a binary LM without ``unigrams_path``
-    has none. Errors name the file and, for a broken ARPA, the bad line.
+    LM to build and hold (None: no limit); progress: show the progress of first-use work on a
+    large LM (decompressing an .arpa.gz, building its arrays). Known words come from
+    ``unigrams_path`` (word list, lexicon, ARPA) when given, else from the LM's own ARPA; a
+    binary LM without ``unigrams_path`` has none. Errors name the file and, for a broken ARPA,
+    the bad line.
     """
     if backend not in LM_BACKENDS:
         raise ValueError(f"unknown LM backend {backend!r}; valid: {', '.join(LM_BACKENDS)}")
-    lm_file = resolve_lm_path(source, cache_root)
+    lm_file = resolve_lm_path(source, cache_root, progress=progress)
     words_file = Path(unigrams_path) if unigrams_path is not None else (
         lm_file if looks_like_arpa(lm_file) else None)
     if words_file is not None and not words_file.is_file():
         raise FileNotFoundError(f"unigram/lexicon file not found: {words_file} (unigrams_path)")
-    arrays = _array_model(lm_file, backend, arrays_max_mib, cache_root)
+    arrays = _array_model(lm_file, backend, arrays_max_mib, cache_root, progress)
     form = "kenlm" if arrays is None else "arrays"
     key = (_file_key(lm_file), None if words_file is None else _file_key(words_file), form)
     if key in _LMS:
@@ -147,7 +149,7 @@ def load_lm(source: str | Path, unigrams_path: str | Path | None = None,
 
 
 def _array_model(lm_file: Path, backend: str, max_mib: float | None,
-                 cache_root: str | Path | None) -> ArrayLanguageModel | None:
+                 cache_root: str | Path | None, progress: bool) -> ArrayLanguageModel | None:
     """The array form of ``lm_file`` (once per process), or None where KenLM is to score it."""
     if backend == "kenlm":
         return None
@@ -166,7 +168,7 @@ def _array_model(lm_file: Path, backend: str, max_mib: float | None,
             raise ArrayLMUnsupported(f"{lm_file}: its arrays take {held.nbytes / 2**20:.0f} MiB, "
                                      f"more than the {max_mib:.0f} MiB allowed")
         return _remember(_ARRAY_MODELS, key, load_array_lm(lm_file, cache_root,
-                                                           max_bytes=max_bytes))
+                                                           max_bytes=max_bytes, progress=progress))
     except ArrayLMUnsupported as exc:  # too large, or pruned suffixes KenLM fills in
         if backend == "arrays":
             raise ValueError(f"{exc}; use lm_backend 'kenlm' or 'auto' for this LM") from None

@@ -2,6 +2,8 @@
 and that every error is one ``error:`` line with exit status 2."""
 from __future__ import annotations
 
+import gzip
+
 import pytest
 from conftest import needs_pyctcdecode
 from decoding_fixtures import arpa_text
@@ -9,6 +11,7 @@ from eval_fixtures import LM_WORDS, write_tiny_emissions
 
 from ctclab.decoders.base import available_decoders
 from ctclab.eval import run as run_mod
+from ctclab.lm import array_build, files
 
 LM_DECODER = next(d for d in ("beam", "pyctcdecode") if d in available_decoders())
 
@@ -46,6 +49,32 @@ def test_kenlm_banner_is_one_note_and_nothing_with_quiet(tiny, tmp_path, capfd):
     notes = [line for line in err.splitlines() if "loud.arpa" in line]
     assert len(notes) == 1 and notes[0].startswith("note: LM loud.arpa: 2-gram loaded in"), err
     assert "no <unk>" in notes[0] and "****" not in err and "Reading" not in err
+
+
+def gzipped(path):
+    """``path`` gzipped beside it as <name>.gz (the plain file removed)."""
+    target = path.with_name(path.name + ".gz")
+    target.write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    return target
+
+
+def test_quiet_reaches_the_progress_of_lm_set_up_work(tiny, tmp_path, capfd, monkeypatch):
+    # A tiny LM shows no progress anyway: lower the thresholds so that it would.
+    monkeypatch.setattr(files, "PROGRESS_MIN_GZIP_BYTES", 0)
+    monkeypatch.setattr(array_build, "PROGRESS_MIN_NGRAMS", 0)
+    capfd.readouterr()
+    for name, quiet in (("hush", ["--quiet"]), ("shout", [])):
+        lm = gzipped(arpa_without_unk(tmp_path / f"{name}.arpa"))  # new files: work to do again
+        run_mod.run(args(tiny, tmp_path / name, "--decoder", "beam", "--lm", str(lm),
+                         "--rescore", str(lm), "--nbest", "2", *quiet))
+        out, err = capfd.readouterr()
+        gunzip = [line for line in err.splitlines() if line.startswith(f"gunzip {name}.arpa.gz:")]
+        arrays = [line for line in err.splitlines() if line.startswith("arrays ")]
+        if quiet:
+            assert not gunzip and not arrays and "B/s" not in out + err, err
+        else:  # the check of input files decompresses it; the beam builds its arrays
+            assert len(gunzip) == 1 and len(arrays) == 1 and "n-gram" in arrays[0], err
 
 
 def test_speed_column_keeps_digits_for_fast_decoders():
