@@ -129,12 +129,14 @@ class HostScored(BatchLanguageModel):
 class KenLMLanguageModel(LanguageModel):
     """KenLM model (ARPA or binary) behind :class:`LanguageModel`.
 
-    path: .arpa, .arpa.gz is not read by KenLM (decompress first), .binary/.klm. Scores are not
-    cached here: the beam search reaches KenLM through lm.scalar_batch, whose cache per
-    (history, word) is the one score cache. KenLM states are hashable.
+    path: .arpa, .arpa.gz is not read by KenLM (decompress first), .binary/.klm. given: what the
+    user named, for the loading note (an .arpa.gz, a known name) when ``path`` is a copy made
+    from it (lm.files.resolve_lm_path); None: ``path`` itself. Scores are not cached here: the
+    beam search reaches KenLM through lm.scalar_batch, whose cache per (history, word) is the
+    one score cache. KenLM states are hashable.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, given: str | Path | None = None):
         try:
             import kenlm
         except ImportError as exc:  # pragma: no cover - kenlm is a hard dependency
@@ -157,7 +159,8 @@ class KenLMLanguageModel(LanguageModel):
         self._kenlm = kenlm
         self.path = path
         self.order = int(self._model.order)
-        LOG.info(_load_note(path, self.order, time.perf_counter() - start, printed))
+        shown = Path(given).name if given is not None else path.name
+        LOG.info(_load_note(shown, self.order, time.perf_counter() - start, printed))
 
     @property
     def kenlm_model(self) -> Any:
@@ -184,10 +187,11 @@ class KenLMLanguageModel(LanguageModel):
         return word in self._model
 
 
-def _load_note(path: Path, order: int, seconds: float, printed: list[str]) -> str:
-    """One line in place of KenLM's loading banner (progress bar, binary hint, <unk> notice)."""
+def _load_note(name: str, order: int, seconds: float, printed: list[str]) -> str:
+    """One line in place of KenLM's loading banner (progress bar, binary hint, <unk> notice);
+    name: the file as the user named it."""
     text = "".join(printed)
-    note = f"LM {path.name}: {order}-gram loaded in {seconds:.1f} s"
+    note = f"LM {name}: {order}-gram loaded in {seconds:.1f} s"
     if "faster if you build a binary" in text:
         note += " (a KenLM binary loads in milliseconds: lm/build.py --binary)"
     if "missing <unk>" in text:
@@ -242,4 +246,4 @@ def load_language_model(path: str | Path, cache_root: str | Path | None = None) 
     ``path`` may also be an .arpa.gz (decompressed once into the cache) or a known name such as
     ``librispeech-4gram``: see :func:`lm.files.resolve_lm_path`.
     """
-    return KenLMLanguageModel(resolve_lm_path(path, cache_root))
+    return KenLMLanguageModel(resolve_lm_path(path, cache_root), given=path)

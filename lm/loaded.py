@@ -140,7 +140,7 @@ def load_lm(source: str | Path, unigrams_path: str | Path | None = None,
     model: LanguageModel | None = arrays or next(
         (lm.model for k, lm in _LMS.items() if k[0] == key[0] and k[2] == form), None)
     if model is None:
-        model = KenLMLanguageModel(lm_file)
+        model = KenLMLanguageModel(lm_file, given=source)
     if arrays is not None and words_file == lm_file:
         words: list[str] | None = arrays.unigrams()  # the ARPA's 1-grams, already read
     else:

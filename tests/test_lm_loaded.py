@@ -24,7 +24,8 @@ def arpa(tmp_path):
 def test_loaded_once_per_form_and_shared_by_every_decoder(arpa, monkeypatch, kenlm_user):
     made, arrays_made = [], []
     real, real_arrays = loaded.KenLMLanguageModel, loaded.load_array_lm
-    monkeypatch.setattr(loaded, "KenLMLanguageModel", lambda path: made.append(path) or real(path))
+    monkeypatch.setattr(loaded, "KenLMLanguageModel",
+                        lambda path, **k: made.append(path) or real(path, **k))
     monkeypatch.setattr(loaded, "load_array_lm",
                         lambda *a, **k: arrays_made.append(a) or real_arrays(*a, **k))
     loaded._LMS.clear()

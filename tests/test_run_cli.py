@@ -77,6 +77,14 @@ def test_quiet_reaches_the_progress_of_lm_set_up_work(tiny, tmp_path, capfd, mon
             assert len(gunzip) == 1 and len(arrays) == 1 and "n-gram" in arrays[0], err
 
 
+def test_lm_note_names_the_gzip_file_given_not_its_decompressed_copy(tiny, tmp_path, capfd):
+    kenlm = ["--lm-backend", "kenlm"] if LM_DECODER == "beam" else []
+    lm = gzipped(arpa_without_unk(tmp_path / "given.arpa"))
+    run_mod.run(args(tiny, tmp_path / "g", "--decoder", LM_DECODER, "--lm", str(lm), *kenlm))
+    notes = [line for line in capfd.readouterr().err.splitlines() if line.startswith("note: LM")]
+    assert len(notes) == 1 and notes[0].startswith("note: LM given.arpa.gz: 2-gram loaded"), notes
+
+
 def test_speed_column_keeps_digits_for_fast_decoders():
     from ctclab.eval.report import speed_text
 
