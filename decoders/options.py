@@ -176,7 +176,8 @@ class BeamOptions(PrefixSearchOptions):
         False, "skip (and count) lexicon lines whose tokens the model lacks, instead of an error")
     tokenizer_path: str | None = option(
         None, "the word-piece model's tokenizer (SentencePiece .model or tokenizer.json) that "
-        "spells words in its pieces (none: the longest pieces)", flag="tokenizer")
+        "spells words in its pieces (none: eval/run.py takes the tokenizer of the model that made "
+        "the emissions when its files are here, else the longest pieces)", flag="tokenizer")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -31,6 +31,10 @@ LOCAL_HASH_BYTES = 1 << 20
 # A hub commit id; HF cache folders are .../snapshots/<commit>/ (transformers reads the commit of a
 # model from that path the same way).
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+# A word-piece model's own tokenizer, in the order looked for: a Hugging Face tokenizer file, then
+# the SentencePiece models that transformers' tokenizers save (T5/ALBERT-style, XLM-R-style,
+# LLaMA-style names). lm.spelling.load_tokenizer reads both kinds.
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 
 
 def _local_revision(path: Path) -> str:
@@ -86,6 +90,31 @@ def resolve_revision(name: str, revision: str | None = None) -> str | None:
     except Exception:  # noqa: BLE001 - a malformed id: no cached revision to tell
         return None
     return _snapshot_commit(Path(found).parent) if isinstance(found, str) else None
+
+
+def tokenizer_file(name: str, revision: str) -> Path | None:
+    """The tokenizer file (TOKENIZER_FILES) of model ``name`` at ``revision`` (what a cache
+    records), found without the network or loading anything: in a local model directory that
+    still holds that revision, or in the local HF cache for a hub id. None when there is none
+    (a torchaudio bundle, a hub model not downloaded here, a directory now holding another
+    model)."""
+    if name.startswith(TORCHAUDIO_PREFIX):
+        return None
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if local_model_revision(path) != revision:
+            return None
+        return next((path / f for f in TOKENIZER_FILES if (path / f).is_file()), None)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for file in TOKENIZER_FILES:
+            found = try_to_load_from_cache(name, file, revision=revision)
+            if isinstance(found, str):
+                return Path(found)
+    except Exception:  # noqa: BLE001 - a malformed id or revision: no cached tokenizer
+        return None
+    return None
 
 
 def _quiet_progress_off_terminal() -> None:

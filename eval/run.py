@@ -37,7 +37,7 @@ from ctclab.emission.cache import EmissionCache
 from ctclab.emission.distributed import EmissionWorkers
 from ctclab.emission.options import add_emission_flags, spec_from_flags
 from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
-from ctclab.eval.cached_models import pick_model
+from ctclab.eval.cached_models import model_tokenizer, pick_model
 from ctclab.eval.calibrating import calibrate_systems, check_calibration_split, with_calibration
 from ctclab.eval.calibration import (
     CALIBRATION_METHODS,
@@ -226,6 +226,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,
     dev = [caches.get(t) or cache_of(t) for t in plan.splits] if plan else []
     if workers is not None:
         workers.close()  # their CPUs and GPUs go to the tuning trials and decoding workers
+    tokenizer = model_tokenizer(args.decoder, lms, values, [*caches.values(), *calibrate_on, *dev])
+    if tokenizer is not None:  # the model's own tokenizer, as if given with --tokenizer
+        values = {**values, "tokenizer_path": tokenizer}
+        systems = build_systems(args.decoder, lms, values, tuned, *rescore, warn=False)
+        plan = tune_plan(args.tune, args.tune_values or [], args.tune_split, systems) \
+            if args.tune else None
     command = list(sys.argv if argv is None else ["eval/run.py", *argv])
     folder = ResultsFolder(out)
     # The folder too: one that cannot be resumed with these caches and systems is refused before
