@@ -49,6 +49,22 @@ def decoder_params(names: list[str] | None = None) -> list:
             for name in (names if names is not None else _registry().registered_decoders())]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny torch models on one thread, restoring the count after. They are
+    tiny: on a shared 2-core machine two torch threads mostly wait for each other. Measured on
+    test_extract, test_emission_stage, test_emit_cli, test_model_tokenizer and the model test of
+    test_run_e2e, 4 runs each alternated: one thread 17.5-24.9 s (median 18.2), two 22.2-37.6 s
+    (median 31.4), pytest's own times. Modules use it with ``pytestmark``, so it is set before
+    their module-scoped model fixtures."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache_root(tmp_path_factory):
     """Point the ctclab cache root (emission caches, decompressed LMs) at a per-session temp

@@ -23,6 +23,8 @@ from ctclab.emission.extract import ExtractOptions, compute_log_probs, extract
 from ctclab.emission.hf_models import hf_ctc_model
 from ctclab.emission.models import load_ctc_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster
+
 # float32 CPU: batched and one-at-a-time runs differ by summation order only (measured up to
 # 1.4e-5 on these models; a leak of padding shows as 0.1 to 8).
 BATCH_TOLERANCE = 1e-4
@@ -53,16 +55,6 @@ class GraniteStandIn:
         features = 10 * framed.reshape(steps, 320)[:, :64]
         return {"input_features": torch.from_numpy(features)[None],
                 "attention_mask": torch.ones(1, steps, dtype=torch.long)}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These models are tiny: on a shared 2-core machine, two torch threads mostly wait for
-    each other (measured 5x slower than one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

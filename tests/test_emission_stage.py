@@ -23,6 +23,8 @@ from ctclab.emission.options import EmissionSpec, ExtractOptions, SourceOptions
 from ctclab.emission.stage import ModelLoader, open_emissions
 from ctclab.eval.emit import main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster
+
 RATE = 16_000
 
 

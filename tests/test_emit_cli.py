@@ -12,6 +12,8 @@ from fixtures_audio import make_openslr_corpus, make_tiny_model
 from ctclab.emission.cache import EmissionCache, cache_dir_for
 from ctclab.eval.emit import main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -18,6 +18,8 @@ from ctclab.emission.extract import (
 )
 from ctclab.emission.models import conv_output_length, load_ctc_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster
+
 # float32 CPU: batched and one-at-a-time runs differ only by summation order in the kernels.
 BATCH_TOLERANCE = 1e-4
 

@@ -19,6 +19,8 @@ from ctclab.eval.cached_models import model_tokenizer
 from ctclab.eval.emit import main as emit_main
 from ctclab.eval.run import run
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster
+
 RATE = 16_000
 
 

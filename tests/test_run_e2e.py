@@ -206,6 +206,7 @@ def test_pyctcdecode_missing_is_an_install_hint_before_any_work(tiny, tmp_path, 
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")  # a tiny model: one thread is faster
 def test_missing_cache_is_made_by_the_emission_stage(tmp_path, capsys):
     from fixtures_audio import make_openslr_corpus, make_tiny_model
 
