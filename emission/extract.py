@@ -58,8 +58,10 @@ from ctclab.emission.sync import ExtractStats, FillReport, fill
 
 # Padded audio seconds per batch. CPU: larger batches do not run faster, only use more memory
 # (bench/emit_throughput.py, 2 cores: 16 s 1.4 audio-s/s, 64 s 1.0, one at a time 1.2).
-# GPU: ~400 s keeps an H100-class GPU busy with wav2vec2-base in fp16 at a few GiB (estimate:
-# not measured in this project yet; run the bench with --device cuda to tune it).
+# GPU: measured on an H200 with a wav2vec2-base-sized model in fp16 over 10.5 h (bench/emit_throughput.py
+# --device cuda): 400 s batches 12.3 s at 11.4 GiB, 800 s 8.0 s at 22.5 GiB, 1600 s 7.7 s at 44.6 GiB
+# (about 29 MiB per batch second). 400 s is kept as the default because it fits a 16 GB GPU, and
+# larger models take more per second; on a large GPU --batch-seconds 800-1600 is up to 1.6x faster.
 DEFAULT_BATCH_SECONDS_CPU = 16.0
 DEFAULT_BATCH_SECONDS_GPU = 400.0
 
@@ -115,7 +117,21 @@ class _Runner:
 
     def _forward(self, padded: np.ndarray | torch.Tensor, lengths: np.ndarray,
                  frames: np.ndarray) -> list[np.ndarray]:
-        """One forward pass over rows that all give frames."""
+        """One forward pass over rows that all give frames; a GPU out of memory is a
+        RuntimeError that says what to lower (batches already stored stay: a rerun resumes)."""
+        try:
+            return self._forward_rows(padded, lengths, frames)
+        except torch.cuda.OutOfMemoryError as exc:
+            seconds = float(len(lengths)) * float(padded.shape[1]) / self.model.sample_rate \
+                if self.model.input_name == "input_values" else None
+            size = f"{len(lengths)} utterances" + (f", {seconds:.0f} s padded" if seconds else "")
+            raise RuntimeError(
+                f"the {self.device} GPU ran out of memory on a batch of {size}: lower "
+                "--batch-seconds (default 400 on a GPU) or use --dtype float16/bfloat16; the "
+                "batches already stored are kept, so the rerun resumes") from exc
+
+    def _forward_rows(self, padded: np.ndarray | torch.Tensor, lengths: np.ndarray,
+                      frames: np.ndarray) -> list[np.ndarray]:
         x = padded if isinstance(padded, torch.Tensor) else torch.from_numpy(padded)
         x = x.to(self.device, non_blocking=x.is_pinned())
         if self.model.time_axis:  # e.g. OmniASR takes (B, 1, S): time back in its place

@@ -183,6 +183,20 @@ def test_bad_options_are_refused():
         ExtractOptions(batch_seconds=0)
 
 
+def test_gpu_out_of_memory_names_the_fix(model, waves, monkeypatch):
+    """A CUDA out-of-memory error (simulated: no GPU here) becomes an error that says to lower
+    --batch-seconds and that stored batches are kept, not a traceback from deep in the model."""
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(model.module, "forward", out_of_memory)
+    with pytest.raises(RuntimeError, match=r"ran out of memory on a batch of 2 utterances, \d+ s "
+                       r"padded: lower --batch-seconds") as caught:
+        compute_log_probs(model, waves[:2])
+    assert "rerun resumes" in str(caught.value)
+    assert isinstance(caught.value.__cause__, torch.cuda.OutOfMemoryError)
+
+
 def test_float16_on_cpu_is_refused(model, waves):
     with pytest.raises(ValueError, match="needs a GPU.*bfloat16"):
         compute_log_probs(model, waves[:1], dtype="float16")
