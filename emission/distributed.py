@@ -179,11 +179,11 @@ class EmissionWorker(Worker):
         m = self.model
         return ModelInfo(m.name, m.revision, m.min_samples, m.sample_rate)
 
-    def meta(self, key: SourceKey, store_dtype: str) -> CacheMeta:
+    def meta(self, key: SourceKey, store_dtype: str, compute_dtype: str) -> CacheMeta:
         """The cache meta of this model over the source ``key`` (extract.model_meta)."""
         from ctclab.emission import extract
 
-        return extract.model_meta(self.model, self._source(key), store_dtype)
+        return extract.model_meta(self.model, self._source(key), store_dtype, compute_dtype)
 
     def _source(self, key: SourceKey) -> AudioSource:
         if key not in self.sources:
@@ -243,9 +243,10 @@ class _Workers:
     plan: WorkerPlan
     model: ModelInfo
 
-    def meta(self, key: SourceKey, store_dtype: str) -> CacheMeta:
+    def meta(self, key: SourceKey, store_dtype: str, compute_dtype: str) -> CacheMeta:
         """The cache meta of the model over ``key``, as a worker makes it."""
-        return self.pool.broadcast(lambda actor: actor.meta.remote(key, store_dtype))[0]
+        return self.pool.broadcast(
+            lambda actor: actor.meta.remote(key, store_dtype, compute_dtype))[0]
 
 
 class EmissionWorkers:
@@ -315,7 +316,7 @@ class EmissionWorkers:
                              key.split)
         existing = CacheMeta.read(path)
         store = spec.extract.store_dtype or (existing.dtype if existing else DEFAULT_DTYPE)
-        with CacheWriter(path, workers.meta(key, store)) as writer:
+        with CacheWriter(path, workers.meta(key, store, spec.extract.dtype)) as writer:
             return fill(writer, source, listing, skip_bad=spec.extract.skip_bad,
                         compute=lambda entries: self.compute(spec, source, writer, entries,
                                                              progress=progress,
@@ -331,7 +332,8 @@ class EmissionWorkers:
         start = time.perf_counter()
         workers = self._workers(spec)
         key = self._key(spec, source)
-        check_compatible(writer.meta, workers.meta(key, writer.meta.dtype), writer.path)
+        check_compatible(writer.meta, workers.meta(key, writer.meta.dtype, spec.extract.dtype),
+                         writer.path)
         batches = extract.plan_batches([e.seconds for e in entries], spec.extract.batch_seconds
                                        or extract.default_batch_seconds(workers.plan.device))
         planned = [sum(entries[i].seconds for i in b) for b in batches]
