@@ -292,7 +292,9 @@ def test_decoding_and_tuning_on_workers_equal_a_single_process_run(cluster, tiny
         for system in ("greedy", "beam", "beam+tiny"):
             assert _hyps(tmp_path / "one", split, system) == _hyps(tmp_path / "two", split, system)
     assert "[ray] starting 2 decode workers" in printed.err
-    assert (tmp_path / "two" / "ray-logs" / "decode-0.log").is_file()
+    # one log per worker that started (on a loaded machine a worker may still be starting when
+    # the other has done every chunk, and the pool closes before it writes a line)
+    assert sorted((tmp_path / "two" / "ray-logs").glob("decode-*.log"))
     assert _no_actors_left()
 
 
