@@ -225,22 +225,23 @@ class TorchArrays:
         """i repeated counts[i] times, for i in range(len(counts))."""
         return self.torch.repeat_interleave(counts)
 
-    def maximum(self, a: Any, b: Any) -> Any:
-        """Elementwise max; either side may be a Python number (numpy's broadcasting)."""
+    def _tensors(self, a: Any, b: Any) -> tuple[Any, Any]:
+        """a and b as tensors, a Python number on either side taking the other's dtype and
+        device (numpy's broadcasting of scalars)."""
         torch = self.torch
         if not isinstance(b, torch.Tensor):
             b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
         elif not isinstance(a, torch.Tensor):
             a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
-        return torch.maximum(a, b)
+        return a, b
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        """Elementwise max; either side may be a Python number."""
+        return self.torch.maximum(*self._tensors(a, b))
 
     def minimum(self, a: Any, b: Any) -> Any:
-        torch = self.torch
-        if not isinstance(b, torch.Tensor):
-            b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
-        elif not isinstance(a, torch.Tensor):
-            a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
-        return torch.minimum(a, b)
+        """Elementwise min; either side may be a Python number."""
+        return self.torch.minimum(*self._tensors(a, b))
 
     def flatnonzero(self, mask: Any) -> Any:
         return self.torch.nonzero(mask).reshape(-1)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,19 @@ def decoder_params(names: list[str] | None = None) -> list:
             for name in (names if names is not None else _registry().registered_decoders())]
 
 
+@contextmanager
+def torch_on_one_thread() -> Iterator[None]:
+    """torch on one CPU thread inside the block, the previous count restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run a module's tiny torch models on one thread, restoring the count after. They are
@@ -57,12 +72,8 @@ def one_torch_thread():
     test_run_e2e, 4 runs each alternated: one thread 17.5-24.9 s (median 18.2), two 22.2-37.6 s
     (median 31.4), pytest's own times. Modules use it with ``pytestmark``, so it is set before
     their module-scoped model fixtures."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_on_one_thread():
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -128,11 +139,5 @@ def _one_torch_thread_for_torch_backend_tests(request):
     if callspec is None or not any("torch" in str(v) for v in callspec.params.values()):
         yield
         return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_on_one_thread():
         yield
-    finally:
-        torch.set_num_threads(before)

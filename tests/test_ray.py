@@ -12,11 +12,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import torch_on_one_thread
 from eval_fixtures import write_tiny_arpa, write_tiny_emissions
 from fixtures_audio import make_openslr_corpus, make_tiny_model
 
@@ -179,18 +180,10 @@ def interrupt_after(batches: int):
     return interrupt
 
 
-@contextmanager
-def one_thread():
+def one_thread() -> AbstractContextManager[None]:
     """torch on one thread here, like the workers (one CPU each): the same kernels, equal
     bytes."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return torch_on_one_thread()
 
 
 def test_a_worker_that_cannot_load_the_model_is_a_clean_error(audio, cluster, tmp_path):
