@@ -16,53 +16,32 @@ between systems, and writes a results folder (eval/results.py) that a re-run wit
 resumes (the same inputs, every system the folder holds). With n-best lists it adds the n-best
 oracle WER and word-confidence figures (ECE, AUC; calibrated on dev with --calibrate-split), and
 with --rescore re-ranked systems and whether they changed the WER. This module only parses
-arguments: the work is eval/systems.py, eval/runner.py, eval/tuning.py, eval/calibrating.py and
-eval/report.py.
+arguments into an EvalJob and hands it to eval/job.py, which sequences the work of eval/systems.py,
+eval/runner.py, eval/tuning.py, eval/calibrating.py and eval/report.py.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ctclab.cluster.connection import Cluster, RayOptions, open_cluster, ray_options
+from ctclab.cluster.connection import RayOptions, open_cluster, ray_options
 from ctclab.core.logs import show_notes
 from ctclab.core.normalize import NORMALIZERS, get_normalizer
 from ctclab.core.options import HelpFormatter, add_option_flags, given_options
 from ctclab.decoders.base import available_decoders
-from ctclab.emission.cache import EmissionCache
-from ctclab.emission.distributed import EmissionWorkers
 from ctclab.emission.options import add_emission_flags, spec_from_flags
-from ctclab.emission.stage import EmissionResult, ModelLoader, open_emissions
-from ctclab.eval.cached_models import model_tokenizer, pick_model
-from ctclab.eval.calibrating import calibrate_systems, check_calibration_split, with_calibration
-from ctclab.eval.calibration import (
-    CALIBRATION_METHODS,
-    DEFAULT_CALIBRATION_METHOD,
-    load_calibration,
-    save_calibration,
-)
-from ctclab.eval.distributed_decode import RayDecoderFactory
-from ctclab.eval.distributed_tune import RayTuneSearch
+from ctclab.eval.calibrating import check_calibration_split
+from ctclab.eval.calibration import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
+from ctclab.eval.job import CalibrationRequest, EvalJob, TuneRequest, run_job
 from ctclab.eval.records import Summary
-from ctclab.eval.report import calibration_table, console_table, skipped_text
 from ctclab.eval.rescore import RescoreOptions
-from ctclab.eval.results import ResultsFolder
-from ctclab.eval.runner import EvalSettings, evaluate, run_settings, skipped
+from ctclab.eval.runner import EvalSettings
 from ctclab.eval.stats import DEFAULT_RESAMPLES
-from ctclab.eval.systems import (
-    NO_LM,
-    DecoderFactory,
-    build_systems,
-    check_input_files,
-    decoder_options,
-)
-from ctclab.eval.token_scoring import phoneme_scoring
-from ctclab.eval.tune import DEFAULT_OPTUNA_TRIALS, TUNE_METHODS, load_params, save_params
-from ctclab.eval.tuning import tune_plan, tune_systems
+from ctclab.eval.systems import NO_LM, decoder_options
+from ctclab.eval.tune import DEFAULT_OPTUNA_TRIALS, TUNE_METHODS
 
 DEFAULT_SPLITS = ("test-clean", "test-other")
 DEFAULT_DECODERS = ("greedy",)
@@ -139,14 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def report_emission(result: EmissionResult) -> None:
-    """Say what the emission stage did when it did more than find a cache."""
-    if result.action != "cached":
-        print(f"[emit] {result.cache.meta.split}: {result.note} ({result.cache.path})")
-    for line in result.messages():
-        print(f"[emit] {line}", file=sys.stderr)
-
-
 # Flags that only mean something beside another one: (flag's dest, what it needs, its flag).
 DEPENDENT_FLAGS = (("tune_split", "tune", "--tune"), ("tune_method", "tune", "--tune"),
                    ("tune_values", "tune", "--tune"), ("tune_trials", "tune", "--tune"),
@@ -168,22 +139,11 @@ def check_flag_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                          "every combination of --tune-values)")
 
 
-def run(argv: Sequence[str] | None = None) -> Summary:
-    """Everything ``main`` does, returning the Summary (for tests and notebooks)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    out = Path(args.out or Path("results") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
-    ray = ray_options(args)
-    with open_cluster(ray, Path(ray.ray_logs) if ray.ray_logs else out / "ray-logs") as cluster:
-        return _run(parser, args, argv, out, ray, cluster)
-
-
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,
-         argv: Sequence[str] | None, out: Path, ray: RayOptions,
-         cluster: Cluster | None) -> Summary:
-    show_notes(not args.quiet)
+def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                on_cluster: bool) -> None:
+    """ValueError for flags that contradict each other or go unused."""
     check_flag_pairs(parser, args)
-    if cluster is not None and args.jobs > 1:
+    if on_cluster and args.jobs > 1:
         raise ValueError("--jobs starts decoding processes on this machine; with --ray the Ray "
                          "workers decode: set their number with --ray-workers")
     if args.tune and args.params:
@@ -193,93 +153,38 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace,
                          "first, then pass the file")
     for split in args.calibrate_split or []:
         check_calibration_split(split)
-    calibration = load_calibration(args.calibration) if args.calibration else None
+
+
+def job_from_flags(args: argparse.Namespace, argv: Sequence[str] | None, ray: RayOptions,
+                   out: Path) -> EvalJob:
+    """The EvalJob the flags ask for, its results going to ``out``."""
     settings = EvalSettings(jobs=args.jobs, bootstrap=args.bootstrap,
                             normalizer=get_normalizer(args.normalizer), progress=not args.quiet,
                             word_timestamps=args.word_timestamps)
-    lms = [None if x.lower() == NO_LM else x for x in (args.lm or [NO_LM])]
-    values = given_options(args, decoder_options())
-    tuned = load_params(args.params) if args.params else None
-    rescore = (args.rescore or [], given_options(args, RESCORE_OPTIONS))
-    systems = build_systems(args.decoder, lms, values, tuned, *rescore)
-    plan = tune_plan(args.tune, args.tune_values or [], args.tune_split, systems) \
-        if args.tune else None
-    # Every input before any decoding: a missing LM, word list or cache fails now, not after
-    # other systems (or a long tuning run) were decoded. Without --data-dir/--manifest/--source
-    # only existing caches are used (no hub download).
-    check_input_files(systems, progress=not args.quiet)
-    spec, models = spec_from_flags(args, default_source=None), ModelLoader()
-    if spec.model is None and spec.import_dir is None:
-        spec = dataclasses.replace(
-            spec, model=pick_model(spec, [*args.split, *(plan.splits if plan else ())]))
+    tune = TuneRequest(tuple(args.tune), tuple(args.tune_values or ()), tuple(args.tune_split),
+                       args.tune_method, args.tune_trials, args.params_out) if args.tune else None
+    return EvalJob(
+        decoders=tuple(args.decoder),
+        lms=tuple(None if x.lower() == NO_LM else x for x in (args.lm or [NO_LM])),
+        decoder_values=given_options(args, decoder_options()), splits=tuple(args.split),
+        emission=spec_from_flags(args, default_source=None), out=out, settings=settings,
+        command=list(sys.argv if argv is None else ["eval/run.py", *argv]), ray=ray,
+        params=args.params, rescore_models=tuple(args.rescore or ()),
+        rescore_values=given_options(args, RESCORE_OPTIONS), tune=tune,
+        calibration=CalibrationRequest(tuple(args.calibrate_split or ()), args.calibration_method,
+                                       args.calibration_out, args.calibration))
 
-    workers = EmissionWorkers(cluster, ray) if cluster is not None else None
 
-    def cache_of(split: str) -> EmissionCache:
-        result = open_emissions(spec, split, models=models, progress=not args.quiet,
-                                workers=workers)
-        report_emission(result)
-        return result.cache
-
-    caches = {split: cache_of(split) for split in args.split}
-    calibrate_on = [caches.get(t) or cache_of(t) for t in args.calibrate_split or []]
-    dev = [caches.get(t) or cache_of(t) for t in plan.splits] if plan else []
-    if workers is not None:
-        workers.close()  # their CPUs and GPUs go to the tuning trials and decoding workers
-    tokenizer = model_tokenizer(args.decoder, lms, values, [*caches.values(), *calibrate_on, *dev])
-    if tokenizer is not None:  # the model's own tokenizer, as if given with --tokenizer
-        values = {**values, "tokenizer_path": tokenizer}
-        systems = build_systems(args.decoder, lms, values, tuned, *rescore, warn=False)
-        plan = tune_plan(args.tune, args.tune_values or [], args.tune_split, systems) \
-            if args.tune else None
-    command = list(sys.argv if argv is None else ["eval/run.py", *argv])
-    folder = ResultsFolder(out)
-    # The folder too: one that cannot be resumed with these caches and systems is refused before
-    # tuning or calibrating (the options they set are checked again after them).
-    folder.check_resumable(run_settings(systems, caches, settings, command),
-                           options=plan is None and not calibrate_on and calibration is None)
-    # A pronunciation lexicon (--lexicon) makes the tokens phonemes: token-only outputs get a PER.
-    first = next(iter(caches.values()), None)
-    phonemes = phoneme_scoring(first.vocabulary, values.get("lexicon_path")) \
-        if first is not None else None
-    units = "phonemes" if phonemes is not None else None
-    factory = RayDecoderFactory(cluster, ray, units, progress=not args.quiet) \
-        if cluster is not None else DecoderFactory(units, progress=not args.quiet)
-    if phonemes is not None:
-        print(f"[lexicon] {values['lexicon_path']} spells words in the model's phonemes: words "
-              "come from it; decoders that output only tokens are scored by phoneme error rate "
-              "[PER]")
-    if plan is not None:
-        search = RayTuneSearch(cluster, dev, settings, out / "ray-tune", units) \
-            if cluster is not None else None
-        tuned = tune_systems(plan, dev, args.tune_method, args.tune_trials, factory, settings,
-                             search)
-        params_path = Path(args.params_out) if args.params_out else out / "params.json"
-        save_params(params_path, tuned)
-        print(f"[tune] best on {tuned.split}: " + "; ".join(
-            f"{k}: {v} (WER {100 * tuned.wer[k]:.2f}%)" for k, v in tuned.systems.items())
-            + f"\n[tune] saved to {params_path} (reuse with --params {params_path})")
-        systems = build_systems(args.decoder, lms, values, tuned, *rescore, warn=False)
-    if calibrate_on:
-        calibration = calibrate_systems(systems, calibrate_on, args.calibration_method, factory,
-                                        settings)
-        path = Path(args.calibration_out) if args.calibration_out else folder.calibration_path
-        save_calibration(path, calibration)
-        print(calibration_table(calibration) + f"\n[calibrate] saved to {path} (reuse on test "
-              f"with --calibration {path})")
-    if calibration is not None:
-        systems = with_calibration(systems, calibration)
-    summary = evaluate(systems, caches, folder, settings, command, factory, phonemes)
-    print(console_table(summary))
-    if phonemes is not None and phonemes.unspellable:
-        print(f"[PER] {phonemes.unspellable} decoded utterances have reference words the lexicon "
-              "lacks: they are left out of the phoneme error rate")
-    not_scored = skipped_text({split: skipped(c) for split, c in caches.items()})
-    if not_scored:
-        print("\n" + not_scored)
-    print(f"\nresults: {out}/ (summary.md, summary.tsv, summary.json, settings.json, "
-          "<split>/<system>.jsonl)")
-    return summary
+def run(argv: Sequence[str] | None = None) -> Summary:
+    """Everything ``main`` does, returning the Summary (for tests and notebooks)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Path(args.out or Path("results") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
+    ray = ray_options(args)
+    with open_cluster(ray, Path(ray.ray_logs) if ray.ray_logs else out / "ray-logs") as cluster:
+        show_notes(not args.quiet)
+        check_flags(parser, args, cluster is not None)
+        return run_job(job_from_flags(args, argv, ray, out), cluster)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

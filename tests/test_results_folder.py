@@ -13,6 +13,7 @@ import pytest
 from eval_fixtures import write_tiny_arpa, write_tiny_emissions
 
 from ctclab.decoders.base import available_decoders
+from ctclab.eval import job as job_mod
 from ctclab.eval import run as run_mod
 from ctclab.eval.results import ResultsFolder
 
@@ -177,7 +178,7 @@ def test_results_are_not_resumed_with_an_lm_file_replaced_in_place(tiny, tmp_pat
 def test_a_folder_that_cannot_be_resumed_is_refused_before_tuning(tiny, tmp_path, monkeypatch):
     out = tmp_path / "t"
     run_mod.run(args(tiny, out, "--decoder", "greedy", "--split", "test-a"))
-    monkeypatch.setattr(run_mod, "tune_systems", lambda *a, **k: pytest.fail("tuned first"))
+    monkeypatch.setattr(job_mod, "tune_systems", lambda *a, **k: pytest.fail("tuned first"))
     with pytest.raises(ValueError, match="also holds results of systems this run does not name"):
         run_mod.run(args(tiny, out, "--decoder", LM_DECODER, "--lm", str(tiny["lm"]), "--split",
                          "test-a", "--tune", "alpha", "--tune-split", "dev-b"))

@@ -14,6 +14,7 @@ from eval_fixtures import GREEDY_ERRORS, UTTERANCES, write_tiny_arpa, write_tiny
 from ctclab.decoders import base
 from ctclab.decoders.base import available_decoders
 from ctclab.decoders.pyctc import INSTALL_HINT
+from ctclab.eval import job as job_mod
 from ctclab.eval import run as run_mod
 from ctclab.eval import runner
 from ctclab.eval.results import ResultsFolder
@@ -169,7 +170,7 @@ def test_tuning_on_test_is_refused(tiny, tmp_path, capsys):
 
 
 def test_missing_split_fails_before_tuning(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_mod, "tune_systems", lambda *a, **k: pytest.fail("tuned first"))
+    monkeypatch.setattr(job_mod, "tune_systems", lambda *a, **k: pytest.fail("tuned first"))
     with pytest.raises(ValueError, match="no utterances of split 'no-such-split'"):
         run_mod.run(base_args(tiny, tmp_path / "x", "--decoder", LM_DECODER, "--lm",
                               str(tiny["lm"]), "--tune", "alpha", "--tune-split", "dev-a",
