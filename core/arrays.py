@@ -60,6 +60,11 @@ class NumpyArrays:
     stack = staticmethod(np.stack)
     lexsort = staticmethod(np.lexsort)      # lexsort((minor, ..., major)): stable
     bincount = staticmethod(np.bincount)
+    # reductions as the ufuncs' own reduce (ndarray.min / max / any add a Python layer):
+    # amin(a), amax(a), any(a) of a 1-D array, any(a, 1) per row of a 2-D one
+    amin = staticmethod(np.minimum.reduce)
+    amax = staticmethod(np.maximum.reduce)
+    any = staticmethod(np.logical_or.reduce)
 
     @staticmethod
     def asarray(x: Any, dtype: Any = None) -> np.ndarray:
@@ -79,7 +84,9 @@ class NumpyArrays:
 
     @staticmethod
     def full(shape: int | tuple[int, ...], value: float, dtype: Any) -> np.ndarray:
-        return np.full(shape, value, dtype)
+        out = np.empty(shape, dtype)   # np.full's Python layer costs more than the fill
+        out.fill(value)
+        return out
 
     @staticmethod
     def arange(n: int, start: int = 0) -> np.ndarray:
@@ -128,7 +135,8 @@ class NumpyArrays:
     @staticmethod
     def segment_max(values: np.ndarray, segments: np.ndarray, n: int) -> np.ndarray:
         """(n,) max of ``values`` per segment id (-inf for an empty segment)."""
-        out = np.full(n, NEG_INF)
+        out = np.empty(n)
+        out.fill(NEG_INF)
         np.maximum.at(out, segments, values)
         return out
 
@@ -289,6 +297,18 @@ class TorchArrays:
         return self.torch.unique(a, sorted=True, return_inverse=True)
 
     # ------------------------------------------------------------------------- reductions
+    @staticmethod
+    def amin(a: Any) -> Any:
+        return a.amin()
+
+    @staticmethod
+    def amax(a: Any) -> Any:
+        return a.amax()
+
+    @staticmethod
+    def any(a: Any, axis: int | None = None) -> Any:
+        return a.any() if axis is None else a.any(axis)
+
     def segment_max(self, values: Any, segments: Any, n: int) -> Any:
         out = self.full(n, NEG_INF, values.dtype)
         return out.scatter_reduce_(0, segments, values, "amax")
@@ -378,6 +398,12 @@ class Arrays(Protocol):
     def unique_inverse(self) -> Callable[..., Any]: ...
     @property
     def bincount(self) -> Callable[..., Any]: ...
+    @property
+    def amin(self) -> Callable[..., Any]: ...
+    @property
+    def amax(self) -> Callable[..., Any]: ...
+    @property
+    def any(self) -> Callable[..., Any]: ...
     @property
     def segment_max(self) -> Callable[..., Any]: ...
     @property

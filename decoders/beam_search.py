@@ -108,9 +108,10 @@ class BatchSearch:
         finished: list[Beams] = [roots(np.flatnonzero(sched.steps == 0))]
         beams = roots(np.flatnonzero(sched.steps > 0))
         finish_step = xp.asarray(sched.steps - 1)
+        finishing = sched.finishing.tolist()
         for s in range(sched.n_steps):
             beams = stepper.step(s, beams)
-            if sched.finishing[s]:
+            if finishing[s]:
                 done = xp.take(finish_step, beams.i[UTT]) == s
                 finished.append(beams.take(xp, xp.flatnonzero(done)))
                 keep = ~done

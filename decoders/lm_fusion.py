@@ -310,7 +310,7 @@ class WordScorer:
             key = contexts * _NODE_SPAN + nodes
             slot = (key * _MEMO_MUL >> (64 - WORD_MEMO_BITS)) & ((1 << WORD_MEMO_BITS) - 1)
             keys, deltas, afters = self._memo
-            if (keys.take(slot) == key).all():
+            if np.logical_and.reduce(keys.take(slot) == key):   # ndarray.all's wrapper costs more
                 return deltas.take(slot), afters.take(slot)
             delta, after = self._complete(contexts, nodes, None)
             keys[slot], deltas[slot], afters[slot] = key, delta, after
@@ -322,7 +322,7 @@ class WordScorer:
         if len(self._node_word) < len(self.trie.parent):
             self._grow_word_tables()
         ids = xp.take(self._node_word, nodes)
-        if xp.item(ids.min() < 0):
+        if xp.item(xp.amin(ids) < 0):
             self._fill(xp.unique_inverse(nodes[ids < 0])[0])
             ids = xp.take(self._node_word, nodes)
         extra = xp.take(self._node_extra, nodes)

@@ -139,7 +139,7 @@ class WordTrie:
         if self.columns is not None:
             labels = xp.take(self.columns, labels)
         kids = xp.as_int64(self.child[nodes, labels])
-        if len(kids) and xp.item(kids.min()) < 0:
+        if len(kids) and xp.item(xp.amin(kids)) < 0:
             missing = xp.flatnonzero(kids < 0)
             width = self.child.shape[1]
             keys = xp.take(nodes, missing) * width + xp.take(labels, missing)

@@ -73,8 +73,9 @@ class Stepper:
         self.cand_tok, self.cand_lp, self.raw = (tables["cand_tok"], tables["cand_lp"],
                                                  tables["raw"])
         n_utt = len(schedule.steps)
-        self.any_gap, self.any_run = schedule.any_gap, schedule.any_run
-        self.cand_k, self.cand_off = schedule.cand_k, schedule.cand_off
+        # per-step scalars as Python lists: indexing a list costs less than a numpy scalar
+        self.any_gap, self.any_run = schedule.any_gap.tolist(), schedule.any_run.tolist()
+        self.cand_k, self.cand_off = schedule.cand_k.tolist(), schedule.cand_off.tolist()
         self.n_utt, self.n_int, self.delim, self.vocab_size = n_utt, n_int, delim, vocab_size
         self.words, self.nodes = words, nodes
         self.hard = words is not None and words.hard
@@ -128,8 +129,8 @@ class Stepper:
             stay_pnb = pnb + rep
             pb_rep = pb
         # the step's candidate block: row u holds utterance u's labels (padding: V, -inf)
-        k = int(self.cand_k[s])
-        lo, hi = int(self.cand_off[s]), int(self.cand_off[s + 1])
+        k = self.cand_k[s]
+        lo, hi = self.cand_off[s], self.cand_off[s + 1]
         tok2 = xp.take(self.cand_tok[lo:hi].reshape(self.n_utt, k), u, 0)   # (n, k)
         lp2 = xp.take(self.cand_lp[lo:hi].reshape(self.n_utt, k), u, 0)
         if self.plain:
@@ -209,7 +210,7 @@ class Stepper:
         base2[:] = xp.where(is_rep, pb_rep[:, None], tot[:, None])
         base2 += lp2
         parent = i[PARENT]
-        valid = is_rep.any(1) & (parent >= 0)
+        valid = xp.any(is_rep, 1) & (parent >= 0)
         at = xp.where(valid, parent * k + xp.first_true(is_rep), n * k)
         base[n * k] = NEG_INF
         stay_pnb = xp.logaddexp(stay_pnb, xp.take(base, at))   # logaddexp(x, -inf) == x
@@ -321,7 +322,7 @@ class Stepper:
         if len(sel) > st.beam_width:
             us = xp.take(u, sel)
             counts = xp.bincount(us, minlength=self.n_utt)
-            if int(counts.max()) > st.beam_width:
+            if int(xp.amax(counts)) > st.beam_width:
                 # the best beam_width of each utterance holding more: sort only their entries,
                 # by utterance then score (stable: equal scores keep pool order)
                 full = xp.take(counts, us) > st.beam_width

@@ -138,7 +138,7 @@ class ArrayLanguageModel(LanguageModel, BatchLanguageModel):
         slot = slot.view(np.int64)
         memo = self._memo.take(slot)
         hit = memo["key"] == key
-        if not hit.all():
+        if not np.logical_and.reduce(hit):   # ndarray.all adds a Python layer
             miss = np.flatnonzero(~hit)
             fresh = np.empty(len(miss), _MEMO_RECORD)
             fresh["key"] = key.take(miss)
