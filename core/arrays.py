@@ -160,7 +160,8 @@ class NumpyArrays:
 
     @staticmethod
     def item(a: Any) -> Any:
-        return a.item() if isinstance(a, np.ndarray | np.generic) else a
+        item = getattr(a, "item", None)   # numpy arrays and scalars (cheaper than isinstance)
+        return a if item is None else item()
 
 
 class TorchArrays:
