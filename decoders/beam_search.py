@@ -97,7 +97,7 @@ class BatchSearch:
             f = xp.zeros((stepper.n_float, n), xp.float64)
             f[PNB] = NEG_INF
             i = xp.zeros((n_int, n), xp.int64)
-            i[UTT] = xp.asarray(utts)
+            i[UTT] = xp.asarray(sched.slot[utts])   # beams carry their utterance's slot
             i[LAST], i[NODE], i[PARENT] = root_last, 0, -1
             if words is not None:
                 i[CTX] = start_ctx
@@ -107,7 +107,7 @@ class BatchSearch:
 
         finished: list[Beams] = [roots(np.flatnonzero(sched.steps == 0))]
         beams = roots(np.flatnonzero(sched.steps > 0))
-        finish_step = xp.asarray(sched.steps - 1)
+        finish_step = xp.asarray((sched.steps - 1)[sched.slot_utt])   # per slot
         finishing = sched.finishing.tolist()
         for s in range(sched.n_steps):
             beams = stepper.step(s, beams)

@@ -61,7 +61,7 @@ class Finish:
         """(acoustic, lm, open word ids, dropped open words, END): in the search's namespace."""
         xp, words, sched = self.xp, self.words, self.schedule
         f, i = b.f, b.i
-        utt = i[UTT]
+        utt = xp.take(xp.asarray(sched.slot_utt), i[UTT])   # beams carry slots
         end = i[END]
         if (sched.final_end >= 0).any():  # a run folded after the last step moves END
             final_end = xp.take(xp.asarray(sched.final_end), utt)
@@ -105,7 +105,7 @@ class Finish:
             xp.to_numpy(a) for a in self._final_scores(b, n_utt))
         i = xp.to_numpy(b.i)
         data = self.nodes.host()
-        utt, node, last = i[UTT], i[NODE], i[LAST]
+        utt, node, last = self.schedule.slot_utt.take(i[UTT]), i[NODE], i[LAST]
         total = acoustic + lm
         ok = np.flatnonzero(np.isfinite(total))
         # Beams with one text are one hypothesis: merge them, by text hash (one text can own

@@ -19,9 +19,13 @@ children whatever their frame probability.
 
 Per (step, utterance) the tables hold the step's frame and what happened since the last step:
 the blank mass of skipped frames, a folded run, and where the run leaves each beam's last label.
-The extension candidates of step s are a dense (utterances, K_s) block, K_s the most any
-utterance has in that step (real emissions: 1-2), padded with the sentinel label V (ln p -inf):
-a beam reads its utterance's row with one gather, and no per-beam offsets are computed.
+The extension candidates of step s are a dense (U_s, K_s) block, K_s the most any utterance
+has in that step (real emissions: 1-2), padded with the sentinel label V (ln p -inf): a beam reads
+its utterance's row with one gather, and no per-beam offsets are computed. Rows are *slots*:
+the utterances ordered by step count, most first, so that the U_s utterances still searching at
+step s are the first U_s rows, and the per-(step, utterance) tables hold U_s columns at step s
+too (a (steps, utterances) table held ~10x more cells, mostly of finished utterances, on the
+long batches of a LibriSpeech-like corpus). Beams carry their slot as UTT; the end maps slots back.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from ctclab.decoders.options import BeamOptions
 
 NEG_INF = -math.inf
 
-# Rows of the per-(step, utterance) integer table ``tab_i`` (steps, rows, utterances):
+# Rows of the per-(step, utterance) integer table ``tab_i`` (step s: a (rows, U_s) block):
 XOFF, AR, HAS_GAP, RUN_END = range(4)
 # xoff: offset of the step's frame row in ``xf`` (ar * width); ar: its active index (what END
 # records); has_gap: blank frames were skipped before it (all mass moves to blank); run_end: the
@@ -57,8 +61,15 @@ class Schedule:
     steps: np.ndarray           # (U,) search steps of each utterance
     n_steps: int                # S = steps.max()
     finishing: np.ndarray       # (S + 1,) some utterance takes its last step here
-    tab_i: np.ndarray           # (S, 4, U) int64, rows XOFF..RUN_END
-    tab_f: np.ndarray           # (S, 4, U) float64, rows GAP..RUN_NB
+    slot: np.ndarray            # (U,) each utterance's column in the step blocks (what its
+                                # beams carry as UTT): utterances by step count, most first
+    slot_utt: np.ndarray        # (U,) the utterance of each slot
+    rows: np.ndarray            # (S,) U_s: slot columns of step s's blocks, the utterances
+                                # still searching at s
+    tab_off: np.ndarray         # (S + 1,) int64 where step s's table block starts (4 * sum U_s)
+    tab_i: np.ndarray           # (4 * sum U_s,) int64: step s is the (4, U_s) block
+                                # tab_i[tab_off[s]:tab_off[s + 1]], rows XOFF..RUN_END
+    tab_f: np.ndarray           # (4 * sum U_s,) float64, the same layout, rows GAP..RUN_NB
     any_gap: np.ndarray         # (S,) bool
     any_run: np.ndarray         # (S,) bool: some utterance has a run folded before this step
     trail: np.ndarray           # (U,) ln mass after the last step (blank frames, a final run)
@@ -67,7 +78,8 @@ class Schedule:
                                 # is -inf (the "no last label" sentinel). float32 as the
                                 # emissions: every use adds it to a float64 score (exact widening)
     raw: np.ndarray | None      # hard lexicon: unpruned ln probs of active frames, same layout
-    cand_tok: np.ndarray        # (C,) int64 extension candidates: step s is the (U, K_s) block
+    cand_tok: np.ndarray        # (C,) int64 extension candidates: step s is the (U_s, K_s) block
+                                # (row: slot)
                                 # cand_tok[cand_off[s]:cand_off[s + 1]] (padding: V)
     cand_lp: np.ndarray         # (C,) float32 their ln probs (padding: -inf)
     cand_off: np.ndarray        # (S + 1,) int64 where each step's block starts
@@ -180,21 +192,36 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     prev_chain = (step > 0) & has_chain[prev_group]
     gap = np.where(prev_chain & gap_now, gap + run_total[prev_group], gap)
     has_run = prev_chain & ~gap_now
-    tab_i = np.zeros((n_steps, 4, n_utt), np.int64)
-    tab_f = np.zeros((n_steps, 4, n_utt), np.float64)
-    tab_i[:, RUN_END] = -1
-    tab_f[:, RUN_B] = NEG_INF
-    tab_i[step, XOFF, s_utt] = step_rows * width
-    tab_i[step, AR, s_utt] = step_rows
-    tab_i[step, HAS_GAP, s_utt] = gap_now
-    tab_i[step, RUN_END, s_utt] = np.where(prev_chain, chain_end[prev_group], -1)
-    tab_f[step, GAP, s_utt] = np.where(gap_now, gap, 0.0)
-    tab_f[step, BLANK, s_utt] = floored[step_rows, vocab.blank]
-    tab_f[step, RUN_B, s_utt] = np.where(has_run, run_b[prev_group], NEG_INF)
-    tab_f[step, RUN_NB, s_utt] = np.where(has_run, run_nb[prev_group], 0.0)
-    # np.any, not .any(): numpy 2's stubs type the method's result as bool | array (mypy)
-    any_gap = np.any(tab_i[:, HAS_GAP], axis=1)
-    any_run = np.any(tab_i[:, RUN_END] >= 0, axis=1)
+    # Slots: the utterances by step count, most first (stable), so that the U_s utterances still
+    # searching at step s (steps > s) are slots 0 .. U_s - 1 and the tables hold only them.
+    slot_utt = np.argsort(-steps, kind="stable")
+    slot = np.empty(n_utt, np.int64)
+    slot[slot_utt] = np.arange(n_utt)
+    step_cols = n_utt - np.cumsum(np.bincount(steps, minlength=n_steps + 1))[:n_steps]
+    s_slot = slot[s_utt]
+    tab_off = np.zeros(n_steps + 1, np.int64)
+    np.cumsum(4 * step_cols, out=tab_off[1:])
+    # the cells of every step's columns (finished utterances' ones are never read), by row
+    cell_step = np.repeat(np.arange(n_steps), step_cols)
+    first_cell = np.cumsum(step_cols) - step_cols
+    cell = tab_off[cell_step] + np.arange(len(cell_step)) - first_cell[cell_step]
+    tab_i = np.zeros(int(tab_off[-1]), np.int64)
+    tab_f = np.zeros(int(tab_off[-1]), np.float64)
+    tab_i[cell + RUN_END * step_cols[cell_step]] = -1
+    tab_f[cell + RUN_B * step_cols[cell_step]] = NEG_INF
+    at = tab_off[step] + s_slot    # (step, slot) of each step row; + row * U_s
+    cols = step_cols[step]
+    run_end = np.where(prev_chain, chain_end[prev_group], -1)
+    tab_i[at + XOFF * cols] = step_rows * width
+    tab_i[at + AR * cols] = step_rows
+    tab_i[at + HAS_GAP * cols] = gap_now
+    tab_i[at + RUN_END * cols] = run_end
+    tab_f[at + GAP * cols] = np.where(gap_now, gap, 0.0)
+    tab_f[at + BLANK * cols] = floored[step_rows, vocab.blank]
+    tab_f[at + RUN_B * cols] = np.where(has_run, run_b[prev_group], NEG_INF)
+    tab_f[at + RUN_NB * cols] = np.where(has_run, run_nb[prev_group], 0.0)
+    any_gap = np.bincount(step, gap_now, minlength=n_steps) > 0
+    any_run = np.bincount(step, run_end >= 0, minlength=n_steps) > 0
     # After the last step: its run, then the blank frames to the end.
     last_group = np.where(steps > 0, first + steps - 1, 0)
     rows_per_utt = np.bincount(utt, minlength=n_utt)
@@ -218,16 +245,18 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     cand_k = np.zeros(n_steps, np.int64)
     np.maximum.at(cand_k, step, counts)
     cand_off = np.zeros(n_steps + 1, np.int64)
-    np.cumsum(cand_k * n_utt, out=cand_off[1:])
+    np.cumsum(cand_k * step_cols, out=cand_off[1:])
     r, tok = np.divmod(np.flatnonzero(mask), vocab.size)   # by step row, then label
     j = np.arange(len(r)) - (np.cumsum(counts) - counts)[r]    # rank within its row
-    pos = cand_off[step[r]] + s_utt[r] * cand_k[step[r]] + j
+    pos = cand_off[step[r]] + s_slot[r] * cand_k[step[r]] + j
     cand_tok = np.full(int(cand_off[-1]), vocab.size, np.int64)
     cand_lp = np.full(int(cand_off[-1]), NEG_INF, np.float32)
     cand_tok[pos] = tok
     cand_lp[pos] = ssub[r, tok]
     return Schedule(
-        act_rows=rows, steps=steps, n_steps=n_steps, finishing=finishing, tab_i=tab_i,
+        act_rows=rows, steps=steps, n_steps=n_steps, finishing=finishing, slot=slot,
+        slot_utt=slot_utt, rows=step_cols,
+        tab_off=tab_off, tab_i=tab_i,
         tab_f=tab_f, any_gap=any_gap, any_run=any_run, trail=trail, final_end=final_end,
         xf=floored.ravel(), raw=raw, cand_tok=cand_tok, cand_lp=cand_lp, cand_off=cand_off,
         cand_k=cand_k, width=width)

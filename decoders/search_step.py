@@ -76,6 +76,7 @@ class Stepper:
         # per-step scalars as Python lists: indexing a list costs less than a numpy scalar
         self.any_gap, self.any_run = schedule.any_gap.tolist(), schedule.any_run.tolist()
         self.cand_k, self.cand_off = schedule.cand_k.tolist(), schedule.cand_off.tolist()
+        self.cols, self.tab_off = schedule.rows.tolist(), schedule.tab_off.tolist()
         self.n_utt, self.n_int, self.delim, self.vocab_size = n_utt, n_int, delim, vocab_size
         self.words, self.nodes = words, nodes
         self.hard = words is not None and words.hard
@@ -102,8 +103,10 @@ class Stepper:
         xp, st, delim = self.xp, self.options, self.delim
         f, i = b.f, b.i
         u, last, n = i[UTT], i[LAST], b.n
-        ti = xp.take(self.tab_i[s], u, 1)   # (4, n): XOFF .. RUN_END
-        tf = xp.take(self.tab_f[s], u, 1)   # (4, n): GAP .. RUN_NB
+        # the step's (4, U_s) table blocks (decoders.search_schedule), one column per beam
+        cols, a, z = self.cols[s], self.tab_off[s], self.tab_off[s + 1]
+        ti = xp.take(self.tab_i[a:z].reshape(4, cols), u, 1)   # (4, n): XOFF .. RUN_END
+        tf = xp.take(self.tab_f[a:z].reshape(4, cols), u, 1)   # (4, n): GAP .. RUN_NB
         pb, pnb = f[PB], f[PNB]
         if self.any_run[s]:  # a run folded since the last step: pb = -inf before it, so
             # pb = pnb + run_b is logaddexp(pb, pnb + run_b), exactly; other utterances have
@@ -131,8 +134,8 @@ class Stepper:
         # the step's candidate block: row u holds utterance u's labels (padding: V, -inf)
         k = self.cand_k[s]
         lo, hi = self.cand_off[s], self.cand_off[s + 1]
-        tok2 = xp.take(self.cand_tok[lo:hi].reshape(self.n_utt, k), u, 0)   # (n, k)
-        lp2 = xp.take(self.cand_lp[lo:hi].reshape(self.n_utt, k), u, 0)
+        tok2 = xp.take(self.cand_tok[lo:hi].reshape(cols, k), u, 0)   # (n, k)
+        lp2 = xp.take(self.cand_lp[lo:hi].reshape(cols, k), u, 0)
         if self.plain:
             src, tok, base, stay_pnb, stay_score, best = self._plain_extensions(
                 f, i, tot, pb_rep, stay_pb, stay_pnb, tok2, lp2)
