@@ -146,6 +146,43 @@ class NumpyArrays:
         np.maximum.at(out, segments, values)
 
     @staticmethod
+    def segment_top(values: np.ndarray, segments: np.ndarray, counts: np.ndarray, k: int
+                    ) -> np.ndarray:
+        """Positions (in no particular order) of the k largest values of each segment, equal
+        values taken first come first (what a stable sort by segment, then value descending,
+        keeps). counts: (n_segments,) entries per segment, each segment present holding more
+        than k; values finite."""
+        n = len(values)
+        if n < _TOP_BY_SORT_MAX or k < 1:
+            return _segment_top_lexsort(NUMPY, values, segments, counts, k)
+        # Large pools: the k-th largest value of each segment from one sort of a (segments,
+        # widest) grid, then every value above it and the first equal ones. numpy sorts floats
+        # stably only by merge sort (~5x slower than its SIMD sort) and small ints by radix
+        # sort: a stable lexsort by (segment, value) cost ~10 ms at 100,000 entries, this ~4.
+        key = segments.astype(np.int16) if len(counts) <= np.iinfo(np.int16).max else segments
+        by_seg = key.argsort(kind="stable")    # grouped, pool order within a segment
+        seg, v = segments.take(by_seg), values.take(by_seg)
+        present = counts > k
+        sizes = np.where(present, counts, 0)
+        start = np.cumsum(sizes) - sizes
+        row = (np.cumsum(present) - 1).take(seg)
+        width = int(sizes.max())
+        n_rows = int(np.count_nonzero(present))
+        grid = np.empty(n_rows * width)
+        grid.fill(NEG_INF)
+        grid[row * width + (np.arange(n) - start.take(seg))] = v
+        rows = grid.reshape(n_rows, width)
+        rows.sort(axis=1)
+        kth = rows[:, width - k].take(row)
+        above = v > kth
+        tie = v == kth
+        ties_before = np.cumsum(tie)
+        first = start[present]
+        ties_before -= (ties_before.take(first) - tie.take(first)).take(row)
+        room = k - np.bincount(row, above, minlength=n_rows).astype(np.int64)
+        return by_seg[above | (tie & (ties_before <= room.take(row)))]
+
+    @staticmethod
     def copy_where(dst: np.ndarray, src: Any, mask: np.ndarray) -> None:
         """dst[mask] = src[mask] in place (src broadcast against dst)."""
         np.copyto(dst, src, where=mask)
@@ -317,6 +354,9 @@ class TorchArrays:
     def segment_max_into(self, out: Any, segments: Any, values: Any) -> None:
         out.scatter_reduce_(0, segments, values, "amax")
 
+    def segment_top(self, values: Any, segments: Any, counts: Any, k: int) -> Any:
+        return _segment_top_lexsort(self, values, segments, counts, k)
+
 
 class Arrays(Protocol):
     """What code written against a namespace may use (NumpyArrays and TorchArrays provide it).
@@ -409,10 +449,25 @@ class Arrays(Protocol):
     def segment_max(self) -> Callable[..., Any]: ...
     @property
     def segment_max_into(self) -> Callable[..., None]: ...
+    @property
+    def segment_top(self) -> Callable[..., Any]: ...
 
 
 
 NUMPY: Arrays = NumpyArrays()
+
+# segment_top on numpy: below this many values a lexsort (fewer calls), from it on the sort of
+# a grid (less work); both keep the same entries.
+_TOP_BY_SORT_MAX = 4096
+
+
+def _segment_top_lexsort(xp: Arrays, values: Any, segments: Any, counts: Any, k: int) -> Any:
+    """segment_top by a stable sort by (segment, value descending)."""
+    order = xp.lexsort((-values, segments))
+    over = xp.where(counts > k, counts, 0)
+    first = xp.cumsum(over) - over
+    rank = xp.arange(len(order)) - xp.take(first, xp.take(segments, order))
+    return order[rank < k]
 
 
 def torch_arrays(device: str = "cpu") -> Arrays:

@@ -330,11 +330,9 @@ class Stepper:
                 # by utterance then score (stable: equal scores keep pool order)
                 full = xp.take(counts, us) > st.beam_width
                 cut = sel[full]
-                order = xp.take(cut, xp.lexsort((-xp.take(score, cut), xp.take(u, cut))))
-                over = xp.where(counts > st.beam_width, counts, 0)
-                first = xp.cumsum(over) - over
-                rank = self._range(len(order)) - xp.take(first, xp.take(u, order))
-                sel = xp.concat((sel[~full], order[rank < st.beam_width]))
+                top = xp.segment_top(xp.take(score, cut), xp.take(u, cut), counts,
+                                     st.beam_width)
+                sel = xp.concat((sel[~full], xp.take(cut, top)))
                 sel = xp.take(sel, xp.argsort(sel))
         out = pool.take(xp, sel)
         j = xp.count_below(sel, n_stays)   # sel is sorted: stays first

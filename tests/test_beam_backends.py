@@ -213,6 +213,29 @@ def test_namespace_operations_agree_with_numpy(backend):
                                + 3).tolist()   # int64 wraps alike
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("size", [300, 9000])   # numpy: the lexsort, then the grid sort
+def test_segment_top_keeps_what_a_stable_sort_keeps(backend, size):
+    """The k best of each segment holding more than k, equal values in pool order: the beam
+    width's cut, by either of numpy's two ways and torch's."""
+    xp = NUMPY if backend == "numpy" else torch_arrays("cpu")
+    rng = np.random.default_rng(size)
+    for k, n_seg, decimals in [(size // 40, 23, 1), (size // 6, 5, 8), (1, 3, 0),
+                               (size // 2, 1, 1)]:
+        seg = rng.integers(0, n_seg, size)
+        val = np.round(rng.normal(size=size), decimals)   # few decimals: many ties
+        counts = np.bincount(seg, minlength=n_seg)
+        over = counts.take(seg) > k   # only segments holding more than k are cut
+        seg, val = seg[over], val[over]
+        sizes = np.where(counts > k, counts, 0)
+        order = np.lexsort((-val, seg))
+        rank = np.arange(len(order)) - (np.cumsum(sizes) - sizes)[seg[order]]
+        expected = np.sort(order[rank < k])
+        assert 0 < len(expected) < len(val)
+        got = xp.segment_top(xp.asarray(val), xp.asarray(seg), xp.asarray(counts), k)
+        assert np.sort(xp.to_numpy(got)).tolist() == expected.tolist()
+
+
 # ----------------------------------------------------------------------------- folded runs
 def test_runs_of_one_label_need_no_search_steps():
     """Frames after a frame whose only usable label is c, whose usable labels are c and at most
