@@ -92,14 +92,21 @@ class Nodes:
         if words:
             self.data[self.WORD_ID, 0] = -1
 
-    def add(self, block: Any, word: Any = None) -> Any:
+    def add(self, block: Any, word: Any = None, progress: float = 1.0) -> Any:
         """Append nodes; returns their ids. block: (5, n) int64 label, parent node, active index
         of the first frame, where the parent's label ended, prefix hash (the new beams' rows
-        LAST .. HASH); word: (n,) int64 word ids (lexicon words)."""
+        LAST .. HASH); word: (n,) int64 word ids (lexicon words); progress: the share of the
+        search done (its beam-steps), by which a full table grows."""
         xp = self.xp
         n = block.shape[1]
-        if self.size + n > self.data.shape[1]:
-            grown = xp.empty((self.rows, max(2 * self.data.shape[1], self.size + n)), xp.int64)
+        need = self.size + n
+        if need > self.data.shape[1]:
+            # Grow to what the search will need at its rate so far (+25%), between 1.5x and
+            # 4x: each growth copies the table (~1 GB on a long batch without an LM, where
+            # doubling grew it twice)
+            cap = self.data.shape[1]
+            size = max(need, min(4 * cap, max(cap + cap // 2, int(1.25 * need / progress))))
+            grown = xp.empty((self.rows, size), xp.int64)
             grown[:, : self.size] = self.data[:, : self.size]
             self.data = grown
         data, lo, hi = self.data, self.size, self.size + n

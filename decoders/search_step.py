@@ -77,6 +77,11 @@ class Stepper:
         self.any_gap, self.any_run = schedule.any_gap.tolist(), schedule.any_run.tolist()
         self.cand_k, self.cand_off = schedule.cand_k.tolist(), schedule.cand_off.tolist()
         self.cols, self.tab_off = schedule.rows.tolist(), schedule.tab_off.tolist()
+        # share of the batch's beam-steps (utterance-steps) done after each step: how far a
+        # full node table grows
+        work = schedule.rows.cumsum()
+        self.done_after = (work / max(int(work[-1]), 1)).tolist() if len(work) else []
+        self.progress = 1.0
         self.n_utt, self.n_int, self.delim, self.vocab_size = n_utt, n_int, delim, vocab_size
         self.words, self.nodes = words, nodes
         self.hard = words is not None and words.hard
@@ -105,6 +110,7 @@ class Stepper:
         u, last, n = i[UTT], i[LAST], b.n
         # the step's (4, U_s) table blocks (decoders.search_schedule), one column per beam
         cols, a, z = self.cols[s], self.tab_off[s], self.tab_off[s + 1]
+        self.progress = self.done_after[s]
         ti = xp.take(self.tab_i[a:z].reshape(4, cols), u, 1)   # (4, n): XOFF .. RUN_END
         tf = xp.take(self.tab_f[a:z].reshape(4, cols), u, 1)   # (4, n): GAP .. RUN_NB
         pb, pnb = f[PB], f[PNB]
@@ -338,7 +344,8 @@ class Stepper:
         j = xp.count_below(sel, n_stays)   # sel is sorted: stays first
         if j < len(sel):  # surviving extensions get prefix nodes
             ie = out.i[:, j:]
-            ie[NODE] = self.nodes.add(ie[LAST:HASH + 1], ie[WORD] if self.words_out else None)
+            ie[NODE] = self.nodes.add(ie[LAST:HASH + 1], ie[WORD] if self.words_out else None,
+                                      self.progress)
         # new position of each pool row; parent -1 reads the last entry, -1
         newpos = xp.full(total + 1, -1, xp.int64)
         newpos[sel] = self._range(len(sel))

@@ -9,8 +9,10 @@ import pytest
 from conftest import require_shared
 from decoding_fixtures import frames, log_softmax, quartznet_vocab, random_peaky
 
+from ctclab.core.arrays import NUMPY
 from ctclab.decoders import Vocabulary, create_decoder
 from ctclab.decoders.beam import BeamOptions
+from ctclab.decoders.search_state import Nodes
 
 
 def _utterances(vocab: Vocabulary, seed: int, count: int) -> list[np.ndarray]:
@@ -172,3 +174,24 @@ def test_a_bad_emission_deep_in_a_large_chunk_is_named():
     emissions[97] = np.full((400, v.size), -1.0, np.float32)   # rows do not normalise
     with pytest.raises(ValueError, match=r"emission\[97\].*log_softmax"):
         create_decoder("beam", v).decode_many(emissions)
+
+
+def test_the_node_table_grows_by_the_search_rate_and_keeps_its_nodes():
+    """A full prefix-node table grows to what the search needs at its rate so far (+25%, between
+    1.5x and 4x its size), keeping every node."""
+    nodes = Nodes(NUMPY, capacity=10)
+    rng = np.random.default_rng(0)
+    blocks = [rng.integers(0, 1000, (5, n)) for n in (6, 8, 30, 3)]
+    ids = [nodes.add(blocks[0], progress=0.1).tolist()]
+    assert nodes.data.shape[1] == 10
+    ids.append(nodes.add(blocks[1], progress=0.5).tolist())   # 15 > 10: 1.25 * 15 / 0.5
+    assert nodes.data.shape[1] == 37
+    ids.append(nodes.add(blocks[2], progress=0.9).tolist())   # 45 > 37: at least 1.5x
+    assert nodes.data.shape[1] == 62
+    ids.append(nodes.add(blocks[3], progress=0.01).tolist())  # 48 fits
+    assert ids == [list(range(1, 7)), list(range(7, 15)), list(range(15, 45)),
+                   list(range(45, 48))]
+    table = nodes.host()
+    assert table.shape == (5, 48)
+    assert table[:, 0].tolist() == [-1, 0, 0, 0, 0]   # the root
+    assert np.array_equal(table[:, 1:], np.concatenate(blocks, axis=1))
