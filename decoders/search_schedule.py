@@ -95,13 +95,19 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     blank = x[:, vocab.blank].astype(np.float64)
     # Blank mass of frame ranges [a, b) from prefix sums; a -inf blank (p = 0, valid input)
-    # would make the differences NaN, so such frames are counted apart and give -inf.
+    # would make the differences NaN, so such frames are counted apart and give -inf. Each
+    # utterance sums from its own start (its entries sit at frame + utterance index), so its
+    # scores do not depend on the batch it is decoded in, to the last bit.
     impossible = np.isneginf(blank)
-    cum = np.concatenate([[0.0], np.cumsum(np.where(impossible, 0.0, blank))])
+    finite_blank = np.where(impossible, 0.0, blank)
+    cum = np.zeros(len(blank) + n_utt)
+    for u, (a, n) in enumerate(zip(offsets.tolist(), lengths.tolist(), strict=True)):
+        np.cumsum(finite_blank[a:a + n], out=cum[a + u + 1:a + u + 1 + n])
     cum_impossible = np.concatenate([[0], np.cumsum(impossible)])
 
-    def blank_mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.where(cum_impossible[b] > cum_impossible[a], NEG_INF, cum[b] - cum[a])
+    def blank_mass(u: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """ln blank mass of frames [a, b) of utterance u (concatenated frame indices)."""
+        return np.where(cum_impossible[b] > cum_impossible[a], NEG_INF, cum[b + u] - cum[a + u])
 
     # Token pruning: in each frame a label is usable when its ln prob is >= token_min_logp or it
     # is the frame's best label (unused specials never are). A frame is active when an emitting
@@ -187,7 +193,7 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     prev_row = np.where(step_rows > 0, rows[np.maximum(step_rows - 1, 0)], -1)
     prev_row = np.where(step > 0, prev_row, offsets[s_utt] - 1)
     gap_now = rows[step_rows] > prev_row + 1
-    gap = blank_mass(prev_row + 1, rows[step_rows])
+    gap = blank_mass(s_utt, prev_row + 1, rows[step_rows])
     prev_group = np.maximum(np.arange(n_groups) - 1, 0)
     prev_chain = (step > 0) & has_chain[prev_group]
     gap = np.where(prev_chain & gap_now, gap + run_total[prev_group], gap)
@@ -227,7 +233,7 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     rows_per_utt = np.bincount(utt, minlength=n_utt)
     last_index = np.maximum(np.cumsum(rows_per_utt) - 1, 0)
     ends_at = np.where(rows_per_utt > 0, rows[last_index] if n_rows else 0, offsets - 1)
-    trail = blank_mass(ends_at + 1, offsets + lengths)
+    trail = blank_mass(np.arange(n_utt), ends_at + 1, offsets + lengths)
     final_chain = (steps > 0) & has_chain[last_group] if n_groups else np.zeros(n_utt, bool)
     final_end = np.full(n_utt, -1, np.int64)
     if n_groups:
