@@ -74,12 +74,15 @@ class BatchSearch:
         """Search every utterance; per utterance its hypotheses, best first (>= 1)."""
         xp, vocab = self.xp, self.vocab
         words = self.words
+        # ragged candidate steps: measured on the CPU; on a GPU the dense blocks' extra cells
+        # cost little next to the ragged layout's extra kernel launches and a device sync
+        on_gpu = xp.name == "torch" and str(xp.device).startswith("cuda")
         sched = make_schedule(self.x, self.lengths, vocab, self.options,
-                              words is not None and words.hard)
+                              words is not None and words.hard, ragged=not on_gpu)
         n_utt = len(self.lengths)
         tables = {"tab_i": xp.asarray(sched.tab_i), "tab_f": xp.asarray(sched.tab_f),
                   "xf": xp.asarray(sched.xf), "cand_tok": xp.asarray(sched.cand_tok),
-                  "cand_lp": xp.asarray(sched.cand_lp),
+                  "cand_lp": xp.asarray(sched.cand_lp), "cand_cell": xp.asarray(sched.cand_cell),
                   "raw": None if sched.raw is None else xp.asarray(sched.raw)}
         delim = vocab.delimiter
         # room for a few dozen prefix nodes per step frame (grown when more)

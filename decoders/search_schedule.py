@@ -21,7 +21,10 @@ Per (step, utterance) the tables hold the step's frame and what happened since t
 the blank mass of skipped frames, a folded run, and where the run leaves each beam's last label.
 The extension candidates of step s are a dense (U_s, K_s) block, K_s the most any utterance
 has in that step (real emissions: 1-2), padded with the sentinel label V (ln p -inf): a beam reads
-its utterance's row with one gather, and no per-beam offsets are computed. Rows are *slots*:
+its utterance's row with one gather, and no per-beam offsets are computed. Where that block would
+be mostly padding (one noisy frame among hundreds of utterances sets K_s for all), the step is
+*ragged*: each slot's candidates in turn, unpadded, with per-slot counts and starts
+(decoders/constants.py, RAGGED_MIN_CELLS). Rows are *slots*:
 the utterances ordered by step count, most first, so that the U_s utterances still searching at
 step s are the first U_s rows, and the per-(step, utterance) tables hold U_s columns at step s
 too (a (steps, utterances) table held ~10x more cells, mostly of finished utterances, on the
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ctclab.core.vocabulary import Vocabulary
+from ctclab.decoders.constants import RAGGED_MIN_CELLS, RAGGED_MIN_PADDING
 from ctclab.decoders.options import BeamOptions
 
 NEG_INF = -math.inf
@@ -84,12 +88,18 @@ class Schedule:
     cand_lp: np.ndarray         # (C,) float32 their ln probs (padding: -inf)
     cand_off: np.ndarray        # (S + 1,) int64 where each step's block starts
     cand_k: np.ndarray          # (S,) int64 K_s
+    cand_ragged: np.ndarray     # (S,) bool: step s's block is ragged: the candidates of each slot
+                                # in turn, unpadded (its size is the step's live candidates)
+    cand_cell: np.ndarray       # (2 * sum U_s,) int64: step s is the (2, U_s) block at
+                                # 2 * (U_0 + .. + U_{s-1}): per slot its candidate count and
+                                # where they start in the step's block (read when ragged)
     width: int                  # W
 
 
 def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options: BeamOptions,
-                  hard: bool) -> Schedule:
-    """The schedule of a batch. x: (sum T_i, V) float32 concatenated log-probs; lengths: (U,)."""
+                  hard: bool, ragged: bool = True) -> Schedule:
+    """The schedule of a batch. x: (sum T_i, V) float32 concatenated log-probs; lengths: (U,).
+    ragged: steps may use the ragged candidate layout (else every step is dense)."""
     st = options
     n_utt, width = len(lengths), vocab.size + 1
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -250,11 +260,31 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     counts = np.count_nonzero(mask, axis=1)
     cand_k = np.zeros(n_steps, np.int64)
     np.maximum.at(cand_k, step, counts)
+    live = np.bincount(step, counts, minlength=n_steps).astype(np.int64)
+    dense_cells = cand_k * step_cols
+    cand_ragged = np.zeros(n_steps, bool)
+    if ragged:   # steps whose dense blocks would be mostly padding (decoders/constants.py)
+        cand_ragged = (dense_cells >= RAGGED_MIN_CELLS) & (dense_cells > RAGGED_MIN_PADDING * live)
     cand_off = np.zeros(n_steps + 1, np.int64)
-    np.cumsum(cand_k * step_cols, out=cand_off[1:])
+    np.cumsum(np.where(cand_ragged, live, dense_cells), out=cand_off[1:])
+    # per (step, slot) cell: its candidate count and where they start in the step's block
+    # (ragged steps; laid out as tab_i, a (2, U_s) block per step)
+    cell_start = np.cumsum(step_cols) - step_cols
+    row_cell = cell_start[step] + s_slot
+    cell_count = np.zeros(int(step_cols.sum()), np.int64)
+    cell_count[row_cell] = counts
+    before = np.cumsum(cell_count) - cell_count
+    cell_of = np.repeat(np.arange(n_steps), step_cols)
+    cell_begin = before - before[cell_start[cell_of]]
+    cell_at = 2 * cell_start[cell_of] + np.arange(len(cell_of)) - cell_start[cell_of]
+    cand_cell = np.zeros(2 * len(cell_of), np.int64)
+    cand_cell[cell_at] = cell_count
+    cand_cell[cell_at + step_cols[cell_of]] = cell_begin
     r, tok = np.divmod(np.flatnonzero(mask), vocab.size)   # by step row, then label
     j = np.arange(len(r)) - (np.cumsum(counts) - counts)[r]    # rank within its row
-    pos = cand_off[step[r]] + s_slot[r] * cand_k[step[r]] + j
+    r_step = step[r]
+    pos = cand_off[r_step] + j + np.where(cand_ragged[r_step], cell_begin[row_cell[r]],
+                                          s_slot[r] * cand_k[r_step])
     cand_tok = np.full(int(cand_off[-1]), vocab.size, np.int64)
     cand_lp = np.full(int(cand_off[-1]), NEG_INF, np.float32)
     cand_tok[pos] = tok
@@ -265,7 +295,7 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
         tab_off=tab_off, tab_i=tab_i,
         tab_f=tab_f, any_gap=any_gap, any_run=any_run, trail=trail, final_end=final_end,
         xf=floored.ravel(), raw=raw, cand_tok=cand_tok, cand_lp=cand_lp, cand_off=cand_off,
-        cand_k=cand_k, width=width)
+        cand_k=cand_k, cand_ragged=cand_ragged, cand_cell=cand_cell, width=width)
 
 
 # Frames transposed at a time for column reductions: 4096 x ~30 float32 stay in the L2 cache.

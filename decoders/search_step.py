@@ -72,11 +72,14 @@ class Stepper:
         self.tab_i, self.tab_f, self.xf = tables["tab_i"], tables["tab_f"], tables["xf"]
         self.cand_tok, self.cand_lp, self.raw = (tables["cand_tok"], tables["cand_lp"],
                                                  tables["raw"])
+        self.cand_cell = tables["cand_cell"]
         n_utt = len(schedule.steps)
         # per-step scalars as Python lists: indexing a list costs less than a numpy scalar
         self.any_gap, self.any_run = schedule.any_gap.tolist(), schedule.any_run.tolist()
         self.cand_k, self.cand_off = schedule.cand_k.tolist(), schedule.cand_off.tolist()
         self.cols, self.tab_off = schedule.rows.tolist(), schedule.tab_off.tolist()
+        self.ragged = schedule.cand_ragged.tolist()
+        self.cell_off = (2 * (schedule.rows.cumsum() - schedule.rows)).tolist()
         # share of the batch's beam-steps (utterance-steps) done after each step: how far a
         # full node table grows
         work = schedule.rows.cumsum()
@@ -137,18 +140,33 @@ class Stepper:
         else:
             stay_pnb = pnb + rep
             pb_rep = pb
-        # the step's candidate block: row u holds utterance u's labels (padding: V, -inf)
+        # the step's candidates: a dense block, row u holding utterance u's labels (padding:
+        # V, -inf), or ragged (decoders/search_schedule.py)
         k = self.cand_k[s]
         lo, hi = self.cand_off[s], self.cand_off[s + 1]
-        tok2 = xp.take(self.cand_tok[lo:hi].reshape(cols, k), u, 0)   # (n, k)
-        lp2 = xp.take(self.cand_lp[lo:hi].reshape(cols, k), u, 0)
+        ragged = self.ragged[s]
+        if ragged:
+            c0 = self.cell_off[s]
+            cell = xp.take(self.cand_cell[c0:c0 + 2 * cols].reshape(2, cols), u, 1)  # (2, n)
+            src, tok, lp, first = self._ragged_candidates(cell, lo)
+        else:
+            tok2 = xp.take(self.cand_tok[lo:hi].reshape(cols, k), u, 0)   # (n, k)
+            lp2 = xp.take(self.cand_lp[lo:hi].reshape(cols, k), u, 0)
         if self.plain:
-            src, tok, base, stay_pnb, stay_score, best = self._plain_extensions(
-                f, i, tot, pb_rep, stay_pb, stay_pnb, tok2, lp2)
+            if ragged:
+                src, tok, base, stay_pnb, stay_score, best = self._plain_ragged_extensions(
+                    f, i, tot, pb_rep, stay_pb, stay_pnb, src, tok, lp, first)
+            else:
+                src, tok, base, stay_pnb, stay_score, best = self._plain_extensions(
+                    f, i, tot, pb_rep, stay_pb, stay_pnb, tok2, lp2)
             choice = None
         else:
+            if not ragged:
+                sel = xp.flatnonzero(lp2.reshape(-1) > NEG_INF)
+                src, tok, lp = sel // k, xp.take(tok2.reshape(-1), sel), xp.take(lp2.reshape(-1),
+                                                                                 sel)
             src, tok, base, stay_pnb, choice = self._general_extensions(
-                f, i, u, tot, pb_rep, stay_pb, stay_pnb, tok2, lp2, xoff)
+                f, i, u, tot, pb_rep, stay_pb, stay_pnb, src, tok, lp, xoff)
             stay_score = self._stay_score(f, stay_pb, stay_pnb)
             best = None
             if len(src) >= EARLY_PRUNE_MIN_CANDIDATES and self.words is not None \
@@ -240,15 +258,65 @@ class Stepper:
         return (sel // k, xp.take(tok2.reshape(-1), sel), xp.take(base, sel), stay_pnb,
                 stay_score, best)
 
+    def _ragged_candidates(self, cell: Any, lo: int) -> tuple[Any, Any, Any, Any]:
+        """A ragged step's candidates of every beam: (src, tok, lp) (E,) beam column, label and
+        ln p, beam by beam, each beam's labels in order (what the dense block's row-major live
+        cells give), and (n,) where each beam's entries start. cell: (2, n) each beam's
+        utterance's candidate count and start in the step's block; lo: where that block is."""
+        xp = self.xp
+        count = cell[0]
+        first = xp.cumsum(count)
+        e = int(xp.item(first[-1])) if len(first) else 0
+        first = first - count
+        src = xp.repeat_range(count)
+        at = self._range(e) + xp.take(cell[1] - first, src)
+        at += lo
+        return src, xp.take(self.cand_tok, at), xp.take(self.cand_lp, at), first
+
+    def _plain_ragged_extensions(self, f: Any, i: Any, tot: Any, pb_rep: Any, stay_pb: Any,
+                                 stay_pnb: Any, src: Any, tok: Any, lp: Any, first: Any
+                                 ) -> tuple[Any, ...]:
+        """_plain_extensions on a ragged step: the same arithmetic on the live candidates only.
+        Merging: a live beam B with parent column P and last label c receives P + c, which is
+        P's entry of the same rank as B's own entry for c (one utterance, one list of labels)."""
+        xp, st = self.xp, self.options
+        n, e = f.shape[1], len(src)
+        is_rep = tok == xp.take(i[LAST], src)
+        base = xp.empty(e + 1, xp.float64)   # one slot more: where non-merges point
+        base[:e] = xp.where(is_rep, xp.take(pb_rep, src), xp.take(tot, src))
+        base[:e] += lp
+        base[e] = NEG_INF
+        rep = xp.flatnonzero(is_rep)
+        owner = xp.take(src, rep)
+        parent = xp.take(i[PARENT], owner)
+        at = xp.full(n, e, xp.int64)
+        at[owner] = xp.where(parent >= 0, xp.take(first, xp.maximum(parent, 0)) + rep
+                             - xp.take(first, owner), e)
+        stay_pnb = xp.logaddexp(stay_pnb, xp.take(base, at))   # logaddexp(x, -inf) == x
+        base[at] = NEG_INF
+        stay_score = self._stay_score(f, stay_pb, stay_pnb)
+        best = None
+        ext = base[:e]
+        if self.words is not None and st.beam_prune_logp > NEG_INF \
+                and e >= EARLY_PRUNE_MIN_CANDIDATES:
+            # as in _plain_extensions: extensions that cannot reach the threshold are dropped
+            best = xp.segment_max(stay_score, i[UTT], self.n_utt)
+            bound = xp.maximum(best - self.max_word_gain + st.beam_prune_logp, _LOWEST)
+            live = ext + xp.take(f[LM], src) >= xp.take(xp.take(bound, i[UTT]), src)
+        else:
+            live = ext > NEG_INF
+        sel = xp.flatnonzero(live)
+        return (xp.take(src, sel), xp.take(tok, sel), xp.take(ext, sel), stay_pnb, stay_score,
+                best)
+
     def _general_extensions(self, f: Any, i: Any, u: Any, tot: Any, pb_rep: Any, stay_pb: Any,
-                            stay_pnb: Any, tok2: Any, lp2: Any, xoff: Any
+                            stay_pnb: Any, src: Any, tok: Any, lp: Any, xoff: Any
                             ) -> tuple[Any, Any, Any, Any, Any]:
         """Extensions with a hard lexicon or homophone forks, whose candidates differ per beam:
-        (src, tok, base, stay_pnb with the merged ones added, homophone choice or None)."""
+        (src, tok, base, stay_pnb with the merged ones added, homophone choice or None).
+        src, tok, lp: (E,) the frame's candidates of every beam (beam column, label, ln p)."""
         xp, st = self.xp, self.options
-        n, k = tok2.shape
-        sel = xp.flatnonzero(lp2.reshape(-1) > NEG_INF)
-        src, tok, lp = sel // k, xp.take(tok2.reshape(-1), sel), xp.take(lp2.reshape(-1), sel)
+        n = f.shape[1]
         choice = None
         if self.hard:
             words = self.words
