@@ -103,7 +103,17 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     st = options
     n_utt, width = len(lengths), vocab.size + 1
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    blank = x[:, vocab.blank].astype(np.float64)
+    # Token pruning: in each frame a label is usable when its ln prob is >= token_min_logp or it
+    # is the frame's best label (unused specials never are). A frame is active when an emitting
+    # label is usable: its best emitting label reaches token_min_logp or beats blank.
+    emit = np.zeros(vocab.size, bool)
+    emit[vocab.emitting_ids] = True
+    usable_cols = emit.copy()
+    usable_cols[vocab.blank] = True
+    min_logp = f32_at_least(st.token_min_logp)
+    frames = frame_stats(x, emit, vocab.blank, min_logp)
+    blank32 = frames.blank
+    blank = blank32.astype(np.float64)
     # Blank mass of frame ranges [a, b) from prefix sums; a -inf blank (p = 0, valid input)
     # would make the differences NaN, so such frames are counted apart and give -inf. Each
     # utterance sums from its own start (its entries sit at frame + utterance index), so its
@@ -119,61 +129,41 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
         """ln blank mass of frames [a, b) of utterance u (concatenated frame indices)."""
         return np.where(cum_impossible[b] > cum_impossible[a], NEG_INF, cum[b + u] - cum[a + u])
 
-    # Token pruning: in each frame a label is usable when its ln prob is >= token_min_logp or it
-    # is the frame's best label (unused specials never are). A frame is active when an emitting
-    # label is usable: its best emitting label reaches token_min_logp or beats blank.
-    emit = np.zeros(vocab.size, bool)
-    emit[vocab.emitting_ids] = True
-    usable_cols = emit.copy()
-    usable_cols[vocab.blank] = True
-    emit_max = best_of_columns(x, emit).astype(np.float64)
-    active = (emit_max >= st.token_min_logp) | (emit_max >= blank)
+    # (float32 comparisons with the thresholds rounded up to float32: exact, see f32_at_least)
+    emit_max = frames.emit_max
+    active = (emit_max >= min_logp) | (emit_max >= blank32)
     if st.blank_skip_threshold is not None:
-        active &= blank < math.log(st.blank_skip_threshold)
+        active &= blank32 < f32_at_least(math.log(st.blank_skip_threshold))
     rows = np.flatnonzero(active)
     n_rows = len(rows)
     utt = np.repeat(np.arange(n_utt), lengths)[rows]
-    sub = x[rows]
-    # The token pruning applies to blank and to the last label continuing too: a path through
-    # a label that improbable is dropped whatever the label (as pyctcdecode does). Without it a
-    # beam can "step over" a near-certain word delimiter through a blank of p < e^-5 whenever
-    # the LM dislikes the word just finished (e.g. an OOV scored at <unk>).
-    best_usable = np.maximum(emit_max[rows], blank[rows])
-    floor = np.minimum(st.token_min_logp, best_usable)
-    usable = sub >= floor[:, None]
-    if not usable_cols.all():   # unused specials are never usable
-        usable &= usable_cols
-    floored = np.empty((n_rows, width), np.float32)
-    floored[:, vocab.size] = NEG_INF
-    raw = None
-    if hard:
-        # Hard lexicon: a beam inside an out-of-lexicon stretch must be able to wait (blank)
-        # or hold its label however improbable, else every beam dies there.
-        floored[:, : vocab.size] = np.where(usable_cols, sub, NEG_INF)
-        raw = floored.ravel()
-    else:
-        floored[:, : vocab.size] = np.where(usable, sub, NEG_INF)
 
     # Runs (module docstring): row j folds when row j - 1 is the frame before it, in the same
     # utterance, with one usable label c (blank not usable), and row j's usable labels are c and
-    # at most blank.
-    n_usable = np.count_nonzero(usable, axis=1)
-    sole_label = usable.argmax(axis=1)
+    # at most blank. From the frame statistics: a row's sole usable label is its label sum, and
+    # with one usable label besides blank, that label is the sum less blank's id if usable.
+    n_usable = frames.n_usable[rows]
+    label_sum = frames.label_sum[rows]
+    blank_ok = frames.blank_ok[rows]
     fold = np.zeros(n_rows, bool)
     if not hard and n_rows > 1:
-        prev_sole = sole_label[:-1]
+        prev_sole = label_sum[:-1]
+        other = label_sum[1:] - np.where(blank_ok[1:], vocab.blank, 0)
         fold[1:] = ((rows[1:] == rows[:-1] + 1) & (utt[1:] == utt[:-1]) & (n_usable[:-1] == 1)
-                    & (n_usable[1:] - usable[1:, vocab.blank] == 1)
-                    & usable[np.arange(1, n_rows), prev_sole])
+                    & (n_usable[1:] - blank_ok[1:] == 1)
+                    & np.where(prev_sole == vocab.blank, blank_ok[1:], other == prev_sole))
     step_rows = np.flatnonzero(~fold)
     group = np.cumsum(~fold) - 1                      # the step each active row belongs to
     n_groups = len(step_rows)
-    # A group's folded run: c is its step row's sole label.
+    # A group's folded run: c is its step row's sole label, usable in every row of the run and
+    # there its only usable label besides blank: the row's best emitting label (an active row's
+    # best emitting label is usable), or blank itself.
     run_rows = np.flatnonzero(fold)
     run_group = group[run_rows]
-    run_c = sole_label[step_rows[run_group]]
-    lpc = floored[run_rows, run_c]
-    lpb = floored[run_rows, vocab.blank]
+    run_frames = rows[run_rows]
+    lpc = np.where(label_sum[step_rows[run_group]] == vocab.blank, blank32[run_frames],
+                   emit_max[run_frames])
+    lpb = np.where(blank_ok[run_rows], blank32[run_frames], np.float32(NEG_INF))
     is_last = np.ones(len(run_rows), bool)
     is_last[:-1] = run_group[1:] != run_group[:-1]
     has_chain = np.zeros(n_groups, bool)
@@ -190,6 +180,29 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
                                              last_rows - 1)
     run_total = np.logaddexp(run_b, run_nb)            # the run's mass (pb = -inf before it)
 
+    # The step frames' ln probs, pruned (xf: what the steps read; rows in step_rows order).
+    # The token pruning applies to blank and to the last label continuing too: a path through
+    # a label that improbable is dropped whatever the label (as pyctcdecode does). Without it a
+    # beam can "step over" a near-certain word delimiter through a blank of p < e^-5 whenever
+    # the LM dislikes the word just finished (e.g. an OOV scored at <unk>).
+    s_frames = rows[step_rows]
+    ssub = x.take(s_frames, axis=0)
+    floor = np.minimum(min_logp, np.maximum(emit_max[s_frames], blank32[s_frames]))
+    usable_s = ssub >= floor[:, None]                 # usable labels of the step rows
+    if not usable_cols.all():   # unused specials are never usable
+        usable_s &= usable_cols
+    floored = np.empty((n_groups, width), np.float32)
+    floored[:, vocab.size] = NEG_INF
+    raw = None
+    if hard:
+        # Hard lexicon: a beam inside an out-of-lexicon stretch must be able to wait (blank)
+        # or hold its label however improbable, else every beam dies there.
+        floored[:, : vocab.size] = np.where(usable_cols, ssub, np.float32(NEG_INF))
+        raw = floored.ravel()
+    else:
+        floored[:, : vocab.size] = np.where(usable_s, ssub, np.float32(NEG_INF))
+    s_blank = np.where(blank_ok[step_rows] | hard, blank32[s_frames], np.float32(NEG_INF))
+
     # Steps: the groups, numbered within their utterance.
     s_utt = utt[step_rows]
     steps = np.bincount(s_utt, minlength=n_utt)
@@ -202,8 +215,8 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     # (the last row of the previous group's run, or its step row) and that group's run.
     prev_row = np.where(step_rows > 0, rows[np.maximum(step_rows - 1, 0)], -1)
     prev_row = np.where(step > 0, prev_row, offsets[s_utt] - 1)
-    gap_now = rows[step_rows] > prev_row + 1
-    gap = blank_mass(s_utt, prev_row + 1, rows[step_rows])
+    gap_now = s_frames > prev_row + 1
+    gap = blank_mass(s_utt, prev_row + 1, s_frames)
     prev_group = np.maximum(np.arange(n_groups) - 1, 0)
     prev_chain = (step > 0) & has_chain[prev_group]
     gap = np.where(prev_chain & gap_now, gap + run_total[prev_group], gap)
@@ -217,23 +230,18 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     s_slot = slot[s_utt]
     tab_off = np.zeros(n_steps + 1, np.int64)
     np.cumsum(4 * step_cols, out=tab_off[1:])
-    # the cells of every step's columns (finished utterances' ones are never read), by row
-    cell_step = np.repeat(np.arange(n_steps), step_cols)
-    first_cell = np.cumsum(step_cols) - step_cols
-    cell = tab_off[cell_step] + np.arange(len(cell_step)) - first_cell[cell_step]
-    tab_i = np.zeros(int(tab_off[-1]), np.int64)
-    tab_f = np.zeros(int(tab_off[-1]), np.float64)
-    tab_i[cell + RUN_END * step_cols[cell_step]] = -1
-    tab_f[cell + RUN_B * step_cols[cell_step]] = NEG_INF
+    # Every cell is written: the U_s columns of step s are the utterances with a step row there.
+    tab_i = np.empty(int(tab_off[-1]), np.int64)
+    tab_f = np.empty(int(tab_off[-1]), np.float64)
     at = tab_off[step] + s_slot    # (step, slot) of each step row; + row * U_s
     cols = step_cols[step]
     run_end = np.where(prev_chain, chain_end[prev_group], -1)
-    tab_i[at + XOFF * cols] = step_rows * width
+    tab_i[at + XOFF * cols] = np.arange(0, n_groups * width, width)
     tab_i[at + AR * cols] = step_rows
     tab_i[at + HAS_GAP * cols] = gap_now
     tab_i[at + RUN_END * cols] = run_end
     tab_f[at + GAP * cols] = np.where(gap_now, gap, 0.0)
-    tab_f[at + BLANK * cols] = floored[step_rows, vocab.blank]
+    tab_f[at + BLANK * cols] = s_blank
     tab_f[at + RUN_B * cols] = np.where(has_run, run_b[prev_group], NEG_INF)
     tab_f[at + RUN_NB * cols] = np.where(has_run, run_nb[prev_group], 0.0)
     any_gap = np.bincount(step, gap_now, minlength=n_steps) > 0
@@ -252,8 +260,7 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
 
     # Extension candidates of the steps: usable labels, at most token_top_k of them per frame,
     # stored by step, then utterance (a step reads one stretch).
-    ssub = sub[step_rows]
-    mask = usable[step_rows] & emit
+    mask = usable_s & emit
     if st.token_top_k is not None and st.token_top_k < vocab.size and n_groups:
         kth = -np.partition(-ssub, st.token_top_k - 1, axis=1)[:, st.token_top_k - 1]
         mask &= ssub >= kth[:, None]
@@ -302,20 +309,61 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
 _BLOCK_FRAMES = 4096
 
 
-def best_of_columns(x: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """(T,) max of each row of x (T, V) over the ``columns`` mask (-inf: none). Transposed a
-    block at a time: a reduction down ~30 contiguous rows is vectorised in numpy where one along
-    30-wide rows is not, and a whole transposed copy would leave the caches (4x slower)."""
-    out = np.full(len(x), NEG_INF, x.dtype)
-    if not columns.any():
-        return out
-    ids = np.flatnonzero(columns)
-    span = ids[-1] - ids[0] + 1 == len(ids)   # one slice of columns (the usual case)
-    for a in range(0, len(x), _BLOCK_FRAMES):
-        block = x[a:a + _BLOCK_FRAMES]
-        block = block[:, ids[0]:ids[-1] + 1] if span else block[:, ids]
-        np.max(np.ascontiguousarray(block.T), axis=0, out=out[a:a + _BLOCK_FRAMES])
+@dataclass
+class FrameStats:
+    """Per frame of x (T,): what token pruning and run folding need, from one pass over x."""
+
+    emit_max: np.ndarray     # (T,) float32 best emitting ln prob (-inf: no emitting label)
+    blank: np.ndarray        # (T,) float32 ln p(blank)
+    n_usable: np.ndarray     # (T,) float32 (exact integers) usable labels, blank included
+    label_sum: np.ndarray    # (T,) float32 (exact integers) sum of the usable labels' ids: the
+                             # sole usable label where n_usable is 1
+    blank_ok: np.ndarray     # (T,) bool blank is usable
+
+
+def frame_stats(x: np.ndarray, emit: np.ndarray, blank: int, min_logp: np.float32
+                ) -> FrameStats:
+    """The statistics of each frame of x (T, V) under token pruning: a label is usable when its
+    ln prob is >= the frame's floor, min(min_logp, its best emitting-or-blank ln prob); emit:
+    (V,) emitting labels (with blank, the labels that can be usable at all).
+
+    Transposed a block at a time: a reduction down ~30 contiguous rows is vectorised in numpy
+    where one along 30-wide rows is not, and a whole transposed copy would leave the caches
+    (4x slower). The counts are one small matrix product of the usable mask (exact: integer
+    sums: counts, and label sums where they are read, of at most two ids)."""
+    n, size = x.shape
+    out = FrameStats(np.full(n, NEG_INF, np.float32), np.empty(n, np.float32),
+                     np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, bool))
+    usable_cols = emit.copy()
+    usable_cols[blank] = True
+    ids = np.flatnonzero(emit)
+    weights = np.stack([usable_cols, usable_cols * np.arange(size)]).astype(np.float32)
+    emit_at: slice | np.ndarray = ids
+    if len(ids) and ids[-1] - ids[0] + 1 == len(ids):   # one slice of columns (the usual case)
+        emit_at = slice(int(ids[0]), int(ids[-1]) + 1)
+    for a in range(0, n, _BLOCK_FRAMES):
+        z = min(a + _BLOCK_FRAMES, n)
+        xt = np.ascontiguousarray(x[a:z].T)            # (V, B)
+        em = out.emit_max[a:z]
+        if len(ids):
+            np.max(xt[emit_at], axis=0, out=em)
+        out.blank[a:z] = xt[blank]
+        floor = np.minimum(min_logp, np.maximum(em, xt[blank]))
+        usable = xt >= floor
+        out.blank_ok[a:z] = usable[blank]
+        counts = weights @ usable.astype(np.float32)     # (2, B)
+        out.n_usable[a:z], out.label_sum[a:z] = counts
     return out
+
+
+def f32_at_least(value: float) -> np.float32:
+    """The least float32 >= value: for a float32 a, a >= value iff a >= it (and a < value iff
+    a < it), so thresholds compare with float32 arrays without widening them."""
+    with np.errstate(over="ignore"):
+        f = np.float32(value)
+    if float(f) < value:
+        f = np.nextafter(f, np.float32(math.inf))
+    return f
 
 
 def concat_emissions(emissions: Sequence[np.ndarray], vocab_size: int
