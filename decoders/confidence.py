@@ -42,9 +42,14 @@ def token_peak_probs(log_probs: np.ndarray, tokens: np.ndarray, start_frames: np
     end = np.clip(np.asarray(end_frames, np.int64), start + 1, max(t_max, 1))
     lengths = end - start
     offsets = np.cumsum(lengths) - lengths
-    # every frame of every range, flattened: range i covers offsets[i] .. offsets[i]+lengths[i]
-    frames = np.arange(int(lengths.sum())) - np.repeat(offsets - start, lengths)
-    values = log_probs[frames, np.repeat(tokens, lengths)]
+    # every (frame, label) of every range, flattened: range i covers offsets[i] ..
+    # offsets[i]+lengths[i], frame start[i] + k at offsets[i] + k; as flat indices into
+    # log_probs (frame * V + label: one take, cheaper than a 2-d fancy index)
+    width = log_probs.shape[1]
+    flat = np.arange(int(lengths.sum()), dtype=np.int64)
+    flat *= width
+    flat += np.repeat(tokens - (offsets - start) * width, lengths)
+    values = np.ravel(log_probs).take(flat)
     return np.exp(np.maximum.reduceat(values, offsets).astype(np.float64))
 
 
