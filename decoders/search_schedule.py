@@ -46,9 +46,10 @@ NEG_INF = -math.inf
 
 # Rows of the per-(step, utterance) integer table ``tab_i`` (step s: a (rows, U_s) block):
 XOFF, AR, HAS_GAP, RUN_END = range(4)
-# xoff: offset of the step's frame row in ``xf`` (ar * width); ar: its active index (what END
-# records); has_gap: blank frames were skipped before it (all mass moves to blank); run_end: the
-# active index a folded run leaves as every beam's END (-1: no run).
+# xoff: offset of the step's frame row in ``xf`` (g * width, g its step row: xf holds the step
+# rows only); ar: its active index (what END records); has_gap: blank frames were skipped before
+# it (all mass moves to blank); run_end: the active index a folded run leaves as every beam's END
+# (-1: no run).
 # Rows of the float table ``tab_f``:
 GAP, BLANK, RUN_B, RUN_NB = range(4)
 # gap: ln blank mass of the skipped frames (plus a folded run's total mass when both happened);
@@ -59,7 +60,8 @@ GAP, BLANK, RUN_B, RUN_NB = range(4)
 @dataclass
 class Schedule:
     """The steps of one batch. Host numpy arrays; ``xf`` and the tables move to the search's
-    device. A = active frames (step and folded), S = steps, U = utterances, W = V + 1."""
+    device. A = active frames (step and folded), S = steps, U = utterances, W = V + 1,
+    G = step rows (sum of steps: the active frames not folded)."""
 
     act_rows: np.ndarray        # (A,) row of each active frame in the concatenated emissions
     steps: np.ndarray           # (U,) search steps of each utterance
@@ -78,10 +80,10 @@ class Schedule:
     any_run: np.ndarray         # (S,) bool: some utterance has a run folded before this step
     trail: np.ndarray           # (U,) ln mass after the last step (blank frames, a final run)
     final_end: np.ndarray       # (U,) END a final folded run leaves (-1: none)
-    xf: np.ndarray              # (A * W,) float32: pruned ln probs of active frames; column V
+    xf: np.ndarray              # (G * W,) float32: pruned ln probs of the step rows; column V
                                 # is -inf (the "no last label" sentinel). float32 as the
                                 # emissions: every use adds it to a float64 score (exact widening)
-    raw: np.ndarray | None      # hard lexicon: unpruned ln probs of active frames, same layout
+    raw: np.ndarray | None      # hard lexicon: unpruned ln probs of the step rows, same layout
     cand_tok: np.ndarray        # (C,) int64 extension candidates: step s is the (U_s, K_s) block
                                 # (row: slot)
                                 # cand_tok[cand_off[s]:cand_off[s + 1]] (padding: V)
