@@ -44,7 +44,8 @@ from ctclab.decoders.options import BeamOptions
 
 NEG_INF = -math.inf
 
-# Rows of the per-(step, utterance) integer table ``tab_i`` (step s: a (rows, U_s) block):
+# Rows of the per-(step, utterance) integer table ``tab_i`` (step s: its columns tab_col[s] ..
+# tab_col[s] + U_s - 1, one per slot):
 XOFF, AR, HAS_GAP, RUN_END = range(4)
 # xoff: offset of the step's frame row in ``xf`` (g * width, g its step row: xf holds the step
 # rows only); ar: its active index (what END records); has_gap: blank frames were skipped before
@@ -72,10 +73,10 @@ class Schedule:
     slot_utt: np.ndarray        # (U,) the utterance of each slot
     rows: np.ndarray            # (S,) U_s: slot columns of step s's blocks, the utterances
                                 # still searching at s
-    tab_off: np.ndarray         # (S + 1,) int64 where step s's table block starts (4 * sum U_s)
-    tab_i: np.ndarray           # (4 * sum U_s,) int64: step s is the (4, U_s) block
-                                # tab_i[tab_off[s]:tab_off[s + 1]], rows XOFF..RUN_END
-    tab_f: np.ndarray           # (4 * sum U_s,) float64, the same layout, rows GAP..RUN_NB
+    tab_col: np.ndarray         # (S,) int64 first table column of step s: U_0 + .. + U_{s-1}
+    tab_i: np.ndarray           # (4, sum U_s) int64 rows XOFF..RUN_END; step s's columns are
+                                # tab_col[s] + slot (a beam reads its column with one gather)
+    tab_f: np.ndarray           # (4, sum U_s) float64, the same layout, rows GAP..RUN_NB
     any_gap: np.ndarray         # (S,) bool
     any_run: np.ndarray         # (S,) bool: some utterance has a run folded before this step
     trail: np.ndarray           # (U,) ln mass after the last step (blank frames, a final run)
@@ -92,9 +93,9 @@ class Schedule:
     cand_k: np.ndarray          # (S,) int64 K_s
     cand_ragged: np.ndarray     # (S,) bool: step s's block is ragged: the candidates of each slot
                                 # in turn, unpadded (its size is the step's live candidates)
-    cand_cell: np.ndarray       # (2 * sum U_s,) int64: step s is the (2, U_s) block at
-                                # 2 * (U_0 + .. + U_{s-1}): per slot its candidate count and
-                                # where they start in the step's block (read when ragged)
+    cand_cell: np.ndarray       # (2, sum U_s) int64, laid out as tab_i: per (step, slot) its
+                                # candidate count and where they start in the step's block
+                                # (read when the step is ragged)
     width: int                  # W
 
 
@@ -230,22 +231,23 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     slot[slot_utt] = np.arange(n_utt)
     step_cols = n_utt - np.cumsum(np.bincount(steps, minlength=n_steps + 1))[:n_steps]
     s_slot = slot[s_utt]
-    tab_off = np.zeros(n_steps + 1, np.int64)
-    np.cumsum(4 * step_cols, out=tab_off[1:])
-    # Every cell is written: the U_s columns of step s are the utterances with a step row there.
-    tab_i = np.empty(int(tab_off[-1]), np.int64)
-    tab_f = np.empty(int(tab_off[-1]), np.float64)
-    at = tab_off[step] + s_slot    # (step, slot) of each step row; + row * U_s
-    cols = step_cols[step]
+    tab_col = np.cumsum(step_cols) - step_cols
+    # Every cell is written once: the U_s columns of step s are the utterances with a step row
+    # there. The rows are filled in column order (one permutation, then sequential writes).
+    cell = tab_col[step] + s_slot      # the column of each step row
+    by_cell = np.empty(n_groups, np.int64)
+    by_cell[cell] = np.arange(n_groups)
     run_end = np.where(prev_chain, chain_end[prev_group], -1)
-    tab_i[at + XOFF * cols] = np.arange(0, n_groups * width, width)
-    tab_i[at + AR * cols] = step_rows
-    tab_i[at + HAS_GAP * cols] = gap_now
-    tab_i[at + RUN_END * cols] = run_end
-    tab_f[at + GAP * cols] = np.where(gap_now, gap, 0.0)
-    tab_f[at + BLANK * cols] = s_blank
-    tab_f[at + RUN_B * cols] = np.where(has_run, run_b[prev_group], NEG_INF)
-    tab_f[at + RUN_NB * cols] = np.where(has_run, run_nb[prev_group], 0.0)
+    tab_i = np.empty((4, n_groups), np.int64)
+    tab_f = np.empty((4, n_groups), np.float64)
+    tab_i[XOFF] = by_cell * width
+    tab_i[AR] = step_rows[by_cell]
+    tab_i[HAS_GAP] = gap_now[by_cell]
+    tab_i[RUN_END] = run_end[by_cell]
+    tab_f[GAP] = np.where(gap_now, gap, 0.0)[by_cell]
+    tab_f[BLANK] = s_blank[by_cell]
+    tab_f[RUN_B] = np.where(has_run, run_b[prev_group], NEG_INF)[by_cell]
+    tab_f[RUN_NB] = np.where(has_run, run_nb[prev_group], 0.0)[by_cell]
     any_gap = np.bincount(step, gap_now, minlength=n_steps) > 0
     any_run = np.bincount(step, run_end >= 0, minlength=n_steps) > 0
     # After the last step: its run, then the blank frames to the end.
@@ -277,22 +279,16 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     cand_off = np.zeros(n_steps + 1, np.int64)
     np.cumsum(np.where(cand_ragged, live, dense_cells), out=cand_off[1:])
     # per (step, slot) cell: its candidate count and where they start in the step's block
-    # (ragged steps; laid out as tab_i, a (2, U_s) block per step)
-    cell_start = np.cumsum(step_cols) - step_cols
-    row_cell = cell_start[step] + s_slot
-    cell_count = np.zeros(int(step_cols.sum()), np.int64)
-    cell_count[row_cell] = counts
+    # (ragged steps; laid out as tab_i)
+    cell_count = np.zeros(n_groups, np.int64)
+    cell_count[cell] = counts
     before = np.cumsum(cell_count) - cell_count
-    cell_of = np.repeat(np.arange(n_steps), step_cols)
-    cell_begin = before - before[cell_start[cell_of]]
-    cell_at = 2 * cell_start[cell_of] + np.arange(len(cell_of)) - cell_start[cell_of]
-    cand_cell = np.zeros(2 * len(cell_of), np.int64)
-    cand_cell[cell_at] = cell_count
-    cand_cell[cell_at + step_cols[cell_of]] = cell_begin
+    cell_begin = before - before[tab_col][np.repeat(np.arange(n_steps), step_cols)]
+    cand_cell = np.stack([cell_count, cell_begin])
     r, tok = np.divmod(np.flatnonzero(mask), vocab.size)   # by step row, then label
     j = np.arange(len(r)) - (np.cumsum(counts) - counts)[r]    # rank within its row
     r_step = step[r]
-    pos = cand_off[r_step] + j + np.where(cand_ragged[r_step], cell_begin[row_cell[r]],
+    pos = cand_off[r_step] + j + np.where(cand_ragged[r_step], cell_begin[cell[r]],
                                           s_slot[r] * cand_k[r_step])
     cand_tok = np.full(int(cand_off[-1]), vocab.size, np.int64)
     cand_lp = np.full(int(cand_off[-1]), NEG_INF, np.float32)
@@ -301,7 +297,7 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     return Schedule(
         act_rows=rows, steps=steps, n_steps=n_steps, finishing=finishing, slot=slot,
         slot_utt=slot_utt, rows=step_cols,
-        tab_off=tab_off, tab_i=tab_i,
+        tab_col=tab_col, tab_i=tab_i,
         tab_f=tab_f, any_gap=any_gap, any_run=any_run, trail=trail, final_end=final_end,
         xf=floored.ravel(), raw=raw, cand_tok=cand_tok, cand_lp=cand_lp, cand_off=cand_off,
         cand_k=cand_k, cand_ragged=cand_ragged, cand_cell=cand_cell, width=width)

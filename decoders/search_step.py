@@ -77,9 +77,8 @@ class Stepper:
         # per-step scalars as Python lists: indexing a list costs less than a numpy scalar
         self.any_gap, self.any_run = schedule.any_gap.tolist(), schedule.any_run.tolist()
         self.cand_k, self.cand_off = schedule.cand_k.tolist(), schedule.cand_off.tolist()
-        self.cols, self.tab_off = schedule.rows.tolist(), schedule.tab_off.tolist()
+        self.cols, self.tab_col = schedule.rows.tolist(), schedule.tab_col.tolist()
         self.ragged = schedule.cand_ragged.tolist()
-        self.cell_off = (2 * (schedule.rows.cumsum() - schedule.rows)).tolist()
         # share of the batch's beam-steps (utterance-steps) done after each step: how far a
         # full node table grows
         work = schedule.rows.cumsum()
@@ -111,11 +110,11 @@ class Stepper:
         xp, st, delim = self.xp, self.options, self.delim
         f, i = b.f, b.i
         u, last, n = i[UTT], i[LAST], b.n
-        # the step's (4, U_s) table blocks (decoders.search_schedule), one column per beam
-        cols, a, z = self.cols[s], self.tab_off[s], self.tab_off[s + 1]
+        # the step's table columns (decoders.search_schedule), one per beam
+        cols, col = self.cols[s], u + self.tab_col[s]
         self.progress = self.done_after[s]
-        ti = xp.take(self.tab_i[a:z].reshape(4, cols), u, 1)   # (4, n): XOFF .. RUN_END
-        tf = xp.take(self.tab_f[a:z].reshape(4, cols), u, 1)   # (4, n): GAP .. RUN_NB
+        ti = xp.take(self.tab_i, col, 1)   # (4, n): XOFF .. RUN_END
+        tf = xp.take(self.tab_f, col, 1)   # (4, n): GAP .. RUN_NB
         pb, pnb = f[PB], f[PNB]
         if self.any_run[s]:  # a run folded since the last step: pb = -inf before it, so
             # pb = pnb + run_b is logaddexp(pb, pnb + run_b), exactly; other utterances have
@@ -146,8 +145,7 @@ class Stepper:
         lo, hi = self.cand_off[s], self.cand_off[s + 1]
         ragged = self.ragged[s]
         if ragged:
-            c0 = self.cell_off[s]
-            cell = xp.take(self.cand_cell[c0:c0 + 2 * cols].reshape(2, cols), u, 1)  # (2, n)
+            cell = xp.take(self.cand_cell, col, 1)   # (2, n)
             src, tok, lp, first = self._ragged_candidates(cell, lo)
         else:
             tok2 = xp.take(self.cand_tok[lo:hi].reshape(cols, k), u, 0)   # (n, k)
