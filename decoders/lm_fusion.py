@@ -38,6 +38,9 @@ from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.constants import AVG_WORD_LABELS, SEARCH_NODE_LIMIT, WORD_MEMO_BITS
 from ctclab.decoders.hotwords import HotwordBonus, hotword_spellings
 from ctclab.decoders.prefix_trie import WordTrie
+from ctclab.lm.array_lm import ArrayLanguageModel
+from ctclab.lm.casing import WordMapper
+from ctclab.lm.constants import UNKNOWN_WORDS
 from ctclab.lm.language_model import BatchLanguageModel, LanguageModel
 from ctclab.lm.scalar_batch import as_batch
 from ctclab.lm.spelling import SpelledWords, Spelling
@@ -119,6 +122,8 @@ class WordScorer:
         self.hot = HotwordBonus.build(self.trie, [ids for _, ids in hot], hotword_weight) if hot \
             else None
         self.homophones = self.trie.max_homophones
+        if self._unknown_prefixes_alike(vocab, mapper):
+            self.trie.share_unknown_prefixes()
         self._partial = xp.zeros(0, xp.float64)   # partial_scores per trie node
         self._partial_size = 0                    # nodes [0, size) of it are filled
         # (context, node) -> (delta, context after) of finished words, direct-mapped; numpy
@@ -153,6 +158,45 @@ class WordScorer:
             if self._memo is not None:  # its node (and maybe context) ids mean other things now
                 self._memo[0][:] = -1
 
+    def _unknown_prefixes_alike(self, vocab: Vocabulary, mapper: Callable[[str], str]) -> bool:
+        """True when every partial word off the trie scores like any other of its length, so that
+        they may share one trie node per length (WordTrie.share_unknown_prefixes: the search then
+        makes a few nodes instead of one per noisy spelling, and finished ones hit the memo).
+
+        Such a word's partial score is the unknown-prefix penalty by its length (soft lexicon),
+        its hotword bonus 0 (hotwords are in the trie), and finished it scores as the LM's
+        ``<unk>`` plus the penalty, unless its text maps to a word the LM knows. That cannot
+        happen when labels spell letters (each label one character, told apart by the mapper
+        character by character: the identity, or an ASCII recasing) and every LM word whose
+        labels exist is in the trie (a word node): then every node that ends no known word, a
+        prefix of known words too, finishes as ``<unk>``. Not for word pieces, pronunciations,
+        hard mode (scores of -inf), or an LM that is not an array LM (other LMs tell unknown
+        words apart by their text)."""
+        if not (self.soft and self.text_from_tokens and vocab.word_start is None):
+            return False
+        labels = [vocab.labels[int(t)] for t in vocab.emitting_ids if int(t) != vocab.delimiter]
+        if any(len(label) != 1 for label in labels):
+            return False
+        if not isinstance(mapper, WordMapper) or (
+                not mapper.identity and not all(label.isascii() for label in labels)):
+            return False
+        mapped = {mapper(label): i for i, label in zip(
+            (int(t) for t in vocab.emitting_ids if int(t) != vocab.delimiter), labels,
+            strict=True)}
+        if len(mapped) != len(labels) or any(len(m) != 1 for m in mapped):
+            return False
+        if self.host_lm is None:
+            return True
+        if not isinstance(self.host_lm, ArrayLanguageModel):
+            return False
+        in_trie = set(self.trie.words)
+        for word in self.host_lm.words[1:]:   # id 0 is <unk>
+            if word in in_trie or word in UNKNOWN_WORDS:
+                continue
+            if all(ch in mapped for ch in word):
+                return False   # labels spell a word the LM knows that is not in the trie
+        return True
+
     # ----------------------------------------------------------------------------- word tables
     def _build_word_tables(self) -> None:
         """Per trie node: the LM word id of the word it spells (_node_word) and what finishing it
@@ -165,6 +209,10 @@ class WordScorer:
         node_extra = np.zeros(capacity, np.float64)
         node_free = np.zeros(capacity, bool)
         words = np.flatnonzero(trie.host_word_index >= 0)
+        if trie.shares_unknown_prefixes:  # every other node finishes as <unk> (_fill)
+            node_word[: trie.static_size] = self.host_lm.word_ids([UNKNOWN_WORD])[0] \
+                if self.host_lm is not None else 0
+            node_extra[: trie.static_size] = self.penalty
         if len(words):
             node_word[words], node_extra[words], node_free[words] = \
                 self._word_terms(trie.host_word_index[words], words)
@@ -209,7 +257,10 @@ class WordScorer:
         the LM's casing and looked up once per node."""
         labels, vocab, xp = self.vocab.labels, self.vocab, self.xp
         n = len(nodes)
-        if not self.text_from_tokens:  # an unknown pronunciation has no text the LM knows
+        if not self.text_from_tokens or self.trie.shares_unknown_prefixes:
+            # an unknown pronunciation has no text the LM knows; with shared unknown partial
+            # words no node off the known words spells one the LM knows (see
+            # _unknown_prefixes_alike)
             lm_words = [UNKNOWN_WORD] * n
         elif vocab.word_start is not None:
             lm_words = [self.mapper(vocab.decode_tokens(ids))

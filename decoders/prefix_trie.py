@@ -119,6 +119,9 @@ class WordTrie:
         # host copies of what never changes after the build (word tables read them)
         self.host_word_index = self.word_index[:count].copy()
         self.host_in_lexicon = self.in_lexicon[:count].copy()
+        # share_unknown_prefixes(): node id of the one unknown partial word of each depth
+        # (index 0 unused); None: every unknown partial word gets a node of its own
+        self._unknown: list[int] | None = None
         self._to(xp)
         self._static_children: tuple[Any, Any, Any] | None = None
 
@@ -141,12 +144,54 @@ class WordTrie:
         kids = xp.as_int64(self.child[nodes, labels])
         if len(kids) and xp.item(xp.amin(kids)) < 0:
             missing = xp.flatnonzero(kids < 0)
+            if self._unknown is not None:
+                kids[missing] = self._to_unknown(xp.take(nodes, missing),
+                                                 xp.take(labels, missing))
+                return kids
             width = self.child.shape[1]
             keys = xp.take(nodes, missing) * width + xp.take(labels, missing)
             unique, inverse = xp.unique_inverse(keys)
             new_ids = self._add(unique // width, unique % width)
             kids[missing] = xp.take(new_ids, inverse)
         return kids
+
+    def share_unknown_prefixes(self) -> None:
+        """From now on all partial words off the known words of one depth (labels) are one node,
+        whatever their labels: the node of the unknown partial word of that depth. Only for
+        callers whose scores depend on nothing else of an unknown partial word (the word scorer
+        checks that no label sequence off the trie can spell a word it would score differently);
+        spellings() of such nodes are meaningless. Call before the search makes nodes."""
+        if self.size != self.static_size:
+            raise RuntimeError("share_unknown_prefixes() after the search made nodes")
+        self._unknown = [-1]
+
+    @property
+    def shares_unknown_prefixes(self) -> bool:
+        return self._unknown is not None
+
+    def _to_unknown(self, parents: Any, columns: Any) -> Any:
+        """The unknown-word nodes one label deeper than ``parents`` (made as needed), recorded as
+        the children of (parents, columns) so that the next lookup finds them directly."""
+        xp, chain = self.xp, self._unknown
+        assert chain is not None
+        depth = xp.take(self.depth, parents) + 1
+        top = int(xp.item(xp.amax(depth)))
+        if top >= len(chain):
+            new = top + 1 - len(chain)
+            start = self.size
+            if start + new > len(self.parent):
+                self._grow(start + new)
+            depths = xp.arange(new, len(chain))
+            self.parent[start:start + new] = xp.asarray(
+                np.array([chain[-1] if len(chain) > 1 else 0] + list(range(start, start + new - 1)),
+                         np.int64))
+            self.depth[start:start + new] = depths
+            self.size = start + new
+            chain.extend(range(start, start + new))
+            self._unknown_ids = xp.asarray(np.array(chain, np.int64))
+        target = xp.take(self._unknown_ids, depth)
+        self.child[parents, columns] = xp.astype(target, self.child.dtype)
+        return target
 
     def child_of(self, node: int, label: int) -> int:
         """The child of ``node`` by ``label`` among the nodes built so far, or -1 (0: the reset
@@ -210,8 +255,13 @@ class WordTrie:
     def forget_search_nodes(self) -> None:
         """Drop the nodes made during search (keeps memory bounded across many batches)."""
         made = slice(self.static_size, self.size)
-        parents, labels = self.parent[made], self.label[made]
-        self.child[parents, labels] = -1
+        if self._unknown is not None:  # edges into the shared nodes are not (parent, label)
+            static = self.child[: self.static_size]
+            static[static >= self.static_size] = -1
+            self._unknown = [-1]
+        else:
+            parents, labels = self.parent[made], self.label[made]
+            self.child[parents, labels] = -1
         self.child[made] = -1
         if self.reset is not None:
             self.child[made, self.reset] = 0
