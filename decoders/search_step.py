@@ -400,12 +400,13 @@ class Stepper:
             if int(xp.amax(counts)) > st.beam_width:
                 # the best beam_width of each utterance holding more: sort only their entries,
                 # by utterance then score (stable: equal scores keep pool order)
-                full = xp.take(counts, us) > st.beam_width
-                cut = sel[full]
+                cut = sel[xp.take(counts, us) > st.beam_width]
                 top = xp.segment_top(xp.take(score, cut), xp.take(u, cut), counts,
                                      st.beam_width)
-                sel = xp.concat((sel[~full], xp.take(cut, top)))
-                sel = xp.take(sel, xp.argsort(sel))
+                kept = xp.zeros(len(cut), xp.bool_)
+                kept[top] = True
+                keep[cut] = kept   # the rest of those utterances' entries are dropped
+                sel = xp.flatnonzero(keep)   # still in pool order
         out = pool.take(xp, sel)
         j = xp.count_below(sel, n_stays)   # sel is sorted: stays first
         if j < len(sel):  # surviving extensions get prefix nodes
