@@ -115,10 +115,11 @@ def verify_checksum(path: Path, expected: str | None = None) -> str:
 def fetch_resource(name: str, dest_dir: str | os.PathLike | None = None, *,
                    base_urls: tuple[str, ...] = OPENSLR_11_BASES,
                    opener: Callable[..., Any] | None = None,
-                   min_fraction: float = MIN_SIZE_FRACTION) -> Path:
+                   min_fraction: float = MIN_SIZE_FRACTION, progress: bool = True) -> Path:
     """Download known resource ``name`` into ``dest_dir`` (default ``<cache root>/lm``), or return
     the existing verified file. base_urls: mirrors tried in order; opener: urlopen-like (tests);
-    min_fraction: reject downloads smaller than this fraction of the nominal size.
+    min_fraction: reject downloads smaller than this fraction of the nominal size; progress:
+    show the download's progress (False: nothing is printed).
     Raises ValueError listing known names, ConnectionError when no mirror gives the file
     (offline, or only error pages), ChecksumError when corrupt."""
     if name not in KNOWN_RESOURCES:
@@ -134,7 +135,7 @@ def fetch_resource(name: str, dest_dir: str | os.PathLike | None = None, *,
     for base in base_urls:
         try:
             download(base + res.filename, dest, min_bytes=int(res.nominal_bytes * min_fraction),
-                     sha256=res.sha256, opener=opener)
+                     sha256=res.sha256, opener=opener, progress=progress)
             return dest
         except (ConnectionError, ShortDownloadError) as exc:
             errors.append(str(exc))
@@ -145,11 +146,12 @@ def fetch_resource(name: str, dest_dir: str | os.PathLike | None = None, *,
 
 
 def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: str | None = None,
-             opener: Callable[..., Any] | None = None) -> Path:
+             opener: Callable[..., Any] | None = None, progress: bool = True) -> Path:
     """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an interrupted run.
 
     The finished file appears at ``dest`` only after its size and checksum check out (atomic
-    rename). opener: ``urllib.request.urlopen``-like callable (tests pass a fake). Raises
+    rename). opener: ``urllib.request.urlopen``-like callable (tests pass a fake); progress: show
+    a progress bar (plain lines off a terminal; False: nothing is printed). Raises
     ConnectionError when the server cannot be reached, ShortDownloadError (a ValueError) for a
     download shorter than ``min_bytes``.
     """
@@ -178,7 +180,8 @@ def download(url: str, dest: str | os.PathLike, *, min_bytes: int = 0, sha256: s
                 have = 0  # the server ignored the Range: start over
             length = response.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
-            bar = progress_bar(total, dest.name, "B", initial=have, leave=False)
+            bar = progress_bar(total, dest.name, "B", initial=have, leave=False,
+                               enabled=progress)
             received = have
             with open(part, "ab" if resumed else "wb") as out:
                 try:

@@ -31,7 +31,7 @@ def resolve_lm_path(path_or_name: str | os.PathLike,
     - a known name such as ``librispeech-4gram`` (see ``lm.fetch.KNOWN_RESOURCES``): downloaded
       into the cache (needs the internet) and then resolved as above.
     cache_root: the ctclab cache root (default ``$CTCLAB_CACHE_DIR`` or ``~/.cache/ctclab``).
-    progress: show the decompression's progress (a large file; False: nothing is printed).
+    progress: show the download's and the decompression's progress (False: nothing is printed).
     Raises FileNotFoundError listing the known names when it is neither a file nor a known name.
     """
     path = Path(path_or_name).expanduser()
@@ -40,7 +40,7 @@ def resolve_lm_path(path_or_name: str | os.PathLike,
             else path
     name = str(path_or_name)
     if name in KNOWN_RESOURCES:
-        fetched = fetch_resource(name, dest_dir=lm_cache_dir(cache_root))
+        fetched = fetch_resource(name, dest_dir=lm_cache_dir(cache_root), progress=progress)
         return resolve_lm_path(fetched, cache_root, progress=progress)
     if path.exists():
         raise ValueError(f"{path} is not a file; pass a KenLM .arpa, .arpa.gz or .binary file")

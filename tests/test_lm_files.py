@@ -249,3 +249,15 @@ def test_real_english_3gram_scores_a_sentence(real_lm, wav2vec2_vocab):
         p, s2 = real_lm.score(s2, word)
         shuffled += p
     assert total > shuffled + real_lm.end_score(s2)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_download_progress_is_shown_only_when_asked(tmp_path, capsys, progress):
+    """--quiet reaches the download: progress=False prints nothing, True names the file."""
+    src = tmp_path / "server" / "4-gram.arpa.gz"
+    src.parent.mkdir()
+    src.write_bytes(os.urandom(5000))
+    fetch.fetch_resource("librispeech-4gram", tmp_path / "dest", min_fraction=0,
+                         base_urls=(src.parent.as_uri() + "/",), progress=progress)
+    err = capsys.readouterr().err
+    assert ("4-gram.arpa.gz" in err) == progress
