@@ -49,11 +49,12 @@ class CausalLMScorer:
     """A loaded causal LM and its tokenizer (see the module docstring for what is scored)."""
 
     def __init__(self, model: Any, tokenizer: Any, name: str, case: str = DEFAULT_CASE,
-                 device: str | None = None):
+                 device: str | None = None, progress: bool = True):
+        """progress: show the scoring's progress (False, e.g. --quiet: nothing is printed)."""
         import torch
 
         apply_case("", case)  # validates
-        self.name, self.case, self.tokenizer = name, case, tokenizer
+        self.name, self.case, self.tokenizer, self.progress = name, case, tokenizer, progress
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
@@ -68,8 +69,8 @@ class CausalLMScorer:
         self._cache: dict[str, float] = {}
 
     @classmethod
-    def load(cls, name: str, case: str = DEFAULT_CASE, device: str | None = None
-             ) -> CausalLMScorer:
+    def load(cls, name: str, case: str = DEFAULT_CASE, device: str | None = None,
+             progress: bool = True) -> CausalLMScorer:
         """From a local directory (save_pretrained) or a hub id. Offline, a hub id that is not in
         the local cache fails within seconds with the fix, not after the libraries' retries."""
         path = Path(name).expanduser()
@@ -97,7 +98,7 @@ class CausalLMScorer:
         except (OSError, ValueError) as exc:
             raise ValueError(f"--rescore {name}: cannot load it as a causal LM with its tokenizer "
                              f"({type(exc).__name__}: {str(exc)[:300]})") from None
-        return cls(model, tokenizer, name, case, device)
+        return cls(model, tokenizer, name, case, device, progress)
 
     # ----------------------------------------------------------------------------- scoring
     def encode(self, text: str) -> list[int]:
@@ -126,7 +127,8 @@ class CausalLMScorer:
             todo.sort(key=lambda t: len(encoded[t]))
             start = 0
             # scoring on a CPU takes a while: a bar on a terminal, plain lines elsewhere
-            bar = progress_bar(len(todo), f"[rescore] {self.name}", "text", leave=False)
+            bar = progress_bar(len(todo), f"[rescore] {self.name}", "text", leave=False,
+                               enabled=self.progress)
             while start < len(todo):
                 longest = len(encoded[todo[start]])
                 stop = start + 1

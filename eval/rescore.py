@@ -53,12 +53,12 @@ def open_rescorer(spec: str, vocab: Vocabulary, case: str = DEFAULT_CASE, *,
                   progress: bool = True) -> SentenceScorer:
     """A KenLM sentence scorer (file / known name; words mapped to its casing) or a causal LM
     (hub id / directory; text in ``case``). progress: show the progress of first-use work on a
-    large KenLM file (lm.loaded.load_lm)."""
+    large KenLM file (lm.loaded.load_lm) and of a causal LM's scoring."""
     if is_kenlm(spec):
         # the one loaded object: shared with decoders that fuse the same file
         lm = load_lm(spec, progress=progress)
         return KenLMSentenceScorer(lm.model, lm.word_mapper(vocab), Path(spec).name)
-    return CausalLMScorer.load(spec, case=case)
+    return CausalLMScorer.load(spec, case=case, progress=progress)
 
 
 def check_nbest(nbest: int, what: str = "rescoring") -> None:

@@ -91,6 +91,13 @@ def test_causal_lm_loads_like_a_hub_id_and_batches_exactly(hub):
                                                               add_special_tokens=False).input_ids
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_causal_lm_scoring_progress_follows_quiet(hub, capsys, progress):
+    scorer = open_rescorer("tiny/gpt2", quartznet_vocab(), progress=progress)
+    scorer.score_texts(["the cat sat", "a dog"])
+    assert ("[rescore] tiny/gpt2" in capsys.readouterr().err) == progress
+
+
 def test_tokenizer_that_cannot_encode_the_text_is_a_clear_error(hub):
     scorer = open_rescorer("tiny/words", quartznet_vocab())
     scorer.case = "lower"
