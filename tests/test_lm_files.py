@@ -109,13 +109,13 @@ def test_unknown_name_lists_known_ones(tmp_path):
 def test_known_name_is_fetched_then_resolved(tmp_path, gz_lm, monkeypatch):
     calls = []
 
-    def fake_fetch(name, dest_dir):
-        calls.append((name, dest_dir))
+    def fake_fetch(name, dest_dir, progress):
+        calls.append((name, dest_dir, progress))
         return gz_lm
 
     monkeypatch.setattr(lm_files, "fetch_resource", fake_fetch)
-    resolved = resolve_lm_path("librispeech-4gram", cache_root=tmp_path / "c")
-    assert calls == [("librispeech-4gram", tmp_path / "c" / "lm")]
+    resolved = resolve_lm_path("librispeech-4gram", cache_root=tmp_path / "c", progress=False)
+    assert calls == [("librispeech-4gram", tmp_path / "c" / "lm", False)]
     assert resolved.read_text() == ARPA_TEXT
 
 
