@@ -94,7 +94,8 @@ sentences, repeats, sizes = int(sentences), int(repeats), [int(x) for x in sizes
 model, lm = kenlm.Model(binary), load_array_lm(arpa, progress=False)
 rng = np.random.default_rng(0)
 V = len(lm.words)
-bigram_keys = lm._keys[: np.searchsorted(lm._keys, (1 + V) * V)]
+keys = lm._arrays["keys"]
+bigram_keys = keys[: np.searchsorted(keys, (1 + V) * V)]
 word = np.full(sentences, lm.word_ids(["<s>"])[0])
 context = np.full(sentences, lm.start_context, np.int64)
 contexts, ids = [], []
