@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ctclab.core.arrays import NUMPY, Arrays
-from ctclab.core.hypothesis import Hypothesis, WordTimestamp
+from ctclab.core.hypothesis import Hypothesis, word_timestamps
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.confidence import token_peak_probs, word_frame_confidence
 from ctclab.decoders.search_schedule import Schedule
@@ -56,6 +56,13 @@ class Finish:
                        and texts[self.delim] == " "
                        and all(texts[t] and not any(c.isspace() for c in texts[t])
                                for t in vocab.emitting_ids if t != self.delim))
+        # labels of one character each (letters; no lone surrogate, which UTF-32 cannot carry):
+        # paths are spelled as code points, decoded at once (a join of a string per label cost
+        # 15x more)
+        one_char = all(len(texts[t]) == 1 and not "\ud800" <= texts[t] <= "\udfff"
+                       for t in vocab.emitting_ids)
+        self.code_points = (np.array([ord(t) if len(t) == 1 else 0 for t in texts], "<u4")
+                            if one_char else None)
 
     def _final_scores(self, b: Beams, n_utt: int) -> tuple[Any, ...]:
         """(acoustic, lm, open word ids, dropped open words, END): in the search's namespace."""
@@ -178,21 +185,23 @@ class Finish:
         flat = [s for ws in spans for s in ws]
         conf = word_frame_confidence(self.x, [s.tokens for s in flat],
                                      [(s.start, s.end) for s in flat]).tolist()
-        at = 0
-        shift = self.frame_shift_s
-        for gi, tokens, ws in zip(chosen.tolist(), labellings, spans, strict=True):
-            ut = int(g_utt[gi])
-            off = int(self.offsets[ut])
-            words = tuple(WordTimestamp(w.word, w.start - off, w.end - off,
-                                        round((w.start - off) * shift, 4),
-                                        round((w.end - off) * shift, 4),
-                                        frame_confidence=float(c))
-                          for w, c in zip(ws, conf[at:at + len(ws)], strict=True))
-            at += len(ws)
-            score, ac = float(g_total[gi]), float(g_acoustic[gi])
+        # frames from each utterance's start; seconds rounded once per distinct frame
+        g_chosen = g_utt[chosen]
+        word_off = np.repeat(self.offsets[g_chosen], [len(ws) for ws in spans])
+        n = len(flat)
+        frames = np.array([s.start for s in flat] + [s.end for s in flat], np.int64)
+        starts_s, ends_s, rel = _seconds(frames - np.concatenate([word_off, word_off]),
+                                         self.frame_shift_s, n)
+        words = word_timestamps([s.word for s in flat], rel[:n], rel[n:], starts_s, ends_s, conf)
+        a = 0
+        for ut, score, ac, tokens, ws in zip(g_chosen.tolist(), g_total[chosen].tolist(),
+                                             g_acoustic[chosen].tolist(), labellings, spans,
+                                             strict=True):
+            z = a + len(ws)
             per_utt[ut].append(Hypothesis(
-                text=" ".join(w.word for w in words), score=score, tokens=tuple(tokens),
-                words=words, acoustic_score=ac, lm_score=score - ac))
+                text=" ".join([w.word for w in ws]), score=score, tokens=tuple(tokens),
+                words=tuple(words[a:z]), acoustic_score=ac, lm_score=score - ac))
+            a = z
 
     def _letter_hypotheses(self, walk: Walk, chosen: np.ndarray, g_total: np.ndarray,
                            g_acoustic: np.ndarray, g_utt: np.ndarray,
@@ -225,26 +234,31 @@ class Finish:
             peaks = token_peak_probs(self.x, tokens[at], w_start[word_of], w_end[word_of])
             first_letter = np.cumsum(letter)[word_first] - 1
             conf = np.where(valid, np.minimum.reduceat(peaks, first_letter), np.nan)
-        texts = self.vocab.token_texts
-        token_list = tokens.tolist()
+        # words spelled in one pass: all labels as one text, a space between paths
         cuts = np.concatenate([[0], bounds]).tolist()
+        assert self.delim is not None   # (simple: the delimiter is a space)
+        labels = np.insert(tokens, cuts[1:-1], self.delim)
+        if self.code_points is not None:
+            text = self.code_points.take(labels).tobytes().decode("utf-32-le")
+        else:
+            texts = self.vocab.token_texts
+            text = "".join([texts[t] for t in labels.tolist()])
+        spelled = text.split()
         word_cuts = np.concatenate([[0], np.cumsum(counts)]).tolist()
-        shift = self.frame_shift_s
-        ws, we, wc = w_start.tolist(), w_end.tolist(), conf.tolist()
-        for h, gi in enumerate(chosen.tolist()):
-            labels = token_list[cuts[h]:cuts[h + 1]]
-            spelled = "".join([texts[t] for t in labels]).split()
-            ut = int(g_utt[gi])
-            off = int(self.offsets[ut])
-            a = word_cuts[h]
-            words = tuple(WordTimestamp(text, ws[a + k] - off, we[a + k] - off,
-                                        round((ws[a + k] - off) * shift, 4),
-                                        round((we[a + k] - off) * shift, 4),
-                                        frame_confidence=wc[a + k])
-                          for k, text in enumerate(spelled))
-            score, ac = float(g_total[gi]), float(g_acoustic[gi])
+        # frames from each utterance's start; seconds rounded once per distinct frame
+        g_chosen = g_utt[chosen]
+        word_off = np.repeat(self.offsets[g_chosen], counts)
+        starts_s, ends_s, frames = _seconds(np.concatenate([w_start - word_off, w_end - word_off]),
+                                            self.frame_shift_s, len(word_off))
+        words = word_timestamps(spelled, frames[:len(word_off)], frames[len(word_off):],
+                                starts_s, ends_s, conf.tolist())
+        token_list = tokens.tolist()
+        for h, (ut, score, ac) in enumerate(zip(g_chosen.tolist(), g_total[chosen].tolist(),
+                                                g_acoustic[chosen].tolist(), strict=True)):
+            a, z = word_cuts[h], word_cuts[h + 1]
             per_utt[ut].append(Hypothesis(
-                text=" ".join(spelled), score=score, tokens=tuple(labels), words=words,
+                text=" ".join(spelled[a:z]), score=score,
+                tokens=tuple(token_list[cuts[h]:cuts[h + 1]]), words=tuple(words[a:z]),
                 acoustic_score=ac, lm_score=score - ac))
 
     def _last_word_end(self, tokens: list[int]) -> int:
@@ -302,18 +316,20 @@ class Finish:
                 break
         if not ids:
             ids.append(nodes)
-        stack = data[:, np.stack(ids[::-1], axis=1)]   # (rows, n, depth): first label first
-        live = stack[N.LABEL] >= 0
+        path = np.stack(ids[::-1], axis=1)   # (n, depth) node ids, first label first
+        # the root (node 0, the only one without a label) pads the shorter paths in front
+        live = path > 0
         sizes = live.sum(axis=1)
-        tokens = stack[N.LABEL][live]
-        start = stack[N.START][live]
+        path = path[live]   # the labelled nodes, path after path: only these rows are read
+        tokens = data[N.LABEL].take(path)
+        start = data[N.START].take(path)
         # a label ends where the next one starts; the last one where its beam says
         end = np.empty_like(start)
-        end[:-1] = stack[N.PREV_END][live][1:]
+        end[:-1] = data[N.PREV_END].take(path[1:])
         tails = np.cumsum(sizes)[sizes > 0] - 1
         end[tails] = last_end[sizes > 0]
         rows = self.schedule.act_rows
-        words = stack[N.WORD_ID][live] if self.words_out else None
+        words = data[N.WORD_ID].take(path) if self.words_out else None
         return Walk(tokens, rows[start], rows[end] + 1, words, sizes)
 
 
@@ -333,6 +349,17 @@ class Walk:
         wd = self.word_ids.tolist() if self.word_ids is not None else None
         return [(tok[a:b], sr[a:b], er[a:b], wd[a:b] if wd is not None else [])
                 for a, b in itertools.pairwise(cuts)]
+
+
+def _seconds(frames: np.ndarray, shift: float, n: int) -> tuple[list[float], list[float],
+                                                                 list[int]]:
+    """Of (2n,) frames (n starts, then n ends): the starts and the ends in seconds, each
+    ``round(frame * shift, 4)`` as Python computes it (so the floats are the same), computed
+    once per distinct frame; and the frames as a list."""
+    values, where = np.unique(frames, return_inverse=True)
+    table = [round(f * shift, 4) for f in values.tolist()]
+    seconds = list(map(table.__getitem__, where.tolist()))
+    return seconds[:n], seconds[n:], frames.tolist()
 
 
 def concat_beams(xp: Arrays, parts: Sequence[Beams]) -> Beams:
