@@ -72,29 +72,42 @@ def validate_log_probs_many(arrays: Sequence[Any], vocab_size: int, name: str = 
                                                                             np.floating):
             validate_log_probs(arr, vocab_size, f"{name}[{index}]")  # raises the precise error
         out.append(np.ascontiguousarray(arr, dtype=np.float32))
+    # one chunk buffer and one for its exponentials, reused: fresh ones (a few MB each) were
+    # page-faulted in on every chunk
+    chunk = np.empty((0, vocab_size), np.float32)
+    scratch = np.empty(0, np.float32)
     start, rows = 0, 0
     for stop, arr in enumerate(out, start=1):
         rows += len(arr)
         if rows < VALIDATION_CHUNK_ROWS and stop < len(out):
             continue
         part = out[start:stop]
-        if not _rows_look_valid(np.concatenate(part) if len(part) > 1 else part[0]):
+        if len(part) > 1:
+            if len(chunk) < rows:
+                chunk = np.empty((rows, vocab_size), np.float32)
+            block = np.concatenate(part, out=chunk[:rows])
+        else:
+            block = part[0]
+        if block.size > len(scratch):
+            scratch = np.empty(block.size, np.float32)
+        if not _rows_look_valid(block, scratch[:block.size].reshape(block.shape)):
             for index in range(start, stop):  # find the first bad one and raise its error
                 validate_log_probs(out[index], vocab_size, f"{name}[{index}]")
         start, rows = stop, 0
     return out
 
 
-def _rows_look_valid(arr: np.ndarray) -> bool:
+def _rows_look_valid(arr: np.ndarray, scratch: np.ndarray) -> bool:
     """What validate_log_probs checks on the values, for all rows at once: no NaN or +inf (the
     max is NaN or inf then), no value above 1e-3, every row's probabilities sum to 1 within
     LOG_SUM_EXP_TOLERANCE. With no value above 1e-3, exp cannot overflow and a row that
-    normalises has a value >= -ln V, so the plain sum of exp needs no max shift."""
+    normalises has a value >= -ln V, so the plain sum of exp needs no max shift.
+    scratch: float32 of arr's shape, overwritten (the exponentials)."""
     if not len(arr):
         return True
     top = arr.max()
     if not top <= 1e-3:  # NaN fails the compare too
         return False
-    sums = np.einsum("ij->i", np.exp(arr))   # row sums (no BLAS threads)
+    sums = np.einsum("ij->i", np.exp(arr, out=scratch))   # row sums (no BLAS threads)
     return bool(math.exp(-LOG_SUM_EXP_TOLERANCE) <= sums.min()
                 and sums.max() <= math.exp(LOG_SUM_EXP_TOLERANCE))
