@@ -110,18 +110,15 @@ class BatchSearch:
 
         finished: list[Beams] = [roots(np.flatnonzero(sched.steps == 0))]
         beams = roots(np.flatnonzero(sched.steps > 0))
-        finish_step = xp.asarray((sched.steps - 1)[sched.slot_utt])   # per slot
+        # The utterances whose last step is s are slots U_{s+1} .. U_s - 1 (slots go by step
+        # count, most first): after that step their beams leave the search, split off in its
+        # pruning.
+        after = np.append(sched.rows[1:], 0).tolist()   # U_{s+1}
         finishing = sched.finishing.tolist()
         for s in range(sched.n_steps):
-            beams = stepper.step(s, beams)
-            if finishing[s]:
-                done = xp.take(finish_step, beams.i[UTT]) == s
-                finished.append(beams.take(xp, xp.flatnonzero(done)))
-                keep = ~done
-                newpos = xp.cumsum(xp.astype(keep, xp.int64)) - 1
-                beams = beams.take(xp, xp.flatnonzero(keep))
-                par = beams.i[PARENT]
-                beams.i[PARENT] = xp.where(par >= 0, xp.take(newpos, xp.maximum(par, 0)), -1)
+            beams, done = stepper.step(s, beams, after[s] if finishing[s] else None)
+            if done is not None:
+                finished.append(done)
         end = Finish(xp, vocab, words, sched, nodes, self.x, self.offsets, self.options.nbest,
                      self.frame_shift_s)
         return end.hypotheses(concat_beams(xp, finished), n_utt)

@@ -105,7 +105,10 @@ class Stepper:
             self._arange = self.xp.arange(2 * n)
         return self._arange[:n]
 
-    def step(self, s: int, b: Beams) -> Beams:
+    def step(self, s: int, b: Beams, finish_from: int | None = None
+             ) -> tuple[Beams, Beams | None]:
+        """Beams after step s, and (when finish_from is given) the beams of the utterances whose
+        last step this was, slots >= finish_from, split off (else None)."""
         # Few, fused array calls: arrays hold ~100s of beams, so per-call overhead dominates.
         xp, st, delim = self.xp, self.options, self.delim
         f, i = b.f, b.i
@@ -203,7 +206,7 @@ class Stepper:
                 ip[WORD, n:] = -1
             if self.words is not None:
                 self.words.score(fp[:, n:], ip[:, n:])
-        return self.prune(Beams(fp, ip), n, stay_score, best)
+        return self.prune(Beams(fp, ip), n, stay_score, best, finish_from)
 
     def _stay_score(self, f: Any, stay_pb: Any, stay_pnb: Any) -> Any:
         """(n,) scores of the stays (without words: their acoustic mass alone)."""
@@ -367,9 +370,11 @@ class Stepper:
             choice = xp.take(choice, sel)
         return src, tok, base, stay_pnb, choice
 
-    def prune(self, pool: Beams, n_stays: int, stay_score: Any, stay_best: Any) -> Beams:
-        """Threshold and beam-width pruning of stays + extensions. stay_score: (n_stays,) scores
-        of the stays (already computed); stay_best: their best per utterance, or None."""
+    def prune(self, pool: Beams, n_stays: int, stay_score: Any, stay_best: Any,
+              finish_from: int | None = None) -> tuple[Beams, Beams | None]:
+        """Threshold and beam-width pruning of stays + extensions: (the live beams, the beams of
+        slots >= finish_from split off, or None). stay_score: (n_stays,) scores of the stays
+        (already computed); stay_best: their best per utterance, or None."""
         xp, st = self.xp, self.options
         f, i = pool.f, pool.i
         total = f.shape[1]
@@ -413,8 +418,14 @@ class Stepper:
             ie = out.i[:, j:]
             ie[NODE] = self.nodes.add(ie[LAST:HASH + 1], ie[WORD] if self.words_out else None,
                                       self.progress)
+        done = None
+        if finish_from is not None:   # finished utterances leave (their beams' parents are theirs)
+            last_step = out.i[UTT] >= finish_from
+            done = out.take(xp, xp.flatnonzero(last_step))
+            live = xp.flatnonzero(~last_step)
+            out, sel = out.take(xp, live), xp.take(sel, live)
         # new position of each pool row; parent -1 reads the last entry, -1
         newpos = xp.full(total + 1, -1, xp.int64)
         newpos[sel] = self._range(len(sel))
         out.i[PARENT] = xp.take(newpos, out.i[PARENT])
-        return out
+        return out, done
