@@ -483,6 +483,11 @@ def torch_arrays(device: str = "cpu") -> Arrays:
     return TorchArrays(device)
 
 
+def on_gpu(xp: Arrays) -> bool:
+    """True when ``xp`` computes on a CUDA GPU (torch on a cuda device)."""
+    return xp.name == "torch" and str(xp.device).startswith("cuda")
+
+
 def gpu_present() -> bool:
     """True when a CUDA GPU is usable, found without importing torch when it is not loaded yet
     (the driver's device files first; torch only when they exist)."""

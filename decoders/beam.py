@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ctclab.core.arrays import arrays_for
+from ctclab.core.arrays import arrays_for, on_gpu
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.validation import validate_log_probs_many
 from ctclab.core.vocabulary import Vocabulary
@@ -91,8 +91,7 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
         """options.batch_size, or the device's default (decoders/constants.py)."""
         if self.options.batch_size is not None:
             return self.options.batch_size
-        on_gpu = self.xp.name == "torch" and str(self.xp.device).startswith("cuda")
-        return C.DEFAULT_BATCH_SIZE_GPU if on_gpu else C.DEFAULT_BATCH_SIZE_CPU
+        return C.DEFAULT_BATCH_SIZE_GPU if on_gpu(self.xp) else C.DEFAULT_BATCH_SIZE_CPU
 
     def decode(self, log_probs: np.ndarray) -> Hypothesis:
         """Decode one utterance. log_probs: (T, V) float32 natural-log probabilities."""

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ctclab.core.arrays import NUMPY, Arrays
+from ctclab.core.arrays import NUMPY, Arrays, on_gpu
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.lm_fusion import WordScorer
@@ -76,9 +76,8 @@ class BatchSearch:
         words = self.words
         # ragged candidate steps: measured on the CPU; on a GPU the dense blocks' extra cells
         # cost little next to the ragged layout's extra kernel launches and a device sync
-        on_gpu = xp.name == "torch" and str(xp.device).startswith("cuda")
         sched = make_schedule(self.x, self.lengths, vocab, self.options,
-                              words is not None and words.hard, ragged=not on_gpu)
+                              words is not None and words.hard, ragged=not on_gpu(xp))
         n_utt = len(self.lengths)
         tables = {"tab_i": xp.asarray(sched.tab_i), "tab_f": xp.asarray(sched.tab_f),
                   "xf": xp.asarray(sched.xf), "cand_tok": xp.asarray(sched.cand_tok),
