@@ -113,9 +113,8 @@ class BatchSearch:
         # count, most first): after that step their beams leave the search, split off in its
         # pruning.
         after = np.append(sched.rows[1:], 0).tolist()   # U_{s+1}
-        finishing = sched.finishing.tolist()
-        for s in range(sched.n_steps):
-            beams, done = stepper.step(s, beams, after[s] if finishing[s] else None)
+        for s, here in enumerate(sched.rows.tolist()):
+            beams, done = stepper.step(s, beams, after[s] if after[s] < here else None)
             if done is not None:
                 finished.append(done)
         end = Finish(xp, vocab, words, sched, nodes, self.x, self.offsets, self.options.nbest,

@@ -67,7 +67,6 @@ class Schedule:
     act_rows: np.ndarray        # (A,) row of each active frame in the concatenated emissions
     steps: np.ndarray           # (U,) search steps of each utterance
     n_steps: int                # S = steps.max()
-    finishing: np.ndarray       # (S + 1,) some utterance takes its last step here
     slot: np.ndarray            # (U,) each utterance's column in the step blocks (what its
                                 # beams carry as UTT): utterances by step count, most first
     slot_utt: np.ndarray        # (U,) the utterance of each slot
@@ -213,8 +212,6 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     first = np.cumsum(steps) - steps
     step = np.arange(n_groups) - first[s_utt]
     n_steps = int(steps.max(initial=0))
-    finishing = np.zeros(n_steps + 1, bool)
-    finishing[steps[steps > 0] - 1] = True
     # What happened since the previous step: skipped frames after the previous active row
     # (the last row of the previous group's run, or its step row) and that group's run.
     prev_row = np.where(step_rows > 0, rows[np.maximum(step_rows - 1, 0)], -1)
@@ -296,7 +293,7 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     cand_tok[pos] = tok
     cand_lp[pos] = ssub[r, tok]
     return Schedule(
-        act_rows=rows, steps=steps, n_steps=n_steps, finishing=finishing, slot=slot,
+        act_rows=rows, steps=steps, n_steps=n_steps, slot=slot,
         slot_utt=slot_utt, rows=step_cols,
         tab_col=tab_col, tab_i=tab_i,
         tab_f=tab_f, any_gap=any_gap, any_run=any_run, trail=trail, final_end=final_end,

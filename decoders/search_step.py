@@ -225,7 +225,7 @@ class Stepper:
         Merging reads from the target's side: a live beam B with parent column P and last label
         c receives the extension P + c, which sits in P's row (the same utterance, so the same
         candidates) at the column where c is, the column B's own row marks in ``is_rep``."""
-        xp, st = self.xp, self.options
+        xp = self.xp
         n, k = tok2.shape
         if not k:  # no candidates in this step
             none = xp.zeros(0, xp.int64)
@@ -244,20 +244,28 @@ class Stepper:
         stay_pnb = xp.logaddexp(stay_pnb, xp.take(base, at))   # logaddexp(x, -inf) == x
         base[at] = NEG_INF
         stay_score = self._stay_score(f, stay_pb, stay_pnb)
-        best = None
-        if self.words is not None and st.beam_prune_logp > NEG_INF \
-                and n * k >= EARLY_PRUNE_MIN_CANDIDATES:
-            # extensions that cannot reach the threshold: dropped before any word scoring (a
-            # bound of -inf, an utterance without live stays, becomes the lowest float, which
-            # -inf misses as it misses any finite bound)
-            best = xp.segment_max(stay_score, i[UTT], self.n_utt)
-            bound = xp.maximum(best - self.max_word_gain + st.beam_prune_logp, _LOWEST)
+        best = bound = None
+        if n * k >= EARLY_PRUNE_MIN_CANDIDATES:
+            best, bound = self._early_bound(stay_score, i[UTT])
+        if bound is not None:
             live = base2 + f[LM][:, None] >= xp.take(bound, i[UTT])[:, None]
         else:
             live = base2 > NEG_INF
         sel = xp.flatnonzero(live.reshape(-1))
         return (sel // k, xp.take(tok2.reshape(-1), sel), xp.take(base, sel), stay_pnb,
                 stay_score, best)
+
+    def _early_bound(self, stay_score: Any, u: Any) -> tuple[Any, Any]:
+        """(best stay score, bound) per utterance when words are scored and pruned by score, else
+        (None, None): extensions whose score plus the most a word can gain stays below the bound
+        cannot reach the threshold and are dropped before any word scoring. A bound of -inf (an
+        utterance without live stays) becomes the lowest float, which -inf misses as it misses
+        any finite bound."""
+        st, xp = self.options, self.xp
+        if self.words is None or st.beam_prune_logp == NEG_INF:
+            return None, None
+        best = xp.segment_max(stay_score, u, self.n_utt)
+        return best, xp.maximum(best - self.max_word_gain + st.beam_prune_logp, _LOWEST)
 
     def _ragged_candidates(self, cell: Any, lo: int) -> tuple[Any, Any, Any, Any]:
         """A ragged step's candidates of every beam: (src, tok, lp) (E,) beam column, label and
@@ -280,7 +288,7 @@ class Stepper:
         """_plain_extensions on a ragged step: the same arithmetic on the live candidates only.
         Merging: a live beam B with parent column P and last label c receives P + c, which is
         P's entry of the same rank as B's own entry for c (one utterance, one list of labels)."""
-        xp, st = self.xp, self.options
+        xp = self.xp
         n, e = f.shape[1], len(src)
         is_rep = tok == xp.take(i[LAST], src)
         base = xp.empty(e + 1, xp.float64)   # one slot more: where non-merges point
@@ -296,13 +304,11 @@ class Stepper:
         stay_pnb = xp.logaddexp(stay_pnb, xp.take(base, at))   # logaddexp(x, -inf) == x
         base[at] = NEG_INF
         stay_score = self._stay_score(f, stay_pb, stay_pnb)
-        best = None
+        best = bound = None
         ext = base[:e]
-        if self.words is not None and st.beam_prune_logp > NEG_INF \
-                and e >= EARLY_PRUNE_MIN_CANDIDATES:
-            # as in _plain_extensions: extensions that cannot reach the threshold are dropped
-            best = xp.segment_max(stay_score, i[UTT], self.n_utt)
-            bound = xp.maximum(best - self.max_word_gain + st.beam_prune_logp, _LOWEST)
+        if e >= EARLY_PRUNE_MIN_CANDIDATES:
+            best, bound = self._early_bound(stay_score, i[UTT])
+        if bound is not None:
             live = ext + xp.take(f[LM], src) >= xp.take(xp.take(bound, i[UTT]), src)
         else:
             live = ext > NEG_INF
