@@ -99,7 +99,7 @@ RAGGED_MIN_PADDING = 3
 # Slots (log2) of the word scorer's memo of (LM context, word node) -> (word score, context
 # after): a search step's finished words then cost one hashed lookup instead of the word tables
 # plus the LM's own memo. 2^16 slots take 1.5 MB; numpy only (a GPU scores its words in bulk).
-WORD_MEMO_BITS = 16
+WORD_MEMO_BITS = 20
 
 # Where the beam search runs: "auto" as the emission stage reads it (CUDA when a GPU is present,
 # else the CPU). On the CPU the search runs in numpy (torch is not imported).
