@@ -120,9 +120,10 @@ class Stepper:
         tf = xp.take(self.tab_f, col, 1)   # (4, n): GAP .. RUN_NB
         pb, pnb = f[PB], f[PNB]
         if self.any_run[s]:  # a run folded since the last step: pb = -inf before it, so
-            # pb = pnb + run_b is logaddexp(pb, pnb + run_b), exactly; other utterances have
-            # run_b = -inf and keep pb (logaddexp(x, -inf) == x), run_nb = 0 and keep pnb
-            pb = xp.logaddexp(pb, pnb + tf[RUN_B])
+            # pb = pnb + run_b; other utterances have run_b = -inf and keep pb, run_nb = 0 and
+            # keep pnb. One of the two is -inf, so the maximum is their logaddexp, exactly (and
+            # costs a compare, not an exp and a log per beam)
+            pb = xp.maximum(pb, pnb + tf[RUN_B])
             pnb = pnb + tf[RUN_NB]
             i[END] = xp.maximum(i[END], ti[RUN_END])   # a run ends after any END; none: -1
         tot = xp.logaddexp(pb, pnb)
