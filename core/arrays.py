@@ -38,6 +38,14 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 ARRAY_BACKENDS = ("auto", "numpy", "torch")
 
 
+def _undispatched(function: Callable[..., Any]) -> Callable[..., Any]:
+    """numpy's own implementation behind a public function, without its ``__array_function__``
+    dispatch (a Python-level dispatcher call, ~0.15 us: a tenth of a small where); the search
+    only passes ndarrays, which no override could claim. The function itself where numpy has no
+    such attribute."""
+    return getattr(function, "_implementation", function)
+
+
 class NumpyArrays:
     """The numpy namespace (host memory)."""
 
@@ -51,15 +59,15 @@ class NumpyArrays:
     isfinite = staticmethod(np.isfinite)
     isneginf = staticmethod(np.isneginf)
     exp = staticmethod(np.exp)
-    where = staticmethod(np.where)
+    where = staticmethod(_undispatched(np.where))
     take = staticmethod(np.ndarray.take)                  # take(a, idx[, axis])
     cumsum = staticmethod(np.ndarray.cumsum)              # 1-D
     repeat = staticmethod(np.ndarray.repeat)              # a[i] counts[i] times (1-D)
     searchsorted = staticmethod(np.ndarray.searchsorted)  # searchsorted(sorted, values)
-    concat = staticmethod(np.concatenate)   # concat(seq, axis)
-    stack = staticmethod(np.stack)
-    lexsort = staticmethod(np.lexsort)      # lexsort((minor, ..., major)): stable
-    bincount = staticmethod(np.bincount)
+    concat = staticmethod(_undispatched(np.concatenate))   # concat(seq, axis)
+    stack = staticmethod(_undispatched(np.stack))
+    lexsort = staticmethod(_undispatched(np.lexsort))      # lexsort((minor, ..., major)): stable
+    bincount = staticmethod(_undispatched(np.bincount))
     # reductions as the ufuncs' own reduce (ndarray.min / max / any add a Python layer):
     # amin(a), amax(a), any(a) of a 1-D array, any(a, 1) per row of a 2-D one
     amin = staticmethod(np.minimum.reduce)
@@ -185,7 +193,7 @@ class NumpyArrays:
     @staticmethod
     def copy_where(dst: np.ndarray, src: Any, mask: np.ndarray) -> None:
         """dst[mask] = src[mask] in place (src broadcast against dst)."""
-        np.copyto(dst, src, where=mask)
+        _copyto(dst, src, where=mask)
 
     @staticmethod
     def as_int64(a: np.ndarray) -> np.ndarray:
@@ -459,6 +467,7 @@ NUMPY: Arrays = NumpyArrays()
 # segment_top on numpy: below this many values a lexsort (fewer calls), from it on the sort of
 # a grid (less work); both keep the same entries.
 _TOP_BY_SORT_MAX = 4096
+_copyto = _undispatched(np.copyto)
 
 
 def _segment_top_lexsort(xp: Arrays, values: Any, segments: Any, counts: Any, k: int) -> Any:
