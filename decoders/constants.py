@@ -101,8 +101,8 @@ RAGGED_MIN_PADDING = 3
 # plus the LM's own memo. The memo is direct-mapped and a step's words are answered from it only
 # when all of them are there, so a collision re-scores the whole step: at 2^16 slots 27 of the
 # real set's 181 word-scoring steps did that on every pass (its 1,824 (context, word) pairs
-# share 1,801 slots), at 2^20 slots 4 (1,822 slots). 2^20 slots take 24 MB; numpy only (a GPU scores
-# its words in bulk).
+# share 1,801 slots), at 2^20 slots 4 (1,822 slots). 2^20 slots take 24 MB; numpy only (a GPU
+# scores its words in bulk).
 WORD_MEMO_BITS = 20
 
 # Where the beam search runs: "auto" as the emission stage reads it (CUDA when a GPU is present,
