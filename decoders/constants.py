@@ -96,6 +96,12 @@ EARLY_PRUNE_MIN_CANDIDATES = 2048
 RAGGED_MIN_CELLS = 4096
 RAGGED_MIN_PADDING = 3
 
+# Largest dense child table of the word trie (nodes x columns int32); a larger one is kept sparse
+# (decoders/child_table.py). Letters over a 70k-word LM take 38 MB dense and stay dense (one
+# gather per lookup); a BPE-1000 word-piece vocabulary over the same LM took 0.8-1.6 GB dense,
+# 1.6 MB sparse (a binary search per lookup: 10% slower decoding there, measured).
+DENSE_CHILD_TABLE_MAX_BYTES = 256 * 2**20
+
 # Slots (log2) of the word scorer's memo of (LM context, word node) -> (word score, context
 # after): a search step's finished words then cost one hashed lookup instead of the word tables
 # plus the LM's own memo. The memo is direct-mapped and a step's words are answered from it only

@@ -4,10 +4,13 @@ Node 0 is the empty word. Nodes for known words (the lexicon / unigram list, and
 up front; a partial word outside the lexicon gets a node the first time a beam spells it, so every
 partial word has one integer id the search can carry in an array. The child table is dense
 (nodes x columns int32) so that one fancy-index step maps many (node, label) pairs to children at
-once. Columns are the labels themselves, or for a large token set whose words come from a
+once (or sparse, below). Columns are the labels themselves, or for a large token set whose words come from a
 pronunciation lexicon (phonemes) the tokens the lexicon uses plus one shared column for all
 others (partial words off the lexicon then share nodes: they have no text of their own to tell
 apart). A node may end several words (homophones of a pronunciation lexicon): words_of() lists them.
+The child table is dense (nodes x columns int32) so that one gather maps many (node, label)
+pairs to children at once, unless that table would be too large (word pieces: a thousand columns
+and more): then the edges are sorted keys searched in one call (decoders.child_table).
 
 The trie is built in numpy on the host and its arrays then live in the search's array namespace
 (ctclab.core.arrays: numpy, or torch on the CPU or a GPU); the search-time methods (children,
@@ -21,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from ctclab.core.arrays import NUMPY, Arrays
+from ctclab.decoders import constants
+from ctclab.decoders.child_table import ChildTable, child_table
 
 _INITIAL_CAPACITY = 1024
 
@@ -55,6 +60,7 @@ class WordTrie:
             self.columns = np.full(self.vocab_size, len(used), np.int64)
             self.columns[used] = np.arange(len(used))
             width = len(used) + 1
+        self.width = width   # columns of the child table
         col = self.columns
         # Build with Python dicts (one pass over the lexicon), then move into dense arrays.
         edges: dict[tuple[int, int], int] = {}
@@ -84,9 +90,6 @@ class WordTrie:
         self.static_size = count  # nodes of known words; later ones are made during search
         # the reset label's column: node 0 (the root) everywhere, also in rows not used yet
         self.reset = reset if not shared_columns else None
-        self.child = np.full((capacity, width), -1, np.int32)
-        if self.reset is not None:
-            self.child[:, self.reset] = 0
         self.parent = np.full(capacity, -1, np.int64)
         self.label = np.full(capacity, -1, np.int64)
         self.depth = np.zeros(capacity, np.int64)
@@ -95,10 +98,12 @@ class WordTrie:
         self.parent[:count] = parents
         self.label[:count] = labels
         self.in_lexicon[:count] = True
+        keys = np.array(list(edges.keys()), np.int64).reshape(-1, 2)
+        kids = np.array(list(edges.values()), np.int64)
+        self.children_table: ChildTable = child_table(
+            xp, capacity, width, self.reset, keys[:, 0], keys[:, 1], kids,
+            constants.DENSE_CHILD_TABLE_MAX_BYTES)
         if edges:
-            keys = np.array(list(edges.keys()), np.int64)
-            kids = np.array(list(edges.values()), np.int64)
-            self.child[keys[:, 0], keys[:, 1]] = kids
             # Parents always precede children in creation order, so one pass fills depths.
             for node in range(1, count):
                 self.depth[node] = self.depth[parents[node]] + 1
@@ -125,7 +130,7 @@ class WordTrie:
         self._to(xp)
         self._static_children: tuple[Any, Any, Any] | None = None
 
-    _ARRAYS = ("child", "parent", "label", "depth", "in_lexicon", "word_index", "word_count",
+    _ARRAYS = ("parent", "label", "depth", "in_lexicon", "word_index", "word_count",
                "word_first", "node_words", "columns")
 
     def _to(self, xp: Arrays) -> None:
@@ -141,14 +146,14 @@ class WordTrie:
         xp = self.xp
         if self.columns is not None:
             labels = xp.take(self.columns, labels)
-        kids = xp.as_int64(self.child[nodes, labels])
+        kids = self.children_table.lookup(nodes, labels)
         if len(kids) and xp.item(xp.amin(kids)) < 0:
             missing = xp.flatnonzero(kids < 0)
             if self._unknown is not None:
                 kids[missing] = self._to_unknown(xp.take(nodes, missing),
                                                  xp.take(labels, missing))
                 return kids
-            width = self.child.shape[1]
+            width = self.width
             keys = xp.take(nodes, missing) * width + xp.take(labels, missing)
             unique, inverse = xp.unique_inverse(keys)
             new_ids = self._add(unique // width, unique % width)
@@ -190,14 +195,14 @@ class WordTrie:
             chain.extend(range(start, start + new))
             self._unknown_ids = xp.asarray(np.array(chain, np.int64))
         target = xp.take(self._unknown_ids, depth)
-        self.child[parents, columns] = xp.astype(target, self.child.dtype)
+        self.children_table.insert(parents, columns, target)
         return target
 
     def child_of(self, node: int, label: int) -> int:
         """The child of ``node`` by ``label`` among the nodes built so far, or -1 (0: the reset
         label's)."""
         column = label if self.columns is None else int(self.columns[label])
-        return int(self.child[node, column])
+        return self.children_table.one(node, column)
 
     def static_children(self) -> tuple[Any, Any, Any]:
         """Children of the known-word nodes in CSR form: (start (static_size + 1,), label, child):
@@ -227,7 +232,7 @@ class WordTrie:
         if start + count > len(self.parent):
             self._grow(start + count)
         ids = xp.arange(count, start)
-        self.child[parents, labels] = xp.astype(ids, self.child.dtype)  # labels are columns
+        self.children_table.insert(parents, labels, ids)  # labels are columns
         self.parent[start:start + count] = parents
         self.label[start:start + count] = labels
         self.depth[start:start + count] = xp.take(self.depth, parents) + 1
@@ -243,9 +248,7 @@ class WordTrie:
             out[: len(arr)] = arr
             return out
 
-        self.child = grown(self.child, -1)
-        if self.reset is not None:
-            self.child[:, self.reset] = 0
+        self.children_table.reserve(capacity)
         self.parent = grown(self.parent, -1)
         self.label = grown(self.label, -1)
         self.depth = grown(self.depth, 0)
@@ -255,16 +258,12 @@ class WordTrie:
     def forget_search_nodes(self) -> None:
         """Drop the nodes made during search (keeps memory bounded across many batches)."""
         made = slice(self.static_size, self.size)
-        if self._unknown is not None:  # edges into the shared nodes are not (parent, label)
-            static = self.child[: self.static_size]
-            static[static >= self.static_size] = -1
+        # edges into the shared nodes are not (parent, label): the table finds them itself
+        shared = self._unknown is not None
+        self.children_table.forget(self.static_size, self.size, self.parent[made],
+                                   self.label[made], shared)
+        if shared:
             self._unknown = [-1]
-        else:
-            parents, labels = self.parent[made], self.label[made]
-            self.child[parents, labels] = -1
-        self.child[made] = -1
-        if self.reset is not None:
-            self.child[made, self.reset] = 0
         self.parent[made], self.label[made], self.depth[made] = -1, -1, 0
         self.size = self.static_size
 

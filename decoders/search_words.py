@@ -63,7 +63,7 @@ class SearchWords:
         start, clabel, _ = trie.static_children()
         wsrc = xp.take(wnode, src)
         cols = tok if trie.columns is None else xp.take(trie.columns, tok)
-        kid = xp.as_int64(trie.child[wsrc, cols])
+        kid = trie.children_table.lookup(wsrc, cols)
         allowed = (kid > 0) & (kid < trie.static_size)   # 0: the delimiter's reset
         if self.starts is not None:
             begins = xp.take(self.starts, tok)

@@ -123,5 +123,5 @@ def test_forgetting_search_nodes_forgets_the_shared_ones(arpa, monkeypatch):
     monkeypatch.setattr(fusion, "SEARCH_NODE_LIMIT", 0)
     dec.scorer.trim()
     assert trie.size == trie.static_size
-    assert int(np.asarray(trie.child[: trie.static_size]).max()) < trie.static_size
+    assert int(trie.children_table.host_rows(trie.static_size).max()) < trie.static_size
     assert _fields(dec.decode_many(xs)) == before
