@@ -3,14 +3,13 @@
 Node 0 is the empty word. Nodes for known words (the lexicon / unigram list, and hotwords) are built
 up front; a partial word outside the lexicon gets a node the first time a beam spells it, so every
 partial word has one integer id the search can carry in an array. The child table is dense
-(nodes x columns int32) so that one fancy-index step maps many (node, label) pairs to children at
-once (or sparse, below). Columns are the labels themselves, or for a large token set whose words come from a
-pronunciation lexicon (phonemes) the tokens the lexicon uses plus one shared column for all
-others (partial words off the lexicon then share nodes: they have no text of their own to tell
-apart). A node may end several words (homophones of a pronunciation lexicon): words_of() lists them.
-The child table is dense (nodes x columns int32) so that one gather maps many (node, label)
-pairs to children at once, unless that table would be too large (word pieces: a thousand columns
-and more): then the edges are sorted keys searched in one call (decoders.child_table).
+(nodes x columns int32) so that one gather maps many (node, label) pairs to children at once,
+unless that table would be too large (word pieces: a thousand columns and more): then the edges
+are sorted keys searched in one call (decoders.child_table). Columns are the labels themselves,
+or for a large token set whose words come from a pronunciation lexicon (phonemes) the tokens the
+lexicon uses plus one shared column for all others (partial words off the lexicon then share
+nodes: they have no text of their own to tell apart). A node may end several words (homophones
+of a pronunciation lexicon): words_of() lists them.
 
 The trie is built in numpy on the host and its arrays then live in the search's array namespace
 (ctclab.core.arrays: numpy, or torch on the CPU or a GPU); the search-time methods (children,
