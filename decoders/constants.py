@@ -104,12 +104,13 @@ DENSE_CHILD_TABLE_MAX_BYTES = 256 * 2**20
 
 # Slots (log2) of the word scorer's memo of (LM context, word node) -> (word score, context
 # after): a search step's finished words then cost one hashed lookup instead of the word tables
-# plus the LM's own memo. The memo is direct-mapped and a step's words are answered from it only
-# when all of them are there, so a collision re-scores the whole step: at 2^16 slots 27 of the
-# real set's 181 word-scoring steps did that on every pass (its 1,824 (context, word) pairs
-# share 1,801 slots), at 2^20 slots 4 (1,822 slots). 2^20 slots take 24 MB; numpy only (a GPU
-# scores its words in bulk).
-WORD_MEMO_BITS = 20
+# plus the LM's own memo. 2^16 slots take 1.5 MB; numpy only (a GPU scores its words in bulk).
+# The memo is direct-mapped and answers a step only when it holds all its words: the real set's
+# 1,824 (context, word) pairs share 1,801 slots, so 27 of its 181 word steps per pass score
+# again. 2^20 slots cut that to 4 and ran 1.4% fewer instructions, yet no faster: the word
+# scoring took 4.2-5.0 ms a pass at 2^16 and 4.7-6.6 ms at 2^20 (three 8 MB tables: every lookup
+# lands on cache lines and pages of its own).
+WORD_MEMO_BITS = 16
 
 # Where the beam search runs: "auto" as the emission stage reads it (CUDA when a GPU is present,
 # else the CPU). On the CPU the search runs in numpy (torch is not imported).
