@@ -98,6 +98,7 @@ class Stepper:
         self.max_word_gain = words.scorer.max_word_gain if words is not None else 0.0
         self.neg_utt = xp.full(n_utt, NEG_INF, xp.float64)
         self._merge_buf = xp.full(1024, -1, xp.int64)
+        self._newpos = xp.full(1024, -1, xp.int64)
         self._arange = xp.arange(1024)
 
     def _range(self, n: int) -> Any:
@@ -431,8 +432,12 @@ class Stepper:
             done = out.take(xp, xp.flatnonzero(last_step))
             live = xp.flatnonzero(~last_step)
             out, sel = out.take(xp, live), xp.take(sel, live)
-        # new position of each pool row; parent -1 reads the last entry, -1
-        newpos = xp.full(total + 1, -1, xp.int64)
+        # new position of each pool row (a buffer of -1s, restored after use); parent -1 reads
+        # its last entry, -1
+        if len(self._newpos) <= total:
+            self._newpos = xp.full(2 * total + 2, -1, xp.int64)
+        newpos = self._newpos
         newpos[sel] = self._range(len(sel))
         out.i[PARENT] = xp.take(newpos, out.i[PARENT])
+        newpos[sel] = -1
         return out, done
