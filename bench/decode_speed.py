@@ -5,7 +5,9 @@
 
 Every decoder decodes the same emissions with the same beam width and pruning, each in its own
 forked process (so peak memory is its own: the rise of peak RSS over the process's RSS at start,
-LM loading included). Figures: ms of decoding per second of audio over the whole set (mean of all
+LM loading included). The decoders of one input set and LM are built one after the other, then
+timed in turns, pass 1 of each before pass 2 of any, so that the host's drift moves them alike.
+Figures: ms of decoding per second of audio over the whole set (mean of all
 repeats; the first pass alone, since repeats let cross-utterance LM caches warm up; the best
 and the median pass; the same in CPU time, which another process's load disturbs less), speed
 ratio vs pyctcdecode on best passes and on median passes, wall and CPU (> 1 = faster; the
@@ -34,12 +36,12 @@ import hashlib
 import json
 import multiprocessing
 import os
-import queue as queue_module
 import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import peers  # bench/peers.py, beside this script
@@ -277,9 +279,11 @@ def _rss_mib(key: str) -> float:
     return float("nan")
 
 
-def _measure(name: str, input_name: str, settings: peers.Settings, repeat: int, jobs: int,
-             lm_label: str) -> Measure:
-    """Runs in a forked child: build the decoder, warm up, decode the set ``repeat`` times."""
+def _serve(conn, name: str, input_name: str, settings: peers.Settings, jobs: int,
+           lm_label: str) -> None:
+    """A decoder's forked process: build it and warm it up, say so (a Measure with the load time
+    or the error), then time one pass over the set per "pass" request, answering (wall s, CPU s,
+    texts of the first pass); on "stop", answer its peak memory and end."""
     data = _INPUTS[input_name]
     result = Measure(input_name, lm_label, name, len(data.emissions), data.audio_seconds)
     try:
@@ -288,62 +292,93 @@ def _measure(name: str, input_name: str, settings: peers.Settings, repeat: int, 
         base = _rss_mib("VmRSS")
     except OSError:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    decode = None
     try:
         start = time.perf_counter()
         if data.lexicon is not None:
             settings = replace(settings, lexicon=data.lexicon)
         decode = peers.build(name, data.vocabulary, settings, jobs)
         result.load_s = time.perf_counter() - start
-        shortest = min(data.emissions, key=len)
-        decode([shortest])  # warm-up: imports, first-call allocations
-        passes, cpu = [], []
-        for index in range(repeat):
-            start, cpu_start = time.perf_counter(), time.process_time()
-            texts = decode(data.emissions)
-            passes.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - cpu_start)
-            if index == 0:
-                result.texts = [" ".join(t.split()) for t in texts]
-        result.ms_per_audio_s = 1000 * sum(passes) / (repeat * data.audio_seconds)
-        result.first_pass_ms_per_audio_s = 1000 * passes[0] / data.audio_seconds
-        result.best_pass_ms_per_audio_s = 1000 * min(passes) / data.audio_seconds
-        result.median_pass_ms_per_audio_s = 1000 * float(np.median(passes)) / data.audio_seconds
-        result.cpu_best_ms_per_audio_s = 1000 * min(cpu) / data.audio_seconds
-        result.cpu_median_ms_per_audio_s = 1000 * float(np.median(cpu)) / data.audio_seconds
+        decode([min(data.emissions, key=len)])  # warm-up: imports, first-call allocations
     except Exception as exc:  # noqa: BLE001 - a failing peer is reported in the table, not fatal
         result.error = f"{type(exc).__name__}: {exc}"[:200]
+    conn.send(result)
+    first = True
+    while conn.recv() == "pass" and decode is not None:
+        try:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            texts = decode(data.emissions)
+            conn.send((time.perf_counter() - start, time.process_time() - cpu_start,
+                       [" ".join(t.split()) for t in texts] if first else None))
+            first = False
+        except Exception as exc:  # noqa: BLE001
+            conn.send(f"{type(exc).__name__}: {exc}"[:200])
     peak = _rss_mib("VmHWM")
     if not np.isfinite(peak):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result.peak_mib = peak - base
-    return result
+    conn.send(peak - base)
 
 
-def _measure_to_queue(queue, *args) -> None:
-    queue.put(_measure(*args))
+def _answer(conn, child) -> object:
+    """The child's next message, or None when it died (crashed in native code) first."""
+    while not conn.poll(1.0):
+        if not child.is_alive() and not conn.poll(0.1):
+            return None
+    return conn.recv()
 
 
-def measure_in_child(*args) -> Measure:
-    """_measure(*args) in a forked, non-daemonic process (so --jobs can fork workers under it)."""
+def measure_interleaved(runs: list[tuple[str, str, peers.Settings, int, str]], repeat: int
+                        ) -> list[Measure]:
+    """Decoders of one input set and LM, each in its own forked, non-daemonic process (its own
+    memory; --jobs can fork workers under it), built one after the other and then timed in
+    turns: pass r of every decoder before pass r + 1 of any. The host's drift over minutes then
+    moves every decoder's passes alike, and the ratios of best and median passes hold."""
     ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_measure_to_queue, args=(queue, *args))
-    child.start()
-    while True:
-        try:
-            result = queue.get(timeout=1.0)
-            break
-        except queue_module.Empty:
-            if not child.is_alive():
-                try:  # it may have put its result and exited since the last look
-                    result = queue.get(timeout=1.0)
-                except queue_module.Empty:  # crashed in native code: report it, keep benchmarking
-                    name, input_name, _settings, _repeat, _jobs, lm_label = args
-                    result = Measure(input_name, lm_label, name,
-                                     error=f"decoder process died (exit code {child.exitcode})")
-                break
-    child.join()
-    return result
+    measures: list[Measure] = []
+    # per decoder: its pipe end, process, Measure, wall and CPU seconds of each pass
+    live: list[tuple[Any, Any, Measure, list[float], list[float]]] = []
+    for run in runs:
+        parent_end, child_end = ctx.Pipe()
+        child = ctx.Process(target=_serve, args=(child_end, *run))
+        child.start()
+        ready = _answer(parent_end, child)
+        if not isinstance(ready, Measure):
+            name, input_name, _settings, _jobs, lm_label = run
+            ready = Measure(input_name, lm_label, name,
+                            error=f"decoder process died (exit code {child.exitcode})")
+        measures.append(ready)
+        live.append((parent_end, child, ready, [], []))
+    for _ in range(repeat):
+        for conn, child, result, passes, cpu in live:
+            if result.error:
+                continue
+            conn.send("pass")
+            answer = _answer(conn, child)
+            if answer is None or isinstance(answer, str):
+                result.error = answer or f"decoder process died (exit code {child.exitcode})"
+                continue
+            assert isinstance(answer, tuple)
+            wall, cpu_s, texts = answer
+            passes.append(wall)
+            cpu.append(cpu_s)
+            if texts is not None:
+                result.texts = texts
+    for conn, child, result, passes, cpu in live:
+        if child.is_alive():
+            conn.send("stop")
+            peak = _answer(conn, child)
+            if isinstance(peak, float):
+                result.peak_mib = peak
+        child.join()
+        if passes and not result.error:
+            seconds = result.audio_seconds
+            result.ms_per_audio_s = 1000 * sum(passes) / (len(passes) * seconds)
+            result.first_pass_ms_per_audio_s = 1000 * passes[0] / seconds
+            result.best_pass_ms_per_audio_s = 1000 * min(passes) / seconds
+            result.median_pass_ms_per_audio_s = 1000 * float(np.median(passes)) / seconds
+            result.cpu_best_ms_per_audio_s = 1000 * min(cpu) / seconds
+            result.cpu_median_ms_per_audio_s = 1000 * float(np.median(cpu)) / seconds
+    return measures
 
 
 def corpus_wer(references: list[str], hypotheses: list[str]) -> float:
@@ -553,13 +588,17 @@ def main(argv: list[str] | None = None) -> int:
     m = args.matched
     beam_options = {k: v for k, v in (("device", args.device), ("batch_size", args.batch_size))
                     if v is not None}
-    bar = progress_bar(len(jobs), "decoders", "run", enabled=not args.quiet)
+    # the decoders of one input set and LM are timed in turns (measure_interleaved)
+    groups: dict[tuple[str, str], list[tuple[str, str, peers.Settings, int, str]]] = {}
     for decoder, input_name, lm_label, lm_file in jobs:
         settings = peers.Settings(replace(m, lm_path=None if lm_file is None else str(lm_file)),
                                   lm_file, beam_options=beam_options)
-        measures.append(measure_in_child(decoder, input_name, settings, args.repeat, args.jobs,
-                                         lm_label))
-        bar.update(1)
+        groups.setdefault((input_name, lm_label), []).append(
+            (decoder, input_name, settings, args.jobs, lm_label))
+    bar = progress_bar(len(jobs), "decoders", "run", enabled=not args.quiet)
+    for runs in groups.values():
+        measures.extend(measure_interleaved(runs, args.repeat))
+        bar.update(len(runs))
     bar.close()
     score(measures)
     ours_at = beam_options or "at its defaults"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -63,18 +64,21 @@ def test_decode_speed_on_the_hama_phoneme_set_against_flashlight(tmp_path):
     assert results["beam"]["wer"] <= results["flashlight"]["wer"]
 
 
-def test_table_shows_a_dash_where_a_figure_does_not_exist(monkeypatch):
+def load_bench(monkeypatch):
     import importlib.util
 
-    from conftest import REPO_ROOT as repo
-
-    monkeypatch.syspath_prepend(str(repo / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_decode_speed", repo / "bench" /
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_decode_speed", REPO_ROOT / "bench" /
                                                   "decode_speed.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_table_shows_a_dash_where_a_figure_does_not_exist(monkeypatch):
+    module = load_bench(monkeypatch)
     lm_run = module.Measure("peaky", "3gram", "beam", 4, 2.0, 0.1, 1.0, 1.1, 0.9, 12.0,
                             speed_vs_pyctcdecode=2.0, agreement=1.0, wer=0.0)
     (row,) = module.table_rows([lm_run])   # d ln p is only measured without an LM
@@ -83,6 +87,45 @@ def test_table_shows_a_dash_where_a_figure_does_not_exist(monkeypatch):
                             speed_vs_pyctcdecode=20.0, agreement=0.0, delta_ln_p=-3.5)
     (row,) = module.table_rows([random])   # no references: no WER
     assert row[-3] == "-" and row[-1] == "-3.50" and "nan" not in row
+
+
+def test_decoders_are_timed_in_turns_and_failures_are_reported(tmp_path, monkeypatch):
+    """Pass r of every decoder runs before pass r + 1 of any; a decoder that fails to build, or
+    whose process dies in a pass, is one row with its error, and the others keep their passes."""
+    import numpy as np
+
+    module = load_bench(monkeypatch)
+    log = tmp_path / "order.txt"
+    monkeypatch.setitem(module._INPUTS, "tiny", module.InputSet(
+        "tiny", [np.zeros((3, 29), np.float32)], ["A"], 1.0))
+
+    def build(name, vocab, settings, jobs):
+        if name == "broken":
+            raise RuntimeError("no such decoder here")
+        calls = []
+
+        def decode(emissions):
+            calls.append(1)
+            if name == "dies" and len(calls) == 3:   # warm-up, pass 1, then pass 2 crashes
+                os._exit(3)
+            with open(log, "a") as f:
+                f.write(f"{name}\n")
+            return ["a"] * len(emissions)
+        return decode
+
+    monkeypatch.setattr(module.peers, "build", build)
+    settings = module.peers.Settings(module.PyctcdecodeOptions())
+    runs = [(name, "tiny", settings, 1, "none") for name in ("one", "broken", "two", "dies")]
+    measures = {m.decoder: m for m in module.measure_interleaved(runs, repeat=3)}
+    order = log.read_text().split()
+    # warm-ups run at build time, one decoder after the other; then the passes, in turns
+    assert order == ["one", "two", "dies", "one", "two", "dies", "one", "two", "one", "two"]
+    assert "no such decoder here" in measures["broken"].error
+    assert "died" in measures["dies"].error
+    for name in ("one", "two"):
+        m = measures[name]
+        assert not m.error and m.texts == ["a"] and m.best_pass_ms_per_audio_s > 0
+        assert m.best_pass_ms_per_audio_s <= m.median_pass_ms_per_audio_s
 
 
 def test_peers_run_without_pyctcdecode(tmp_path):
