@@ -53,7 +53,7 @@ def test_lookups_inserts_and_forgetting_match_a_dict(layout, reset):
     static, columns = 300, 7
     known = edges(rng, static, columns)
     known.pop(next(k for k in known if k[1] == 3), None)   # not every reset cell has an edge
-    known[(5, 3)] = 6 if (5, 3) not in known else known[(5, 3)]   # an edge by the reset column
+    known.setdefault((5, 3), 6)   # an edge by the reset column overrides its 0
     table = build(layout, known, 2 * static, columns, reset)
     nodes = rng.integers(0, static, 2000)
     cols = rng.integers(0, columns, 2000)
