@@ -150,3 +150,22 @@ def test_peers_run_without_pyctcdecode(tmp_path):
         assert math.isnan(r["speed_vs_pyctcdecode"])   # pyctcdecode, the reference, not run
     for d in decoders:   # synthetic peaky words are spelled clearly: every search finds them
         assert results[("none", d)]["wer"] == 0.0, d
+
+
+@pytest.mark.skipif(not (REPO_ROOT.parent / "shared" / "emissions" / "quartznet15x5-base-en" /
+                         "manifest.tsv").is_file(),
+                    reason="needs ../shared/emissions/quartznet15x5-base-en")
+def test_split_sizes_script_times_every_split():
+    cmd = [sys.executable, "bench/split_sizes.py", "--decoder", "beam", "greedy", "--lm", "none"]
+    run = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert lines[0].split()[:3] == ["split", "utts", "audio"]
+    rows = {line.split()[0]: line.split() for line in lines[2:] if line and line[0] != "L"}
+    assert set(rows) == {"test-clean", "dev-clean", "dev-other", "an4-test", "an4-train",
+                         "an4-clstk"}
+    assert sum(int(r[1]) for r in rows.values()) == 94
+    for r in rows.values():   # two decoders, "1st / 2nd" each
+        first, second = float(r[3]), float(r[5])
+        assert first > 0 and second > 0
