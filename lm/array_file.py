@@ -6,7 +6,9 @@ bytes at a 64-byte aligned offset from the data start. Loading maps the file rea
 each array around its bytes, so a second load costs milliseconds whatever the LM's size, and
 processes that load the same file share its pages. The mapping is populated when it is made
 (MAP_POPULATE, Linux): ~10 ms per 100 MB of cached file at load instead of a page fault at the
-first touch of each 4 KiB page during the search. Written atomically (ctclab.core.atomic): a
+first touch of each 4 KiB page during the search. Arrays a caller names ``private`` are copied
+out of the mapping into the process's own memory instead (lm.constants.ARRAY_LM_PRIVATE_ARRAYS
+says why), and their pages of the mapping are let go. Written atomically (ctclab.core.atomic): a
 reader sees a whole file or none.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +58,10 @@ def write_array_file(path: str | os.PathLike, arrays: dict[str, np.ndarray],
     return Path(path)
 
 
-def read_array_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(arrays, meta) of a file made by write_array_file; arrays are read-only views of the mmap.
+def read_array_file(path: str | os.PathLike, private: Collection[str] = ()
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(arrays, meta) of a file made by write_array_file; arrays are read-only views of the mmap,
+    except those named in ``private``: read-only copies in the process's own memory.
 
     Raises ArrayFileError when the file is not one (magic, version, header) or is shorter than its
     header says (truncated).
@@ -94,5 +99,24 @@ def read_array_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
         begin = start + int(spec["offset"])
         if begin + count * dtype.itemsize > size:
             raise ArrayFileError(f"{path}: truncated (array {name!r} runs past the end)")
-        arrays[name] = np.frombuffer(mapped, dtype, count, begin).reshape(shape)
+        view = np.frombuffer(mapped, dtype, count, begin).reshape(shape)
+        if name in private:
+            arrays[name] = np.array(view)
+            arrays[name].flags.writeable = False   # read-only, as the views
+            _let_go(mapped, begin, count * dtype.itemsize)
+        else:
+            arrays[name] = view
     return arrays, header["meta"]
+
+
+def _let_go(mapped: mmap.mmap, begin: int, size: int) -> None:
+    """Drop the whole pages of bytes [begin, begin + size) from this process's mapping (they stay
+    in the page cache, and would fault back in if read): a copied array then takes its memory
+    once, not twice. Nothing where the platform lacks madvise."""
+    dontneed = getattr(mmap, "MADV_DONTNEED", None)
+    if dontneed is None or not hasattr(mapped, "madvise"):
+        return
+    page = mmap.PAGESIZE
+    first, last = -(-begin // page) * page, (begin + size) // page * page
+    if last > first:
+        mapped.madvise(dontneed, first, last - first)

@@ -45,6 +45,7 @@ from ctclab.lm.array_query import DeviceArrayLM, QueryTables, lookup_log10
 from ctclab.lm.constants import (
     ARPA_SPECIAL_TOKENS,
     ARRAY_LM_MEMO_BITS,
+    ARRAY_LM_PRIVATE_ARRAYS,
     ARRAY_LM_SORTED_SEARCH,
     UNKNOWN_WORDS,
 )
@@ -232,7 +233,7 @@ def load_array_lm(arpa: str | os.PathLike, cache_root: str | os.PathLike | None 
     target = array_lm_file(arpa, cache_root)
     if target.is_file():
         try:
-            arrays, meta = read_array_file(target)
+            arrays, meta = read_array_file(target, ARRAY_LM_PRIVATE_ARRAYS)
             missing = set(_QUERY_ARRAYS) - set(arrays)
             if missing:
                 raise ArrayFileError(f"{target}: lacks the arrays {sorted(missing)}")
@@ -252,7 +253,8 @@ def load_array_lm(arpa: str | os.PathLike, cache_root: str | os.PathLike | None 
     arrays = dict(tables.arrays)
     arrays["words"] = np.frombuffer("\n".join(tables.words).encode("utf-8"), np.uint8)
     write_array_file(target, arrays, meta)
-    arrays, meta = read_array_file(target)  # file-backed pages: shared, and evictable
+    # file-backed pages: shared, and evictable (but for the private arrays)
+    arrays, meta = read_array_file(target, ARRAY_LM_PRIVATE_ARRAYS)
     return ArrayLanguageModel(arrays, meta, arpa, target)
 
 

@@ -2,6 +2,7 @@
 keyed by the source, and bad or unsupported files give a clear error or the KenLM fallback."""
 from __future__ import annotations
 
+import mmap
 import os
 import warnings
 
@@ -159,6 +160,14 @@ def test_the_memo_answers_as_the_arrays_even_when_slots_collide(tmp_path, monkey
 
 
 # ----------------------------------------------------------------------------- the file cache
+def mapped(array: np.ndarray) -> bool:
+    """The array's memory belongs to an mmap (a view of the file), not to numpy."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
 def test_a_second_load_maps_the_saved_file(tmp_path):
     path = random_arpa(tmp_path / "3.arpa", np.random.default_rng(3), 3)
     first = load(path, tmp_path)
@@ -166,7 +175,10 @@ def test_a_second_load_maps_the_saved_file(tmp_path):
     stamp = first.file.stat().st_mtime_ns
     second = load(path, tmp_path)
     assert second.file == first.file and first.file.stat().st_mtime_ns == stamp  # not rebuilt
-    assert not second._tables.keys.flags.writeable  # a read-only view of the mmap, not a copy
+    # the file is mapped, not read: the arrays are read-only views of the mmap, but for the
+    # binary-searched keys, a read-only copy in the process's own memory (lm/constants.py)
+    assert mapped(second._tables.prob) and not second._tables.prob.flags.writeable
+    assert not mapped(second._tables.keys) and not second._tables.keys.flags.writeable
     assert [p.name for p in first.file.parent.iterdir()] == [first.file.name]  # no temp files
     ctx, words = np.array([second.start_context] * 3), second.word_ids(["w1", "w2", "zz"])
     for a, b in zip(first.score_log10(ctx, words), second.score_log10(ctx, words), strict=True):
