@@ -146,12 +146,18 @@ def quartznet_vocab() -> Vocabulary:
     return Vocabulary.from_labels(QUARTZNET_LABELS, blank=len(QUARTZNET_LABELS) - 1, delimiter=" ")
 
 
+def manifest_rows(root: Path) -> list[list[str]]:
+    """The rows of ``root``/manifest.tsv below its header, split at tabs (split, id, ...)."""
+    text = (root / "manifest.tsv").read_text(encoding="utf-8")
+    return [line.split("\t") for line in text.splitlines()[1:]]
+
+
 def load_real(root: Path) -> InputSet:
     """The shared QuartzNet emissions: labels.json, manifest.tsv, <split>/<id>.npy."""
     meta = json.loads((root / "labels.json").read_text())
     if meta["labels"] != QUARTZNET_LABELS:
         raise SystemExit(f"{root}/labels.json: unexpected labels {meta['labels']}")
-    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+    rows = manifest_rows(root)
     emissions = [np.load(root / split / f"{utt}.npy").astype(np.float32)
                  for split, utt, *_ in rows]
     return InputSet("real", emissions, [r[4].strip() for r in rows],
@@ -164,8 +170,7 @@ def load_hama(root: Path, lexicon: Path) -> InputSet:
     vocab = Vocabulary.from_labels(meta["labels"], blank=meta["blank_index"],
                                    delimiter=meta["word_delimiter"], unused=meta.get("unused"),
                                    units="phonemes")
-    rows = [line.split("\t") for line in
-            (root / "manifest.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    rows = manifest_rows(root)
     emissions = [np.load(root / split / f"{utt}.npy").astype(np.float32)
                  for split, utt, *_ in rows]
     return InputSet("hama", emissions, [r[4].strip() for r in rows],

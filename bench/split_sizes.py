@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import peers  # bench/peers.py, beside this script
-from decode_speed import DEFAULT_LM, EMISSIONS_DIR, FRAME_SHIFT_S, InputSet, load_real
+from decode_speed import DEFAULT_LM, EMISSIONS_DIR, FRAME_SHIFT_S, InputSet, load_real, manifest_rows
 
 from ctclab.core.table import Table
 from ctclab.decoders.options import PyctcdecodeOptions
@@ -27,7 +27,7 @@ from ctclab.lm.files import resolve_lm_path
 
 def split_sets(root: Path, data: InputSet) -> dict[str, list[np.ndarray]]:
     """The real set's emissions (``data``, read from ``root``) by split, in manifest order."""
-    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+    rows = manifest_rows(root)
     out: dict[str, list[np.ndarray]] = {}
     for row, emission in zip(rows, data.emissions, strict=True):
         out.setdefault(row[0], []).append(emission)

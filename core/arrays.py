@@ -46,6 +46,9 @@ def _undispatched(function: Callable[..., Any]) -> Callable[..., Any]:
     return getattr(function, "_implementation", function)
 
 
+_copyto = _undispatched(np.copyto)
+
+
 class NumpyArrays:
     """The numpy namespace (host memory)."""
 
@@ -467,7 +470,6 @@ NUMPY: Arrays = NumpyArrays()
 # segment_top on numpy: below this many values a lexsort (fewer calls), from it on the sort of
 # a grid (less work); both keep the same entries.
 _TOP_BY_SORT_MAX = 4096
-_copyto = _undispatched(np.copyto)
 
 
 def _segment_top_lexsort(xp: Arrays, values: Any, segments: Any, counts: Any, k: int) -> Any:
