@@ -15,19 +15,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ctclab.lm.constants import UNKNOWN_WORDS
+
 _COUNT_LINE = re.compile(r"^ngram\s+(\d+)\s*=\s*(\d+)\s*$")
 _SECTION_LINE = re.compile(r"^\\(\d+)-grams:\s*$")
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
 class ArpaFormatError(ValueError):
-    """A malformed or truncated ARPA file; the message names the file, the line and the fix."""
+    """A malformed or truncated ARPA file; the message names the file, the line and the fix.
 
-    def __init__(self, path: str | Path, line_no: int | None, problem: str):
-        where = f"{path}" if line_no is None else f"{path}, line {line_no}"
+    source: the file the user named when ``path`` is ctclab's decompressed copy of it (an
+    .arpa.gz, lm.files.resolve_lm_path); the line number is the copy's, the plain text's."""
+
+    def __init__(self, path: str | Path, line_no: int | None, problem: str,
+                 source: str | Path | None = None):
+        name = f"{path}" if source is None else f"{source} (decompressed to {path})"
+        where = name if line_no is None else f"{name}, line {line_no}"
         super().__init__(f"{where}: {problem}. The ARPA file is corrupt or truncated: rebuild it "
                          "(python lm/build.py) or download it again")
-        self.path, self.line_no = Path(path), line_no
+        self.path, self.line_no, self.problem = Path(path), line_no, problem
+        self.source = None if source is None else Path(source)
+
+    def naming(self, source: str | Path) -> ArpaFormatError:
+        """The same error naming ``source``, the file ``path`` was decompressed from."""
+        return ArpaFormatError(self.path, self.line_no, self.problem, source)
 
 
 @dataclass(frozen=True)
@@ -226,10 +238,18 @@ def _parse_entry(path: Path, line_no: int, line: str, order: int
 
 def validate_arpa(path: str | Path) -> ArpaHeader:
     """One streaming pass over the whole file: every section present with its declared count,
-    entries well formed, ``\\end\\`` at the end. Returns the header; ArpaFormatError otherwise.
+    entries well formed, every word of a longer n-gram among the 1-grams (KenLM rejects the file
+    otherwise), ``\\end\\`` at the end. Returns the header; ArpaFormatError otherwise.
     """
     path = Path(path)
     header = read_arpa_header(path)
-    for _ in _iter_entries(path):
-        pass
+    words = set(UNKNOWN_WORDS)   # KenLM maps these to <unk> wherever they appear
+    for line_no, order, _, gram, _ in iter_numbered_entries(path):
+        if order == 1:
+            words.add(gram[0])
+        elif not words.issuperset(gram):
+            word = next(w for w in gram if w not in words)
+            raise ArpaFormatError(path, line_no, f"the {order}-gram {' '.join(gram)!r} uses the "
+                                  f"word {word!r}, which is not among the 1-grams (KenLM "
+                                  "rejects it)")
     return header

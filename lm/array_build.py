@@ -88,8 +88,10 @@ def estimate_bytes(counts: Sequence[int]) -> int:
     return vocab * (4 + 8) + entries * (8 + 4 + 4) + states * max(order - 1, 1) * (8 + 4)
 
 
-def build_tables(path: str | Path, progress: bool = True) -> NgramTables:
-    """Read ``path`` (ARPA, gzip or not) into NgramTables.
+def build_tables(path: str | Path, progress: bool = True, shown: str | None = None
+                 ) -> NgramTables:
+    """Read ``path`` (ARPA, gzip or not) into NgramTables. progress: show a progress line for a
+    large file, naming it ``shown`` (default: the file's name).
 
     Raises ArpaFormatError for a file KenLM would reject too (miscounted sections, malformed or
     duplicate entries, a positive log probability, an n-gram whose context is missing, ...) and
@@ -102,7 +104,8 @@ def build_tables(path: str | Path, progress: bool = True) -> NgramTables:
     vocab: dict[str, int] = {}
     try:
         with _gc_paused():
-            sections = list(_read_sections(path, header, vocab, progress))
+            sections = list(_read_sections(path, header, vocab, progress,
+                                           shown or path.name))
     except _Irregular:
         validate_arpa(path)  # raises the precise error with the line
         raise ArpaFormatError(path, None, "an entry could not be read (not a number, or the "
@@ -141,12 +144,13 @@ class _Section:
     backoff: np.ndarray
 
 
-def _read_sections(path: Path, header: ArpaHeader, vocab: dict[str, int], progress: bool
-                   ) -> Iterator[_Section]:
+def _read_sections(path: Path, header: ArpaHeader, vocab: dict[str, int], progress: bool,
+                   shown: str) -> Iterator[_Section]:
     """Stream the sections in chunks, parsing each chunk with a few bulk operations; ``vocab``
-    receives word -> id from the 1-grams (<unk> is 0 and not in it)."""
+    receives word -> id from the 1-grams (<unk> is 0 and not in it). shown: the file's name in
+    the progress line."""
     total = sum(header.counts)
-    bar = progress_bar(total, f"arrays {path.name}", "n-gram", leave=False,
+    bar = progress_bar(total, f"arrays {shown}", "n-gram", leave=False,
                        enabled=progress and total >= PROGRESS_MIN_NGRAMS)
     with open_text(path) as f, contextlib.closing(bar):
         _skip_to_section(f, 1, header_done=False)

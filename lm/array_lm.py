@@ -216,11 +216,13 @@ def array_lm_file(arpa: str | os.PathLike, cache_root: str | os.PathLike | None 
 
 
 def load_array_lm(arpa: str | os.PathLike, cache_root: str | os.PathLike | None = None,
-                  max_bytes: int | None = None, progress: bool = True) -> ArrayLanguageModel:
+                  max_bytes: int | None = None, progress: bool = True,
+                  shown: str | None = None) -> ArrayLanguageModel:
     """The array LM of an ARPA file (.arpa or gzip): mmap'd from the cache, built on first use.
 
     max_bytes: refuse (ArrayLMTooLarge) when the arrays would take more; None = no limit.
-    progress: show the build's progress (a large ARPA; False: nothing is printed).
+    progress: show the build's progress (a large ARPA; False: nothing is printed); shown: the
+    LM's name there (default: the file's name; lm.loaded gives the .arpa.gz a copy came from).
     Raises ArrayLMUnsupported for a non-ARPA file (a KenLM binary keeps no n-gram list) or an ARPA
     KenLM reads by filling in pruned n-grams, ArpaFormatError for a broken ARPA.
     """
@@ -246,7 +248,7 @@ def load_array_lm(arpa: str | os.PathLike, cache_root: str | os.PathLike | None 
     if max_bytes is not None and need > max_bytes:
         raise ArrayLMTooLarge(f"{arpa}: its arrays would take {need / 2**20:.0f} MiB, more than "
                               f"the {max_bytes / 2**20:.0f} MiB allowed")
-    tables = build_tables(arpa, progress=progress)
+    tables = build_tables(arpa, progress=progress, shown=shown)
     meta = {"source": _identity(arpa), "order": tables.order, "counts": list(tables.counts),
             "vocab_size": len(tables.words), "bos": tables.words.index("<s>"),
             "eos": tables.words.index("</s>"), "unk_in_arpa": tables.unk_in_arpa}

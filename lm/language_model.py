@@ -154,7 +154,9 @@ class KenLMLanguageModel(LanguageModel):
         except (OSError, RuntimeError, UnicodeDecodeError) as exc:
             # Random bytes make KenLM's own error message undecodable: UnicodeDecodeError.
             _raise_precise_arpa_error(path)
-            raise ValueError(f"{path}: KenLM could not load it ({exc}); the file may be corrupt or "
+            name = path if given is None or Path(given) == path else \
+                f"{given} (decompressed to {path})"
+            raise ValueError(f"{name}: KenLM could not load it ({exc}); the file may be corrupt or "
                              "truncated; rebuild it with lm/build.py or download it again") from exc
         self._kenlm = kenlm
         self.path = path

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ctclab.core.vocabulary import Vocabulary
-from ctclab.lm.arpa import looks_like_arpa
+from ctclab.lm.arpa import ArpaFormatError, looks_like_arpa
 from ctclab.lm.array_build import ArrayLMUnsupported
 from ctclab.lm.array_lm import ArrayLanguageModel, load_array_lm
 from ctclab.lm.casing import WordMapper, make_word_mapper
@@ -127,11 +127,25 @@ def load_lm(source: str | Path, unigrams_path: str | Path | None = None,
     if backend not in LM_BACKENDS:
         raise ValueError(f"unknown LM backend {backend!r}; valid: {', '.join(LM_BACKENDS)}")
     lm_file = resolve_lm_path(source, cache_root, progress=progress)
+    try:
+        return _load_resolved(source, lm_file, unigrams_path, cache_root, backend,
+                              arrays_max_mib, progress)
+    except ArpaFormatError as exc:
+        if exc.path == lm_file and lm_file != Path(source):  # name the file the user gave
+            raise exc.naming(source) from None
+        raise
+
+
+def _load_resolved(source: str | Path, lm_file: Path, unigrams_path: str | Path | None,
+                   cache_root: str | Path | None, backend: str, arrays_max_mib: float | None,
+                   progress: bool) -> LoadedLM:
+    """load_lm once ``source`` is a file KenLM reads (``lm_file``)."""
     words_file = Path(unigrams_path) if unigrams_path is not None else (
         lm_file if looks_like_arpa(lm_file) else None)
     if words_file is not None and not words_file.is_file():
         raise FileNotFoundError(f"unigram/lexicon file not found: {words_file} (unigrams_path)")
-    arrays = _array_model(lm_file, backend, arrays_max_mib, cache_root, progress)
+    arrays = _array_model(lm_file, backend, arrays_max_mib, cache_root, progress,
+                          Path(source).name)
     form = "kenlm" if arrays is None else "arrays"
     key = (_file_key(lm_file), None if words_file is None else _file_key(words_file), form)
     if key in _LMS:
@@ -149,8 +163,10 @@ def load_lm(source: str | Path, unigrams_path: str | Path | None = None,
 
 
 def _array_model(lm_file: Path, backend: str, max_mib: float | None,
-                 cache_root: str | Path | None, progress: bool) -> ArrayLanguageModel | None:
-    """The array form of ``lm_file`` (once per process), or None where KenLM is to score it."""
+                 cache_root: str | Path | None, progress: bool, shown: str
+                 ) -> ArrayLanguageModel | None:
+    """The array form of ``lm_file`` (once per process), or None where KenLM is to score it.
+    shown: the LM's name in the build's progress line (the file the user gave)."""
     if backend == "kenlm":
         return None
     if not looks_like_arpa(lm_file):
@@ -168,7 +184,8 @@ def _array_model(lm_file: Path, backend: str, max_mib: float | None,
             raise ArrayLMUnsupported(f"{lm_file}: its arrays take {held.nbytes / 2**20:.0f} MiB, "
                                      f"more than the {max_mib:.0f} MiB allowed")
         return _remember(_ARRAY_MODELS, key, load_array_lm(lm_file, cache_root,
-                                                           max_bytes=max_bytes, progress=progress))
+                                                           max_bytes=max_bytes, progress=progress,
+                                                           shown=shown))
     except ArrayLMUnsupported as exc:  # too large, or pruned suffixes KenLM fills in
         if backend == "arrays":
             raise ValueError(f"{exc}; use lm_backend 'kenlm' or 'auto' for this LM") from None

@@ -2,8 +2,10 @@
 keyed by the source, and bad or unsupported files give a clear error or the KenLM fallback."""
 from __future__ import annotations
 
+import gzip
 import mmap
 import os
+import re
 import warnings
 
 import kenlm
@@ -237,6 +239,19 @@ def test_broken_files_name_the_line_and_never_score(tmp_path, edit, match):
         load(path, tmp_path)
     assert not (tmp_path / "cache" / "lm").exists() or not any(
         (tmp_path / "cache" / "lm").iterdir())  # nothing half-written is left to be reused
+
+
+@pytest.mark.parametrize("backend", ["arrays", "kenlm"])
+def test_a_broken_gzip_lm_is_named_as_the_user_gave_it(tmp_path, backend):
+    """An .arpa.gz is read from a decompressed copy in the cache: errors name the file the user
+    gave (and the copy, whose line numbers they are), with either backend; KenLM's own message
+    for a word missing from the 1-grams is replaced by the precise one."""
+    given = tmp_path / "bad.arpa.gz"
+    given.write_bytes(gzip.compress(SMALL.replace("-0.6\tc d\t0", "-0.6\tc zz\t0").encode()))
+    pattern = (re.escape(str(given)) + r" \(decompressed to .*\.arpa\), line 18: the 2-gram "
+               r"'c zz' uses (a|the) word")
+    with pytest.raises(ArpaFormatError, match=pattern):
+        load_lm(given, cache_root=tmp_path / "cache", backend=backend, progress=False)
 
 
 def test_a_pruned_suffix_is_left_to_kenlm(tmp_path):
