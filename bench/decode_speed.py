@@ -53,6 +53,7 @@ from durations import TEST_CLEAN, corpus_durations
 
 from ctclab.core.atomic import atomic_write_text
 from ctclab.core.logs import show_notes
+from ctclab.core.memory import keep_freed_memory
 from ctclab.core.normalize import DEFAULT_NORMALIZER
 from ctclab.core.options import HelpFormatter, add_option_flags, given_options
 from ctclab.core.progress import progress_bar
@@ -559,6 +560,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     show_notes(not args.quiet)
+    # before the decoders' processes fork: every decoder runs with the same allocator settings
+    kept = keep_freed_memory()
     _INPUTS.clear()
     rng = np.random.default_rng(args.seed)
     vocab = quartznet_vocab()
@@ -616,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     ours_at = beam_options or "at its defaults"
     print(f"\nbeam width {m.beam_width}, token_min_logp {m.token_min_logp}, beam_prune_logp "
           f"{m.beam_prune_logp}, prune_history {m.prune_history}, alpha {m.alpha}, beta "
-          f"{m.beta}, repeat {args.repeat}, jobs {args.jobs}, our beam {ours_at}; x ref = the "
+          f"{m.beta}, repeat {args.repeat}, jobs {args.jobs}, our beam {ours_at}, freed memory "
+          f"{'kept' if kept else 'returned'} (core/memory.py, every decoder alike); x ref = the "
           "reference peer's best pass / this one's (> 1 = faster; the "
           "reference is pyctcdecode, flashlight on hama), x median the same on median passes, "
           "best s = the best pass in seconds, "

@@ -30,6 +30,7 @@ import numpy as np
 
 from ctclab.cluster.connection import RayOptions, open_cluster
 from ctclab.core.hypothesis import Hypothesis
+from ctclab.core.memory import keep_freed_memory
 from ctclab.core.normalize import DEFAULT_NORMALIZER
 from ctclab.core.table import Table
 from ctclab.core.vocabulary import Vocabulary
@@ -356,6 +357,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_freed_memory()   # the one-process run, as eval/run.py (the Ray workers do it too)
     cache = make_cache(args.out, args.hours, args.lm, args.seed)
     print(f"cache: {len(cache)} utterances, {cache.total_audio_seconds / 3600:.1f} h, "
           f"{cache.total_frames:,} frames, mean {cache.total_audio_seconds / len(cache):.1f} s")

@@ -20,6 +20,7 @@ import numpy as np
 import peers  # bench/peers.py, beside this script
 from decode_speed import DEFAULT_LM, EMISSIONS_DIR, FRAME_SHIFT_S, InputSet, load_real, manifest_rows
 
+from ctclab.core.memory import keep_freed_memory
 from ctclab.core.table import Table
 from ctclab.decoders.options import PyctcdecodeOptions
 from ctclab.lm.files import resolve_lm_path
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--emissions", default=str(EMISSIONS_DIR),
                    help="folder of the real inputs (labels.json, manifest.tsv, <split>/<id>.npy)")
     args = p.parse_args(argv)
+    keep_freed_memory()   # as README command 1's runner does (eval/run.py)
     root = Path(args.emissions)
     if not (root / "manifest.tsv").is_file():
         p.error(f"{root}/manifest.tsv not found: pass --emissions DIR")

@@ -34,6 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ctclab.core.memory import keep_freed_memory
+
 J = TypeVar("J")
 R = TypeVar("R")
 
@@ -111,6 +113,7 @@ class Worker:
                 self.log(f"the driver's working directory {cwd} does not exist on this node: "
                          "relative paths will not resolve")
             self.log(f"starting on {socket.gethostname()}")
+            keep_freed_memory()   # an actor is a process of ours: as eval/run.py's
             self.setup(*setup)
         except BaseException as exc:  # noqa: BLE001 - handed to the driver by ready()
             self.log("setup failed:\n" + traceback.format_exc())

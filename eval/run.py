@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ctclab.cluster.connection import RayOptions, open_cluster, ray_options
 from ctclab.core.logs import show_notes
+from ctclab.core.memory import keep_freed_memory
 from ctclab.core.normalize import NORMALIZERS, get_normalizer
 from ctclab.core.options import HelpFormatter, add_option_flags, given_options
 from ctclab.decoders.base import available_decoders
@@ -188,6 +189,7 @@ def run(argv: Sequence[str] | None = None) -> Summary:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_freed_memory()   # batch after batch, numpy's large temporaries reuse the same memory
     try:
         run(argv)
     except (ValueError, RuntimeError, OSError, ImportError) as exc:
