@@ -240,8 +240,14 @@ class Stepper:
         base2[:] = xp.where(is_rep, pb_rep[:, None], tot[:, None])
         base2 += lp2
         parent = i[PARENT]
-        valid = xp.any(is_rep, 1) & (parent >= 0)
-        at = xp.where(valid, parent * k + xp.first_true(is_rep), n * k)
+        if k == 1:   # a third of the real set's steps: no reductions along rows of one
+            at = xp.where(is_rep[:, 0] & (parent >= 0), parent, n)
+        else:
+            hit = xp.flatnonzero(is_rep.reshape(-1))
+            row = hit // k
+            par = xp.take(parent, row)
+            at = xp.full(n, n * k, xp.int64)
+            at[row] = xp.where(par >= 0, par * k + hit - row * k, n * k)
         base[n * k] = NEG_INF
         stay_pnb = xp.logaddexp(stay_pnb, xp.take(base, at))   # logaddexp(x, -inf) == x
         base[at] = NEG_INF
