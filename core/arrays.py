@@ -129,11 +129,6 @@ class NumpyArrays:
         return a.copy()
 
     @staticmethod
-    def first_true(mask: np.ndarray) -> np.ndarray:
-        """(n,) int64 column of the first True of each row of a (n, k) mask (0: none)."""
-        return mask.argmax(1)
-
-    @staticmethod
     def count_below(sorted_: np.ndarray, value: int) -> int:
         """How many entries of the sorted 1-D array are < value."""
         return int(sorted_.searchsorted(value))
@@ -339,9 +334,6 @@ class TorchArrays:
     def count_below(self, sorted_: Any, value: int) -> int:
         return int((sorted_ < value).sum())
 
-    def first_true(self, mask: Any) -> Any:
-        return mask.to(self.torch.uint8).argmax(1)   # argmax: the first of equal maxima
-
     def unique_inverse(self, a: Any) -> tuple[Any, Any]:
         return self.torch.unique(a, sorted=True, return_inverse=True)
 
@@ -430,8 +422,6 @@ class Arrays(Protocol):
     def copy(self) -> Callable[..., Any]: ...
     @property
     def count_below(self) -> Callable[..., int]: ...
-    @property
-    def first_true(self) -> Callable[..., Any]: ...
     @property
     def copy_where(self) -> Callable[..., None]: ...
     @property

@@ -205,8 +205,6 @@ def test_namespace_operations_agree_with_numpy(backend):
     assert np.array_equal(xp.to_numpy(xp.lexsort(keys)), np.lexsort((-val, seg)))
     counts = np.array([2, 0, 3, 1])
     assert xp.to_numpy(xp.repeat_range(xp.asarray(counts))).tolist() == [0, 0, 2, 2, 2, 3]
-    mask = np.array([[False, True, True], [False, False, False], [True, False, True]])
-    assert xp.to_numpy(xp.first_true(xp.asarray(mask))).tolist() == [1, 0, 0]
     assert xp.count_below(xp.asarray(np.array([1, 4, 9])), 5) == 2
     hashed = xp.to_numpy(xp.asarray(np.array([2**62, -5])) * -7046029254386353131 + 3)
     assert hashed.tolist() == (np.array([2**62, -5]) * np.int64(-7046029254386353131)
