@@ -56,8 +56,10 @@ from ctclab.emission.padding import (  # noqa: F401 - re-exported: its old home
 )
 from ctclab.emission.sync import ExtractStats, FillReport, fill
 
-# Padded audio seconds per batch. CPU: larger batches do not run faster, only use more memory
-# (bench/emit_throughput.py, 2 cores: 16 s 1.4 audio-s/s, 64 s 1.0, one at a time 1.2).
+# Padded audio seconds per batch. CPU: batches do not run faster than one utterance at a time,
+# and larger ones run slower (bench/emit_throughput.py --batch-seconds 8 16 32 64, 2 cores, fp32:
+# 13.7, 13.2-13.4, 11.7 and 7.5-9.1 audio-s/s, one at a time 13.8); 16 s keeps that speed and
+# bounds the memory.
 # GPU: measured on an H200 with a wav2vec2-base-sized model in fp16 over 10.5 h (bench/emit_throughput.py
 # --device cuda): 400 s batches 12.3 s at 11.4 GiB, 800 s 8.0 s at 22.5 GiB, 1600 s 7.7 s at 44.6 GiB
 # (about 29 MiB per batch second). 400 s is kept as the default because it fits a 16 GB GPU, and
