@@ -96,7 +96,6 @@ class Stepper:
         # merge keys: labels, the sentinel, and one column per homophone choice beyond the first
         self.merge_width = vocab_size + 1 + (homophones - 1)
         self.max_word_gain = words.scorer.max_word_gain if words is not None else 0.0
-        self.neg_utt = xp.full(n_utt, NEG_INF, xp.float64)
         self._merge_buf = xp.full(1024, -1, xp.int64)
         self._newpos = xp.full(1024, -1, xp.int64)
         self._arange = xp.arange(1024)
