@@ -256,6 +256,30 @@ def test_runs_of_one_label_need_no_search_steps():
     assert hyp.words[0].end_frame == 6 and hyp.tokens == (a, b)
 
 
+@pytest.mark.parametrize("hard", [False, True])
+def test_the_step_rows_are_the_emissions_pruned_to_the_bit(hard):
+    """What a step reads of its frame (the schedule's xf, made arithmetically): each step row's
+    ln probs, bit for bit (-0.0 stays -0.0), -inf where token pruning drops the label (nothing
+    is dropped in hard lexicon mode), then a row of -inf for the sentinel label V."""
+    v = quartznet_vocab()
+    rng = np.random.default_rng(3)
+    x = log_softmax(rng.normal(size=(60, v.size)) * 3)
+    x[10] = -np.inf
+    x[10, v.label_to_id["a"]] = -0.0   # a certain label: ln 1, as -0.0
+    x[20, 4] = -np.inf
+    sched = make_schedule(x, np.array([60]), v, BeamOptions(), hard=hard)
+    rows = sched.xf.reshape(-1, v.size)
+    frames = sched.act_rows[sched.tab_i[1]]   # AR: the step row's active index
+    assert len(rows) == len(frames) + 1 and np.isneginf(rows[-1]).all()
+    assert 10 in frames
+    for g, frame in zip(sched.tab_i[0] // v.size, frames, strict=True):   # XOFF: g * V
+        floor = min(np.float32(BeamOptions().token_min_logp), x[frame].max())
+        keep = np.ones(v.size, bool) if hard else x[frame] >= floor
+        expected = np.where(keep, x[frame], np.float32(-np.inf))
+        assert rows[g].tobytes() == expected.tobytes()
+    assert hard or np.isneginf(rows).sum() > 1 + v.size   # pruning dropped labels
+
+
 def test_one_device_flag_reaches_the_emission_stage_and_the_beam():
     """eval/run.py has one --device: the emission stage's, which the beam's device shares (the
     same field name, the same meaning)."""
