@@ -68,14 +68,17 @@ DEFAULT_NBEST = 1
 # A batch takes as many steps as its longest utterance has, and each step costs a fixed number of
 # array calls plus work linear in the live beams, so larger batches of utterances of similar
 # length (the decoder sorts them) spread the fixed cost thinner.
-# CPU: numpy calls cost ~1 us each; measured on a test-clean-sized synthetic set with the shared
-# 3-gram (bench/decode_speed.py --inputs corpus), CPU time per audio second was 0.147 / 0.148 /
-# 0.130 / 0.148 / 0.203 ms at batches of 128 / 256 / 512 / 1024 / all 2620: past a few hundred
-# utterances the per-beam work dominates and larger arrays leave the caches.
+# CPU: numpy calls cost ~1 us each. Measured on a test-clean-sized synthetic set (2,620
+# utterances, 5.4 h) with the shared 3-gram, one process, best of 3 passes: 1.24 / 1.13 / 1.05 /
+# 1.02 / 1.005 / 0.99 / 0.99 / 0.98 s at batches of 256 / 384 / 512 / 768 / 1024 / 1536 / 2048
+# / all 2620, and peak memory +208 / +296 / +438 / +477 MB over the loaded LM at 512 / 1024 /
+# 2048 / all. Past ~1000 utterances the per-beam work dominates and larger arrays leave the
+# caches; memory grows with the batch (x V: the hama phonemes' 191 labels take 6.6x the
+# letters'). (Before freed memory was kept between batches, core.memory, 512 was fastest.)
 # GPU: a kernel launch costs ~5-10 us whatever its size, so thousands of utterances share each
 # step: a test-other-sized set (2,939 utterances) is one batch. Memory stays small: ~0.3 GB of
 # step tables and candidates for 5 h of audio, and the live beams (~100 bytes each).
-DEFAULT_BATCH_SIZE_CPU = 512
+DEFAULT_BATCH_SIZE_CPU = 1024
 DEFAULT_BATCH_SIZE_GPU = 4096
 
 # From this many (beam, label) candidates in a search step on, extensions that cannot come within
