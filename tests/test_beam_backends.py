@@ -21,7 +21,7 @@ from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders import create_decoder
 from ctclab.decoders.constants import BACKEND_SCORE_TOLERANCE, DEFAULT_BATCH_SIZE_CPU
 from ctclab.decoders.options import BeamOptions
-from ctclab.decoders.search_schedule import make_schedule
+from ctclab.decoders.search_schedule import frame_stats, make_schedule
 
 TORCH = BEAM_BACKENDS["torch"]
 WORDS = {"the": 0.2, "cat": 0.08, "cap": 0.01, "sat": 0.06, "on": 0.1, "mat": 0.04, "a": 0.1}
@@ -278,6 +278,24 @@ def test_the_step_rows_are_the_emissions_pruned_to_the_bit(hard):
         expected = np.where(keep, x[frame], np.float32(-np.inf))
         assert rows[g].tobytes() == expected.tobytes()
     assert hard or np.isneginf(rows).sum() > 1 + v.size   # pruning dropped labels
+
+
+def test_frame_statistics_name_the_sole_usable_label_in_a_large_vocabulary():
+    """The usable counts and label-id sums are 16-bit integers: with 600 labels a frame where
+    all are usable wraps the sum around, but the sum is only read where one label (or blank
+    and one) is usable, and there it is that label's id exactly."""
+    size, blank = 600, 0
+    emit = np.ones(size, bool)
+    emit[blank] = False
+    x = np.full((3, size), np.float32(-50.0))
+    x[0] = np.float32(-math.log(size))                 # every label usable
+    x[1, 599] = 0.0                                    # only label 599
+    x[2, [blank, 598]] = np.float32(math.log(0.5))     # blank and label 598
+    stats = frame_stats(x, emit, blank, np.float32(-5.0))
+    assert stats.n_usable.tolist() == [size, 1, 2]
+    assert stats.label_sum[0] != size * (size - 1) // 2   # wrapped: never read
+    assert stats.label_sum[1] == 599 and stats.label_sum[2] == blank + 598
+    assert stats.blank_ok.tolist() == [True, False, True]
 
 
 def test_one_device_flag_reaches_the_emission_stage_and_the_beam():
