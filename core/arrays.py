@@ -57,6 +57,7 @@ class NumpyArrays:
     int64, float64, float32, bool_ = np.int64, np.float64, np.float32, np.bool_
     # numpy's own callables (staticmethod: stored, never bound to the namespace object)
     logaddexp = staticmethod(np.logaddexp)
+    add = staticmethod(np.add)                            # add(a, b[, out=])
     maximum = staticmethod(np.maximum)
     minimum = staticmethod(np.minimum)
     isfinite = staticmethod(np.isfinite)
@@ -85,13 +86,8 @@ class NumpyArrays:
     def to_numpy(a: Any) -> np.ndarray:
         return np.asarray(a)
 
-    @staticmethod
-    def empty(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
-        return np.empty(shape, dtype)
-
-    @staticmethod
-    def zeros(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
-        return np.zeros(shape, dtype)
+    empty = staticmethod(np.empty)                        # empty(shape, dtype)
+    zeros = staticmethod(np.zeros)                        # zeros(shape, dtype)
 
     @staticmethod
     def full(shape: int | tuple[int, ...], value: float, dtype: Any) -> np.ndarray:
@@ -221,6 +217,7 @@ class TorchArrays:
         self.int64, self.float64, self.float32, self.bool_ = (torch.int64, torch.float64,
                                                               torch.float32, torch.bool)
         self.logaddexp = torch.logaddexp
+        self.add = torch.add
         self.isfinite = torch.isfinite
         self.isneginf = torch.isneginf
         self.exp = torch.exp
@@ -396,6 +393,8 @@ class Arrays(Protocol):
     def where(self) -> Callable[..., Any]: ...
     @property
     def logaddexp(self) -> Callable[..., Any]: ...
+    @property
+    def add(self) -> Callable[..., Any]: ...
     @property
     def maximum(self) -> Callable[..., Any]: ...
     @property

@@ -182,20 +182,21 @@ class Stepper:
                 if choice is not None:
                     choice = xp.take(choice, sel)
         e = len(src)
-        fp = xp.empty((self.n_float, n + e), xp.float64)
-        ip = xp.empty((self.n_int, n + e), xp.int64)
+        # the pool: the stays, then the extensions, each column first a copy of its beam (the
+        # stay's own, the extension's parent) in one gather per array, then what changed
+        # written over it (two gathers and a concatenation instead of ten writes)
+        origin = xp.concat((self._range(n), src))
+        ip = xp.take(i, origin, 1)
+        if self.words is not None:   # LM and PART carry over; PB and PNB are written below
+            fp = xp.take(f, origin, 1)
+        else:
+            fp = xp.empty((self.n_float, n + e), xp.float64)
         fp[PB, :n], fp[PNB, :n] = stay_pb, stay_pnb
-        if self.words is not None:
-            fp[LM:, :n] = f[LM:]
-        ip[:, :n] = i
         xp.copy_where(ip[END, :n], ti[AR], stay_pnb > stay_pb)
         if e:
             fp[PB, n:] = NEG_INF
             fp[PNB, n:] = base
-            if self.words is not None:
-                fp[LM:, n:] = xp.take(f[LM:], src, 1)
             ext = ip[:, n:]
-            ext[:] = xp.take(i, src, 1)
             ext[PEND] = ext[END]   # the parent's last label ends where this one starts
             ext[LAST], ext[END], ext[PARENT] = tok, xp.take(ti[AR], src), src
             h = ext[HASH]
@@ -236,8 +237,7 @@ class Stepper:
         is_rep = tok2 == i[LAST][:, None]
         base = xp.empty(n * k + 1, xp.float64)   # one slot more: where non-merges point
         base2 = base[: n * k].reshape(n, k)
-        base2[:] = xp.where(is_rep, pb_rep[:, None], tot[:, None])
-        base2 += lp2
+        xp.add(xp.where(is_rep, pb_rep[:, None], tot[:, None]), lp2, out=base2)
         parent = i[PARENT]
         # where each beam's last label sits among its candidates, without reductions along rows
         # of 1-3 (an any and an argmax there were the step's slowest calls). A row holds a label
@@ -249,7 +249,7 @@ class Stepper:
             row = hit // k
             par = xp.take(parent, row)
             at = xp.full(n, n * k, xp.int64)
-            at[row] = xp.where(par >= 0, par * k + hit - row * k, n * k)
+            at[row] = xp.where(par >= 0, (par - row) * k + hit, n * k)
         base[n * k] = NEG_INF
         stay_pnb = xp.logaddexp(stay_pnb, xp.take(base, at))   # logaddexp(x, -inf) == x
         base[at] = NEG_INF
