@@ -124,7 +124,7 @@ class SearchWords:
         i[WNODE] = nodes
         f[PART] = scorer.partial_scores(nodes)
         if scorer.hard:
-            f[PNB, ~scorer.allowed(nodes)] = NEG_INF
+            f[PNB][~scorer.allowed(nodes)] = NEG_INF
         if words is not None and len(words):
             self._finish_words(f, i, words, wnode)
 
@@ -136,14 +136,14 @@ class SearchWords:
         letters = xp.flatnonzero(~is_delim)
         if len(letters):
             nodes = scorer.trie.children(xp.take(i[WNODE], letters), xp.take(i[LAST], letters))
-            i[WNODE, letters] = nodes
-            f[PART, letters] = scorer.partial_scores(nodes)
+            i[WNODE][letters] = nodes
+            f[PART][letters] = scorer.partial_scores(nodes)
             if scorer.hard:
-                f[PNB, letters[~scorer.allowed(nodes)]] = NEG_INF
+                f[PNB][letters[~scorer.allowed(nodes)]] = NEG_INF
         if len(words):
             wnode = xp.take(i[WNODE], words)
-            f[PART, words] = 0.0
-            i[WNODE, words] = 0
+            f[PART][words] = 0.0
+            i[WNODE][words] = 0
             self._finish_words(f, i, words, wnode)
 
     def _finish_words(self, f: Any, i: Any, words: Any, wnode: Any) -> None:
@@ -151,10 +151,12 @@ class SearchWords:
         scorer, xp = self.scorer, self.xp
         choices = xp.take(i[CHOICE], words) if self.words_out else None
         delta, ctx = scorer.complete(xp.take(i[CTX], words), wnode, choices)
-        f[LM, words] += delta
-        i[CTX, words] = ctx
+        # (rows indexed as f[LM][words]: 1-D fancy indexing on the row's view costs a third
+        # of numpy's mixed f[LM, words]; the same holds for torch tensors)
+        f[LM][words] += delta
+        i[CTX][words] = ctx
         if choices is not None:
-            i[WORD, words] = scorer.word_ids(wnode, choices)
+            i[WORD][words] = scorer.word_ids(wnode, choices)
 
     def _score_pieces(self, f: Any, i: Any) -> None:
         """Word pieces: a word-start piece finishes the beam's word (scored) and starts a new one."""
@@ -164,13 +166,13 @@ class SearchWords:
         done = xp.flatnonzero(begins & (i[WNODE] > 0))
         if len(done):
             delta, ctx = scorer.complete(xp.take(i[CTX], done), xp.take(i[WNODE], done))
-            f[LM, done] += delta
-            i[CTX, done] = ctx
+            f[LM][done] += delta
+            i[CTX][done] = ctx
         nodes = scorer.trie.children(xp.where(begins, 0, i[WNODE]), i[LAST])
         i[WNODE] = nodes
         f[PART] = scorer.partial_scores(nodes)
         if scorer.hard:
-            f[PNB, ~scorer.allowed(nodes)] = NEG_INF
+            f[PNB][~scorer.allowed(nodes)] = NEG_INF
 
     # ----------------------------------------------------------------------------- the end
     def best_homophone(self, ctx: Any, nodes: Any) -> tuple[Any, Any, Any]:
