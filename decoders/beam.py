@@ -21,7 +21,7 @@ import numpy as np
 
 from ctclab.core.arrays import arrays_for, on_gpu
 from ctclab.core.hypothesis import Hypothesis
-from ctclab.core.validation import validate_log_probs_many
+from ctclab.core.validation import emission_arrays, validate_log_probs, values_look_valid
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders import constants as C
 from ctclab.decoders.base import Decoder, fused_lm, register
@@ -102,9 +102,12 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
         """Decode in batches of ``batch_size`` utterances of similar length, results in order.
 
         T = 0 gives Hypothesis.empty() without a search (with an LM the search would score the
-        empty sentence, </s> after <s>).
+        empty sentence, </s> after <s>). Shapes and dtypes are checked up front, the values
+        batch by batch on the concatenation the search reads (validate_log_probs' errors, naming
+        the utterance's index, either way).
         """
-        checked = validate_log_probs_many(emissions, self.vocab.size)
+        labels = self.vocab.size
+        checked = emission_arrays(emissions, labels)
         out: list[Hypothesis | None] = [None if len(x) else Hypothesis.empty() for x in checked]
         empty = len(checked) - out.count(None)
         if empty and on_done:
@@ -117,8 +120,12 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
         for stop in range(len(order), 0, -size):
             part = order[max(stop - size, 0):stop]
             self.scorer.trim()
-            results = BatchSearch([checked[i] for i in part], self.vocab, self.options,
-                                  self.scorer, self.frame_shift_s, self.xp).run()
+            search = BatchSearch([checked[i] for i in part], self.vocab, self.options,
+                                 self.scorer, self.frame_shift_s, self.xp)
+            if not values_look_valid(search.x):
+                for i in sorted(part):   # the first bad one raises its error
+                    validate_log_probs(checked[i], labels, f"emission[{i}]")
+            results = search.run()
             for i, hyp in zip(part, _with_nbest(results, self.options.nbest), strict=True):
                 out[i] = hyp
             if on_done:
