@@ -190,8 +190,8 @@ class Finish:
         word_off = np.repeat(self.offsets[g_chosen], [len(ws) for ws in spans])
         n = len(flat)
         frames = np.array([s.start for s in flat] + [s.end for s in flat], np.int64)
-        starts_s, ends_s, rel = _seconds(frames - np.concatenate([word_off, word_off]),
-                                         self.frame_shift_s, n)
+        starts_s, ends_s, rel = frame_seconds(frames - np.concatenate([word_off, word_off]),
+                                              self.frame_shift_s, n)
         words = word_timestamps([s.word for s in flat], rel[:n], rel[n:], starts_s, ends_s, conf)
         a = 0
         for ut, score, ac, tokens, ws in zip(g_chosen.tolist(), g_total[chosen].tolist(),
@@ -248,8 +248,9 @@ class Finish:
         # frames from each utterance's start; seconds rounded once per distinct frame
         g_chosen = g_utt[chosen]
         word_off = np.repeat(self.offsets[g_chosen], counts)
-        starts_s, ends_s, frames = _seconds(np.concatenate([w_start - word_off, w_end - word_off]),
-                                            self.frame_shift_s, len(word_off))
+        starts_s, ends_s, frames = frame_seconds(
+            np.concatenate([w_start - word_off, w_end - word_off]), self.frame_shift_s,
+            len(word_off))
         words = word_timestamps(spelled, frames[:len(word_off)], frames[len(word_off):],
                                 starts_s, ends_s, conf.tolist())
         token_list = tokens.tolist()
@@ -351,14 +352,28 @@ class Walk:
                 for a, b in itertools.pairwise(cuts)]
 
 
-def _seconds(frames: np.ndarray, shift: float, n: int) -> tuple[list[float], list[float],
-                                                                 list[int]]:
+# round(frame * shift, 4) for frames 0, 1, ... per frame shift (seconds): a decode asks the same
+# few thousand frames again and again, so each is rounded once per process, not once per batch
+# (np.unique and a Python round per distinct frame took ~1% of a pass on the real set)
+_SECONDS: dict[float, np.ndarray] = {}
+
+
+def frame_seconds(frames: np.ndarray, shift: float, n: int
+                  ) -> tuple[list[float], list[float], list[int]]:
     """Of (2n,) frames (n starts, then n ends): the starts and the ends in seconds, each
-    ``round(frame * shift, 4)`` as Python computes it (so the floats are the same), computed
-    once per distinct frame; and the frames as a list."""
-    values, where = np.unique(frames, return_inverse=True)
-    table = [round(f * shift, 4) for f in values.tolist()]
-    seconds = list(map(table.__getitem__, where.tolist()))
+    ``round(frame * shift, 4)`` as Python computes it (so the floats are the same); and the
+    frames as a list."""
+    if not len(frames):
+        return [], [], []
+    if int(frames.min()) < 0:   # (not from a search; rounded one by one)
+        seconds = [round(f * shift, 4) for f in frames.tolist()]
+        return seconds[:n], seconds[n:], frames.tolist()
+    table = _SECONDS.get(shift)
+    top = int(frames.max()) + 1
+    if table is None or len(table) < top:
+        size = max(top, 4096, 2 * len(table) if table is not None else 0)
+        table = _SECONDS[shift] = np.array([round(f * shift, 4) for f in range(size)])
+    seconds = table.take(frames).tolist()
     return seconds[:n], seconds[n:], frames.tolist()
 
 

@@ -12,6 +12,7 @@ from decoding_fixtures import frames, log_softmax, quartznet_vocab, random_peaky
 from ctclab.core.arrays import NUMPY
 from ctclab.decoders import Vocabulary, create_decoder
 from ctclab.decoders.beam import BeamOptions
+from ctclab.decoders.search_finish import frame_seconds
 from ctclab.decoders.search_state import Nodes
 
 
@@ -194,3 +195,18 @@ def test_the_node_table_grows_by_the_search_rate_and_keeps_its_nodes():
     assert table.shape == (5, 48)
     assert table[:, 0].tolist() == [-1, 0, 0, 0, 0]   # the root
     assert np.array_equal(table[:, 1:], np.concatenate(blocks, axis=1))
+
+
+@pytest.mark.parametrize("shift", [0.02, 0.04, 1 / 30])
+def test_word_times_are_pythons_rounding_of_every_frame(shift):
+    """Word times in seconds are round(frame * shift, 4) as Python computes it, from a table
+    kept per shift and grown for later, longer utterances (and one by one for a negative)."""
+    rng = np.random.default_rng(7)
+    for top in (50, 5000, 20000):   # the table grows
+        got = rng.integers(0, top, 300)
+        starts, ends, as_list = frame_seconds(got, shift, 100)
+        assert starts + ends == [round(f * shift, 4) for f in got.tolist()]
+        assert as_list == got.tolist() and len(starts) == 100
+    odd = np.array([-1, 3, 0, 7])
+    assert frame_seconds(odd, shift, 2)[:2] == ([round(-shift, 4), round(3 * shift, 4)],
+                                           [0.0, round(7 * shift, 4)])
