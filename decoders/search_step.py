@@ -29,7 +29,8 @@ from ctclab.decoders.search_schedule import (
     AR,
     BLANK,
     GAP,
-    HAS_GAP,
+    GAP_KEEP,
+    GAP_TAKE,
     RUN_B,
     RUN_END,
     RUN_NB,
@@ -112,12 +113,12 @@ class Stepper:
         # Few, fused array calls: arrays hold ~100s of beams, so per-call overhead dominates.
         xp, st, delim = self.xp, self.options, self.delim
         f, i = b.f, b.i
-        u, last, n = i[UTT], i[LAST], b.n
+        u, last, n = i[UTT], i[LAST], f.shape[1]
         # the step's table columns (decoders.search_schedule), one per beam
         cols, col = self.cols[s], u + self.tab_col[s]
         self.progress = self.done_after[s]
-        ti = xp.take(self.tab_i, col, 1)   # (4, n): XOFF .. RUN_END
-        tf = xp.take(self.tab_f, col, 1)   # (4, n): GAP .. RUN_NB
+        ti = xp.take(self.tab_i, col, 1)   # (3, n): XOFF .. RUN_END
+        tf = xp.take(self.tab_f, col, 1)   # (6, n): GAP .. GAP_TAKE
         pb, pnb = f[PB], f[PNB]
         if self.any_run[s]:  # a run folded since the last step: pb = -inf before it, so
             # pb = pnb + run_b; other utterances have run_b = -inf and keep pb, run_nb = 0 and
@@ -128,10 +129,10 @@ class Stepper:
             i[END] = xp.maximum(i[END], ti[RUN_END])   # a run ends after any END; none: -1
         tot = xp.logaddexp(pb, pnb)
         if self.any_gap[s]:  # blank-certain frames skipped since the last step: all mass -> blank
+            # (where a gap: pb = tot, pnb = -inf; elsewhere both kept: search_schedule, GAP_KEEP)
             tot += tf[GAP]
-            has_gap = ti[HAS_GAP] != 0
-            pb = xp.where(has_gap, tot, pb)
-            pnb = xp.where(has_gap, NEG_INF, pnb)
+            pb = xp.maximum(pb + tf[GAP_KEEP], tot + tf[GAP_TAKE])
+            pnb = pnb + tf[GAP_KEEP]
         xoff = ti[XOFF]
         stay_pb = tot + tf[BLANK]
         rep = xp.take(self.xf, xoff + last)
@@ -428,7 +429,7 @@ class Stepper:
                 kept[top] = True
                 keep[cut] = kept   # the rest of those utterances' entries are dropped
                 sel = xp.flatnonzero(keep)   # still in pool order
-        out = pool.take(xp, sel)
+        out = Beams(xp.take(f, sel, 1), xp.take(i, sel, 1))   # (pool.take, inlined)
         j = xp.count_below(sel, n_stays)   # sel is sorted: stays first
         if j < len(sel):  # surviving extensions get prefix nodes
             ie = out.i[:, j:]
