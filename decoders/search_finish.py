@@ -185,7 +185,7 @@ class Finish:
         flat = [s for ws in spans for s in ws]
         conf = word_frame_confidence(self.x, [s.tokens for s in flat],
                                      [(s.start, s.end) for s in flat]).tolist()
-        # frames from each utterance's start; seconds rounded once per distinct frame
+        # frames from each utterance's start, in seconds from the table of rounded frame times
         g_chosen = g_utt[chosen]
         word_off = np.repeat(self.offsets[g_chosen], [len(ws) for ws in spans])
         n = len(flat)
@@ -245,7 +245,7 @@ class Finish:
             text = "".join([texts[t] for t in labels.tolist()])
         spelled = text.split()
         word_cuts = np.concatenate([[0], np.cumsum(counts)]).tolist()
-        # frames from each utterance's start; seconds rounded once per distinct frame
+        # frames from each utterance's start, in seconds from the table of rounded frame times
         g_chosen = g_utt[chosen]
         word_off = np.repeat(self.offsets[g_chosen], counts)
         starts_s, ends_s, frames = frame_seconds(
