@@ -81,8 +81,7 @@ class BatchSearch:
         n_utt = len(self.lengths)
         tables = {"tab_i": xp.asarray(sched.tab_i), "tab_f": xp.asarray(sched.tab_f),
                   "xf": xp.asarray(sched.xf), "cand_tok": xp.asarray(sched.cand_tok),
-                  "cand_lp": xp.asarray(sched.cand_lp), "cand_cell": xp.asarray(sched.cand_cell),
-                  "raw": None if sched.raw is None else xp.asarray(sched.raw)}
+                  "cand_lp": xp.asarray(sched.cand_lp), "cand_cell": xp.asarray(sched.cand_cell)}
         delim = vocab.delimiter
         # room for a few dozen prefix nodes per step frame (grown when more)
         nodes = Nodes(xp, self.words_out, -1 if delim is None else delim,

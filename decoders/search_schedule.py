@@ -84,13 +84,13 @@ class Schedule:
     trail: np.ndarray           # (U,) ln mass after the last step (blank frames, a final run)
     final_end: np.ndarray       # (U,) END a final folded run leaves (-1: none)
     xf: np.ndarray              # ((G + 1) * V,) float32: ln probs of the step rows, pruned
-                                # (-inf) but in hard lexicon mode, then a row of -inf. The
+                                # (-inf) but in hard lexicon mode (where the lexicon's
+                                # candidates read it too), then a row of -inf. The
                                 # sentinel label V (no last label: the empty prefix without a
                                 # delimiter label) reads the next row's first label: added to
                                 # such a beam's ln p(non-blank), -inf, it gives -inf whatever it
                                 # is. float32 as the emissions: every use adds it to a float64
                                 # score (exact widening)
-    raw: np.ndarray | None      # hard lexicon: xf (unpruned)
     cand_tok: np.ndarray        # (C,) int64 extension candidates: step s is the (U_s, K_s) block
                                 # (row: slot)
                                 # cand_tok[cand_off[s]:cand_off[s + 1]] (padding: V)
@@ -202,7 +202,6 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     # Hard lexicon: a beam inside an out-of-lexicon stretch must be able to wait (blank) or hold
     # its label however improbable, else every beam dies there.
     floored = _kept(ssub, np.broadcast_to(usable_cols, ssub.shape) if hard else usable_s)
-    raw = floored if hard else None
     s_blank = np.where(blank_ok[step_rows] | hard, blank32[s_frames], np.float32(NEG_INF))
 
     # Steps: the groups, numbered within their utterance.
@@ -301,7 +300,7 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
         slot_utt=slot_utt, rows=step_cols,
         tab_col=tab_col, tab_i=tab_i,
         tab_f=tab_f, any_gap=any_gap, any_run=any_run, trail=trail, final_end=final_end,
-        xf=floored, raw=raw, cand_tok=cand_tok, cand_lp=cand_lp, cand_off=cand_off,
+        xf=floored, cand_tok=cand_tok, cand_lp=cand_lp, cand_off=cand_off,
         cand_k=cand_k, cand_ragged=cand_ragged, cand_cell=cand_cell)
 
 

@@ -71,8 +71,7 @@ class Stepper:
         self.xp, self.options = xp, options
         # the schedule's tables on the search's device
         self.tab_i, self.tab_f, self.xf = tables["tab_i"], tables["tab_f"], tables["xf"]
-        self.cand_tok, self.cand_lp, self.raw = (tables["cand_tok"], tables["cand_lp"],
-                                                 tables["raw"])
+        self.cand_tok, self.cand_lp = tables["cand_tok"], tables["cand_lp"]
         self.cand_cell = tables["cand_cell"]
         n_utt = len(schedule.steps)
         # per-step scalars as Python lists: indexing a list costs less than a numpy scalar
@@ -343,8 +342,8 @@ class Stepper:
             if st.beam_prune_logp > NEG_INF:  # relative to the best stay of the utterance
                 pre = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
                 floor += xp.take(xp.segment_max(pre, u, self.n_utt), u)
-            src, tok, lp = words.hard_candidates(src, tok, lp, i[WNODE], xoff, floor,
-                                                 self.raw)
+            # (in hard lexicon mode xf is unpruned: the lexicon's candidates read it)
+            src, tok, lp = words.hard_candidates(src, tok, lp, i[WNODE], xoff, floor, self.xf)
         if self.forks:
             assert self.words is not None
             src, tok, lp, choice = self.words.fork_homophones(src, tok, lp, i[WNODE])
