@@ -84,29 +84,30 @@ def valid_statistics(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor
     """(mean, variance), each (B, C, 1) float32: of each row b of x (B, C, T) over its first
     ``valid[b]`` steps (0 and 0 for a row with none).
 
-    valid: (B,) int64 on the host (read there: no device sync). The steps every row holds, [0,
-    lo) with lo the shortest row's count, are reduced in chunks of GROUP_NORM_CHUNK elements by
-    ``var_mean`` (one pass each, its float32 copy of a float16 input bounded by the chunk); the
-    ragged rest [lo, T), short in a length-sorted batch, with a mask. The parts are merged by
-    Chan et al.'s pairwise update, which is exact in real arithmetic and stable in floating
-    point (no E[x^2] - E[x]^2).
+    valid: (B,) int64 on the host (read there: no device sync). The steps are taken in chunks
+    of GROUP_NORM_CHUNK elements (a float16 input's float32 copy bounded by the chunk). Those
+    every row holds, [0, lo) with lo the shortest row's count, are reduced by ``var_mean`` (one
+    pass); the ragged rest [lo, T), short in a length-sorted batch, with a mask of each row's
+    own steps. The chunks are merged by Chan et al.'s pairwise update, exact in real arithmetic
+    and stable in floating point (no E[x^2] - E[x]^2).
     """
     rows, channels, steps = x.shape
     valid = valid.clamp(0, steps)
     lo = int(valid.min()) if rows else 0
-    count = valid.to(x.device, torch.float32)[:, None, None]
+    valid_here = valid.to(x.device)   # one copy to the device (each copy waits for its queue)
+    count = valid_here.to(torch.float32)[:, None, None]
     n_a: float | torch.Tensor = 0.0
     mean = m2 = torch.zeros(rows, channels, 1, device=x.device)
     chunk = max(1, GROUP_NORM_CHUNK // max(1, rows * channels))
-    parts = [(a, min(lo, a + chunk)) for a in range(0, lo, chunk)]
-    for a, b in parts + ([(lo, steps)] if lo < steps else []):
+    starts = [*range(0, lo, chunk), *range(lo, steps, chunk)]
+    for a, b in zip(starts, [*starts[1:], steps], strict=True):
         part = x[..., a:b].float()
         if b <= lo:   # every row holds these steps
             n_b: float | torch.Tensor = float(b - a)
             var_b, mean_b = torch.var_mean(part, dim=-1, correction=0, keepdim=True)
             m2_b = var_b * n_b
-        else:         # the ragged rest: each row's own steps only
-            keep = _time_mask(valid - lo, steps - lo, x.device).to(torch.float32)[:, None]
+        else:         # ragged: each row's own steps only
+            keep = _time_mask(valid_here - a, b - a, x.device).to(torch.float32)[:, None]
             n_b = keep.sum(-1, keepdim=True)
             mean_b = (part * keep).sum(-1, keepdim=True) / n_b.clamp_min(1.0)
             m2_b = (((part - mean_b) * keep) ** 2).sum(-1, keepdim=True)
