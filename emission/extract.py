@@ -13,6 +13,8 @@ frame never reach the model and get no frames.
 
 Data loading (decode, resample, normalise, pad; pinned memory on CUDA) runs in a background
 thread with a small decode pool, overlapping the model; libsndfile, soxr and torch release the GIL.
+Cache writes (float16 cast, shard file, manifest, fsyncs) run in a second thread, one batch behind
+the model (run_model), so the device does not wait for the disk either.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,22 +389,41 @@ def run_model(model: CTCModel, source: AudioSource, writer: CacheWriter,
     short: list[str] = []
     bar = progress_bar(sum(e.seconds for e in entries), f"{model.name} {source_split(source)}",
                        "audio-s", enabled=progress)
+
+    def store(out: BatchOutput) -> None:
+        if out.skipped:
+            writer.add_skipped(out.skipped)
+        if out.entries:
+            writer.add_batch(out.items(model.sample_rate))
+
+    def settle(out: BatchOutput, write: Future[None]) -> None:
+        """Wait for ``out``'s write (its error raised here), then count it."""
+        nonlocal count, seconds, frames
+        write.result()
+        skipped.extend(out.skipped)
+        count += len(out.entries)
+        seconds += float(out.samples.sum()) / model.sample_rate
+        frames += int(sum(lp.shape[0] for lp in out.log_probs))
+        short.extend(e.id for e, lp in zip(out.entries, out.log_probs, strict=True)
+                     if lp.shape[0] == 0)
+        bar.update(sum(e.seconds for e in out.entries))
+        if on_batch is not None:
+            on_batch(len(out.entries))
+
+    # Write-behind: batch k is written (float16 cast, shard file, manifest, fsyncs) by one thread
+    # while batch k+1 runs through the model; the device no longer waits for the disk. One write
+    # in flight at a time, so the writer is never entered twice and at most two batches' outputs
+    # are held; the pool's exit waits for it, so a batch computed before an error is still kept.
+    pending: tuple[BatchOutput, Future[None]] | None = None
     try:
-        with closing(run_batches(model, source, entries, batches, options, runner)) as outputs:
+        with ThreadPoolExecutor(1, thread_name_prefix="cache-writer") as pool, \
+                closing(run_batches(model, source, entries, batches, options, runner)) as outputs:
             for out in outputs:
-                if out.skipped:
-                    writer.add_skipped(out.skipped)
-                    skipped += out.skipped
-                if out.entries:
-                    writer.add_batch(out.items(model.sample_rate))
-                    count += len(out.entries)
-                    seconds += float(out.samples.sum()) / model.sample_rate
-                    frames += int(sum(lp.shape[0] for lp in out.log_probs))
-                    short += [e.id for e, lp in zip(out.entries, out.log_probs, strict=True)
-                              if lp.shape[0] == 0]
-                    bar.update(sum(e.seconds for e in out.entries))
-                if on_batch is not None:
-                    on_batch(len(out.entries))
+                if pending is not None:
+                    settle(*pending)
+                pending = out, pool.submit(store, out)
+            if pending is not None:
+                settle(*pending)
     finally:
         bar.close()
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None

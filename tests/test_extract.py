@@ -2,13 +2,15 @@
 length-sorted batching, resume after a kill, and the cached result."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 from fixtures_audio import make_openslr_corpus, make_tiny_model
 
 from ctclab.emission.audio_sources import OpenSLRSource
-from ctclab.emission.cache import EmissionCache
+from ctclab.emission.cache import CacheWriter, EmissionCache
 from ctclab.emission.extract import (
     ExtractOptions,
     compute_log_probs,
@@ -172,6 +174,48 @@ def test_extract_resumes_after_a_kill_and_matches_a_clean_run(model, corpus, tmp
                                    atol=BATCH_TOLERANCE)
     again, stats = extract(model, source, root, options=options, progress=False)  # no-op
     assert stats.utterances == 0 and again.ids == cache.ids
+
+
+def test_cache_writes_overlap_the_next_batch_and_outlive_its_failure(model, corpus, tmp,
+                                                                     monkeypatch):
+    """Batch 1's cache write runs while batch 2 goes through the model (its write waits for
+    batch 2's forward to start: written in turn, it would time out), and when batch 2 fails
+    batch 1 is still stored whole: the rerun resumes from it."""
+    source = OpenSLRSource(corpus.root, corpus.split)
+    options = ExtractOptions(skip_bad=True, batch_seconds=3.0, store_dtype="float32")
+    root = tmp / f"cache-overlap-{model.group_norm}"
+    second_forward = threading.Event()
+    overlapped: list[bool] = []
+    store = CacheWriter.add_batch
+
+    def waiting_store(self, items):
+        overlapped.append(second_forward.wait(timeout=5))
+        store(self, items)
+
+    class ModelBroke(Exception):
+        pass
+
+    forwards = []
+    real_forward = model.module.forward
+
+    def forward(*args, **kwargs):
+        forwards.append(1)
+        if len(forwards) == 2:
+            second_forward.set()
+            raise ModelBroke
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(CacheWriter, "add_batch", waiting_store)
+    monkeypatch.setattr(model.module, "forward", forward)
+    with pytest.raises(ModelBroke):
+        extract(model, source, root, options=options, progress=False)
+    assert overlapped == [True]
+    partial = EmissionCache.open(next(root.rglob("meta.json")).parent, allow_incomplete=True)
+    first = plan_batches([e.seconds for e in source.entries(skip_bad=True)[0]], 3.0)[0]
+    assert len(partial) == len(first) and not partial.is_complete
+    monkeypatch.undo()
+    cache, stats = extract(model, source, root, options=options, progress=False)
+    assert stats.resumed == len(first) and sorted(cache.ids) == corpus.good_ids
 
 
 def test_bad_options_are_refused():
