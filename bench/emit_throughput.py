@@ -33,8 +33,6 @@ from ctclab.core.options import HelpFormatter
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.emission.audio_sources import AudioReadError, AudioSource, SourceEntry, SourceRow
 from ctclab.emission.extract import (
-    DEFAULT_BATCH_SECONDS_CPU,
-    DEFAULT_BATCH_SECONDS_GPU,
     ExtractOptions,
     _Runner,
     pad_batch,
@@ -42,6 +40,7 @@ from ctclab.emission.extract import (
     select_device,
 )
 from ctclab.emission.models import CTCModel, zero_mean_unit_var
+from ctclab.emission.options import DEFAULT_BATCH_SECONDS_CPU, DEFAULT_BATCH_SECONDS_GPU
 
 SAMPLE_RATE = 16_000
 

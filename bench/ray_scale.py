@@ -35,6 +35,7 @@ from ctclab.core.normalize import DEFAULT_NORMALIZER
 from ctclab.core.table import Table
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.emission.cache import CacheMeta, CacheWriter, EmissionCache
+from ctclab.emission.options import DEFAULT_BATCH_SECONDS_GPU
 from ctclab.eval.results import ResultsFolder
 from ctclab.eval.runner import decode_records
 from ctclab.eval.systems import DecoderFactory, build_systems
@@ -336,9 +337,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("the plan")
     g.add_argument("--plan-hours", type=float, default=60_000.0)
     g.add_argument("--gpus", type=int, nargs="+", default=[8, 32])
-    g.add_argument("--gpu-rate", type=float, default=3000.0,
+    g.add_argument("--gpu-rate", type=float, default=6000.0,
                    help="audio seconds a GPU emits per second (measured on an H200, README "
-                   "Emission: ~3,085 with 400 s batches, 5,488 for the stage with 1600 s)")
+                   "Emission: 6,303 for the batched forward with the default 800 s batches, "
+                   "6,716 for the stage with its cache writes with 1600 s)")
     g.add_argument("--gpu-price", type=float, default=2.5, help="$ per GPU-hour (assumed)")
     g.add_argument("--cpu-nodes", type=int, nargs="+", default=[1, 4])
     g.add_argument("--cores-per-node", type=int, default=64)
@@ -348,7 +350,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--drivers", type=int, default=8,
                    help="eval/run.py processes decoding groups of caches at once on the cluster")
     g.add_argument("--hours-per-cache", type=float, default=1000.0)
-    g.add_argument("--batch-seconds", type=float, default=400.0, help="GPU batch = one shard")
+    g.add_argument("--batch-seconds", type=float, default=DEFAULT_BATCH_SECONDS_GPU,
+                   help="GPU batch = one shard")
     g.add_argument("--utterance-seconds", type=float, default=15.0)
     g.add_argument("--dev-hours", type=float, default=10.7, help="dev audio of a sweep")
     g.add_argument("--grid-points", type=int, default=25)

@@ -60,11 +60,12 @@ from ctclab.emission.options import EmissionSpec, ExtractOptions
 from ctclab.emission.sync import ExtractStats, FillReport, fill
 
 # Batches per job: enough that the worker's loader thread keeps the model busy across batches,
-# few enough that a dead worker's job is cheap to redo (4 x 400 s of audio on a GPU, a few
+# few enough that a dead worker's job is cheap to redo (4 x 800 s of audio on a GPU, a few
 # seconds; 4 x 16 s on a CPU, about a minute).
 BATCHES_PER_JOB = 4
-# CPUs an emission worker on a GPU holds at most: they decode FLAC for the GPU (one core decodes
-# very roughly 500-1000x real time; emission.options.DEFAULT_LOADER_THREADS has the reasoning).
+# CPUs an emission worker on a GPU holds at most: they decode FLAC for the GPU (one core makes
+# ~3,200x real time of model input, an H200 takes ~6,300x: 2 cores; 8 leave room for slower cores,
+# resampling and larger GPUs. emission.options.DEFAULT_LOADER_THREADS has the reasoning).
 MAX_CPUS_PER_GPU_WORKER = 8
 
 

@@ -47,6 +47,8 @@ from ctclab.emission.exactness import MASKED_GROUP_NORM, ONE_AT_A_TIME
 from ctclab.emission.models import CTCModel
 from ctclab.emission.options import (  # noqa: F401 - re-exported: extraction's option names
     COMPUTE_DTYPES,
+    DEFAULT_BATCH_SECONDS_CPU,
+    DEFAULT_BATCH_SECONDS_GPU,
     DEFAULT_LOADER_THREADS,
     DEVICES,
     PREFETCH_BATCHES,
@@ -57,17 +59,6 @@ from ctclab.emission.padding import (  # noqa: F401 - re-exported: its old home
     MaskedGroupNorm,
 )
 from ctclab.emission.sync import ExtractStats, FillReport, fill
-
-# Padded audio seconds per batch. CPU: batches do not run faster than one utterance at a time,
-# and larger ones run slower (bench/emit_throughput.py --batch-seconds 8 16 32 64, 2 cores, fp32:
-# 13.7, 13.2-13.4, 11.7 and 7.5-9.1 audio-s/s, one at a time 13.8); 16 s keeps that speed and
-# bounds the memory.
-# GPU: measured on an H200 with a wav2vec2-base-sized model in fp16 over 10.5 h (bench/emit_throughput.py
-# --device cuda): 400 s batches 12.3 s at 11.4 GiB, 800 s 8.0 s at 22.5 GiB, 1600 s 7.7 s at 44.6 GiB
-# (about 29 MiB per batch second). 400 s is kept as the default because it fits a 16 GB GPU, and
-# larger models take more per second; on a large GPU --batch-seconds 800-1600 is up to 1.6x faster.
-DEFAULT_BATCH_SECONDS_CPU = 16.0
-DEFAULT_BATCH_SECONDS_GPU = 400.0
 
 
 def select_device(device: str = "auto") -> Any:
@@ -131,7 +122,8 @@ class _Runner:
             size = f"{len(lengths)} utterances" + (f", {seconds:.0f} s padded" if seconds else "")
             raise RuntimeError(
                 f"the {self.device} GPU ran out of memory on a batch of {size}: lower "
-                "--batch-seconds (default 400 on a GPU) or use --dtype float16/bfloat16; the "
+                f"--batch-seconds (default {DEFAULT_BATCH_SECONDS_GPU:g} on a GPU) or use --dtype "
+                "float16/bfloat16; the "
                 "batches already stored are kept, so the rerun resumes") from exc
 
     def _forward_rows(self, padded: np.ndarray | torch.Tensor, lengths: np.ndarray,

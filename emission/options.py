@@ -26,10 +26,21 @@ COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 DEFAULT_COMPUTE_DTYPE = "float32"
 STORAGE_DTYPES = ("float16", "float32")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# Padded audio seconds per batch. CPU: batches do not run faster than one utterance at a time,
+# and larger ones run slower (bench/emit_throughput.py --batch-seconds 8 16 32 64, 2 cores, fp32:
+# 13.7, 13.2-13.4, 11.7 and 7.5-9.1 audio-s/s, one at a time 13.8); 16 s keeps that speed and
+# bounds the memory.
+# GPU: an H200, a wav2vec2-base-sized model in fp16 over 10.5 h (bench/emit_throughput.py --device
+# cuda, README Speed): 400 s batches 9.6 s at 4.1 GiB, 800 s 6.0 s at 7.9 GiB, 1600 s 5.7-6.1 s at
+# 14.0 GiB. 800 s is the default: as fast as 1600 s within the noise, at half the memory, and it
+# leaves a 16 GB GPU room for larger models, which take more per second.
+DEFAULT_BATCH_SECONDS_CPU = 16.0
+DEFAULT_BATCH_SECONDS_GPU = 800.0
 # Batches prepared ahead by the loader thread (each holds only its padded waveforms).
 PREFETCH_BATCHES = 3
-# FLAC decoding runs at very roughly 500-1000x real time per core: one thread cannot feed a GPU
-# doing 10 h of audio a minute, so decoding uses a small pool (libsndfile/soxr release the GIL).
+# FLAC decoding and wav2vec2's normalisation run at ~3,200x real time per core (bench/
+# audio_decode.py, the real clips of ../shared): one thread cannot feed a GPU emitting ~6,300x
+# (README Speed), so decoding uses a small pool (libsndfile/soxr release the GIL).
 DEFAULT_LOADER_THREADS = max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
@@ -78,7 +89,8 @@ class ExtractOptions:
         "own otherwise (a cache stored in another dtype than the one given is an error)",
         choices=STORAGE_DTYPES)
     batch_seconds: float | None = option(
-        None, "padded audio seconds per batch; none: 16 on CPU, 400 on GPU")
+        None, f"padded audio seconds per batch; none: {DEFAULT_BATCH_SECONDS_CPU:g} on CPU, "
+        f"{DEFAULT_BATCH_SECONDS_GPU:g} on GPU")
     skip_bad: bool = option(
         False, "log and skip unreadable audio (listed in the cache meta, tried again once the "
         "file changes) instead of stopping")
