@@ -123,8 +123,8 @@ class _Runner:
             raise RuntimeError(
                 f"the {self.device} GPU ran out of memory on a batch of {size}: lower "
                 f"--batch-seconds (default {DEFAULT_BATCH_SECONDS_GPU:g} on a GPU) or use --dtype "
-                "float16/bfloat16; the "
-                "batches already stored are kept, so the rerun resumes") from exc
+                "float16/bfloat16; the batches already stored are kept, so the rerun resumes"
+            ) from exc
 
     def _forward_rows(self, padded: np.ndarray | torch.Tensor, lengths: np.ndarray,
                       frames: np.ndarray) -> list[np.ndarray]:
