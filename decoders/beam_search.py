@@ -60,7 +60,9 @@ class BatchSearch:
                  options: BeamOptions, scorer: WordScorer | None, frame_shift_s: float,
                  xp: Arrays = NUMPY):
         self.vocab, self.options, self.frame_shift_s, self.xp = vocab, options, frame_shift_s, xp
-        self.x, self.lengths = concat_emissions(emissions, vocab.size)
+        # the emissions concatenated, then the sentinel row the steps read past a last frame
+        self.padded, self.lengths = concat_emissions(emissions, vocab.size)
+        self.x = self.padded[:-1]   # (sum T_i, V)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         active = scorer is not None and scorer.active
         if active and scorer is not None and scorer.xp is not xp:
@@ -76,7 +78,7 @@ class BatchSearch:
         words = self.words
         # ragged candidate steps: measured on the CPU; on a GPU the dense blocks' extra cells
         # cost little next to the ragged layout's extra kernel launches and a device sync
-        sched = make_schedule(self.x, self.lengths, vocab, self.options,
+        sched = make_schedule(self.padded, self.lengths, vocab, self.options,
                               words is not None and words.hard, ragged=not on_gpu(xp))
         n_utt = len(self.lengths)
         tables = {"tab_i": xp.asarray(sched.tab_i), "tab_f": xp.asarray(sched.tab_f),

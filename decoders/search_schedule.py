@@ -47,18 +47,19 @@ NEG_INF = -math.inf
 # Rows of the per-(step, utterance) integer table ``tab_i`` (step s: its columns tab_col[s] ..
 # tab_col[s] + U_s - 1, one per slot):
 XOFF, AR, RUN_END = range(3)
-# xoff: offset of the step's frame row in ``xf`` (g * V, g its step row: xf holds the step
-# rows only); ar: its active index (what END records); run_end: the active index a folded run
-# leaves as every beam's END (-1: no run).
+# xoff: offset of the step's frame in ``xf`` (frame * V: xf is the batch's emissions, flat);
+# ar: its active index (what END records); run_end: the active index a folded run leaves as
+# every beam's END (-1: no run).
 # Rows of the float table ``tab_f``:
-GAP, BLANK, RUN_B, RUN_NB, GAP_KEEP, GAP_TAKE = range(6)
+GAP, BLANK, RUN_B, RUN_NB, GAP_KEEP, GAP_TAKE, FLOOR = range(7)
 # gap: ln blank mass of the skipped frames (plus a folded run's total mass when both happened);
 # blank: ln p(blank) of the step's frame (-inf when pruned); run_b / run_nb: a folded run right
 # before the step (no gap after it) sets pb = pnb + run_b and pnb += run_nb (else -inf and 0);
 # gap_keep / gap_take: -inf / -0.0 where blank frames were skipped before the step (all mass
 # moves to blank), -0.0 / -inf elsewhere: added to a beam's (pb, pnb) and its total they select
 # (tot, -inf) or keep (pb, pnb) by arithmetic, exactly (x + -0.0 is x, -0.0 included), where
-# two where()s cost 2.5x as much.
+# two where()s cost 2.5x as much. floor: the token pruning's floor of the step's frame: a label
+# whose ln prob there is below it is not usable (-inf in hard lexicon mode: every label is).
 
 
 @dataclass
@@ -78,14 +79,14 @@ class Schedule:
     tab_col: np.ndarray         # (S,) int64 first table column of step s: U_0 + .. + U_{s-1}
     tab_i: np.ndarray           # (3, sum U_s) int64 rows XOFF..RUN_END; step s's columns are
                                 # tab_col[s] + slot (a beam reads its column with one gather)
-    tab_f: np.ndarray           # (6, sum U_s) float64, the same layout, rows GAP..GAP_TAKE
+    tab_f: np.ndarray           # (7, sum U_s) float64, the same layout, rows GAP..FLOOR
     any_gap: np.ndarray         # (S,) bool
     any_run: np.ndarray         # (S,) bool: some utterance has a run folded before this step
     trail: np.ndarray           # (U,) ln mass after the last step (blank frames, a final run)
     final_end: np.ndarray       # (U,) END a final folded run leaves (-1: none)
-    xf: np.ndarray              # ((G + 1) * V,) float32: ln probs of the step rows, pruned
-                                # (-inf) but in hard lexicon mode (where the lexicon's
-                                # candidates read it too), then a row of -inf. The
+    xf: np.ndarray              # ((T + 1) * V,) float32: the emissions with their sentinel
+                                # row, flat (a view, not a copy): what a step reads of its
+                                # frame, unpruned (a step compares it with its FLOOR). The
                                 # sentinel label V (no last label: the empty prefix without a
                                 # delimiter label) reads the next row's first label: added to
                                 # such a beam's ln p(non-blank), -inf, it gives -inf whatever it
@@ -104,10 +105,16 @@ class Schedule:
                                 # (read when the step is ragged)
 
 
-def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options: BeamOptions,
-                  hard: bool, ragged: bool = True) -> Schedule:
-    """The schedule of a batch. x: (sum T_i, V) float32 concatenated log-probs; lengths: (U,).
+def make_schedule(padded: np.ndarray, lengths: np.ndarray, vocab: Vocabulary,
+                  options: BeamOptions, hard: bool, ragged: bool = True) -> Schedule:
+    """The schedule of a batch. padded: (sum T_i + 1, V) C-contiguous float32, the concatenated
+    log-probs and a sentinel row of -inf (concat_emissions); lengths: (U,).
     ragged: steps may use the ragged candidate layout (else every step is dense)."""
+    if padded.ndim != 2 or len(padded) < 1 or not padded.flags.c_contiguous \
+            or not np.isneginf(padded[-1]).all():
+        raise ValueError("make_schedule takes the emissions as concat_emissions gives them: "
+                         "C-contiguous, a row of -inf after the last frame")
+    x = padded[:-1]
     st = options
     n_utt, width = len(lengths), vocab.size
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -116,8 +123,6 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     # label is usable: its best emitting label reaches token_min_logp or beats blank.
     emit = np.zeros(vocab.size, bool)
     emit[vocab.emitting_ids] = True
-    usable_cols = emit.copy()
-    usable_cols[vocab.blank] = True
     min_logp = f32_at_least(st.token_min_logp)
     frames = frame_stats(x, emit, vocab.blank, min_logp)
     blank32 = frames.blank
@@ -188,20 +193,15 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
                                              last_rows - 1)
     run_total = np.logaddexp(run_b, run_nb)            # the run's mass (pb = -inf before it)
 
-    # The step frames' ln probs, pruned (xf: what the steps read; rows in step_rows order).
-    # The token pruning applies to blank and to the last label continuing too: a path through
-    # a label that improbable is dropped whatever the label (as pyctcdecode does). Without it a
-    # beam can "step over" a near-certain word delimiter through a blank of p < e^-5 whenever
-    # the LM dislikes the word just finished (e.g. an OOV scored at <unk>).
-    s_frames = rows[step_rows]
-    ssub = x.take(s_frames, axis=0)
-    floor = np.minimum(min_logp, np.maximum(emit_max[s_frames], blank32[s_frames]))
-    usable_s = ssub >= floor[:, None]                 # usable labels of the step rows
-    if not usable_cols.all():   # unused specials are never usable
-        usable_s &= usable_cols
+    # The token pruning applies to blank and to the last label continuing too (a step reads its
+    # frame's row unpruned and compares with the floor): a path through a label that
+    # improbable is dropped whatever the label (as pyctcdecode does). Without it a beam can
+    # "step over" a near-certain word delimiter through a blank of p < e^-5 whenever the LM
+    # dislikes the word just finished (e.g. an OOV scored at <unk>).
     # Hard lexicon: a beam inside an out-of-lexicon stretch must be able to wait (blank) or hold
-    # its label however improbable, else every beam dies there.
-    floored = _kept(ssub, np.broadcast_to(usable_cols, ssub.shape) if hard else usable_s)
+    # its label however improbable, else every beam dies there: no floor.
+    s_frames = rows[step_rows]
+    floor = np.minimum(min_logp, np.maximum(emit_max[s_frames], blank32[s_frames]))
     s_blank = np.where(blank_ok[step_rows] | hard, blank32[s_frames], np.float32(NEG_INF))
 
     # Steps: the groups, numbered within their utterance.
@@ -235,8 +235,8 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     by_cell[cell] = np.arange(n_groups)
     run_end = np.where(prev_chain, chain_end[prev_group], -1)
     tab_i = np.empty((3, n_groups), np.int64)
-    tab_f = np.empty((6, n_groups), np.float64)
-    tab_i[XOFF] = by_cell * width
+    tab_f = np.empty((7, n_groups), np.float64)
+    tab_i[XOFF] = s_frames[by_cell] * width
     tab_i[AR] = step_rows[by_cell]
     tab_i[RUN_END] = run_end[by_cell]
     gap_cell = gap_now[by_cell]
@@ -246,6 +246,7 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     tab_f[BLANK] = s_blank[by_cell]
     tab_f[RUN_B] = np.where(has_run, run_b[prev_group], NEG_INF)[by_cell]
     tab_f[RUN_NB] = np.where(has_run, run_nb[prev_group], 0.0)[by_cell]
+    tab_f[FLOOR] = NEG_INF if hard else floor[by_cell]
     any_gap = np.bincount(step, gap_now, minlength=n_steps) > 0
     any_run = np.bincount(step, run_end >= 0, minlength=n_steps) > 0
     # After the last step: its run, then the blank frames to the end.
@@ -262,14 +263,8 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
 
     # Extension candidates of the steps: usable labels, at most token_top_k of them per frame,
     # stored by step, then utterance (a step reads one stretch).
-    mask = usable_s & emit
-    if st.token_top_k is not None and st.token_top_k < vocab.size and n_groups:
-        kth = -np.partition(-ssub, st.token_top_k - 1, axis=1)[:, st.token_top_k - 1]
-        mask &= ssub >= kth[:, None]
-        counts = np.count_nonzero(mask, axis=1)
-    else:   # the usable labels less blank, as the frame statistics counted them (a row count
-        # of the mask cost 5% of the schedule)
-        counts = n_usable[step_rows].astype(np.int64) - blank_ok[step_rows]
+    r, tok, lp, rank, counts = _candidates(x, s_frames, floor, frames, emit, vocab.blank,
+                                           st.token_top_k)
     cand_k = np.zeros(n_steps, np.int64)
     np.maximum.at(cand_k, step, counts)
     live = np.bincount(step, counts, minlength=n_steps).astype(np.int64)
@@ -286,40 +281,62 @@ def make_schedule(x: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, options
     before = np.cumsum(cell_count) - cell_count
     cell_begin = before - before[tab_col][np.repeat(np.arange(n_steps), step_cols)]
     cand_cell = np.stack([cell_count, cell_begin])
-    r, tok = np.divmod(np.flatnonzero(mask), vocab.size)   # by step row, then label
-    j = np.arange(len(r)) - (np.cumsum(counts) - counts)[r]    # rank within its row
     r_step = step[r]
-    pos = cand_off[r_step] + j + np.where(cand_ragged[r_step], cell_begin[cell[r]],
-                                          s_slot[r] * cand_k[r_step])
+    pos = cand_off[r_step] + rank + np.where(cand_ragged[r_step], cell_begin[cell[r]],
+                                             s_slot[r] * cand_k[r_step])
     cand_tok = np.full(int(cand_off[-1]), vocab.size, np.int64)
     cand_lp = np.full(int(cand_off[-1]), NEG_INF, np.float32)
     cand_tok[pos] = tok
-    cand_lp[pos] = ssub[r, tok]
+    cand_lp[pos] = lp
     return Schedule(
         act_rows=rows, steps=steps, n_steps=n_steps, slot=slot,
         slot_utt=slot_utt, rows=step_cols,
         tab_col=tab_col, tab_i=tab_i,
         tab_f=tab_f, any_gap=any_gap, any_run=any_run, trail=trail, final_end=final_end,
-        xf=floored, cand_tok=cand_tok, cand_lp=cand_lp, cand_off=cand_off,
+        xf=padded.reshape(-1), cand_tok=cand_tok, cand_lp=cand_lp, cand_off=cand_off,
         cand_k=cand_k, cand_ragged=cand_ragged, cand_cell=cand_cell)
 
 
-def _kept(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """((G + 1) * V,) float32: values (G, V) where keep, else -inf, then a row of -inf.
+def _candidates(x: np.ndarray, s_frames: np.ndarray, floor: np.ndarray, frames: FrameStats,
+                emit: np.ndarray, blank: int, top_k: int | None) -> tuple[np.ndarray, ...]:
+    """The extension candidates of the step rows (their frames s_frames (G,) in x, floors (G,)
+    float32; frames: x's frame statistics): usable emitting labels,
+    at most top_k of them per frame. (r, tok, lp, rank) (C,) each candidate's step row, label,
+    ln prob (float32) and rank among its row's candidates (in label order), and (G,) the
+    candidate count of each step row.
 
-    As values - ln(1 / keep): 1 / 1 = 1 and 1 / 0 = inf, ln 1 = +0 and ln inf = inf exactly
-    (IEEE 754), and x - +0 = x (-0 included), x - inf = -inf for every ln prob, so it is the
-    masked copy to the bit, in three vectorised passes (np.where or a masked copy took 3-6x as
-    long: a tenth of a corpus batch's schedule)."""
-    n, width = values.shape
-    out = np.empty((n + 1, width), np.float32)
-    penalty = out[:n]
-    with np.errstate(divide="ignore"):
-        np.divide(np.float32(1), keep, out=penalty, dtype=np.float32)
-    np.log(penalty, out=penalty)
-    np.subtract(values, penalty, out=penalty)
-    out[n] = NEG_INF
-    return out.reshape(-1)
+    Most step rows hold one candidate (71% on a LibriSpeech-sized synthetic corpus): it is
+    the frame's best emitting label (an active frame's best emitting label is usable), named
+    by the frame statistics' label sum, so only rows of several candidates are read again
+    (reading every step row cost a third of a schedule)."""
+    size = x.shape[1]
+    blank_ok = frames.blank_ok.take(s_frames)
+    # (the usable labels less blank, as the frame statistics counted them)
+    counts = frames.n_usable.take(s_frames).astype(np.int64) - blank_ok
+    if top_k is not None and top_k < size:   # every row may lose labels: all read again
+        several = np.arange(len(s_frames))
+    else:
+        several = np.flatnonzero(counts > 1)
+    sole = np.flatnonzero(counts == 1) if len(several) < len(s_frames) else several[:0]
+    sub = x.take(s_frames.take(several), axis=0)
+    mask = sub >= floor.take(several)[:, None]
+    mask &= emit
+    if top_k is not None and top_k < size and len(sub):
+        kth = -np.partition(-sub, top_k - 1, axis=1)[:, top_k - 1]
+        mask &= sub >= kth[:, None]
+        counts = np.count_nonzero(mask, axis=1)
+    r_sev, tok_sev = np.divmod(np.flatnonzero(mask), size)   # by row, then label
+    sev_counts = counts.take(several)
+    rank_sev = np.arange(len(r_sev)) - (np.cumsum(sev_counts) - sev_counts)[r_sev]
+    sole_frames = s_frames.take(sole)
+    # the sole candidate: the usable labels' id sum less blank's (exact: at most two summed)
+    tok_sole = frames.label_sum.take(sole_frames).astype(np.int64)
+    tok_sole -= blank * blank_ok.take(sole)
+    lp_sole = frames.emit_max.take(sole_frames)
+    r = np.concatenate([sole, several.take(r_sev)])
+    return (r, np.concatenate([tok_sole, tok_sev]),
+            np.concatenate([lp_sole, sub[r_sev, tok_sev]]),
+            np.concatenate([np.zeros(len(sole), np.int64), rank_sev]), counts)
 
 
 # Frames transposed at a time for column reductions: 4096 x ~30 float32 stay in the L2 cache.
@@ -395,7 +412,11 @@ def f32_at_least(value: float) -> np.float32:
 
 def concat_emissions(emissions: Sequence[np.ndarray], vocab_size: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """((sum T_i, V) float32 concatenated emissions, (U,) int64 lengths)."""
+    """((sum T_i + 1, V) float32 the emissions concatenated, then a sentinel row of -inf (what
+    make_schedule takes: the steps read a frame's next row); (U,) int64 lengths)."""
     lengths = np.array([len(e) for e in emissions], np.int64)
-    x = np.concatenate(emissions) if len(emissions) else np.zeros((0, vocab_size), np.float32)
-    return x, lengths
+    padded = np.empty((int(lengths.sum()) + 1, vocab_size), np.float32)
+    if len(emissions):
+        np.concatenate(emissions, out=padded[:-1])
+    padded[-1] = NEG_INF
+    return padded, lengths

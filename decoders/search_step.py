@@ -28,6 +28,7 @@ from ctclab.decoders.options import BeamOptions
 from ctclab.decoders.search_schedule import (
     AR,
     BLANK,
+    FLOOR,
     GAP,
     GAP_KEEP,
     GAP_TAKE,
@@ -117,7 +118,7 @@ class Stepper:
         cols, col = self.cols[s], u + self.tab_col[s]
         self.progress = self.done_after[s]
         ti = xp.take(self.tab_i, col, 1)   # (3, n): XOFF .. RUN_END
-        tf = xp.take(self.tab_f, col, 1)   # (6, n): GAP .. GAP_TAKE
+        tf = xp.take(self.tab_f, col, 1)   # (7, n): GAP .. FLOOR
         pb, pnb = f[PB], f[PNB]
         if self.any_run[s]:  # a run folded since the last step: pb = -inf before it, so
             # pb = pnb + run_b; other utterances have run_b = -inf and keep pb, run_nb = 0 and
@@ -135,6 +136,8 @@ class Stepper:
         xoff = ti[XOFF]
         stay_pb = tot + tf[BLANK]
         rep = xp.take(self.xf, xoff + last)
+        # the last label continues only where it is usable (token pruning: -inf below the floor)
+        rep = xp.where(rep >= tf[FLOOR], rep, NEG_INF)
         if delim is not None:   # a delimiter after a delimiter keeps the prefix
             last_delim = last == delim
             stay_pnb = xp.where(last_delim, tot, pnb) + rep
@@ -342,7 +345,7 @@ class Stepper:
             if st.beam_prune_logp > NEG_INF:  # relative to the best stay of the utterance
                 pre = xp.logaddexp(stay_pb, stay_pnb) + f[LM] + f[PART]
                 floor += xp.take(xp.segment_max(pre, u, self.n_utt), u)
-            # (in hard lexicon mode xf is unpruned: the lexicon's candidates read it)
+            # (the lexicon's candidates read xf: in hard lexicon mode nothing is pruned)
             src, tok, lp = words.hard_candidates(src, tok, lp, i[WNODE], xoff, floor, self.xf)
         if self.forks:
             assert self.words is not None

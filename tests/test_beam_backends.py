@@ -21,7 +21,7 @@ from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders import create_decoder
 from ctclab.decoders.constants import BACKEND_SCORE_TOLERANCE, DEFAULT_BATCH_SIZE_CPU
 from ctclab.decoders.options import BeamOptions
-from ctclab.decoders.search_schedule import frame_stats, make_schedule
+from ctclab.decoders.search_schedule import FLOOR, concat_emissions, frame_stats, make_schedule
 
 TORCH = BEAM_BACKENDS["torch"]
 WORDS = {"the": 0.2, "cat": 0.08, "cap": 0.01, "sat": 0.06, "on": 0.1, "mat": 0.04, "a": 0.1}
@@ -245,7 +245,8 @@ def test_runs_of_one_label_need_no_search_steps():
         probs[t, lab] = 1.0
     probs[2, blank] = 0.3   # blank usable in the run's last frame: still folded
     x = np.log(probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
-    sched = make_schedule(x, np.array([6]), v, BeamOptions(), hard=False)
+    sched = make_schedule(concat_emissions([x], v.size)[0], np.array([6]), v, BeamOptions(),
+                          hard=False)
     assert len(sched.act_rows) == 5 and sched.n_steps == 2
     hyp = create_decoder("beam", v).decode(x)
     assert hyp.text == "ab"
@@ -257,27 +258,77 @@ def test_runs_of_one_label_need_no_search_steps():
 
 
 @pytest.mark.parametrize("hard", [False, True])
-def test_the_step_rows_are_the_emissions_pruned_to_the_bit(hard):
-    """What a step reads of its frame (the schedule's xf, made arithmetically): each step row's
-    ln probs, bit for bit (-0.0 stays -0.0), -inf where token pruning drops the label (nothing
-    is dropped in hard lexicon mode), then a row of -inf for the sentinel label V."""
+def test_a_step_reads_its_frame_pruned_to_the_bit(hard):
+    """What a step reads of its frame: the emissions themselves (xf, with a sentinel row of
+    -inf after the last frame), kept where they reach the step's FLOOR: each step row's ln
+    probs, bit for bit (-0.0 stays -0.0), -inf where token pruning drops the label (nothing is
+    dropped in hard lexicon mode)."""
     v = quartznet_vocab()
     rng = np.random.default_rng(3)
     x = log_softmax(rng.normal(size=(60, v.size)) * 3)
     x[10] = -np.inf
     x[10, v.label_to_id["a"]] = -0.0   # a certain label: ln 1, as -0.0
     x[20, 4] = -np.inf
-    sched = make_schedule(x, np.array([60]), v, BeamOptions(), hard=hard)
+    padded = concat_emissions([x], v.size)[0]
+    sched = make_schedule(padded, np.array([60]), v, BeamOptions(), hard=hard)
     rows = sched.xf.reshape(-1, v.size)
+    assert np.shares_memory(sched.xf, padded)   # read in place, not copied
+    assert len(rows) == 61 and np.isneginf(rows[-1]).all()
     frames = sched.act_rows[sched.tab_i[1]]   # AR: the step row's active index
-    assert len(rows) == len(frames) + 1 and np.isneginf(rows[-1]).all()
     assert 10 in frames
-    for g, frame in zip(sched.tab_i[0] // v.size, frames, strict=True):   # XOFF: g * V
-        floor = min(np.float32(BeamOptions().token_min_logp), x[frame].max())
-        keep = np.ones(v.size, bool) if hard else x[frame] >= floor
+    dropped = 0
+    for offset, floor, frame in zip(sched.tab_i[0], sched.tab_f[FLOOR], frames, strict=True):
+        assert offset == frame * v.size   # XOFF
+        read = rows[frame]
+        read = np.where(read >= floor, read, np.float32(-np.inf))
+        usable = min(np.float32(BeamOptions().token_min_logp), x[frame].max())
+        keep = np.ones(v.size, bool) if hard else x[frame] >= usable
         expected = np.where(keep, x[frame], np.float32(-np.inf))
-        assert rows[g].tobytes() == expected.tobytes()
-    assert hard or np.isneginf(rows).sum() > 1 + v.size   # pruning dropped labels
+        assert read.tobytes() == expected.tobytes()
+        dropped += int((~keep).sum())
+    assert hard or dropped > 0   # pruning dropped labels
+    with pytest.raises(ValueError, match="concat_emissions"):   # no sentinel row
+        make_schedule(x, np.array([59]), v, BeamOptions(), hard=hard)
+
+
+@pytest.mark.parametrize("top_k", [None, 1, 3])
+def test_step_candidates_are_the_usable_labels_of_their_frames(top_k):
+    """Each step's candidates (the sole label of most frames named by the frame statistics,
+    the others read again) are its frame's usable emitting labels in label order, at most
+    top_k of them, with their ln probs: against a brute force over every step row."""
+    v = quartznet_vocab()
+    emissions = [
+        log_softmax(np.random.default_rng(seed).normal(size=(n, v.size)) * scale)
+        for seed, (n, scale) in enumerate([(40, 0.5), (70, 2.0), (25, 6.0), (1, 1.0)])]
+    padded, lengths = concat_emissions(emissions, v.size)
+    x = padded[:-1]
+    options = BeamOptions(token_top_k=top_k)
+    sched = make_schedule(padded, lengths, v, options, hard=False)
+    emit = np.zeros(v.size, bool)
+    emit[v.emitting_ids] = True
+    seen = dict.fromkeys(range(3), 0)
+    for s in range(sched.n_steps):
+        lo, k = sched.cand_off[s], sched.cand_k[s]
+        cols = range(sched.tab_col[s], sched.tab_col[s] + sched.rows[s])
+        for slot, col in enumerate(cols):
+            frame = sched.tab_i[0, col] // v.size
+            if sched.cand_ragged[s]:
+                count, begin = sched.cand_cell[:, col]
+                at = slice(lo + begin, lo + begin + count)
+            else:
+                at = slice(lo + slot * k, lo + (slot + 1) * k)
+            tok, lp = sched.cand_tok[at], sched.cand_lp[at]
+            tok, lp = tok[tok < v.size], lp[tok < v.size]   # (dense padding: V)
+            row = x[frame]
+            floor = min(np.float32(options.token_min_logp), max(row[emit].max(), row[v.blank]))
+            usable = (row >= floor) & emit
+            if top_k is not None:
+                usable &= row >= np.sort(row)[-top_k]
+            expected = np.flatnonzero(usable)
+            assert tok.tolist() == expected.tolist()
+            assert lp.tobytes() == row[expected].tobytes()
+            seen[min(len(expected), 2)] += 1
+    assert seen[1] and (top_k == 1 or seen[2])   # sole and several candidates both met
 
 
 def test_frame_statistics_name_the_sole_usable_label_in_a_large_vocabulary():
