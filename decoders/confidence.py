@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,9 +47,14 @@ def token_peak_probs(log_probs: np.ndarray, tokens: np.ndarray, start_frames: np
     # offsets[i]+lengths[i], frame start[i] + k at offsets[i] + k; as flat indices into
     # log_probs (frame * V + label: one take, cheaper than a 2-d fancy index)
     width = log_probs.shape[1]
-    flat = np.arange(int(lengths.sum()), dtype=np.int64)
+    # 32-bit indices where every one (and every step to it) fits: millions of them per batch,
+    # half the memory traffic (a fifth less time)
+    total = int(lengths.sum())
+    index: type[np.signedinteger[Any]] = \
+        np.int32 if max(log_probs.size, total * width) < 2**31 else np.int64
+    flat = np.arange(total, dtype=index)
     flat *= width
-    flat += np.repeat(tokens - (offsets - start) * width, lengths)
+    flat += np.repeat((tokens - (offsets - start) * width).astype(index), lengths)
     values = np.ravel(log_probs).take(flat)
     return np.exp(np.maximum.reduceat(values, offsets).astype(np.float64))
 

@@ -23,10 +23,8 @@ SRILM pruning leaves) raises ArrayLMUnsupported, which callers answer by using K
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice, repeat
 from operator import itemgetter
@@ -35,6 +33,7 @@ from typing import IO
 
 import numpy as np
 
+from ctclab.core.memory import gc_paused
 from ctclab.core.progress import progress_bar
 from ctclab.lm.arpa import (
     ArpaFormatError,
@@ -103,7 +102,7 @@ def build_tables(path: str | Path, progress: bool = True, shown: str | None = No
         raise ArpaFormatError(path, None, "a 1-gram model: KenLM needs at least a 2-gram")
     vocab: dict[str, int] = {}
     try:
-        with _gc_paused():
+        with gc_paused():
             sections = list(_read_sections(path, header, vocab, progress,
                                            shown or path.name))
     except _Irregular:
@@ -117,20 +116,6 @@ def build_tables(path: str | Path, progress: bool = True, shown: str | None = No
 
 
 # ----------------------------------------------------------------------------- reading
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: splitting millions of lines makes millions of lists,
-    each allocation counting towards a collection that rescans them all (6x slower parsing).
-    The parse creates no reference cycles, so nothing is missed."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 class _Irregular(Exception):
     """The fast reader met something unexpected; validate_arpa then names the problem."""
 
