@@ -86,6 +86,9 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
             beta=opts.beta, lexicon_mode=mode, unknown_prefix_penalty=opts.unknown_prefix_penalty,
             hotwords=opts.hotwords, hotword_weight=opts.hotword_weight, spelling=self.spelling,
             xp=self.xp)
+        # the memory each batch's emissions are concatenated into (decoders.search_schedule):
+        # one allocation for all batches, kept with the decoder (the size of its largest batch)
+        self._buffer = np.empty(0, np.float32)
 
     @property
     def batch_size(self) -> int:
@@ -121,8 +124,13 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
         for stop in range(len(order), 0, -size):
             part = order[max(stop - size, 0):stop]
             self.scorer.trim()
-            search = BatchSearch([checked[i] for i in part], self.vocab, self.options,
-                                 self.scorer, self.frame_shift_s, self.xp)
+            batch = [checked[i] for i in part]
+            size = (sum(len(x) for x in batch) + 1) * labels
+            if self._buffer.size < size:   # grown to the largest batch, then reused
+                self._buffer = np.empty(0, np.float32)   # (the old one freed first)
+                self._buffer = np.empty(size, np.float32)
+            search = BatchSearch(batch, self.vocab, self.options, self.scorer,
+                                 self.frame_shift_s, self.xp, self._buffer)
             if not values_look_valid(search.x):
                 for i in sorted(part):   # the first bad one raises its error
                     validate_log_probs(checked[i], labels, f"emission[{i}]")

@@ -58,10 +58,12 @@ class BatchSearch:
 
     def __init__(self, emissions: Sequence[np.ndarray], vocab: Vocabulary,
                  options: BeamOptions, scorer: WordScorer | None, frame_shift_s: float,
-                 xp: Arrays = NUMPY):
+                 xp: Arrays = NUMPY, buffer: np.ndarray | None = None):
+        """buffer: flat float32 memory the emissions are concatenated into when it is large
+        enough (search_schedule.concat_emissions); it must not change while the search runs."""
         self.vocab, self.options, self.frame_shift_s, self.xp = vocab, options, frame_shift_s, xp
         # the emissions concatenated, then the sentinel row the steps read past a last frame
-        self.padded, self.lengths = concat_emissions(emissions, vocab.size)
+        self.padded, self.lengths = concat_emissions(emissions, vocab.size, buffer)
         self.x = self.padded[:-1]   # (sum T_i, V)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         active = scorer is not None and scorer.active

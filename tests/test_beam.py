@@ -28,10 +28,15 @@ def test_batch_decode_equals_one_at_a_time(vocab):
     xs = _utterances(vocab, seed=1, count=12)
     dec = create_decoder("beam", vocab, beam_width=16, batch_size=5, nbest=3)
     batched = dec.decode_many(xs)
+    # the batches' emissions are concatenated into one buffer, grown to the largest batch;
+    # the single decodes below write over it (what they do not write is stale)
+    buffer = dec._buffer
+    assert buffer.size >= (sum(sorted(map(len, xs))[-5:]) + 1) * vocab.size
     for x, hyp in zip(xs, batched, strict=True):
         single = dec.decode(x)
         # equal to the last bit: each utterance's sums start at its own first frame
         assert hyp == single
+    assert dec._buffer is buffer
 
 
 def test_nbest_is_sorted_distinct_and_starts_with_the_best():
