@@ -13,11 +13,6 @@ import numpy as np
 # value by up to ~1e-3 relative, so accept a small deviation of the row log-sum-exp from 0.
 LOG_SUM_EXP_TOLERANCE = 0.05
 
-# Frames checked together by values_look_valid: ~4 MB of 30-label float32 rows, which stay in
-# cache between the checks; a whole corpus at once would allocate (and page-fault) hundreds of
-# MB for its exponentials.
-VALIDATION_CHUNK_ROWS = 32_768
-
 
 def validate_log_probs(log_probs: Any, vocab_size: int, name: str = "log_probs") -> np.ndarray:
     """Check one utterance's emission and return it as a C-contiguous float32 array.
@@ -64,7 +59,7 @@ def emission_arrays(arrays: Sequence[Any], vocab_size: int, name: str = "emissio
                     ) -> list[np.ndarray]:
     """The arrays as C-contiguous float32, after validate_log_probs' checks that need no values
     (rank, V, dtype): a failing one raises its error, naming ``name``[i]. The values are checked
-    by values_look_valid (with validate_log_probs for the precise error)."""
+    by masses_look_valid (with validate_log_probs for the precise error)."""
     out = []
     for index, raw in enumerate(arrays):
         arr = np.asarray(raw)
@@ -76,30 +71,14 @@ def emission_arrays(arrays: Sequence[Any], vocab_size: int, name: str = "emissio
     return out
 
 
-def values_look_valid(x: np.ndarray) -> bool:
-    """What validate_log_probs checks on the values, for every row of x (T, V) float32 (the
-    utterances of a batch concatenated), VALIDATION_CHUNK_ROWS rows at a time with one buffer
-    for the exponentials. False: some utterance fails; validate_log_probs on each names it."""
-    rows = min(len(x), VALIDATION_CHUNK_ROWS)
-    scratch = np.empty(rows * x.shape[1], np.float32)
-    for start in range(0, len(x), VALIDATION_CHUNK_ROWS):
-        block = x[start:start + VALIDATION_CHUNK_ROWS]
-        if not _rows_look_valid(block, scratch[:block.size].reshape(block.shape)):
-            return False
-    return True
-
-
-def _rows_look_valid(arr: np.ndarray, scratch: np.ndarray) -> bool:
-    """What validate_log_probs checks on the values, for all rows at once: no NaN or +inf (the
-    max is NaN or inf then), no value above 1e-3, every row's probabilities sum to 1 within
-    LOG_SUM_EXP_TOLERANCE. With no value above 1e-3, exp cannot overflow and a row that
-    normalises has a value >= -ln V, so the plain sum of exp needs no max shift.
-    scratch: float32 of arr's shape, overwritten (the exponentials)."""
-    if not len(arr):
-        return True
-    top = arr.max()
+def masses_look_valid(top: float, masses: np.ndarray) -> bool:
+    """What validate_log_probs checks on the values, for many rows at once, from the largest
+    value of them all (``top``) and each row's probability mass (sum of exp over its labels,
+    float32 as the values): no NaN or +inf (top is NaN or inf then), no value above 1e-3,
+    every row's probabilities sum to 1 within LOG_SUM_EXP_TOLERANCE. False: some row fails;
+    validate_log_probs on each utterance names it. (The beam takes both from its frame
+    statistics, decoders/search_schedule.py: one pass over the emissions for both.)"""
     if not top <= 1e-3:  # NaN fails the compare too
         return False
-    sums = np.einsum("ij->i", np.exp(arr, out=scratch))   # row sums (no BLAS threads)
-    return bool(math.exp(-LOG_SUM_EXP_TOLERANCE) <= sums.min()
-                and sums.max() <= math.exp(LOG_SUM_EXP_TOLERANCE))
+    return not len(masses) or bool(math.exp(-LOG_SUM_EXP_TOLERANCE) <= masses.min()
+                                   and masses.max() <= math.exp(LOG_SUM_EXP_TOLERANCE))

@@ -22,7 +22,7 @@ import numpy as np
 from ctclab.core.arrays import arrays_for, on_gpu
 from ctclab.core.hypothesis import Hypothesis
 from ctclab.core.memory import gc_paused
-from ctclab.core.validation import emission_arrays, validate_log_probs, values_look_valid
+from ctclab.core.validation import emission_arrays, validate_log_probs
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders import constants as C
 from ctclab.decoders.base import Decoder, fused_lm, register
@@ -131,7 +131,7 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
                 self._buffer = np.empty(size, np.float32)
             search = BatchSearch(batch, self.vocab, self.options, self.scorer,
                                  self.frame_shift_s, self.xp, self._buffer)
-            if not values_look_valid(search.x):
+            if not search.values_look_valid():
                 for i in sorted(part):   # the first bad one raises its error
                     validate_log_probs(checked[i], labels, f"emission[{i}]")
             # a batch's results are ~20 word objects an utterance, and the search makes no

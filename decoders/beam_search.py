@@ -25,11 +25,17 @@ import numpy as np
 
 from ctclab.core.arrays import NUMPY, Arrays, on_gpu
 from ctclab.core.hypothesis import Hypothesis
+from ctclab.core.validation import masses_look_valid
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.lm_fusion import WordScorer
 from ctclab.decoders.options import BeamOptions
 from ctclab.decoders.search_finish import Finish, concat_beams
-from ctclab.decoders.search_schedule import concat_emissions, make_schedule
+from ctclab.decoders.search_schedule import (
+    FrameStats,
+    batch_frame_stats,
+    concat_emissions,
+    make_schedule,
+)
 from ctclab.decoders.search_state import (
     CTX,
     INT_ROWS,
@@ -73,6 +79,19 @@ class BatchSearch:
         self.words = SearchWords(scorer, vocab, xp, options.beam_prune_logp) \
             if active and scorer is not None else None
         self.words_out = self.words is not None and self.words.words_out
+        self._frames: FrameStats | None = None
+
+    def frames(self) -> FrameStats:
+        """The batch's frame statistics (made once: the schedule and validation read them)."""
+        if self._frames is None:
+            self._frames = batch_frame_stats(self.x, self.vocab, self.options)
+        return self._frames
+
+    def values_look_valid(self) -> bool:
+        """What validate_log_probs checks on the values, for the whole batch at once (False:
+        some utterance fails; validate_log_probs on each names it)."""
+        frames = self.frames()
+        return masses_look_valid(frames.top, frames.mass)
 
     def run(self) -> list[list[Hypothesis]]:
         """Search every utterance; per utterance its hypotheses, best first (>= 1)."""
@@ -81,7 +100,8 @@ class BatchSearch:
         # ragged candidate steps: measured on the CPU; on a GPU the dense blocks' extra cells
         # cost little next to the ragged layout's extra kernel launches and a device sync
         sched = make_schedule(self.padded, self.lengths, vocab, self.options,
-                              words is not None and words.hard, ragged=not on_gpu(xp))
+                              words is not None and words.hard, ragged=not on_gpu(xp),
+                              frames=self.frames())
         n_utt = len(self.lengths)
         tables = {"tab_i": xp.asarray(sched.tab_i), "tab_f": xp.asarray(sched.tab_f),
                   "xf": xp.asarray(sched.xf), "cand_tok": xp.asarray(sched.cand_tok),

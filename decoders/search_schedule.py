@@ -106,10 +106,12 @@ class Schedule:
 
 
 def make_schedule(padded: np.ndarray, lengths: np.ndarray, vocab: Vocabulary,
-                  options: BeamOptions, hard: bool, ragged: bool = True) -> Schedule:
+                  options: BeamOptions, hard: bool, ragged: bool = True,
+                  frames: FrameStats | None = None) -> Schedule:
     """The schedule of a batch. padded: (sum T_i + 1, V) C-contiguous float32, the concatenated
     log-probs and a sentinel row of -inf (concat_emissions); lengths: (U,).
-    ragged: steps may use the ragged candidate layout (else every step is dense)."""
+    ragged: steps may use the ragged candidate layout (else every step is dense).
+    frames: batch_frame_stats of padded[:-1], when the caller has them already."""
     if padded.ndim != 2 or len(padded) < 1 or not padded.flags.c_contiguous \
             or not np.isneginf(padded[-1]).all():
         raise ValueError("make_schedule takes the emissions as concat_emissions gives them: "
@@ -121,10 +123,10 @@ def make_schedule(padded: np.ndarray, lengths: np.ndarray, vocab: Vocabulary,
     # Token pruning: in each frame a label is usable when its ln prob is >= token_min_logp or it
     # is the frame's best label (unused specials never are). A frame is active when an emitting
     # label is usable: its best emitting label reaches token_min_logp or beats blank.
-    emit = np.zeros(vocab.size, bool)
-    emit[vocab.emitting_ids] = True
+    emit = emitting_labels(vocab)
     min_logp = f32_at_least(st.token_min_logp)
-    frames = frame_stats(x, emit, vocab.blank, min_logp)
+    if frames is None:
+        frames = frame_stats(x, emit, vocab.blank, min_logp)
     blank32 = frames.blank
     blank = blank32.astype(np.float64)
     # Blank mass of frame ranges [a, b) from prefix sums; a -inf blank (p = 0, valid input)
@@ -354,6 +356,9 @@ class FrameStats:
                              # at most two labels are usable (the sole one, or blank and one),
                              # so it is exact there whatever the wrap-around elsewhere
     blank_ok: np.ndarray     # (T,) bool blank is usable
+    # What input validation reads (core.validation.masses_look_valid), from the same pass:
+    mass: np.ndarray         # (T,) float32 sum of the frame's probabilities (exp of its row)
+    top: float               # the largest ln prob of all frames (NaN if any is NaN; -inf: T = 0)
 
 
 def frame_stats(x: np.ndarray, emit: np.ndarray, blank: int, min_logp: np.float32
@@ -367,11 +372,15 @@ def frame_stats(x: np.ndarray, emit: np.ndarray, blank: int, min_logp: np.float3
     (4x slower). The counts and label sums are one small product of the usable mask, by einsum
     in 16-bit integers (2-2.7x faster than in float32 at V = 29 and 191), not a matrix product:
     that calls BLAS, whose threads took both cores and cost more than they saved on the hama
-    phonemes (V = 191)."""
+    phonemes (V = 191). The validation's row masses and maximum come from the same transposed
+    blocks (a pass of their own over the emissions cost twice as much)."""
     n, size = x.shape
     dtype = count_dtype(size)
     out = FrameStats(np.full(n, NEG_INF, np.float32), np.empty(n, np.float32),
-                     np.empty(n, dtype), np.empty(n, dtype), np.empty(n, bool))
+                     np.empty(n, dtype), np.empty(n, dtype), np.empty(n, bool),
+                     np.empty(n, np.float32), NEG_INF)
+    tops = np.full(-(-n // _BLOCK_FRAMES), NEG_INF, np.float32)   # each block's largest value
+    scratch = np.empty(min(n, _BLOCK_FRAMES) * size, np.float32)  # its exponentials
     usable_cols = emit.copy()
     usable_cols[blank] = True
     ids = np.flatnonzero(emit)
@@ -391,7 +400,28 @@ def frame_stats(x: np.ndarray, emit: np.ndarray, blank: int, min_logp: np.float3
         out.blank_ok[a:z] = usable[blank]
         counts = np.einsum("kv,vb->kb", weights, usable.astype(dtype))   # (2, B)
         out.n_usable[a:z], out.label_sum[a:z] = counts
+        tops[a // _BLOCK_FRAMES] = xt.max()
+        with np.errstate(over="ignore"):   # logits: inf, which the validation rejects
+            probs = np.exp(xt, out=scratch[:xt.size].reshape(xt.shape))
+        np.sum(probs, axis=0, out=out.mass[a:z])
+    if n:
+        out.top = float(tops.max())   # (NaN when a block's is)
     return out
+
+
+def emitting_labels(vocab: Vocabulary) -> np.ndarray:
+    """(V,) bool: the labels a frame's pruning considers besides blank (unused specials never
+    are usable)."""
+    emit = np.zeros(vocab.size, bool)
+    emit[vocab.emitting_ids] = True
+    return emit
+
+
+def batch_frame_stats(x: np.ndarray, vocab: Vocabulary, options: BeamOptions) -> FrameStats:
+    """frame_stats of a batch's concatenated emissions x (T, V) under the options' token
+    pruning: what make_schedule reads (and input validation, core.validation)."""
+    return frame_stats(x, emitting_labels(vocab), vocab.blank,
+                       f32_at_least(options.token_min_logp))
 
 
 def count_dtype(size: int) -> type[np.generic]:

@@ -1,14 +1,16 @@
 """Many utterances validated at once: the shapes up front (emission_arrays), the values over a
-concatenation a chunk at a time (values_look_valid), and the beam naming a bad utterance
-whichever of its batches holds it."""
+batch's concatenation from the beam's frame statistics a block at a time (masses_look_valid),
+and the beam naming a bad utterance whichever of its batches holds it."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from decoding_fixtures import log_softmax, quartznet_vocab
 
-from ctclab.core.validation import VALIDATION_CHUNK_ROWS, emission_arrays, values_look_valid
+from ctclab.core.validation import emission_arrays, masses_look_valid
 from ctclab.decoders import create_decoder
+from ctclab.decoders.options import BeamOptions
+from ctclab.decoders.search_schedule import _BLOCK_FRAMES, batch_frame_stats
 
 
 def _emissions(rng: np.random.Generator, sizes: list[int], v: int = 5) -> list[np.ndarray]:
@@ -31,16 +33,31 @@ def test_emission_arrays_come_back_float32_contiguous_and_unchanged() -> None:
         emission_arrays([emissions[0], np.zeros((3, 5), np.int64)], 5)
 
 
-@pytest.mark.parametrize("bad_row", [0, VALIDATION_CHUNK_ROWS - 1, VALIDATION_CHUNK_ROWS,
-                                     2 * VALIDATION_CHUNK_ROWS + 17])
-def test_values_are_checked_in_every_chunk(bad_row: int) -> None:
+def values_look_valid(x: np.ndarray) -> bool:
+    """The beam's check of a batch: its frame statistics' masses and maximum."""
+    frames = batch_frame_stats(x, quartznet_vocab(), BeamOptions())
+    return masses_look_valid(frames.top, frames.mass)
+
+
+@pytest.mark.parametrize("bad_row", [0, _BLOCK_FRAMES - 1, _BLOCK_FRAMES,
+                                     2 * _BLOCK_FRAMES + 17])
+def test_values_are_checked_in_every_block(bad_row: int) -> None:
+    """A row that does not normalise, probabilities, a logit (above 1e-3 but within the mass
+    tolerance), a huge logit (its exponential overflows), NaN, +inf: each fails wherever it
+    sits among the blocks; -inf values (p = 0) and no rows at all pass."""
     rng = np.random.default_rng(1)
-    x = log_softmax(rng.normal(size=(2 * VALIDATION_CHUNK_ROWS + 100, 5)))
+    v = quartznet_vocab().size
+    x = log_softmax(rng.normal(size=(2 * _BLOCK_FRAMES + 100, v)))
+    x[5] = log_softmax(np.r_[-np.inf, x[5, 1:]][None])[0]   # p = 0: valid
     assert values_look_valid(x)
-    for breaks in (lambda r: r - 1.0, lambda r: np.exp(r), lambda r: np.r_[np.nan, r[1:]]):
+    breaks = [lambda r: r - 1.0, np.exp, lambda r: np.r_[0.01, np.full(v - 1, -np.inf)],
+              lambda r: np.r_[100.0, r[1:]], lambda r: np.r_[np.nan, r[1:]],
+              lambda r: np.r_[np.inf, r[1:]]]
+    for brk in breaks:
         y = x.copy()
-        y[bad_row] = breaks(y[bad_row])   # a row that does not normalise, probabilities, NaN
-        assert not values_look_valid(y)
+        y[bad_row] = brk(y[bad_row])
+        with np.errstate(all="raise"):   # (no warning escapes either)
+            assert not values_look_valid(y)
     assert values_look_valid(x[:0])
 
 
