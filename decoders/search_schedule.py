@@ -265,8 +265,7 @@ def make_schedule(padded: np.ndarray, lengths: np.ndarray, vocab: Vocabulary,
 
     # Extension candidates of the steps: usable labels, at most token_top_k of them per frame,
     # stored by step, then utterance (a step reads one stretch).
-    r, tok, lp, rank, counts = _candidates(x, s_frames, floor, frames, emit, vocab.blank,
-                                           st.token_top_k)
+    groups, counts = _candidates(x, s_frames, floor, frames, emit, vocab.blank, st.token_top_k)
     cand_k = np.zeros(n_steps, np.int64)
     np.maximum.at(cand_k, step, counts)
     live = np.bincount(step, counts, minlength=n_steps).astype(np.int64)
@@ -283,13 +282,16 @@ def make_schedule(padded: np.ndarray, lengths: np.ndarray, vocab: Vocabulary,
     before = np.cumsum(cell_count) - cell_count
     cell_begin = before - before[tab_col][np.repeat(np.arange(n_steps), step_cols)]
     cand_cell = np.stack([cell_count, cell_begin])
-    r_step = step[r]
-    pos = cand_off[r_step] + rank + np.where(cand_ragged[r_step], cell_begin[cell[r]],
-                                             s_slot[r] * cand_k[r_step])
     cand_tok = np.full(int(cand_off[-1]), vocab.size, np.int64)
     cand_lp = np.full(int(cand_off[-1]), NEG_INF, np.float32)
-    cand_tok[pos] = tok
-    cand_lp[pos] = lp
+    for r, tok, lp, rank in groups:
+        r_step = step[r]
+        pos = cand_off[r_step] + np.where(cand_ragged[r_step], cell_begin[cell[r]],
+                                          s_slot[r] * cand_k[r_step])
+        if rank is not None:
+            pos += rank
+        cand_tok[pos] = tok
+        cand_lp[pos] = lp
     return Schedule(
         act_rows=rows, steps=steps, n_steps=n_steps, slot=slot,
         slot_utt=slot_utt, rows=step_cols,
@@ -300,12 +302,14 @@ def make_schedule(padded: np.ndarray, lengths: np.ndarray, vocab: Vocabulary,
 
 
 def _candidates(x: np.ndarray, s_frames: np.ndarray, floor: np.ndarray, frames: FrameStats,
-                emit: np.ndarray, blank: int, top_k: int | None) -> tuple[np.ndarray, ...]:
+                emit: np.ndarray, blank: int, top_k: int | None
+                ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
+                           np.ndarray]:
     """The extension candidates of the step rows (their frames s_frames (G,) in x, floors (G,)
-    float32; frames: x's frame statistics): usable emitting labels,
-    at most top_k of them per frame. (r, tok, lp, rank) (C,) each candidate's step row, label,
-    ln prob (float32) and rank among its row's candidates (in label order), and (G,) the
-    candidate count of each step row.
+    float32; frames: x's frame statistics): usable emitting labels, at most top_k of them per
+    frame. Returns groups of candidates, each (r, tok, lp, rank): (C,) their step rows, labels,
+    ln probs (float32) and ranks among their rows' candidates in label order (None: all 0),
+    and (G,) the candidate count of each step row.
 
     Most step rows hold one candidate (71% on a LibriSpeech-sized synthetic corpus): it is
     the frame's best emitting label (an active frame's best emitting label is usable), named
@@ -319,7 +323,14 @@ def _candidates(x: np.ndarray, s_frames: np.ndarray, floor: np.ndarray, frames: 
         several = np.arange(len(s_frames))
     else:
         several = np.flatnonzero(counts > 1)
-    sole = np.flatnonzero(counts == 1) if len(several) < len(s_frames) else several[:0]
+    groups: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
+    if len(several) < len(s_frames):
+        sole = np.flatnonzero(counts == 1)
+        sole_frames = s_frames.take(sole)
+        # the usable labels' id sum less blank's (exact: at most two summed)
+        tok_sole = frames.label_sum.take(sole_frames).astype(np.int64)
+        tok_sole -= blank * blank_ok.take(sole)
+        groups.append((sole, tok_sole, frames.emit_max.take(sole_frames), None))
     sub = x.take(s_frames.take(several), axis=0)
     mask = sub >= floor.take(several)[:, None]
     mask &= emit
@@ -327,18 +338,12 @@ def _candidates(x: np.ndarray, s_frames: np.ndarray, floor: np.ndarray, frames: 
         kth = -np.partition(-sub, top_k - 1, axis=1)[:, top_k - 1]
         mask &= sub >= kth[:, None]
         counts = np.count_nonzero(mask, axis=1)
-    r_sev, tok_sev = np.divmod(np.flatnonzero(mask), size)   # by row, then label
+    flat = np.flatnonzero(mask)
+    r_sev, tok_sev = np.divmod(flat, size)   # by row, then label
     sev_counts = counts.take(several)
     rank_sev = np.arange(len(r_sev)) - (np.cumsum(sev_counts) - sev_counts)[r_sev]
-    sole_frames = s_frames.take(sole)
-    # the sole candidate: the usable labels' id sum less blank's (exact: at most two summed)
-    tok_sole = frames.label_sum.take(sole_frames).astype(np.int64)
-    tok_sole -= blank * blank_ok.take(sole)
-    lp_sole = frames.emit_max.take(sole_frames)
-    r = np.concatenate([sole, several.take(r_sev)])
-    return (r, np.concatenate([tok_sole, tok_sev]),
-            np.concatenate([lp_sole, sub[r_sev, tok_sev]]),
-            np.concatenate([np.zeros(len(sole), np.int64), rank_sev]), counts)
+    groups.append((several.take(r_sev), tok_sev, sub.reshape(-1).take(flat), rank_sev))
+    return groups, counts
 
 
 # Frames transposed at a time for column reductions: 4096 x ~30 float32 stay in the L2 cache.
