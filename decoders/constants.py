@@ -69,16 +69,22 @@ DEFAULT_NBEST = 1
 # array calls plus work linear in the live beams, so larger batches of utterances of similar
 # length (the decoder sorts them) spread the fixed cost thinner.
 # CPU: numpy calls cost ~1 us each. Measured on a test-clean-sized synthetic set (2,620
-# utterances, 5.4 h) with the shared 3-gram, one process, best of 3 passes: 1.24 / 1.13 / 1.05 /
-# 1.02 / 1.005 / 0.99 / 0.99 / 0.98 s at batches of 256 / 384 / 512 / 768 / 1024 / 1536 / 2048
-# / all 2620, and peak memory +208 / +296 / +438 / +477 MB over the loaded LM at 512 / 1024 /
-# 2048 / all. Past ~1000 utterances the per-beam work dominates and larger arrays leave the
-# caches; memory grows with the batch (x V: the hama phonemes' 191 labels take 6.6x the
-# letters'). (Before freed memory was kept between batches, core.memory, 512 was fastest.)
+# utterances, 5.4 h) with the shared 3-gram, one process, the decoders' passes interleaved (12
+# each; min / median relative to 1,024): 0.970 / 0.976 at 1,536, 0.949 / 0.970 at 2,048, 1.035 /
+# 1.040 at all 2,620 in one batch (2,048 cuts the set into two batches, 1,024 into three: 1,035
+# steps instead of 1,238, while one batch of all makes every step's arrays larger than the
+# caches). Peak memory of the benchmark's beam process: 492 MiB at 1,024, 605 MiB at 2,048.
+# (Two rounds before, with a costlier schedule: 0.99 s at 2,048 against 1.005 at 1,024.)
 # GPU: a kernel launch costs ~5-10 us whatever its size, so thousands of utterances share each
 # step: a test-other-sized set (2,939 utterances) is one batch. Memory stays small: ~0.3 GB of
 # step tables and candidates for 5 h of audio, and the live beams (~100 bytes each).
-DEFAULT_BATCH_SIZE_CPU = 1024
+DEFAULT_BATCH_SIZE_CPU = 2048
+# A default CPU batch also ends before its emissions pass this many frame-label cells (float32:
+# 2 GiB): a batch's memory grows with frames x labels, and a large word-piece vocabulary (5,000
+# labels: 2,048 LibriSpeech utterances would take 16 GB) would otherwise set it. Vocabularies of
+# up to ~1,300 labels never meet it at 1,024 LibriSpeech utterances; an explicit batch_size is
+# taken as it is.
+DEFAULT_BATCH_CELLS_CPU = 2**29
 DEFAULT_BATCH_SIZE_GPU = 4096
 
 # From this many (beam, label) candidates in a search step on, extensions that cannot come within

@@ -152,7 +152,8 @@ class BeamOptions(PrefixSearchOptions):
         "with, and of an unknown finished word (soft lexicon)")
     batch_size: int | None = option(
         None, "utterances searched together (none: the device's default, "
-        f"{C.DEFAULT_BATCH_SIZE_CPU} on the CPU, {C.DEFAULT_BATCH_SIZE_GPU} on a GPU)",
+        f"{C.DEFAULT_BATCH_SIZE_CPU} on the CPU, fewer where their emissions would pass "
+        f"{C.DEFAULT_BATCH_CELLS_CPU * 4 // 2**30} GiB, {C.DEFAULT_BATCH_SIZE_GPU} on a GPU)",
         neutral=True)
     device: str = option(
         C.DEFAULT_DEVICE, "where the search runs: auto (CUDA when a GPU is present, else the "

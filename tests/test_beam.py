@@ -215,3 +215,48 @@ def test_word_times_are_pythons_rounding_of_every_frame(shift):
     odd = np.array([-1, 3, 0, 7])
     assert frame_seconds(odd, shift, 2)[:2] == ([round(-shift, 4), round(3 * shift, 4)],
                                            [0.0, round(7 * shift, 4)])
+
+
+def test_batch_cuts_bound_utterances_and_frames_from_the_longest_down():
+    from ctclab.decoders.beam import batch_cuts
+
+    lengths = [1, 2, 3, 5, 8, 13, 21]   # ascending, as the decoder sorts them
+    assert batch_cuts(lengths, 3, None) == [(4, 7), (1, 4), (0, 1)]
+    assert batch_cuts(lengths, 10, 30) == [(6, 7), (2, 6), (0, 2)]   # 21 + 13 > 30
+    assert batch_cuts(lengths, 10, 15) == [(6, 7), (5, 6), (3, 5), (0, 3)]   # 21 alone
+    assert batch_cuts([], 4, None) == []
+    for size, most in [(1, None), (2, 9), (7, 100), (4, 3)]:
+        cuts = batch_cuts(lengths, size, most)
+        assert [i for a, b in reversed(cuts) for i in range(a, b)] == list(range(7))
+
+
+def test_every_utterance_is_searched_once_in_batches_cut_by_frames(monkeypatch):
+    """The default CPU batch ends where its emissions would pass DEFAULT_BATCH_CELLS_CPU (an
+    explicit batch_size is taken as it is); each utterance is searched in exactly one batch
+    and counted once by the progress callback; the results are the same as in one batch."""
+    from ctclab.decoders import beam, constants
+
+    vocab = quartznet_vocab()
+    xs = _utterances(vocab, seed=4, count=23)
+    searched: list[int] = []
+    original = beam.BatchSearch.__init__
+
+    def spy(self, emissions, *args, **kwargs):
+        searched.append(len(emissions))
+        original(self, emissions, *args, **kwargs)
+
+    monkeypatch.setattr(beam.BatchSearch, "__init__", spy)
+    monkeypatch.setattr(constants, "DEFAULT_BATCH_CELLS_CPU", 100 * vocab.size)   # 100 frames
+    dec = create_decoder("beam", vocab, beam_width=8)
+    done: list[int] = []
+    hyps = dec._decode_chunk(xs, done.append)
+    nonempty = sum(1 for x in xs if len(x))
+    assert sum(searched) == nonempty and sum(done) == len(xs) and len(searched) > 3
+    searched.clear()
+    whole = create_decoder("beam", vocab, beam_width=8, batch_size=64).decode_many(xs)
+    assert searched == [nonempty] and whole == hyps
+    searched.clear()
+    done.clear()
+    by_five = create_decoder("beam", vocab, beam_width=8, batch_size=5)._decode_chunk(
+        xs, done.append)
+    assert searched == [5, 5, 5, 5, nonempty - 20] and sum(done) == len(xs) and by_five == hyps
