@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 
 MODULE_PARSERS = ["ctclab.eval.run", "ctclab.eval.emit", "ctclab.eval.oov", "ctclab.lm.build",
                   "ctclab.lm.fetch", "ctclab.lm.tools"]
-BENCH_PARSERS = ["audio_decode", "decode_speed", "emit_throughput", "lm_formats"]
+BENCH_PARSERS = ["ab_trees", "audio_decode", "decode_speed", "emit_throughput", "lm_formats"]
 
 
 def _bench_parser(name: str, monkeypatch) -> argparse.ArgumentParser:
