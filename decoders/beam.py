@@ -139,7 +139,7 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
                 for i in sorted(part):   # the first bad one raises its error
                     validate_log_probs(checked[i], labels, f"emission[{i}]")
             # a batch's results are ~20 word objects an utterance, and the search makes no
-            # reference cycles: the cyclic collector's passes over them cost ~5% of a
+            # reference cycles: the cyclic collector's passes over them cost ~3% of a
             # test-clean-sized decode (core/memory.py)
             with gc_paused():
                 results = _with_nbest(search.run(), self.options.nbest)

@@ -126,7 +126,7 @@ def make_schedule(padded: np.ndarray, lengths: np.ndarray, vocab: Vocabulary,
     emit = emitting_labels(vocab)
     min_logp = f32_at_least(st.token_min_logp)
     if frames is None:
-        frames = frame_stats(x, emit, vocab.blank, min_logp)
+        frames = batch_frame_stats(x, vocab, st)
     blank32 = frames.blank
     blank = blank32.astype(np.float64)
     # Blank mass of frame ranges [a, b) from prefix sums; a -inf blank (p = 0, valid input)

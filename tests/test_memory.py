@@ -101,7 +101,7 @@ def test_gc_paused_pauses_the_collector_and_restores_it():
 
 def test_a_beam_batch_runs_without_cyclic_collections(monkeypatch):
     """The beam decoder builds a batch's results with the collector paused (its word objects
-    were ~5% of a test-clean-sized decode in collections), and leaves it enabled."""
+    cost ~3% of a test-clean-sized decode in collections), and leaves it enabled."""
     from decoding_fixtures import quartznet_vocab, random_peaky
 
     from ctclab.decoders import beam, create_decoder
