@@ -49,6 +49,9 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
     ``decode_many(jobs=N)`` inherit it. Options: decoders/options.py (BeamOptions); the search
     engine reads the same object. ``options.device`` / ``array_backend`` choose the array
     namespace the search and its word tables run in (ctclab.core.arrays), once, here.
+    One decoder serves one thread at a time: its word and LM memos and the buffer its batches
+    are concatenated into are reused from call to call (decode_many(jobs=N) forks processes,
+    each with its own copy).
     """
 
     Options = BeamOptions
