@@ -6,12 +6,12 @@ host's drift does not decide.
 REV_A and REV_B are git revisions of this repository (a commit, branch or tag), or "." for the
 working tree (REV_B's default). Each is exported into a temporary folder with its packages
 renamed (ctclab_a, ctclab_b: every ``ctclab.`` import rewritten), so both import side by side in
-one interpreter. Their beam decoders, at the matched settings of bench/decode_speed.py
-(pyctcdecode's defaults), decode the same emissions once and must give the same texts; then
-they take turns, one pass each, the
-order flipped every round. Printed: each one's best and median pass, and B's as a fraction of
-A's. On this shared host the speed drifts by ~5% within a minute: two processes timed one after
-the other measure the drift, two decoders alternating in one process measure the code.
+one interpreter. Their beam decoders, at bench/peers.py's matched settings (pyctcdecode's
+defaults, as bench/decode_speed.py runs them), decode the same emissions once and must give the
+same texts; then they take turns, one pass each, the order flipped every round. Printed: each
+one's best and median pass, and B's as a fraction of A's. On this shared host the speed drifts
+by ~5% within a minute: two processes timed one after the other measure the drift, two decoders
+alternating in one process measure the code.
 
 The inputs are bench/decode_speed.py's: ``corpus`` (synthetic peaky utterances with
 LibriSpeech's lengths and the LM's words, test-clean-sized by default) or ``real`` (the shared
@@ -34,6 +34,7 @@ from typing import Any
 
 import decode_speed as ds  # bench/decode_speed.py, beside this script
 import numpy as np
+import peers
 from durations import TEST_CLEAN
 
 from ctclab.core.memory import keep_freed_memory
@@ -89,12 +90,9 @@ def decoder(name: str, vocab: Vocabulary, lm_file: Path | None) -> Any:
     labels = list(vocab.labels)
     theirs = vocabulary.from_labels(labels, blank=labels[vocab.blank],
                                     delimiter=labels[vocab.delimiter])
-    options = PyctcdecodeOptions()
-    return importlib.import_module(f"{name}.decoders").create_decoder(
-        "beam", theirs, beam_width=options.beam_width, token_min_logp=options.token_min_logp,
-        beam_prune_logp=options.beam_prune_logp, alpha=options.alpha, beta=options.beta,
-        unknown_prefix_penalty=options.unk_score_offset,
-        lm_path=None if lm_file is None else str(lm_file))
+    beam = importlib.import_module(f"{name}.decoders").decoder_class("beam")
+    matched = PyctcdecodeOptions(lm_path=None if lm_file is None else str(lm_file))
+    return beam(theirs, peers.matched_options(beam.Options, matched))
 
 
 def build_parser() -> argparse.ArgumentParser:
