@@ -30,6 +30,7 @@ from ctclab.decoders.beam_search import BatchSearch
 from ctclab.decoders.confidence import with_confidence_many
 from ctclab.decoders.lm_fusion import WordScorer
 from ctclab.decoders.options import BeamOptions
+from ctclab.decoders.search_state import SearchMemory
 from ctclab.lm.casing import WordMapper, make_word_mapper
 from ctclab.lm.lexicon import read_lexicon
 from ctclab.lm.loaded import LoadedLM, load_word_list
@@ -89,9 +90,9 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
             beta=opts.beta, lexicon_mode=mode, unknown_prefix_penalty=opts.unknown_prefix_penalty,
             hotwords=opts.hotwords, hotword_weight=opts.hotword_weight, spelling=self.spelling,
             xp=self.xp)
-        # the memory each batch's emissions are concatenated into (decoders.search_schedule):
-        # one allocation for all batches, kept with the decoder (the size of its largest batch)
-        self._buffer = np.empty(0, np.float32)
+        # the host memory of its batches' searches (their emissions' concatenation, the node
+        # table): allocated for the largest batch, kept with the decoder (search_state)
+        self._memory = SearchMemory()
 
     @property
     def batch_size(self) -> int:
@@ -132,12 +133,8 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
             part = order[start:stop]
             self.scorer.trim()
             batch = [checked[i] for i in part]
-            cells = (sum(lengths[start:stop]) + 1) * labels
-            if self._buffer.size < cells:   # grown to the largest batch, then reused
-                self._buffer = np.empty(0, np.float32)   # (the old one freed first)
-                self._buffer = np.empty(cells, np.float32)
             search = BatchSearch(batch, self.vocab, self.options, self.scorer,
-                                 self.frame_shift_s, self.xp, self._buffer)
+                                 self.frame_shift_s, self.xp, self._memory)
             if not search.values_look_valid():
                 for i in sorted(part):   # the first bad one raises its error
                     validate_log_probs(checked[i], labels, f"emission[{i}]")

@@ -49,6 +49,7 @@ from ctclab.decoders.search_state import (
     WORD_INT_ROWS,
     Beams,
     Nodes,
+    SearchMemory,
 )
 from ctclab.decoders.search_step import Stepper
 from ctclab.decoders.search_words import SearchWords
@@ -64,11 +65,15 @@ class BatchSearch:
 
     def __init__(self, emissions: Sequence[np.ndarray], vocab: Vocabulary,
                  options: BeamOptions, scorer: WordScorer | None, frame_shift_s: float,
-                 xp: Arrays = NUMPY, buffer: np.ndarray | None = None):
-        """buffer: flat float32 memory the emissions are concatenated into when it is large
-        enough (search_schedule.concat_emissions); it must not change while the search runs."""
+                 xp: Arrays = NUMPY, memory: SearchMemory | None = None):
+        """memory: the host buffers this search may use (the emissions' concatenation, the
+        numpy node table), not taken by another search until this one's run() returns; None:
+        fresh allocations."""
         self.vocab, self.options, self.frame_shift_s, self.xp = vocab, options, frame_shift_s, xp
+        self.memory = memory
         # the emissions concatenated, then the sentinel row the steps read past a last frame
+        buffer = None if memory is None else memory.take(
+            "emissions", (sum(len(e) for e in emissions) + 1) * vocab.size, np.float32)
         self.padded, self.lengths = concat_emissions(emissions, vocab.size, buffer)
         self.x = self.padded[:-1]   # (sum T_i, V)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -109,7 +114,7 @@ class BatchSearch:
         delim = vocab.delimiter
         # room for a few dozen prefix nodes per step frame (grown when more)
         nodes = Nodes(xp, self.words_out, -1 if delim is None else delim,
-                      capacity=32 * int(sched.steps.sum()) + 4096)
+                      capacity=32 * int(sched.steps.sum()) + 4096, memory=self.memory)
         n_int = WORD_INT_ROWS if self.words_out else SCORED_INT_ROWS if words is not None \
             else INT_ROWS
         stepper = Stepper(xp, tables, sched, self.options, n_int, delim, vocab.size, words,

@@ -13,7 +13,7 @@ from ctclab.core.arrays import NUMPY
 from ctclab.decoders import Vocabulary, create_decoder
 from ctclab.decoders.beam import BeamOptions
 from ctclab.decoders.search_finish import frame_seconds
-from ctclab.decoders.search_state import Nodes
+from ctclab.decoders.search_state import Nodes, SearchMemory
 
 
 def _utterances(vocab: Vocabulary, seed: int, count: int) -> list[np.ndarray]:
@@ -28,15 +28,18 @@ def test_batch_decode_equals_one_at_a_time(vocab):
     xs = _utterances(vocab, seed=1, count=12)
     dec = create_decoder("beam", vocab, beam_width=16, batch_size=5, nbest=3)
     batched = dec.decode_many(xs)
-    # the batches' emissions are concatenated into one buffer, grown to the largest batch;
-    # the single decodes below write over it (what they do not write is stale)
-    buffer = dec._buffer
-    assert buffer.size >= (sum(sorted(map(len, xs))[-5:]) + 1) * vocab.size
+    # the batches' emissions are concatenated into one buffer and their node tables kept in
+    # another, each grown to the largest batch; the single decodes below write over them
+    # (what they do not write is stale)
+    held = dict(dec._memory._buffers)
+    assert held["emissions"].size >= (sum(sorted(map(len, xs))[-5:]) + 1) * vocab.size
+    assert held["nodes"].dtype == np.int64
     for x, hyp in zip(xs, batched, strict=True):
         single = dec.decode(x)
         # equal to the last bit: each utterance's sums start at its own first frame
         assert hyp == single
-    assert dec._buffer is buffer
+    now = dec._memory._buffers
+    assert now.keys() == held.keys() and all(now[k] is held[k] for k in held)   # none made again
 
 
 def test_nbest_is_sorted_distinct_and_starts_with_the_best():
@@ -200,6 +203,28 @@ def test_the_node_table_grows_by_the_search_rate_and_keeps_its_nodes():
     assert table.shape == (5, 48)
     assert table[:, 0].tolist() == [-1, 0, 0, 0, 0]   # the root
     assert np.array_equal(table[:, 1:], np.concatenate(blocks, axis=1))
+
+
+def test_node_tables_reuse_their_memory_and_grow_out_of_it():
+    """A node table takes its capacity from the decoder's memory: the next table with the same
+    memory writes over the same buffer (a larger one replaces it); a table that outgrows it moves
+    to an allocation of its own with every node, leaving the buffer to the next table."""
+    memory = SearchMemory()
+    first = Nodes(NUMPY, capacity=10, memory=memory)
+    first.add(np.ones((5, 4), np.int64))
+    buffer = memory._buffers["nodes"]
+    second = Nodes(NUMPY, capacity=8, memory=memory)
+    assert np.shares_memory(second.data, buffer) and second.data.shape == (5, 8)
+    assert second.host()[:, 0].tolist() == [-1, 0, 0, 0, 0]   # the root written again
+    blocks = [np.full((5, 6), 7, np.int64), np.full((5, 9), 9, np.int64)]
+    second.add(blocks[0])
+    second.add(blocks[1], progress=0.5)   # 16 > 8: grown out of the buffer
+    assert not np.shares_memory(second.data, buffer)
+    assert np.array_equal(second.host()[:, 1:], np.concatenate(blocks, axis=1))
+    third = Nodes(NUMPY, capacity=20, memory=memory)   # more than the buffer holds
+    assert memory._buffers["nodes"].size == 100 and np.shares_memory(third.data,
+                                                                     memory._buffers["nodes"])
+    assert np.array_equal(second.host()[:, 1:], np.concatenate(blocks, axis=1))   # untouched
 
 
 @pytest.mark.parametrize("shift", [0.02, 0.04, 1 / 30])
