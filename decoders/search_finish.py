@@ -307,28 +307,34 @@ class Finish:
         where each last label ended.
         """
         parent = data[N.PARENT]
-        ids = []
-        cur = nodes
-        while len(cur):   # up to the root (its own parent), 8 levels between checks
+        # Only the paths still below the root go on up (checked every 8 levels): a batch's
+        # paths differ in length by 10x, and a (paths, longest) grid of them was mostly padding
+        at, owners = [], []   # per level: the nodes reached, and whose path each is on
+        cur, owner = nodes, np.arange(len(nodes))
+        while len(cur):   # up to the root (node 0, the only one without a label)
             for _ in range(8):
-                ids.append(cur)
+                at.append(cur)
+                owners.append(owner)
                 cur = parent.take(cur)
-            if cur.max() <= 0:
-                break
-        if not ids:
-            ids.append(nodes)
-        path = np.stack(ids[::-1], axis=1)   # (n, depth) node ids, first label first
-        # the root (node 0, the only one without a label) pads the shorter paths in front
-        live = path > 0
-        sizes = live.sum(axis=1)
-        path = path[live]   # the labelled nodes, path after path: only these rows are read
+            going = np.flatnonzero(cur > 0)
+            cur, owner = cur.take(going), owner.take(going)
+        level = np.arange(len(at)).repeat([len(a) for a in at])   # 0: the node itself
+        reached = np.concatenate(at) if at else nodes
+        whose = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+        labelled = np.flatnonzero(reached > 0)
+        reached, whose, level = reached.take(labelled), whose.take(labelled), level.take(labelled)
+        sizes = np.bincount(whose, minlength=len(nodes))
+        # path after path, first label first: the node at level k of a path of n labels is its
+        # label n - 1 - k
+        last = np.cumsum(sizes) - 1
+        path = np.empty(len(reached), np.int64)
+        path[last.take(whose) - level] = reached
         tokens = data[N.LABEL].take(path)
         start = data[N.START].take(path)
         # a label ends where the next one starts; the last one where its beam says
         end = np.empty_like(start)
         end[:-1] = data[N.PREV_END].take(path[1:])
-        tails = np.cumsum(sizes)[sizes > 0] - 1
-        end[tails] = last_end[sizes > 0]
+        end[last[sizes > 0]] = last_end[sizes > 0]
         rows = self.schedule.act_rows
         words = data[N.WORD_ID].take(path) if self.words_out else None
         return Walk(tokens, rows[start], rows[end] + 1, words, sizes)
