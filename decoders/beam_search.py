@@ -72,9 +72,7 @@ class BatchSearch:
         self.vocab, self.options, self.frame_shift_s, self.xp = vocab, options, frame_shift_s, xp
         self.memory = memory
         # the emissions concatenated, then the sentinel row the steps read past a last frame
-        buffer = None if memory is None else memory.take(
-            "emissions", (sum(len(e) for e in emissions) + 1) * vocab.size, np.float32)
-        self.padded, self.lengths = concat_emissions(emissions, vocab.size, buffer)
+        self.padded, self.lengths = concat_emissions(emissions, vocab.size, memory)
         self.x = self.padded[:-1]   # (sum T_i, V)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         active = scorer is not None and scorer.active
