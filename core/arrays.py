@@ -47,6 +47,16 @@ def _undispatched(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _copyto = _undispatched(np.copyto)
+_logaddexp, _maximum, _minimum = np.logaddexp, np.maximum, np.minimum
+_count_nonzero = _undispatched(np.count_nonzero)
+
+# From this many pairs on, NumpyArrays.logaddexp computes only the pairs where both terms are
+# finite, when they are at most a third of them. In a search step most beams hold no blank-ending
+# or no non-blank-ending mass (-inf): on a test-clean-sized peaky corpus 99% of the pairs, where
+# logaddexp spends an exp and a log1p (~12 ns) to return the finite term. Measured at 3,000 pairs:
+# 29 -> 7 us with 1% finite pairs, 32 -> 14 us with 10%; the extra calls (~3 us) lose below
+# ~500 pairs, and above a third of the pairs finite the masked loop costs more than the plain one.
+LOGADDEXP_SPARSE_MIN_PAIRS = 1024
 
 
 class NumpyArrays:
@@ -56,7 +66,23 @@ class NumpyArrays:
     device = "cpu"
     int64, float64, float32, bool_ = np.int64, np.float64, np.float32, np.bool_
     # numpy's own callables (staticmethod: stored, never bound to the namespace object)
-    logaddexp = staticmethod(np.logaddexp)
+
+    @staticmethod
+    def logaddexp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """np.logaddexp(a, b), to the bit; cheaper where most pairs hold a -inf. numpy's
+        logaddexp(x, -inf) is x + log1p(exp(-inf)) = x + 0.0 (and -inf for two -inf), so
+        maximum(a, b) + 0.0 is that pair's result bit for bit (+ 0.0: -0.0 becomes +0.0 as there);
+        only the pairs of two finite terms go through logaddexp itself
+        (LOGADDEXP_SPARSE_MIN_PAIRS)."""
+        if a.size < LOGADDEXP_SPARSE_MIN_PAIRS:
+            return _logaddexp(a, b)
+        both = _minimum(a, b) > NEG_INF
+        if 3 * _count_nonzero(both) > both.size:
+            return _logaddexp(a, b)
+        out = _maximum(a, b)
+        out += 0.0
+        return _logaddexp(a, b, out=out, where=both)
+
     add = staticmethod(np.add)                            # add(a, b[, out=])
     maximum = staticmethod(np.maximum)
     minimum = staticmethod(np.minimum)

@@ -16,7 +16,7 @@ from decoding_fixtures import BEAM_BACKENDS, log_softmax, quartznet_vocab, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctclab.core.arrays import NUMPY, arrays_for, gpu_present, torch_arrays
+from ctclab.core.arrays import LOGADDEXP_SPARSE_MIN_PAIRS, NUMPY, arrays_for, gpu_present, torch_arrays
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders import create_decoder
 from ctclab.decoders.constants import BACKEND_SCORE_TOLERANCE, DEFAULT_BATCH_SIZE_CPU
@@ -209,6 +209,28 @@ def test_namespace_operations_agree_with_numpy(backend):
     hashed = xp.to_numpy(xp.asarray(np.array([2**62, -5])) * -7046029254386353131 + 3)
     assert hashed.tolist() == (np.array([2**62, -5]) * np.int64(-7046029254386353131)
                                + 3).tolist()   # int64 wraps alike
+
+
+@pytest.mark.parametrize("finite", [0.0, 0.02, 0.3, 0.9])
+@pytest.mark.parametrize("size", [LOGADDEXP_SPARSE_MIN_PAIRS - 1, LOGADDEXP_SPARSE_MIN_PAIRS, 5000])
+def test_logaddexp_gives_numpys_bits(finite, size):
+    """The numpy namespace's logaddexp, which sends only pairs of two finite terms through
+    np.logaddexp on large arrays, returns np.logaddexp's bits: -inf pairs, -0.0 and +0.0 (a
+    -0.0 beside a -inf comes back +0.0, as numpy's x + log1p(0) gives) and equal terms."""
+    rng = np.random.default_rng(size + int(100 * finite))
+    a, b = -rng.exponential(30, size), -rng.exponential(3, size)
+    for x in (a, b):   # -inf where a pair is not to be finite; signed zeros; equal terms
+        x[rng.random(size) > math.sqrt(finite)] = -np.inf
+        x[rng.integers(0, size, 9)] = 0.0
+        x[rng.integers(0, size, 9)] = -0.0
+    same = rng.integers(0, size, 9)
+    b[same] = a[same]
+    a[7], b[7] = -0.0, -np.inf
+    expected = np.logaddexp(a, b)
+    assert np.array_equal(NUMPY.logaddexp(a, b).view(np.int64), expected.view(np.int64))
+    both = np.isfinite(a) & np.isfinite(b)
+    assert (both.mean() <= 0.33) == (finite <= 0.3)   # the cases reach both of its ways
+    assert np.count_nonzero(np.signbit(expected) & (expected == 0)) == 0   # -0.0 never comes back
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
