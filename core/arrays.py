@@ -15,8 +15,9 @@ float32 never appears: every float array is made with an explicit dtype).
 The numpy namespace binds numpy's own callables (ufuncs and ndarray methods) so that it adds no
 Python layer to an operation: the CPU search is dominated by the fixed cost of each call on small
 arrays, not by the arithmetic. (logaddexp is the exception: on large arrays it leaves the pairs
-holding a -inf to a maximum, LOGADDEXP_SPARSE_MIN_PAIRS.) array-api-compat would give the standard names, at the price of a
-wrapper per call on numpy, and it still lacks segment reductions.
+holding a -inf to a maximum, LOGADDEXP_SPARSE_MIN_PAIRS.) array-api-compat would give the
+standard names, at the price of a wrapper per call on numpy, and it still lacks segment
+reductions.
 
 Results are bit-identical between numpy and torch on the CPU where both do the same IEEE
 operations (adds, multiplies, comparisons, gathers); transcendental functions (log, exp,
