@@ -140,7 +140,7 @@ class ArrayLanguageModel(LanguageModel, BatchLanguageModel):
         memo = self._memo.take(slot)
         hit = memo["key"] == key
         if not np.logical_and.reduce(hit):   # ndarray.all adds a Python layer
-            miss = np.flatnonzero(~hit)
+            miss = (~hit).nonzero()[0]   # (np.flatnonzero: ~0.7 us of Python layer a call)
             fresh = np.empty(len(miss), _MEMO_RECORD)
             fresh["key"] = key.take(miss)
             fresh["log10"], fresh["after"] = self.lookup_log10(contexts.take(miss),
