@@ -68,23 +68,6 @@ class NumpyArrays:
     device = "cpu"
     int64, float64, float32, bool_ = np.int64, np.float64, np.float32, np.bool_
     # numpy's own callables (staticmethod: stored, never bound to the namespace object)
-
-    @staticmethod
-    def logaddexp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """np.logaddexp(a, b), to the bit; cheaper where most pairs hold a -inf. numpy's
-        logaddexp(x, -inf) is x + log1p(exp(-inf)) = x + 0.0 (and -inf for two -inf), so
-        maximum(a, b) + 0.0 is that pair's result bit for bit (+ 0.0: -0.0 becomes +0.0 as there);
-        only the pairs of two finite terms go through logaddexp itself
-        (LOGADDEXP_SPARSE_MIN_PAIRS)."""
-        if a.size < LOGADDEXP_SPARSE_MIN_PAIRS:
-            return _logaddexp(a, b)
-        both = _minimum(a, b) > NEG_INF
-        if 3 * _count_nonzero(both) > both.size:
-            return _logaddexp(a, b)
-        out = _maximum(a, b)
-        out += 0.0
-        return _logaddexp(a, b, out=out, where=both)
-
     add = staticmethod(np.add)                            # add(a, b[, out=])
     maximum = staticmethod(np.maximum)
     minimum = staticmethod(np.minimum)
@@ -105,6 +88,22 @@ class NumpyArrays:
     amin = staticmethod(np.minimum.reduce)
     amax = staticmethod(np.maximum.reduce)
     any = staticmethod(np.logical_or.reduce)
+
+    @staticmethod
+    def logaddexp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """np.logaddexp(a, b), to the bit; cheaper where most pairs hold a -inf. numpy's
+        logaddexp(x, -inf) is x + log1p(exp(-inf)) = x + 0.0 (and -inf for two -inf), so
+        maximum(a, b) + 0.0 is that pair's result bit for bit (+ 0.0: -0.0 becomes +0.0 as there);
+        only the pairs of two finite terms go through logaddexp itself
+        (LOGADDEXP_SPARSE_MIN_PAIRS)."""
+        if a.size < LOGADDEXP_SPARSE_MIN_PAIRS:
+            return _logaddexp(a, b)
+        both = _minimum(a, b) > NEG_INF
+        if 3 * _count_nonzero(both) > both.size:
+            return _logaddexp(a, b)
+        out = _maximum(a, b)
+        out += 0.0
+        return _logaddexp(a, b, out=out, where=both)
 
     @staticmethod
     def asarray(x: Any, dtype: Any = None) -> np.ndarray:
