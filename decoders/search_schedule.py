@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ctclab.core.arrays import NUMPY
 from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.constants import RAGGED_MIN_CELLS, RAGGED_MIN_PADDING
 from ctclab.decoders.options import BeamOptions
@@ -194,7 +195,7 @@ def make_schedule(padded: np.ndarray, lengths: np.ndarray, vocab: Vocabulary,
     last_rows = run_rows[is_last]
     chain_end[run_group[is_last]] = np.where(lpc[is_last] > lpb[is_last], last_rows,
                                              last_rows - 1)
-    run_total = np.logaddexp(run_b, run_nb)            # the run's mass (pb = -inf before it)
+    run_total = NUMPY.logaddexp(run_b, run_nb)   # the run's mass (pb = -inf before it)
 
     # The token pruning applies to blank and to the last label continuing too (a step reads its
     # frame's row unpruned and compares with the floor): a path through a label that
