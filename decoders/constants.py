@@ -74,7 +74,8 @@ DEFAULT_NBEST = 1
 # 1.040 at all 2,620 in one batch (2,048 cuts the set into two batches, 1,024 into three: 1,035
 # steps instead of 1,238, while one batch of all makes every step's arrays larger than the
 # caches). Peak memory of the benchmark's beam process: 492 MiB at 1,024, 605 MiB at 2,048.
-# (Two rounds before, with a costlier schedule: 0.99 s at 2,048 against 1.005 at 1,024.)
+# (Two rounds before, with a costlier schedule: 0.99 s at 2,048 against 1.005 at 1,024. A later
+# session: all 2,620 at 0.977 / 0.990 of 2,048's time, the other way within the noise.)
 # GPU: a kernel launch costs ~5-10 us whatever its size, so thousands of utterances share each
 # step: a test-other-sized set (2,939 utterances) is one batch. Memory stays small: ~0.3 GB of
 # step tables and candidates for 5 h of audio, and the live beams (~100 bytes each).
