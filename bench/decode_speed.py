@@ -498,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_flags(p.add_argument_group("matched search settings (pyctcdecode's options, "
                                           "given to every decoder)"),
                      {REFERENCE: PyctcdecodeOptions}, only=peers.MATCHED)
+    add_option_flags(p.add_argument_group("what our decoders compute besides texts and times "
+                                          "(the peers compute no word confidence)"),
+                     {REFERENCE: PyctcdecodeOptions}, only=("word_confidence",))
     p.add_argument("--repeat", type=int, default=3,
                    help="timed passes over each set (mean, first and best are reported)")
     p.add_argument("--inputs", nargs="+", choices=INPUT_KINDS, default=list(DEFAULT_INPUTS),
@@ -619,7 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     ours_at = beam_options or "at its defaults"
     print(f"\nbeam width {m.beam_width}, token_min_logp {m.token_min_logp}, beam_prune_logp "
           f"{m.beam_prune_logp}, prune_history {m.prune_history}, alpha {m.alpha}, beta "
-          f"{m.beta}, repeat {args.repeat}, jobs {args.jobs}, our beam {ours_at}, freed memory "
+          f"{m.beta}, word confidences of our decoders "
+          f"{'on' if m.word_confidence else 'off (--no-word-confidence)'}, "
+          f"repeat {args.repeat}, jobs {args.jobs}, our beam {ours_at}, freed memory "
           f"{'kept' if kept else 'returned'} (core/memory.py, every decoder alike); x ref = the "
           "reference peer's best pass / this one's (> 1 = faster; the "
           "reference is pyctcdecode, flashlight on hama), x median the same on median passes, "

@@ -142,7 +142,8 @@ class BeamSearchDecoder(Decoder[BeamOptions]):
             # reference cycles: the cyclic collector's passes over them cost ~3% of a
             # test-clean-sized decode (core/memory.py)
             with gc_paused():
-                results = _with_nbest(search.run(), self.options.nbest)
+                results = _with_nbest(search.run(), self.options.nbest,
+                                      self.options.word_confidence)
             for i, hyp in zip(part, results, strict=True):
                 out[i] = hyp
             if on_done:
@@ -185,13 +186,14 @@ def make_spelling(vocab: Vocabulary, lexicon_path: str | None, tokenizer_path: s
     return Spelling(vocab, lexicon, tokenize)
 
 
-def _with_nbest(results: list[list[Hypothesis]], nbest: int) -> list[Hypothesis]:
-    """The best hypothesis of each utterance; with nbest >= 2 carrying the list and word
-    confidences (n-best posterior x frame posterior, decoders/confidence.py, all utterances in
-    one pass). With nbest = 1 words have only their frame_confidence: one entry gives no
-    posterior."""
+def _with_nbest(results: list[list[Hypothesis]], nbest: int, confidence: bool = True
+                ) -> list[Hypothesis]:
+    """The best hypothesis of each utterance; with nbest >= 2 carrying the list and (unless
+    ``confidence`` is off) word confidences (n-best posterior x frame posterior,
+    decoders/confidence.py, all utterances in one pass). With nbest = 1 words have only their
+    frame_confidence: one entry gives no posterior."""
     if nbest <= 1:
         return [hyps[0] for hyps in results]
-    return with_confidence_many([
-        Hypothesis(h[0].text, h[0].score, h[0].tokens, h[0].words, tuple(h), h[0].acoustic_score,
-                   h[0].lm_score) for h in results])
+    listed = [Hypothesis(h[0].text, h[0].score, h[0].tokens, h[0].words, tuple(h),
+                         h[0].acoustic_score, h[0].lm_score) for h in results]
+    return with_confidence_many(listed) if confidence else listed

@@ -144,5 +144,5 @@ class BatchSearch:
             if done is not None:
                 finished.append(done)
         end = Finish(xp, vocab, words, sched, nodes, self.x, self.offsets, self.options.nbest,
-                     self.frame_shift_s)
+                     self.frame_shift_s, self.options.word_confidence)
         return end.hypotheses(concat_beams(xp, finished), n_utt)

@@ -64,6 +64,14 @@ DEFAULT_HOTWORD_WEIGHT = 10.0
 # Alternatives returned in Hypothesis.nbest (1 = only the best; nbest stays empty then).
 DEFAULT_NBEST = 1
 
+# Word confidences (decoders/confidence.py) are computed unless turned off: eval's word records and
+# calibration read them, and a decoder that leaves them out gives a results file without them.
+# Their cost is the frame confidence: each label's best probability within its word's frames, a
+# gather of (labels x word frames) values, ~6% of the beam's time on a test-clean-sized corpus
+# with the 3-gram (bench/decode_speed.py --no-word-confidence; README, Speed). pyctcdecode and
+# the C++ decoders compute none.
+DEFAULT_WORD_CONFIDENCE = True
+
 # Utterances searched together through the same array operations, per device (batch_size unset).
 # A batch takes as many steps as its longest utterance has, and each step costs a fixed number of
 # array calls plus work linear in the live beams, so larger batches of utterances of similar

@@ -67,6 +67,7 @@ class GreedyDecoder(Decoder[GreedyOptions]):
         keep = valid & changed & (best != self.vocab.blank)
         # End of each run: the next run's start (or the utterance length).
         run_start = valid & changed
+        confident = self.options.word_confidence
         hyps = []
         for b in range(batch):
             starts_all = np.flatnonzero(run_start[b])
@@ -74,11 +75,12 @@ class GreedyDecoder(Decoder[GreedyOptions]):
             kept = keep[b, starts_all]
             tokens = best[b, starts_all[kept]]
             words = word_timestamps(tokens, starts_all[kept], ends_all[kept], self.vocab,
-                                    self.frame_shift_s, log_probs[b, : lengths[b]])
+                                    self.frame_shift_s,
+                                    log_probs[b, : lengths[b]] if confident else None)
             score = float(scores[b])
+            hyp = Hypothesis(text=" ".join(w.word for w in words), score=score,
+                             tokens=tuple(int(t) for t in tokens), words=words,
+                             acoustic_score=score, lm_score=0.0)
             # greedy's word confidence is its frame posterior (no alternatives to weigh)
-            hyps.append(with_frame_confidence(Hypothesis(
-                text=" ".join(w.word for w in words), score=score,
-                tokens=tuple(int(t) for t in tokens), words=words, acoustic_score=score,
-                lm_score=0.0)))
+            hyps.append(with_frame_confidence(hyp) if confident else hyp)
         return hyps

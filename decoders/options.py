@@ -5,15 +5,17 @@ from these fields (ctclab.core.options), and the options object a decoder is bui
 its search reads. Options that ``beam`` and ``pyctcdecode`` share are declared once, in the base
 classes, so they mean the same thing in both:
 
-    LMOptions                 lm_path, unigrams_path, alpha, beta          (decoders that fuse an LM)
-    └─ PrefixSearchOptions    beam_width, token_min_logp, beam_prune_logp, hotwords, hotword_weight,
-       │                      nbest                                         (CTC prefix beam searches)
-       ├─ BeamOptions         token_top_k, blank_skip_threshold, lexicon_mode,
-       │                      unknown_prefix_penalty, batch_size, device, array_backend,
-       │                      lm_backend, lm_arrays_max_mib, lexicon_path,
-       │                      skip_unknown_tokens, tokenizer_path           (``beam``)
-       └─ PyctcdecodeOptions  prune_history, unk_score_offset, lm_score_boundary (``pyctcdecode``)
-    GreedyOptions             (none)
+    WordOutputOptions         word_confidence                               (every decoder)
+    ├─ GreedyOptions          (none of its own)
+    └─ LMOptions              lm_path, unigrams_path, alpha, beta          (decoders that fuse an LM)
+       └─ PrefixSearchOptions beam_width, token_min_logp, beam_prune_logp, hotwords,
+          │                   hotword_weight, nbest                         (CTC prefix beam searches)
+          ├─ BeamOptions      token_top_k, blank_skip_threshold, lexicon_mode,
+          │                   unknown_prefix_penalty, batch_size, device, array_backend,
+          │                   lm_backend, lm_arrays_max_mib, lexicon_path,
+          │                   skip_unknown_tokens, tokenizer_path           (``beam``)
+          └─ PyctcdecodeOptions prune_history, unk_score_offset, lm_score_boundary
+                                                                            (``pyctcdecode``)
 
 Defaults, and why they are what they are: decoders/constants.py. Scores are natural logs.
 """
@@ -46,9 +48,24 @@ def _ln_threshold(name: str, value: float) -> None:
         raise ValueError(f"{name} is a ln probability / penalty and must be <= 0, got {value}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class WordOutputOptions:
+    """What every decoder computes for its words beyond their text and times. Keyword-only, so
+    that the subclasses' fields keep their positions."""
+
+    word_confidence: bool = option(
+        C.DEFAULT_WORD_CONFIDENCE, "compute each word's confidence and frame confidence "
+        "(--no-word-confidence: NaN, for speed when only texts and times are wanted)")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.word_confidence, (bool, np.bool_)):
+            raise TypeError(f"word_confidence must be True or False, got "
+                            f"{self.word_confidence!r}")
+
+
 @dataclass(frozen=True)
-class GreedyOptions:
-    """Greedy decoding has no options."""
+class GreedyOptions(WordOutputOptions):
+    """Greedy decoding: only what every decoder has (WordOutputOptions)."""
 
     def inert(self) -> dict[str, str]:
         """Options that have no effect with these values, each with the reason (none here)."""
@@ -60,7 +77,7 @@ class GreedyOptions:
 
 
 @dataclass(frozen=True)
-class LMOptions:
+class LMOptions(WordOutputOptions):
     """Word n-gram shallow fusion: total = acoustic + alpha * ln P_LM(words) + beta * words."""
 
     # Given on the command line as --lm (one system per LM), so it has no flag of its own here.
@@ -73,6 +90,7 @@ class LMOptions:
     beta: float = option(C.DEFAULT_BETA, "word insertion bonus")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         # A Path is accepted and recorded as text (settings.json, labels).
         if self.lm_path is not None:
             object.__setattr__(self, "lm_path", str(self.lm_path))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import warnings
 from collections.abc import Callable
 
@@ -165,10 +166,12 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
                 break
         if not hyps:  # pyctcdecode always keeps a beam; defensive for future versions
             return Hypothesis.empty()
-        if opts.nbest > 1:  # word confidence: n-best posterior x frame posterior
+        if opts.nbest > 1:
             best = hyps[0]
-            return with_confidence(Hypothesis(best.text, best.score, best.tokens, best.words,
-                                              tuple(hyps), best.acoustic_score, best.lm_score))
+            listed = Hypothesis(best.text, best.score, best.tokens, best.words, tuple(hyps),
+                                best.acoustic_score, best.lm_score)
+            # word confidence: n-best posterior x frame posterior
+            return with_confidence(listed) if opts.word_confidence else listed
         return hyps[0]
 
     def _to_hypothesis(self, text: str, word_frames: list[tuple[str, tuple[int, int]]],
@@ -189,7 +192,9 @@ class PyctcdecodeDecoder(Decoder[PyctcdecodeOptions]):
             start, end = frames[index] if index < len(frames) else (-1, -1)
             spelled.append(word_tokens)
             spans.append((int(start), int(end)))
-        conf = word_frame_confidence(log_probs, spelled, spans).tolist()  # all words at once
+        # the frame confidence of all words at once (NaN with word_confidence off)
+        conf = word_frame_confidence(log_probs, spelled, spans).tolist() \
+            if self.options.word_confidence else [math.nan] * len(spans)
         words = tuple(WordTimestamp("".join(self.vocab.token_text(t) for t in word_tokens).strip(),
                                     start, end, round(start * self.frame_shift_s, 4),
                                     round(end * self.frame_shift_s, 4), frame_confidence=c)

@@ -36,6 +36,7 @@ from ctclab.decoders.search_words import SearchWords
 from ctclab.decoders.timestamps import WordSpan, word_spans
 
 N = Nodes  # node table rows: N.PARENT, N.LABEL, ...
+NAN = float("nan")
 
 
 class Finish:
@@ -43,10 +44,11 @@ class Finish:
 
     def __init__(self, xp: Arrays, vocab: Vocabulary, words: SearchWords | None,
                  schedule: Schedule, nodes: Nodes, x: np.ndarray, offsets: np.ndarray,
-                 nbest: int, frame_shift_s: float):
+                 nbest: int, frame_shift_s: float, confidence: bool = True):
+        """confidence: compute the words' frame confidence (else NaN)."""
         self.xp, self.vocab, self.words, self.schedule = xp, vocab, words, schedule
         self.nodes, self.x, self.offsets = nodes, x, offsets
-        self.nbest, self.frame_shift_s = nbest, frame_shift_s
+        self.nbest, self.frame_shift_s, self.confidence = nbest, frame_shift_s, confidence
         self.delim = vocab.delimiter
         self.starts = vocab.starts_word if vocab.word_start is not None else None
         self.words_out = words is not None and words.words_out
@@ -184,7 +186,8 @@ class Finish:
         # (a pass per hypothesis cost more than the n-best search itself).
         flat = [s for ws in spans for s in ws]
         conf = word_frame_confidence(self.x, [s.tokens for s in flat],
-                                     [(s.start, s.end) for s in flat]).tolist()
+                                     [(s.start, s.end) for s in flat]).tolist() \
+            if self.confidence else [NAN] * len(flat)
         # frames from each utterance's start, in seconds from the table of rounded frame times
         g_chosen = g_utt[chosen]
         word_off = np.repeat(self.offsets[g_chosen], [len(ws) for ws in spans])
@@ -224,13 +227,13 @@ class Finish:
         owner = np.repeat(np.arange(len(sizes)), sizes)[word_first]
         counts = np.bincount(owner, minlength=len(sizes))
         # frame confidence: each letter at its best frame within its word, the word its worst
-        at = np.flatnonzero(letter)
-        starts_word = np.zeros(n, bool)
-        starts_word[word_first] = True
-        word_of = np.cumsum(starts_word)[at] - 1
         conf = np.full(len(word_first), np.nan)
-        valid = (w_start >= 0) & (w_end > w_start)
+        at = np.flatnonzero(letter) if self.confidence else word_first[:0]
         if len(at):
+            starts_word = np.zeros(n, bool)
+            starts_word[word_first] = True
+            word_of = np.cumsum(starts_word)[at] - 1
+            valid = (w_start >= 0) & (w_end > w_start)
             peaks = token_peak_probs(self.x, tokens[at], w_start[word_of], w_end[word_of])
             first_letter = np.cumsum(letter)[word_first] - 1
             conf = np.where(valid, np.minimum.reduceat(peaks, first_letter), np.nan)

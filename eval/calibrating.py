@@ -54,7 +54,8 @@ def calibrate_systems(systems: Sequence[System], caches: Sequence[EmissionCache]
                                           settings.normalizer, bar)
         if not has_confidence(results):
             raise ValueError(f"system {system.label!r} gives no word confidence to calibrate: a "
-                             "beam decoder needs n-best lists (--nbest 10)")
+                             "beam decoder needs n-best lists (--nbest 10), and no decoder "
+                             "computes any with --no-word-confidence")
         words = scored_words(results)
         try:
             cal = fit_calibrator(method, words.confidence, words.correct, words.frame,

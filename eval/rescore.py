@@ -70,7 +70,8 @@ def check_nbest(nbest: int, what: str = "rescoring") -> None:
 
 def rerank(hyp: Hypothesis, lm_scores: Sequence[float] | np.ndarray, weight: float, bonus: float = 0.0
            ) -> Hypothesis:
-    """``hyp``'s n-best list re-scored and sorted (best first); words' confidences recomputed.
+    """``hyp``'s n-best list re-scored and sorted (best first); words' confidences recomputed
+    where the decoder computed them (not with ``word_confidence`` off: they stay NaN).
 
     lm_scores: (len(hyp.nbest),) ln P of each entry's text under the second LM.
     """
@@ -86,8 +87,10 @@ def rerank(hyp: Hypothesis, lm_scores: Sequence[float] | np.ndarray, weight: flo
         rescored.append(dataclasses.replace(e, score=score, lm_score=lm))
     order = sorted(range(len(rescored)), key=lambda i: -rescored[i].score)  # stable on ties
     ranked = tuple(rescored[i] for i in order)
-    best = ranked[0]
-    return with_confidence(dataclasses.replace(best, nbest=ranked))
+    reranked = dataclasses.replace(ranked[0], nbest=ranked)
+    confident = any(not (math.isnan(w.confidence) and math.isnan(w.frame_confidence))
+                    for e in entries for w in e.words)
+    return with_confidence(reranked) if confident else reranked
 
 
 def rescore_many(hyps: Sequence[Hypothesis], scorer: SentenceScorer, weight: float,

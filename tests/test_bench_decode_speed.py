@@ -77,6 +77,19 @@ def load_bench(monkeypatch):
     return module
 
 
+def test_no_word_confidence_reaches_every_ctclab_decoder(monkeypatch):
+    """--no-word-confidence (a generated flag): the options each of our decoders is built with
+    say so; the default keeps them on."""
+    from ctclab.decoders.options import BeamOptions, GreedyOptions, PyctcdecodeOptions
+
+    module = load_bench(monkeypatch)
+    off = module.parse_args(["--decoder", "beam", "--no-word-confidence"]).matched
+    assert module.parse_args(["--decoder", "beam"]).matched.word_confidence
+    assert off.word_confidence is False
+    for cls in (BeamOptions, GreedyOptions, PyctcdecodeOptions):
+        assert module.peers.matched_options(cls, off).word_confidence is False
+
+
 def test_table_shows_a_dash_where_a_figure_does_not_exist(monkeypatch):
     module = load_bench(monkeypatch)
     lm_run = module.Measure("peaky", "3gram", "beam", 4, 2.0, 0.1, 1.0, 1.1, 0.9, 12.0,
@@ -138,10 +151,11 @@ def test_peers_run_without_pyctcdecode(tmp_path):
     decoders = ("beam", "ctc-beam-decoder", "flashlight", "greedy")
     cmd = [sys.executable, "bench/decode_speed.py", "--inputs", "peaky", "--lm", str(lm),
            "--peaky-utterances", "3", "--repeat", "1", "--beam-width", "8",
-           "--decoder", *decoders, "--out", str(out), "--quiet"]
+           "--decoder", *decoders, "--no-word-confidence", "--out", str(out), "--quiet"]
     run = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                          check=False)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert "word confidences of our decoders off" in run.stdout
     results = {(r["lm"], r["decoder"]): r for r in json.loads(out.read_text())["results"]}
     assert set(results) == {("none", d) for d in decoders} | {
         ("tiny", d) for d in decoders if d != "greedy"}   # greedy takes no LM

@@ -6,9 +6,12 @@ import math
 import numpy as np
 import pytest
 from conftest import decoder_params, needs_pyctcdecode
-from decoding_fixtures import frames, quartznet_vocab
+from decoding_fixtures import frames, log_softmax, quartznet_vocab
+from test_lexicon import phoneme_vocab
+from test_token_sets import LEXICON, piece_vocab
 
 from ctclab.core.hypothesis import Hypothesis, WordTimestamp
+from ctclab.core.vocabulary import Vocabulary
 from ctclab.decoders.base import create_decoder
 from ctclab.decoders.confidence import (
     token_peak_probs,
@@ -140,3 +143,48 @@ def test_nbest_of_one_leaves_the_posterior_unset():
     lp = frames(vocab, ["_", "a", "_", "b"])
     hyp = create_decoder("beam", vocab).decode(lp)
     assert math.isnan(hyp.words[0].confidence) and hyp.words[0].frame_confidence > 0.9
+
+
+def _words(hyps: list[Hypothesis]) -> list[WordTimestamp]:
+    """Every word of ``hyps`` and of their n-best entries."""
+    return [w for h in hyps for e in (h, *h.nbest) for w in e.words]
+
+
+def _decoded_both_ways(name: str, vocab: Vocabulary, batch: list[np.ndarray], **options
+                       ) -> tuple[list[Hypothesis], list[Hypothesis]]:
+    return tuple(create_decoder(name, vocab, word_confidence=on, **options).decode_many(batch)
+                 for on in (True, False))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("name", decoder_params())
+@pytest.mark.parametrize("nbest", [1, 4])
+def test_word_confidence_off_leaves_them_nan_and_changes_nothing_else(name, nbest):
+    """word_confidence=False (--no-word-confidence), every decoder: the same texts, scores,
+    tokens, word times and n-best lists (Hypothesis equality leaves confidences out), and every
+    word's confidence and frame confidence NaN, where they are computed otherwise."""
+    vocab = quartznet_vocab()
+    rng = np.random.default_rng(5)
+    batch = [frames(vocab, DOUBT), *(log_softmax(rng.normal(size=(n, vocab.size)) * 3)
+                                     for n in (7, 30, 0))]
+    options = {} if name == "greedy" else {"nbest": nbest, "beam_width": 8}
+    on, off = _decoded_both_ways(name, vocab, batch, **options)
+    assert off == on and [h.nbest for h in off] == [h.nbest for h in on]
+    assert on[0].text == "ab ba" and len(_words(off)) > 4
+    assert all(math.isnan(w.confidence) and math.isnan(w.frame_confidence) for w in _words(off))
+    assert all(0.0 <= w.frame_confidence <= 1.0 for w in on[0].words)
+    if name == "greedy" or nbest > 1:
+        assert all(0.0 <= w.confidence <= 1.0 for w in on[0].words)
+
+
+def test_word_confidence_off_on_phonemes_and_word_pieces(tmp_path):
+    """The beam's other ways to words (a pronunciation lexicon, word pieces) honour it alike."""
+    lexicon = tmp_path / "lexicon.tsv"
+    lexicon.write_text(LEXICON, encoding="utf-8")
+    rng = np.random.default_rng(6)
+    for vocab, options in ((phoneme_vocab(), {"lexicon_path": str(lexicon)}), (piece_vocab(), {})):
+        batch = [log_softmax(rng.normal(size=(n, vocab.size)) * 4) for n in (12, 40)]
+        on, off = _decoded_both_ways("beam", vocab, batch, nbest=3, beam_width=8, **options)
+        assert off == on and len(_words(off)) > 2
+        assert all(math.isnan(w.confidence) and math.isnan(w.frame_confidence)
+                   for w in _words(off))
+        assert all(0.0 <= w.frame_confidence <= 1.0 for w in _words(on))

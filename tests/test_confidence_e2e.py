@@ -80,6 +80,21 @@ def test_bad_confidence_requests_are_clear_errors(tiny, tmp_path):
                              "--calibration", str(tmp_path / "missing.json"))) == 2
 
 
+def test_no_word_confidence_gives_the_same_errors_without_confidences(tiny, tmp_path):
+    common = ("--decoder", "greedy", "beam", "--lm", "none", str(tiny["lm"]), "--nbest", "4",
+              "--split", "test-a")
+    with_conf = run_mod.run(args(tiny, tmp_path / "on", *common))
+    without = run_mod.run(args(tiny, tmp_path / "off", *common, "--no-word-confidence"))
+    assert [(s.system, s.wer) for s in without.systems] == [
+        (s.system, s.wer) for s in with_conf.systems]
+    assert with_conf.confidence and not without.confidence
+    utt = json.loads((tmp_path / "off" / "test-a" / "beam+tiny.jsonl").read_text().splitlines()[0])
+    assert utt["words"] and all(w["confidence"] is None for w in utt["words"])
+    with pytest.raises(ValueError, match="--no-word-confidence"):
+        run_mod.run(args(tiny, tmp_path / "cal", *common, "--no-word-confidence",
+                         "--calibrate-split", "dev-a"))
+
+
 def test_rescoring_with_a_second_kenlm_tuned_on_dev(tiny, tmp_path):
     out = tmp_path / "rs"
     summary = run_mod.run(args(tiny, out, "--decoder", "beam", "--lm", "none", "--nbest", "4",

@@ -121,10 +121,11 @@ def test_unreachable_hub_fails_within_seconds(monkeypatch, tmp_path):
         open_rescorer(str(tmp_path / "nothing"), quartznet_vocab())
 
 
-def _hyp(entries):
+def _hyp(entries, frame_confidence=1.0):
     hyps = []
     for text, score in entries:
-        words = tuple(WordTimestamp(w, 3 * i, 3 * i + 2, 0.0, 0.0, frame_confidence=1.0)
+        words = tuple(WordTimestamp(w, 3 * i, 3 * i + 2, 0.0, 0.0,
+                                    frame_confidence=frame_confidence)
                       for i, w in enumerate(text.split()))
         hyps.append(Hypothesis(text, score, words=words, acoustic_score=score - 1.0))
     return Hypothesis(hyps[0].text, hyps[0].score, words=hyps[0].words, nbest=tuple(hyps))
@@ -144,6 +145,13 @@ def test_rerank_adds_the_weighted_second_lm_and_recomputes_confidence():
         rerank(hyp.nbest[0], [], 0.5)
     with pytest.raises(ValueError, match="--nbest 10"):
         check_nbest(1)
+
+
+def test_rerank_leaves_confidences_unset_when_the_decoder_computed_none():
+    """Decoded with word_confidence off (all NaN): re-ranking re-ranks, and computes none."""
+    out = rerank(_hyp([("the cap", -1.0), ("the cat", -1.5)], math.nan), [-9.0, -6.0], 0.5)
+    assert out.text == "the cat"
+    assert all(math.isnan(w.confidence) for e in (out, *out.nbest) for w in e.words)
 
 
 def test_second_kenlm_scores_whole_sentences_and_re_ranks_decoder_output(tmp_path):
