@@ -83,11 +83,15 @@ DEFAULT_WORD_CONFIDENCE = True
 # steps instead of 1,238, while one batch of all makes every step's arrays larger than the
 # caches). Peak memory of the benchmark's beam process: 492 MiB at 1,024, 605 MiB at 2,048.
 # (Two rounds before, with a costlier schedule: 0.99 s at 2,048 against 1.005 at 1,024. A later
-# session: all 2,620 at 0.977 / 0.990 of 2,048's time, the other way within the noise.)
+# session: all 2,620 at 0.977 / 0.990 of 2,048's time, the other way within the noise.) Since
+# logaddexp skips the pairs holding a -inf (core/arrays.py), large steps cost less per beam, and
+# one batch of all pays: 2,620 utterances at 0.979 / 0.976 and 0.997 / 0.962 of 2,048's time (20
+# and 14 passes each), a test-other-sized set (2,939 utterances, 5.3 h) at 4,096 (one batch)
+# 0.974 / 0.981 (14 passes), peak memory 614 -> 633 MiB. Hence 4,096.
 # GPU: a kernel launch costs ~5-10 us whatever its size, so thousands of utterances share each
 # step: a test-other-sized set (2,939 utterances) is one batch. Memory stays small: ~0.3 GB of
 # step tables and candidates for 5 h of audio, and the live beams (~100 bytes each).
-DEFAULT_BATCH_SIZE_CPU = 2048
+DEFAULT_BATCH_SIZE_CPU = 4096
 # A default CPU batch also ends before its emissions pass this many frame-label cells (float32:
 # 2 GiB): a batch's memory grows with frames x labels, and a large word-piece vocabulary (5,000
 # labels: 2,048 LibriSpeech utterances would take 16 GB) would otherwise set it. Vocabularies of
