@@ -226,17 +226,8 @@ class Finish:
         w_start, w_end = starts[word_first], ends[word_last]
         owner = np.repeat(np.arange(len(sizes)), sizes)[word_first]
         counts = np.bincount(owner, minlength=len(sizes))
-        # frame confidence: each letter at its best frame within its word, the word its worst
-        conf = np.full(len(word_first), np.nan)
-        at = np.flatnonzero(letter) if self.confidence else word_first[:0]
-        if len(at):
-            starts_word = np.zeros(n, bool)
-            starts_word[word_first] = True
-            word_of = np.cumsum(starts_word)[at] - 1
-            valid = (w_start >= 0) & (w_end > w_start)
-            peaks = token_peak_probs(self.x, tokens[at], w_start[word_of], w_end[word_of])
-            first_letter = np.cumsum(letter)[word_first] - 1
-            conf = np.where(valid, np.minimum.reduceat(peaks, first_letter), np.nan)
+        conf = self._letter_confidence(tokens, letter, word_first, w_start, w_end) \
+            if self.confidence else np.full(len(word_first), np.nan)
         # words spelled in one pass: all labels as one text, a space between paths
         cuts = np.concatenate([[0], bounds]).tolist()
         assert self.delim is not None   # (simple: the delimiter is a space)
@@ -264,6 +255,23 @@ class Finish:
                 text=" ".join(spelled[a:z]), score=score,
                 tokens=tuple(token_list[cuts[h]:cuts[h + 1]]), words=tuple(words[a:z]),
                 acoustic_score=ac, lm_score=score - ac))
+
+    def _letter_confidence(self, tokens: np.ndarray, letter: np.ndarray, word_first: np.ndarray,
+                           w_start: np.ndarray, w_end: np.ndarray) -> np.ndarray:
+        """(W,) frame confidence of the words of _letter_hypotheses: each letter at its best
+        frame within its word, the word its worst (NaN for a word without frames). tokens,
+        letter: (L,) the paths' labels and which are letters; word_first: (W,) where each word
+        starts in them; w_start, w_end: (W,) its rows in the emissions."""
+        at = np.flatnonzero(letter)
+        if not len(at):
+            return np.full(len(word_first), np.nan)
+        starts_word = np.zeros(len(tokens), bool)
+        starts_word[word_first] = True
+        word_of = np.cumsum(starts_word)[at] - 1
+        peaks = token_peak_probs(self.x, tokens[at], w_start[word_of], w_end[word_of])
+        first_letter = np.cumsum(letter)[word_first] - 1
+        valid = (w_start >= 0) & (w_end > w_start)
+        return np.where(valid, np.minimum.reduceat(peaks, first_letter), np.nan)
 
     def _last_word_end(self, tokens: list[int]) -> int:
         """How many labels precede the unfinished last word: up to its delimiter (or, for word
