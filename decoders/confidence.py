@@ -48,14 +48,15 @@ def token_peak_probs(log_probs: np.ndarray, tokens: np.ndarray, start_frames: np
     # log_probs (frame * V + label: one take, cheaper than a 2-d fancy index)
     width = log_probs.shape[1]
     # 32-bit indices where every one (and every step to it) fits: millions of them per batch,
-    # half the memory traffic (a fifth less time)
+    # half the memory traffic (a fifth less time). Read by indexing, not take(): take converts
+    # 32-bit indices to 64-bit first (5.6 M values a test-clean-sized batch: 54 -> 47 ms)
     total = int(lengths.sum())
     index: type[np.signedinteger[Any]] = \
         np.int32 if max(log_probs.size, total * width) < 2**31 else np.int64
     flat = np.arange(total, dtype=index)
     flat *= width
     flat += np.repeat((tokens - (offsets - start) * width).astype(index), lengths)
-    values = np.ravel(log_probs).take(flat)
+    values = np.ravel(log_probs)[flat]
     return np.exp(np.maximum.reduceat(values, offsets).astype(np.float64))
 
 
