@@ -619,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(len(runs))
     bar.close()
     score(measures)
-    ours_at = beam_options or "at its defaults"
+    ours_at = beam_options or ("at its defaults" if m.word_confidence
+                               else "otherwise at its defaults")
     print(f"\nbeam width {m.beam_width}, token_min_logp {m.token_min_logp}, beam_prune_logp "
           f"{m.beam_prune_logp}, prune_history {m.prune_history}, alpha {m.alpha}, beta "
           f"{m.beta}, word confidences of our decoders "
