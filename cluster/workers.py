@@ -341,8 +341,14 @@ class WorkerPool:
         return out
 
     def close(self) -> None:
-        """Kill every worker of the pool and wait (up to CLOSE_WAIT_S) until they are gone, so
-        none still writes when this returns (idempotent)."""
+        """Kill every worker of the pool and wait (up to CLOSE_WAIT_S) until Ray knows they are
+        dead and those on this node have exited (idempotent). Ray kills asynchronously: a
+        worker on another node may still run for a moment after this returns, so work that
+        shares files with workers must not count on it (emission.distributed stages its files
+        in a folder of the run, removed when the run ends)."""
+        here = self.ray.util.get_node_ip_address() if self._info else ""
+        local = [info.pid for info in self._info.values() if info.node == here]
+        deadline = time.monotonic() + CLOSE_WAIT_S
         pings = []
         for actor in self._actors.values():
             try:
@@ -352,10 +358,31 @@ class WorkerPool:
                 pass
         if pings:  # a killed actor's calls fail once Ray knows it is dead
             self.ray.wait(pings, num_returns=len(pings), timeout=CLOSE_WAIT_S)
+        # ... which may come before its process ends (measured: ~0.1 s of writes after it)
+        while any(map(_running, local)) and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._actors.clear()
         self._starting.clear()
         self._info.clear()
         self.closed = True
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is running (a zombie, killed and not yet reaped,
+    is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except FileNotFoundError:   # gone
+        return False
+    except OSError:   # no /proc (macOS): signal 0 tells whether the pid exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def _unwrap(exc: BaseException, where: str) -> BaseException:

@@ -16,9 +16,11 @@ referenced, overwritten later) or a torn last manifest line (dropped on resume).
 ids already in the manifest; ``complete`` is set in meta.json (atomically) only once all are done.
 Temp files of a write cut short (``.meta.json.*.tmp``, ``shards/.NNNNNN.npy.*.tmp``) are removed
 when a writer next opens the directory (it holds the lock, so no other write is in flight).
-Distributed workers (emission/distributed.py) write shards under temp names in ``shards/`` too;
-the writer alone publishes them (:meth:`CacheWriter.add_shard_file`: rename, then manifest lines),
-so the same guarantees hold.
+Distributed workers (emission/distributed.py) write shards under temp names in a staging folder
+of their run, ``shards/.stage-<run>/`` (:meth:`CacheWriter.staging`); the writer alone publishes
+them (:meth:`CacheWriter.add_shard_file`: rename, then manifest lines), so the same guarantees
+hold. The run removes its staging folder when it ends, and a killed run's is removed with the temp
+files: a worker that Ray has not stopped yet then cannot create a file there.
 
 Tolerance. Two caches of the same model and audio (one resumed, or made with other batch sizes)
 agree within :func:`storage_tolerance`: float32 storage within BATCH_TOLERANCE (the float32
@@ -32,7 +34,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +63,11 @@ MANIFEST_FILE = "manifest.tsv"
 SOURCE_FILE = "source.tsv"
 SHARD_DIR = "shards"
 LOCK_FILE = ".lock"
+# Name prefix of a distributed run's staging folder in shards/ (CacheWriter.staging).
+STAGING_PREFIX = ".stage-"
+# Seconds a staging folder's removal is retried while a file whose creation was under way when
+# it was renamed away may still appear in it (a creation by name fails once it is renamed).
+STAGING_REMOVE_WAIT_S = 30.0
 MANIFEST_COLUMNS = ("id", "num_frames", "audio_seconds", "shard", "offset", "text")
 SOURCE_COLUMNS = ("id", "size", "mtime_ns", "path")
 # Fields of CacheMeta that must agree before new utterances may be added to an existing cache.
@@ -248,6 +258,27 @@ def write_shard(handle: IO[bytes], array: np.ndarray) -> None:
     np.save(handle, array)
 
 
+def _remove_for_good(folder: Path) -> None:
+    """Remove ``folder`` and its files while another process may still be creating files in it
+    by name (a killed worker that still runs): the folder is renamed first, so that those
+    creations fail from then on, then removed (retried, up to STAGING_REMOVE_WAIT_S, for a
+    creation that was under way at the rename)."""
+    gone = folder.with_name(f"{folder.name}.removed-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(folder, gone)
+    except FileNotFoundError:
+        return
+    deadline = time.monotonic() + STAGING_REMOVE_WAIT_S
+    while True:
+        shutil.rmtree(gone, ignore_errors=True)
+        if not gone.exists():
+            return
+        if time.monotonic() > deadline:
+            raise OSError(f"could not remove {gone}: a process keeps writing in it; stop it and "
+                          "remove the folder")
+        time.sleep(0.05)
+
+
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as handle:
         write_shard(handle, array)
@@ -435,10 +466,26 @@ class CacheWriter:
         return handle
 
     def _remove_temp_files(self) -> None:
-        """Delete ``.<name>.*.tmp`` files (core.atomic's temp names) left by a killed write."""
+        """Delete ``.<name>.*.tmp`` files (core.atomic's temp names) left by a killed write, and
+        the staging folders of killed distributed runs."""
         for folder in (self.path, self.path / SHARD_DIR):
             for tmp in folder.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
+        for staging in (self.path / SHARD_DIR).glob(STAGING_PREFIX + "*"):
+            _remove_for_good(staging)
+
+    @contextmanager
+    def staging(self, run: str) -> Iterator[Path]:
+        """A new folder ``shards/.stage-<run>/`` where other processes (distributed workers)
+        write shard files for :meth:`add_shard_file`, removed with what is left in it when the
+        block ends. Removed for good: a killed worker may still run for a moment (Ray kills
+        asynchronously) and create files in it by name; once the block has ended, that fails."""
+        folder = self.path / SHARD_DIR / f"{STAGING_PREFIX}{run}"
+        folder.mkdir()
+        try:
+            yield folder
+        finally:
+            _remove_for_good(folder)
 
     def _repair_manifest(self) -> None:
         """Rewrite the manifest without a torn last line, so appends start on a fresh line."""

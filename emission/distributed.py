@@ -8,10 +8,11 @@ the model once), stored in the one cache on a shared filesystem.
 Who writes what. The driver plans the batches exactly as a single-process run would
 (extract.plan_batches over the same probed utterances, the same batch seconds) and hands them to
 the workers in parts of BATCHES_PER_JOB consecutive batches. A worker runs the model over a
-part and writes each batch's shard itself, beside the cache's shards under a temp name
-(``shards/.stage-<run>-<attempt>-<batch>.tmp``, fsynced), with the same bytes the cache writer
-would write; it returns only the batch's manifest rows. The driver, which alone holds the cache's
-lock, takes the parts in plan order and commits each batch as CacheWriter.add_batch would:
+part and writes each batch's shard itself, beside the cache's shards under a temp name in the
+run's staging folder (``shards/.stage-<run>/<attempt>-<batch>.tmp``, fsynced;
+emission.cache.CacheWriter.staging), with the same bytes the cache writer would write; it returns
+only the batch's manifest rows. The driver, which alone holds the cache's lock, takes the parts
+in plan order and commits each batch as CacheWriter.add_batch would:
 it checks the file, renames it to the next shard name and appends its manifest rows (fsynced).
 So the emissions never pass through the driver, and yet:
 
@@ -19,6 +20,9 @@ So the emissions never pass through the driver, and yet:
 - no utterance is stored twice or lost: the driver commits each batch once, in order; a batch of
   a dead worker is run again by another one (under a new temp name, so a late write of the dead
   one cannot land in a published shard), and a killed run resumes like a single-process one;
+- nothing is left behind: Ray kills workers asynchronously, so a worker of an interrupted run may
+  write on for a moment after its run ended; the run's staging folder is removed for good by then,
+  and creating a file in it fails;
 - the finished cache has the same content as a single-process run's: the same batches in the
   same order give the same shard names, shard bytes and manifest rows (equal bytes need the same
   kernels: the same device type and, on CPUs, the same number of torch threads; otherwise the
@@ -46,7 +50,6 @@ from ctclab.core.progress import progress_bar
 from ctclab.emission.audio_sources import AudioSource, SourceEntry, SourceRow, open_source
 from ctclab.emission.cache import (
     DEFAULT_DTYPE,
-    SHARD_DIR,
     CacheMeta,
     CacheWriter,
     EmissionCache,
@@ -195,17 +198,22 @@ class EmissionWorker(Worker):
             self.sources[key] = source
         return self.sources[key]
 
-    def run(self, key: SourceKey, job: Job, shards: str, dtype: str, tag: str) -> list[BatchDone]:
-        """Run the batches of ``job`` and stage each batch's shard in ``shards``."""
+    def run(self, key: SourceKey, job: Job, staging: str, dtype: str, tag: str
+            ) -> list[BatchDone]:
+        """Run the batches of ``job`` and stage each batch's shard in the run's ``staging``
+        folder, as ``<tag>-<batch>.tmp`` (tag: the attempt, so a rerun never meets a dead
+        worker's file)."""
         import torch
 
         from ctclab.emission import extract
 
-        folder = Path(shards)
+        folder = Path(staging)   # in the cache's shards/
         if not folder.is_dir():
-            raise FileNotFoundError(f"the cache folder {folder.parent} is not visible on this "
-                                    "node: --cache-dir must be on a filesystem that every node "
-                                    "mounts at the same path")
+            if folder.parent.is_dir():   # the run ended (interrupted): nothing is to be written
+                raise FileNotFoundError(f"{folder}: the run this job belongs to has ended")
+            raise FileNotFoundError(f"the cache folder {folder.parent.parent} is not visible on "
+                                    "this node: --cache-dir must be on a filesystem that every "
+                                    "node mounts at the same path")
         start = time.perf_counter()
         source = self._source(key)
         entries = [e for batch in job.batches for e in batch]
@@ -220,7 +228,7 @@ class EmissionWorker(Worker):
             for number, out in zip(numbers, outputs, strict=True):
                 staged = None
                 if out.entries:
-                    staged = folder / f".stage-{tag}-{number:06d}.tmp"
+                    staged = folder / f"{tag}-{number:06d}.tmp"
                     with open(staged, "wb") as handle:
                         write_shard(handle, shard_array(out.log_probs, dtype))
                         handle.flush()
@@ -340,8 +348,7 @@ class EmissionWorkers:
         planned = [sum(entries[i].seconds for i in b) for b in batches]
         jobs = [Job(k, tuple(tuple(entries[i] for i in b) for b in batches[k:k + BATCHES_PER_JOB]))
                 for k in range(0, len(batches), BATCHES_PER_JOB)]
-        shards = writer.path.resolve() / SHARD_DIR
-        run = uuid.uuid4().hex[:8]  # a late write of a dead run never meets this run's names
+        run = uuid.uuid4().hex[:8]
         split = key.split
         count, seconds, frames, short, peak = 0, 0.0, 0, [], 0
         skipped: list[SkippedItem] = []
@@ -349,35 +356,36 @@ class EmissionWorkers:
         bar = progress_bar(sum(planned), f"{spec.model} {split} (ray, {n} workers)", "audio-s",
                            enabled=progress)
 
-        def call(actor: Any, job: Job, attempt: int) -> Any:
-            return actor.run.remote(key, job, str(shards), writer.meta.dtype, f"{run}-{attempt}")
-
         def describe(job: Job) -> str:
             return f"{split} batches {job.first}-{job.first + len(job.batches) - 1}"
 
-        try:
-            with closing(workers.pool.map_ordered(jobs, call, describe)) as results:
-                for part in results:
-                    for done in part:
-                        if done.skipped:
-                            writer.add_skipped(done.skipped)
-                            skipped += done.skipped
-                        if done.staged is not None:
-                            writer.add_shard_file(done.staged, done.rows)
-                            count += len(done.rows)
-                            seconds += sum(r[2] for r in done.rows)
-                            frames += sum(r[3] for r in done.rows)
-                            short += [r[0] for r in done.rows if r[3] == 0]
-                        peak = max(peak, done.peak_gpu_bytes or 0)
-                        bar.update(planned[done.number])
-                        if on_batch is not None:
-                            on_batch(len(done.rows))
-        finally:
-            bar.close()
-            # Files of dead workers' runs (this run's, or a killed run's whose workers wrote on
-            # after the writer opened): never published, and no other writer is in flight.
-            for leftover in shards.glob(".stage-*.tmp"):
-                leftover.unlink(missing_ok=True)
+        # the run's own staging folder: a late write of a dead run never meets this run's files,
+        # and none lands once the run has ended (the folder is gone)
+        with writer.staging(run) as staging:
+            folder = str(staging.resolve())
+
+            def call(actor: Any, job: Job, attempt: int) -> Any:
+                return actor.run.remote(key, job, folder, writer.meta.dtype, str(attempt))
+
+            try:
+                with closing(workers.pool.map_ordered(jobs, call, describe)) as results:
+                    for part in results:
+                        for done in part:
+                            if done.skipped:
+                                writer.add_skipped(done.skipped)
+                                skipped += done.skipped
+                            if done.staged is not None:
+                                writer.add_shard_file(done.staged, done.rows)
+                                count += len(done.rows)
+                                seconds += sum(r[2] for r in done.rows)
+                                frames += sum(r[3] for r in done.rows)
+                                short += [r[0] for r in done.rows if r[3] == 0]
+                            peak = max(peak, done.peak_gpu_bytes or 0)
+                            bar.update(planned[done.number])
+                            if on_batch is not None:
+                                on_batch(len(done.rows))
+            finally:
+                bar.close()
         return ExtractStats(count, seconds, frames, time.perf_counter() - start,
                             f"ray {n}x {workers.plan.device}", spec.extract.dtype, 0,
                             tuple(skipped), peak or None,

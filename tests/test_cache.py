@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -255,22 +256,57 @@ def test_a_shard_written_elsewhere_is_published_like_add_batch(tmp_path):
         for batch in batches:
             writer.add_batch(batch)
         writer.finish()
-    with CacheWriter(tmp_path / "b", _meta()) as writer:
+    with CacheWriter(tmp_path / "b", _meta()) as writer, writer.staging("x") as staging:
         shards = tmp_path / "b" / SHARD_DIR
+        assert staging.parent == shards
         for number, batch in enumerate(batches):
-            staged = shards / f".stage-x-{number:06d}.tmp"
+            staged = staging / f"0-{number:06d}.tmp"
             with open(staged, "wb") as handle:
                 write_shard(handle, shard_array([a for *_, a in batch], "float16"))
             writer.add_shard_file(staged, [(u, t, s, len(a)) for u, t, s, a in batch])
         with pytest.raises(ValueError, match="already in the cache"):
             writer.add_shard_file(staged, [("u00", "T", 0.5, 4)])
-        with open(shards / ".bad.tmp", "wb") as handle:
+        with open(staging / "bad.tmp", "wb") as handle:
             write_shard(handle, shard_array([_log_probs(rng, 3)], "float32"))
         with pytest.raises(ValueError, match=r"needs \(3, 32\) float16"):
-            writer.add_shard_file(shards / ".bad.tmp", [("new", "T", 0.1, 3)])
+            writer.add_shard_file(staging / "bad.tmp", [("new", "T", 0.1, 3)])
         with pytest.raises(FileNotFoundError, match="every node mounts at the same path"):
-            writer.add_shard_file(shards / ".gone.tmp", [("new", "T", 0.1, 3)])
+            writer.add_shard_file(staging / "gone.tmp", [("new", "T", 0.1, 3)])
         writer.finish()
     for name in (MANIFEST_FILE, f"{SHARD_DIR}/000000.npy", f"{SHARD_DIR}/000001.npy"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert sorted(p.name for p in shards.iterdir()) == [".bad.tmp", "000000.npy", "000001.npy"]
+    # the staging folder went with what was left in it
+    assert sorted(p.name for p in shards.iterdir()) == ["000000.npy", "000001.npy"]
+
+
+def test_no_late_write_lands_once_a_run_has_ended(tmp_path):
+    """A worker of an interrupted distributed run may write on for a moment (Ray kills
+    asynchronously). CacheWriter.staging removes the run's folder for good: a process still
+    creating files in it while the run ends leaves nothing behind, and its next file fails.
+    A killed driver's staging folder is removed when a writer next opens the cache."""
+    created, failed = [], []
+
+    def late_worker(folder: Path) -> None:
+        for k in range(200_000):   # bounded: a broken removal must not fill the disk
+            try:
+                (folder / f"0-{k:06d}.tmp").write_bytes(b"x" * 64)
+                created.append(k)
+            except FileNotFoundError:   # the folder is gone
+                failed.append(k)
+                return
+
+    with CacheWriter(tmp_path / "c", _meta()) as writer:
+        with writer.staging("run1") as staging:
+            worker = threading.Thread(target=late_worker, args=(staging,), daemon=True)
+            worker.start()
+            while len(created) < 50 and worker.is_alive():
+                time.sleep(0.001)
+        worker.join(timeout=10)
+        assert not worker.is_alive() and failed and len(created) >= 50
+        assert not staging.exists()
+        assert list((tmp_path / "c" / SHARD_DIR).iterdir()) == []
+        leftover = tmp_path / "c" / SHARD_DIR / ".stage-killed"
+        leftover.mkdir()
+        (leftover / "0-000000.tmp").write_bytes(b"x")
+    with CacheWriter(tmp_path / "c", _meta()):
+        assert list((tmp_path / "c" / SHARD_DIR).iterdir()) == []

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -24,6 +25,7 @@ from fixtures_audio import make_openslr_corpus, make_tiny_model
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e .[ray])")
 
 from ctclab.cluster.connection import RayOptions, open_cluster  # noqa: E402
+from ctclab.cluster.workers import Worker  # noqa: E402
 from ctclab.emission import distributed  # noqa: E402
 from ctclab.emission.distributed import EmissionWorkers  # noqa: E402
 from ctclab.emission.options import EmissionSpec, ExtractOptions, SourceOptions  # noqa: E402
@@ -236,6 +238,45 @@ def test_a_killed_driver_leaves_no_worker_behind(cluster, tmp_path):
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in pids)
+
+
+def test_a_closed_pool_has_stopped_writing_when_close_returns(cluster, tmp_path):
+    """Ray kills actors asynchronously: a killed worker's process ran on (and wrote files) after
+    Ray reported it dead. WorkerPool.close() waits until its workers on this node have exited,
+    so a worker that was writing has stopped by the time close() returns."""
+
+    class Scribbler(Worker):
+        def start(self, folder: str) -> int:
+            def scribble() -> None:
+                for k in range(100_000):   # bounded
+                    Path(folder, f"{os.getpid()}-{k:06d}").write_bytes(b"x")
+                    time.sleep(0.0005)
+
+            threading.Thread(target=scribble, daemon=True).start()
+            return os.getpid()
+
+    pool = cluster.workers(Scribbler, role="scribble", count=2, num_cpus=1)
+    try:
+        pids = pool.broadcast(lambda actor: actor.start.remote(str(tmp_path)))
+        assert pids
+        deadline = time.monotonic() + 30
+        while not all(any(tmp_path.glob(f"{pid}-*")) for pid in pids):
+            assert time.monotonic() < deadline, "the workers did not start writing"
+            time.sleep(0.05)
+    finally:
+        pool.close()
+    assert not any(_running(pid) for pid in pids)
+    written = len(list(tmp_path.iterdir()))
+    time.sleep(0.5)
+    assert len(list(tmp_path.iterdir())) == written
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
 
 
 def _alive(pid: int) -> bool:
