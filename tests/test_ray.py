@@ -235,9 +235,9 @@ def test_a_killed_driver_leaves_no_worker_behind(cluster, tmp_path):
         child.wait()
     assert _no_actors_left()
     deadline = time.monotonic() + 20
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(_running(pid) for pid in pids)
 
 
 def test_a_closed_pool_has_stopped_writing_when_close_returns(cluster, tmp_path):
@@ -277,14 +277,6 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[-1].split()[0] != b"Z"
     except FileNotFoundError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------- decoding, tuning
