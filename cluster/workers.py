@@ -17,7 +17,9 @@ worker dies (killed, out of memory, its node lost) its jobs go back to the queue
 a replacement is started, and the pool says so on stderr with the worker's log file; a job whose
 workers died MAX_ATTEMPTS times is an error (an input that kills every worker, e.g. by running it
 out of memory). An exception raised by a job (bad input) is raised here with its own type.
-Leaving ``map_ordered`` early (an error, an interrupt) kills the workers, so none keeps running.
+Leaving ``map_ordered`` early (an error, an interrupt) kills the workers (WorkerPool.close: those
+on this node have exited when it returns; Ray kills asynchronously, so one on another node may run
+on for a moment).
 """
 from __future__ import annotations
 

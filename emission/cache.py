@@ -472,7 +472,8 @@ class CacheWriter:
             for tmp in folder.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
         for staging in (self.path / SHARD_DIR).glob(STAGING_PREFIX + "*"):
-            _remove_for_good(staging)
+            if staging.is_dir():
+                _remove_for_good(staging)
 
     @contextmanager
     def staging(self, run: str) -> Iterator[Path]:

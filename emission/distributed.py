@@ -353,39 +353,36 @@ class EmissionWorkers:
         count, seconds, frames, short, peak = 0, 0.0, 0, [], 0
         skipped: list[SkippedItem] = []
         n = workers.plan.count
-        bar = progress_bar(sum(planned), f"{spec.model} {split} (ray, {n} workers)", "audio-s",
-                           enabled=progress)
 
         def describe(job: Job) -> str:
             return f"{split} batches {job.first}-{job.first + len(job.batches) - 1}"
 
-        # the run's own staging folder: a late write of a dead run never meets this run's files,
-        # and none lands once the run has ended (the folder is gone)
-        with writer.staging(run) as staging:
-            folder = str(staging.resolve())
+        def call(actor: Any, job: Job, attempt: int) -> Any:   # (staging: made below)
+            return actor.run.remote(key, job, str(staging.resolve()), writer.meta.dtype,
+                                    str(attempt))
 
-            def call(actor: Any, job: Job, attempt: int) -> Any:
-                return actor.run.remote(key, job, folder, writer.meta.dtype, str(attempt))
-
-            try:
-                with closing(workers.pool.map_ordered(jobs, call, describe)) as results:
-                    for part in results:
-                        for done in part:
-                            if done.skipped:
-                                writer.add_skipped(done.skipped)
-                                skipped += done.skipped
-                            if done.staged is not None:
-                                writer.add_shard_file(done.staged, done.rows)
-                                count += len(done.rows)
-                                seconds += sum(r[2] for r in done.rows)
-                                frames += sum(r[3] for r in done.rows)
-                                short += [r[0] for r in done.rows if r[3] == 0]
-                            peak = max(peak, done.peak_gpu_bytes or 0)
-                            bar.update(planned[done.number])
-                            if on_batch is not None:
-                                on_batch(len(done.rows))
-            finally:
-                bar.close()
+        # The run's own staging folder: a late write of a dead run never meets this run's files.
+        # Leaving the block stops the workers (closing the results), then removes the folder, so
+        # no late write lands.
+        with writer.staging(run) as staging, \
+                closing(progress_bar(sum(planned), f"{spec.model} {split} (ray, {n} workers)",
+                                     "audio-s", enabled=progress)) as bar, \
+                closing(workers.pool.map_ordered(jobs, call, describe)) as results:
+            for part in results:
+                for done in part:
+                    if done.skipped:
+                        writer.add_skipped(done.skipped)
+                        skipped += done.skipped
+                    if done.staged is not None:
+                        writer.add_shard_file(done.staged, done.rows)
+                        count += len(done.rows)
+                        seconds += sum(r[2] for r in done.rows)
+                        frames += sum(r[3] for r in done.rows)
+                        short += [r[0] for r in done.rows if r[3] == 0]
+                    peak = max(peak, done.peak_gpu_bytes or 0)
+                    bar.update(planned[done.number])
+                    if on_batch is not None:
+                        on_batch(len(done.rows))
         return ExtractStats(count, seconds, frames, time.perf_counter() - start,
                             f"ray {n}x {workers.plan.device}", spec.extract.dtype, 0,
                             tuple(skipped), peak or None,
