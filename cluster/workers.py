@@ -360,7 +360,7 @@ class WorkerPool:
                 pass
         if pings:  # a killed actor's calls fail once Ray knows it is dead
             self.ray.wait(pings, num_returns=len(pings), timeout=CLOSE_WAIT_S)
-        # ... which may come before its process ends (measured: ~0.1 s of writes after it)
+        # ... which may come before its process ends (measured: files written after it)
         while any(map(_running, local)) and time.monotonic() < deadline:
             time.sleep(0.02)
         self._actors.clear()
